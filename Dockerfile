@@ -1,0 +1,26 @@
+# One image for both processes of registry-janitor:
+#   api:    the default CMD (gunicorn serving service:create_app())
+#   worker: `python -m worker` (needs the Docker socket of the engine that runs the registry)
+FROM python:3.11-slim
+
+ENV PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    PIP_NO_CACHE_DIR=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1
+
+WORKDIR /app
+# README.md is the package's readme in pyproject.toml: the build needs it.
+COPY pyproject.toml README.md ./
+COPY janitor ./janitor
+COPY service ./service
+COPY worker ./worker
+RUN pip install . \
+    && useradd --system --uid 10001 --no-create-home --shell /usr/sbin/nologin janitor
+
+# The API needs no privileges. The worker talks to the Docker socket, which belongs to root:docker on the
+# host; docker-compose.yml runs it as root for that reason.
+USER janitor
+EXPOSE 8000
+
+# Extra gunicorn options (workers, threads, timeouts) go in GUNICORN_CMD_ARGS, which gunicorn reads itself.
+CMD ["gunicorn", "-b", "0.0.0.0:8000", "service:create_app()"]

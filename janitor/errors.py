@@ -1,0 +1,94 @@
+"""Domain errors. Each carries a machine-readable code; the API maps classes to HTTP statuses in one place."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class JanitorError(Exception):
+    code = "ERROR"
+
+    def __init__(self, message: str, **details: Any) -> None:
+        super().__init__(message)
+        self.message = message
+        self.details = details
+
+
+class NotFound(JanitorError):
+    code = "NOT_FOUND"
+
+
+class RepositoryNotFound(NotFound):
+    code = "REPOSITORY_UNKNOWN"
+
+
+class TagNotFound(NotFound):
+    code = "TAG_UNKNOWN"
+
+
+class ManifestNotFound(NotFound):
+    code = "MANIFEST_UNKNOWN"
+
+
+class JobNotFound(NotFound):
+    code = "JOB_UNKNOWN"
+
+
+class Conflict(JanitorError):
+    code = "CONFLICT"
+
+
+class SharedDigest(Conflict):
+    """Deleting the manifest would also remove tags nobody asked to remove."""
+
+    code = "TAG_SHARES_DIGEST"
+
+
+class ReferencedByIndex(Conflict):
+    code = "REFERENCED_BY_INDEX"
+
+
+class ConfirmationMismatch(JanitorError):
+    code = "CONFIRMATION_MISMATCH"
+
+
+class RegistryError(JanitorError):
+    """The registry answered, but not as expected."""
+
+    code = "REGISTRY_ERROR"
+
+
+class DeleteDisabled(RegistryError):
+    code = "REGISTRY_DELETE_DISABLED"
+
+
+class RegistryUnavailable(JanitorError):
+    code = "REGISTRY_UNAVAILABLE"
+
+
+class RegistryAuthFailed(RegistryError):
+    code = "REGISTRY_AUTH_FAILED"
+
+
+class QueueUnavailable(JanitorError):
+    code = "QUEUE_UNAVAILABLE"
+
+
+class ContainerError(JanitorError):
+    code = "CONTAINER_ERROR"
+
+
+class ContainerNotFound(ContainerError):
+    code = "REGISTRY_CONTAINER_NOT_FOUND"
+
+
+class DockerUnavailable(ContainerError):
+    code = "DOCKER_UNAVAILABLE"
+
+
+class GarbageCollectFailed(ContainerError):
+    code = "GC_FAILED"
+
+
+class LockLost(JanitorError):
+    code = "LOCK_LOST"

@@ -1,0 +1,228 @@
+"""A client for the distribution HTTP API (v2), with basic and bearer-token auth."""
+
+from __future__ import annotations
+
+import json
+import re
+import threading
+import time
+from collections.abc import Iterator
+from typing import Any
+from urllib.parse import urljoin
+
+import requests
+
+from janitor import errors
+from janitor.manifests import ACCEPT, Manifest, parse, sha256_digest
+
+_CHALLENGE_PARAM = re.compile(r'(\w+)="([^"]*)"')
+_NEXT_LINK = re.compile(r"<([^>]+)>;\s*rel=\"?next\"?")
+
+
+def _error_code(resp: requests.Response) -> str:
+    try:
+        errs = resp.json().get("errors") or []
+        return str(errs[0].get("code", "")) if errs else ""
+    except (ValueError, AttributeError):
+        return ""
+
+
+class RegistryClient:
+    """One registry; thread-safe enough for the API's threads (a session per client, tokens cached by scope)."""
+
+    def __init__(
+        self,
+        base_url: str,
+        username: str | None = None,
+        password: str | None = None,
+        timeout: float = 30.0,
+    ) -> None:
+        self.base_url = base_url.rstrip("/")
+        self.username = username
+        self.password = password
+        self.timeout = timeout
+        self.session = requests.Session()
+        self._tokens: dict[str, str] = {}
+        self._basic = False
+        self._lock = threading.Lock()
+
+    # -- transport -------------------------------------------------------------------------------
+
+    def _auth_headers(self, scope: str) -> dict[str, str]:
+        with self._lock:
+            token = self._tokens.get(scope)
+            basic = self._basic
+        if token:
+            return {"Authorization": f"Bearer {token}"}
+        if basic and self.username is not None:
+            return {"Authorization": requests.auth._basic_auth_str(self.username, self.password or "")}
+        return {}
+
+    def _authenticate(self, challenge: str, scope: str) -> None:
+        kind, _, params = challenge.partition(" ")
+        if kind.lower() == "basic":
+            if self.username is None:
+                raise errors.RegistryAuthFailed("the registry wants basic auth: set REGISTRY_USERNAME and REGISTRY_PASSWORD")
+            with self._lock:
+                self._basic = True
+            return
+        if kind.lower() != "bearer":
+            raise errors.RegistryAuthFailed(f"unsupported registry auth challenge: {challenge}")
+        values = dict(_CHALLENGE_PARAM.findall(params))
+        query = {k: v for k, v in (("service", values.get("service")), ("scope", values.get("scope"))) if v}
+        auth = (self.username, self.password or "") if self.username is not None else None
+        try:
+            resp = self.session.get(values["realm"], params=query, auth=auth, timeout=self.timeout)
+        except (KeyError, requests.RequestException) as exc:
+            raise errors.RegistryUnavailable(f"token service unreachable: {exc}") from exc
+        if resp.status_code != 200:
+            raise errors.RegistryAuthFailed(f"token service refused credentials ({resp.status_code})")
+        body = resp.json()
+        token = body.get("token") or body.get("access_token")
+        if not token:
+            raise errors.RegistryAuthFailed("token service answered without a token")
+        with self._lock:
+            self._tokens[scope] = token
+
+    def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        scope: str,
+        ok: tuple[int, ...] = (200,),
+        headers: dict[str, str] | None = None,
+        **kwargs: Any,
+    ) -> requests.Response:
+        """Send one request; authenticate once on 401; map transport failures to RegistryUnavailable."""
+        url = path if path.startswith("http") else f"{self.base_url}{path}"
+        for attempt in range(2):
+            try:
+                resp = self.session.request(
+                    method, url, headers={**(headers or {}), **self._auth_headers(scope)}, timeout=self.timeout, **kwargs
+                )
+            except requests.RequestException as exc:
+                raise errors.RegistryUnavailable(f"registry unreachable at {self.base_url}: {exc}") from exc
+            if resp.status_code == 401 and attempt == 0 and "WWW-Authenticate" in resp.headers:
+                self._authenticate(resp.headers["WWW-Authenticate"], scope)
+                continue
+            break
+        if resp.status_code in ok:
+            return resp
+        if resp.status_code == 401:
+            raise errors.RegistryAuthFailed(f"registry refused credentials for {method} {path}")
+        if resp.status_code >= 500:
+            raise errors.RegistryUnavailable(f"registry answered {resp.status_code} to {method} {path}")
+        raise _mapped(resp, method, path)
+
+    # -- read ----------------------------------------------------------------------------------
+
+    def ping(self) -> None:
+        self.request("GET", "/v2/", scope="")
+
+    def catalog(self, page_size: int = 1000) -> list[str]:
+        names: list[str] = []
+        url: str | None = f"/v2/_catalog?n={page_size}"
+        while url:
+            resp = self.request("GET", url, scope="registry:catalog:*")
+            names.extend(resp.json().get("repositories") or [])
+            url = self._next(resp)
+        return names
+
+    def tags(self, repository: str) -> list[str]:
+        """Tags of a repository; RepositoryNotFound when the registry does not know the name."""
+        tags: list[str] = []
+        url: str | None = f"/v2/{repository}/tags/list?n=1000"
+        while url:
+            resp = self.request("GET", url, scope=f"repository:{repository}:pull")
+            tags.extend(resp.json().get("tags") or [])
+            url = self._next(resp)
+        return tags
+
+    def _next(self, resp: requests.Response) -> str | None:
+        match = _NEXT_LINK.search(resp.headers.get("Link", ""))
+        return urljoin(self.base_url + "/", match.group(1)) if match else None
+
+    def manifest_digest(self, repository: str, reference: str) -> str | None:
+        """The stored digest a tag points at (HEAD with every manifest type), None if unknown."""
+        try:
+            resp = self.request(
+                "HEAD", f"/v2/{repository}/manifests/{reference}", scope=f"repository:{repository}:pull",
+                headers={"Accept": ACCEPT},
+            )
+        except errors.NotFound:
+            return None
+        return resp.headers.get("Docker-Content-Digest")
+
+    def manifest(self, repository: str, reference: str) -> Manifest:
+        resp = self.request(
+            "GET", f"/v2/{repository}/manifests/{reference}", scope=f"repository:{repository}:pull",
+            headers={"Accept": ACCEPT},
+        )
+        digest = resp.headers.get("Docker-Content-Digest") or sha256_digest(resp.content)
+        return parse(resp.content, resp.headers.get("Content-Type"), digest)
+
+    def blob(self, repository: str, digest: str) -> bytes:
+        return self.request("GET", f"/v2/{repository}/blobs/{digest}", scope=f"repository:{repository}:pull").content
+
+    def blob_exists(self, repository: str, digest: str) -> bool:
+        try:
+            self.request("HEAD", f"/v2/{repository}/blobs/{digest}", scope=f"repository:{repository}:pull")
+        except errors.NotFound:
+            return False
+        return True
+
+    def image_config(self, repository: str, digest: str) -> dict[str, Any]:
+        return json.loads(self.blob(repository, digest))
+
+    def iter_blob(self, repository: str, digest: str, chunk: int = 1 << 20) -> Iterator[bytes]:
+        resp = self.request("GET", f"/v2/{repository}/blobs/{digest}", scope=f"repository:{repository}:pull", stream=True)
+        yield from resp.iter_content(chunk)
+
+    # -- write ---------------------------------------------------------------------------------
+
+    def delete_manifest(self, repository: str, reference: str) -> None:
+        self.request(
+            "DELETE", f"/v2/{repository}/manifests/{reference}", scope=f"repository:{repository}:delete", ok=(202, 200)
+        )
+
+    def put_manifest(self, repository: str, reference: str, body: bytes, media_type: str) -> str:
+        resp = self.request(
+            "PUT", f"/v2/{repository}/manifests/{reference}", scope=f"repository:{repository}:pull,push",
+            ok=(201,), headers={"Content-Type": media_type}, data=body,
+        )
+        return resp.headers.get("Docker-Content-Digest") or sha256_digest(body)
+
+    def push_blob(self, repository: str, data: bytes) -> str:
+        """Monolithic upload (POST then PUT), skipped when the registry already has the blob."""
+        digest = sha256_digest(data)
+        if self.blob_exists(repository, digest):
+            return digest
+        scope = f"repository:{repository}:pull,push"
+        start = self.request("POST", f"/v2/{repository}/blobs/uploads/", scope=scope, ok=(202,))
+        location = urljoin(self.base_url + "/", start.headers["Location"])
+        sep = "&" if "?" in location else "?"
+        self.request(
+            "PUT", f"{location}{sep}digest={digest}", scope=scope, ok=(201,),
+            headers={"Content-Type": "application/octet-stream"}, data=data,
+        )
+        return digest
+
+
+def _mapped(resp: requests.Response, method: str, path: str) -> errors.JanitorError:
+    code = _error_code(resp)
+    where = f"{method} {path}"
+    if resp.status_code == 404:
+        if code == "NAME_UNKNOWN":
+            return errors.RepositoryNotFound(f"repository unknown to the registry ({where})")
+        if code == "BLOB_UNKNOWN":
+            return errors.NotFound(f"blob unknown to the registry ({where})")
+        return errors.ManifestNotFound(f"manifest unknown to the registry ({where})")
+    if resp.status_code == 405:
+        if method == "DELETE":
+            return errors.DeleteDisabled(
+                "the registry refuses deletes (405 UNSUPPORTED): enable them with storage.delete.enabled: true "
+                "in its config.yml or REGISTRY_STORAGE_DELETE_ENABLED=true in its environment, then restart it",
+            )
+        return errors.RegistryError(f"the registry refuses writes ({where}: 405 {code}); is it in read-only mode?", status=405)
+    return errors.RegistryError(f"registry answered {resp.status_code} {code} to {where}", status=resp.status_code, code=code)

@@ -1,0 +1,38 @@
+"""The queue of requests waiting for a maintenance window, shared by the API (which adds) and the worker
+(which claims). Requests that arrive while a window is queued or running join the next one, so N requests
+cost one GC and one restart.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import redis
+
+from janitor.jobs import Keys
+
+
+def submit(conn: redis.Redis, keys: Keys, job_id: str, schedule: Callable[[], None]) -> None:
+    """Queue a job for the next window; schedule a window only when none is already waiting to start."""
+    conn.rpush(keys.pending, job_id)
+    if conn.set(keys.scheduled, "1", nx=True):
+        try:
+            schedule()
+        except Exception:
+            conn.delete(keys.scheduled)
+            raise
+
+
+def claim(conn: redis.Redis, keys: Keys) -> list[str]:
+    """Take every waiting job for the window that is starting. The flag goes first: a request that comes
+    after it schedules a window of its own, one that comes before it is taken here."""
+    conn.delete(keys.scheduled)
+    with conn.pipeline(transaction=True) as pipe:
+        pipe.lrange(keys.pending, 0, -1)
+        pipe.delete(keys.pending)
+        ids, _ = pipe.execute()
+    return [i.decode() if isinstance(i, bytes) else i for i in ids]
+
+
+def waiting(conn: redis.Redis, keys: Keys) -> int:
+    return int(conn.llen(keys.pending))

@@ -1,0 +1,27 @@
+"""A maintenance window with no deletion: garbage-collect and restart."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import url_for
+from flask.views import MethodView
+from flask_smorest import Blueprint
+
+from service import maintenance
+from service.errors import ErrorSchema
+from service.gc.schemas import GcRequestSchema
+from service.jobs.schemas import JobSchema
+from service.state import state
+
+blp = Blueprint("gc", __name__, url_prefix="/v1/gc", description="Garbage collection without deletion")
+
+
+@blp.route("")
+class GarbageCollect(MethodView):
+    @blp.arguments(GcRequestSchema(), required=False)
+    @blp.response(202, JobSchema)
+    @blp.alt_response(503, schema=ErrorSchema, description="Job queue unreachable")
+    def post(self, body: dict[str, Any]) -> tuple[dict[str, Any], int, dict[str, str]]:
+        job = maintenance.submit_gc(state(), body or {})
+        return job, 202, {"Location": url_for("jobs.Job", job_id=job["id"])}

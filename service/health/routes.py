@@ -1,0 +1,48 @@
+"""Liveness and readiness: /healthz says the process is up, /readyz asks Redis, the registry and Docker."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask.views import MethodView
+from flask_smorest import Blueprint
+
+from janitor import errors
+from service.health.schemas import HealthSchema, ReadinessSchema
+from service.state import state
+
+blp = Blueprint("health", __name__, description="Liveness and readiness probes")
+
+
+@blp.route("/healthz")
+class Health(MethodView):
+    @blp.doc(security=[])
+    @blp.response(200, HealthSchema)
+    def get(self) -> dict[str, str]:
+        return {"status": "ok"}
+
+
+def _check(fn: Any) -> dict[str, Any]:
+    try:
+        fn()
+    except errors.JanitorError as exc:
+        return {"ok": False, "code": exc.code, "message": exc.message}
+    except Exception as exc:  # noqa: BLE001 - a probe reports every failure, it never raises
+        return {"ok": False, "code": "UNAVAILABLE", "message": str(exc)}
+    return {"ok": True}
+
+
+@blp.route("/readyz")
+class Ready(MethodView):
+    @blp.doc(security=[])
+    @blp.response(200, ReadinessSchema)
+    @blp.alt_response(503, schema=ReadinessSchema, description="At least one dependency is unreachable")
+    def get(self) -> tuple[dict[str, Any], int]:
+        st = state()
+        checks = {
+            "redis": _check(st.conn.ping),
+            "registry": _check(st.client.ping),
+            "docker": _check(st.container.get),
+        }
+        ready = all(c["ok"] for c in checks.values())
+        return {"status": "ready" if ready else "unavailable", "checks": checks}, 200 if ready else 503

@@ -1,0 +1,38 @@
+"""The API's domain functions: check a request against the registry, record it, and queue it for a window."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from janitor import errors, windows
+from janitor.planner import plan_deletion
+from service.state import State
+
+# The worker's job, by dotted name: the API never imports the worker.
+WINDOW_JOB = "worker.jobs.run_window"
+
+
+def _enqueue(st: State, kind: str, request: dict[str, Any]) -> dict[str, Any]:
+    job = st.store.create(kind, request)
+    windows.submit(
+        st.conn, st.keys, job["id"],
+        lambda: st.queue.enqueue(WINDOW_JOB, st.settings.registry_host, job_timeout=-1, result_ttl=3600),
+    )
+    return job
+
+
+def submit_deletion(st: State, request: dict[str, Any]) -> dict[str, Any]:
+    """Unknown names answer 404 and shared tags 409 here, before anything is queued."""
+    plan_deletion(st.client, request)
+    return _enqueue(st, "deletion", request)
+
+
+def submit_gc(st: State, request: dict[str, Any]) -> dict[str, Any]:
+    return _enqueue(st, "gc", request)
+
+
+def get_job(st: State, job_id: str) -> dict[str, Any]:
+    job = st.store.get(job_id) if job_id.isalnum() and len(job_id) <= 64 else None
+    if job is None:
+        raise errors.JobNotFound(f"no job {job_id}", id=job_id)
+    return job

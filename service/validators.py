@@ -1,0 +1,23 @@
+"""marshmallow validators for the distribution grammar (janitor.names holds the grammar itself)."""
+
+from __future__ import annotations
+
+import marshmallow as ma
+
+from janitor import names
+
+
+def repository(value: str) -> None:
+    if not names.is_repository(value):
+        raise ma.ValidationError("not a valid repository name: lowercase path components [a-z0-9] joined by "
+                                 "'.', '_', '__' or '-', separated by '/', at most 255 characters")
+
+
+def tag(value: str) -> None:
+    if not names.is_tag(value):
+        raise ma.ValidationError(r"not a valid tag: [\w][\w.-]{0,127}")
+
+
+def digest(value: str) -> None:
+    if not names.is_digest(value):
+        raise ma.ValidationError("not a valid digest: sha256: followed by 64 lowercase hex digits")

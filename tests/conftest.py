@@ -1,0 +1,210 @@
+"""Real parts for the tests: a Redis server, a registry container on the Docker engine, the API under
+gunicorn and the worker, each on loopback. scripts/test.sh provisions them on a fresh machine."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import docker
+import pytest
+import redis
+import requests
+
+from tests.images import Pusher, wait_until
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_http(url: str, timeout: float = 30.0) -> None:
+    def up() -> bool:
+        try:
+            return requests.get(url, timeout=1).status_code < 500
+        except requests.RequestException:
+            return False
+    if not wait_until(up, timeout):
+        raise RuntimeError(f"{url} did not come up")
+
+
+@pytest.fixture(scope="session")
+def registry_image() -> str:
+    image = os.environ.get("TEST_REGISTRY_IMAGE")
+    if not image:
+        out = subprocess.run([str(ROOT / "scripts/provision.sh")], check=True, capture_output=True, text=True)
+        image = out.stdout.strip().splitlines()[-1]
+    return image
+
+
+@pytest.fixture(scope="session")
+def docker_client() -> docker.DockerClient:
+    return docker.from_env()
+
+
+@pytest.fixture(scope="session")
+def redis_server() -> Iterator[str]:
+    port = free_port()
+    workdir = tempfile.mkdtemp(prefix="rj-redis-")
+    proc = subprocess.Popen(["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+                             "--appendonly", "no", "--dir", workdir], stdout=subprocess.DEVNULL)
+    url = f"redis://127.0.0.1:{port}/0"
+    conn = redis.Redis.from_url(url)
+    assert wait_until(lambda: _pings(conn), 20), "redis-server did not start"
+    yield url
+    proc.terminate()
+    proc.wait(10)
+    shutil.rmtree(workdir, ignore_errors=True)
+
+
+def _pings(conn: redis.Redis) -> bool:
+    try:
+        return bool(conn.ping())
+    except redis.RedisError:
+        return False
+
+
+@pytest.fixture
+def redis_conn(redis_server: str) -> Iterator[redis.Redis]:
+    conn = redis.Redis.from_url(redis_server)
+    conn.flushdb()
+    yield conn
+    conn.flushdb()
+
+
+@dataclass
+class Registry:
+    url: str
+    name: str
+    container: Any
+
+    def exec(self, *argv: str) -> str:
+        code, out = self.container.exec_run(list(argv))
+        assert code == 0, out
+        return out.decode()
+
+    def blob_files(self) -> dict[str, int]:
+        """digest -> size of every blob in storage, read straight from the filesystem."""
+        out = self.exec("find", "/var/lib/registry/docker/registry/v2/blobs", "-type", "f", "-name", "data",
+                        "-exec", "stat", "-c", "%s %n", "{}", "+") if self.has_blobs() else ""
+        return {"sha256:" + line.split("/")[-2]: int(line.split()[0]) for line in out.splitlines() if line.strip()}
+
+    def has_blobs(self) -> bool:
+        code, _ = self.container.exec_run(["test", "-d", "/var/lib/registry/docker/registry/v2/blobs"])
+        return code == 0
+
+    def storage_bytes(self) -> int:
+        return sum(self.blob_files().values())
+
+
+def start_registry(docker_client: docker.DockerClient, image: str, **env: str) -> Registry:
+    port = free_port()
+    name = f"rj-test-{uuid.uuid4().hex[:10]}"
+    container = docker_client.containers.run(
+        image, name=name, detach=True, network_mode="host",
+        environment={"REGISTRY_HTTP_ADDR": f"127.0.0.1:{port}", "REGISTRY_STORAGE_DELETE_ENABLED": "true", **env},
+    )
+    url = f"http://127.0.0.1:{port}"
+    wait_http(f"{url}/v2/")
+    return Registry(url, name, container)
+
+
+@pytest.fixture
+def registry(docker_client: docker.DockerClient, registry_image: str) -> Iterator[Registry]:
+    reg = start_registry(docker_client, registry_image)
+    yield reg
+    reg.container.remove(force=True, v=True)
+
+
+@dataclass
+class Stack:
+    """The service as a user runs it: gunicorn API and `python -m worker`, against one registry."""
+
+    api: str
+    registry: Registry
+    redis: redis.Redis
+    env: dict[str, str]
+    procs: dict[str, subprocess.Popen] = field(default_factory=dict)
+    token: str = "test-token"
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.token}"}
+
+    def get(self, path: str, **kw: Any) -> requests.Response:
+        return requests.get(self.api + path, headers=self.headers, timeout=60, **kw)
+
+    def post(self, path: str, body: Any = None, **kw: Any) -> requests.Response:
+        return requests.post(self.api + path, json=body, headers=self.headers, timeout=60, **kw)
+
+    def delete(self, body: dict[str, Any]) -> dict[str, Any]:
+        resp = self.post("/v1/deletions", body)
+        assert resp.status_code == 202, resp.text
+        return resp.json()
+
+    def wait(self, job_id: str, timeout: float = 120.0) -> dict[str, Any]:
+        def finished() -> dict[str, Any] | None:
+            job = self.get(f"/v1/jobs/{job_id}").json()
+            return job if job["status"] in ("succeeded", "failed") else None
+        job = wait_until(finished, timeout, 0.2)
+        assert job, f"job {job_id} did not finish within {timeout}s: {self.get(f'/v1/jobs/{job_id}').json()}"
+        return job
+
+    def pusher(self) -> Pusher:
+        return Pusher(self.registry.url)
+
+    def start_worker(self) -> subprocess.Popen:
+        proc = subprocess.Popen([sys.executable, "-m", "worker"], cwd=ROOT, env=self.env, start_new_session=True)
+        self.procs["worker"] = proc
+        return proc
+
+    def kill_worker(self) -> None:
+        proc = self.procs.pop("worker")
+        os.killpg(proc.pid, signal.SIGKILL)  # the RQ work horse too
+        proc.wait(10)
+
+    def stop(self) -> None:
+        for proc in self.procs.values():
+            with_group = proc.pid
+            try:
+                os.killpg(with_group, signal.SIGTERM)
+                proc.wait(10)
+            except (ProcessLookupError, subprocess.TimeoutExpired):
+                os.killpg(with_group, signal.SIGKILL)
+        self.procs.clear()
+
+
+def start_stack(registry: Registry, redis_url: str, conn: redis.Redis, worker: bool = True, **extra: str) -> Stack:
+    port = free_port()
+    env = {**os.environ, "REGISTRY_URL": registry.url, "REGISTRY_CONTAINER": registry.name, "REDIS_URL": redis_url,
+           "API_TOKENS": "test-token,other-token", "JANITOR_LOCK_TTL": "6", **extra}
+    stack = Stack(f"http://127.0.0.1:{port}", registry, conn, env)
+    stack.procs["api"] = subprocess.Popen(
+        [sys.executable, "-m", "gunicorn", "-b", f"127.0.0.1:{port}", "-w", "2", "--threads", "4",
+         "service:create_app()"], cwd=ROOT, env=env, start_new_session=True, stderr=subprocess.DEVNULL)
+    wait_http(f"{stack.api}/healthz")
+    if worker:
+        stack.start_worker()
+    return stack
+
+
+@pytest.fixture
+def stack(registry: Registry, redis_server: str, redis_conn: redis.Redis) -> Iterator[Stack]:
+    s = start_stack(registry, redis_server, redis_conn)
+    yield s
+    s.stop()

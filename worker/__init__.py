@@ -1,0 +1,1 @@
+"""The RQ side: maintenance windows that delete, fence writes, garbage-collect and restart the registry."""

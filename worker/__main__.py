@@ -1,0 +1,48 @@
+"""`python -m worker`: recover what a crashed worker left, then work the maintenance queue."""
+
+from __future__ import annotations
+
+import logging
+
+import redis
+from rq import Queue, Worker
+
+from janitor import errors, windows
+from janitor.lock import MaintenanceLock
+from janitor.settings import Settings
+from worker import window
+from worker.context import Context
+
+log = logging.getLogger("worker")
+
+
+def recover_on_start(ctx: Context) -> None:
+    """The lock of a killed worker expires within its TTL; wait that long, then undo what it left."""
+    lock = MaintenanceLock(ctx.conn, ctx.keys.lock, ctx.settings.lock_ttl)
+    if not lock.acquire(ctx.settings.lock_ttl * 2):
+        log.warning("maintenance lock busy; a live worker owns the window, nothing to recover")
+        return
+    try:
+        window.recover(ctx)
+    except errors.JanitorError as exc:
+        log.error("could not recover the registry at start: %s", exc.message)
+    finally:
+        lock.release()
+
+
+def main() -> None:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    settings = Settings.from_env()
+    conn = redis.Redis.from_url(settings.redis_url)
+    ctx = Context.build(settings, conn)
+    queue = Queue(ctx.keys.queue_name, connection=conn)
+    recover_on_start(ctx)
+    if windows.waiting(conn, ctx.keys):
+        # Requests a dead worker never claimed: give them a window.
+        conn.set(ctx.keys.scheduled, "1")
+        queue.enqueue("worker.jobs.run_window", settings.registry_host, job_timeout=-1)
+    Worker([queue], connection=conn).work(with_scheduler=False)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,40 @@
+"""Everything a window talks to, built once per job from the settings."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import redis
+
+from janitor.container import RegistryContainer
+from janitor.fence import WriteFence
+from janitor.jobs import JobStore, Keys
+from janitor.registry import RegistryClient
+from janitor.settings import Settings
+
+
+@dataclass
+class Context:
+    settings: Settings
+    conn: redis.Redis
+    store: JobStore
+    keys: Keys
+    client: RegistryClient
+    container: RegistryContainer
+    fence: WriteFence
+
+    @classmethod
+    def build(cls, settings: Settings, conn: redis.Redis | None = None) -> Context:
+        conn = conn or redis.Redis.from_url(settings.redis_url)
+        container = RegistryContainer(settings.registry_container)
+        return cls(
+            settings=settings,
+            conn=conn,
+            store=JobStore(conn, settings.job_ttl),
+            keys=Keys(settings.registry_host),
+            client=RegistryClient(settings.registry_url, settings.registry_username, settings.registry_password,
+                                  settings.http_timeout),
+            container=container,
+            fence=WriteFence(container, settings.registry_url, settings.restart_stop_timeout,
+                             settings.registry_ready_timeout),
+        )

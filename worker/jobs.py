@@ -1,0 +1,15 @@
+"""RQ job functions: plain, importable, taking only primitives. The API enqueues them by dotted name."""
+
+from __future__ import annotations
+
+from janitor.settings import Settings
+from worker import window
+from worker.context import Context
+
+
+def run_window(registry: str) -> None:
+    """Run every request waiting for `registry` in one maintenance window."""
+    settings = Settings.from_env()
+    if registry != settings.registry_host:
+        raise ValueError(f"this worker maintains {settings.registry_host}, not {registry}")
+    window.run(Context.build(settings))

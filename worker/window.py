@@ -1,0 +1,238 @@
+"""One maintenance window: the deletions, then writes refused while GC runs, then writes back on.
+
+Order matters. Deletions need a writable registry. GC must not run while anything is pushed, so the registry
+restarts read-only first; blobs of pushes in flight are held; GC runs only while this window owns the lock;
+then the original config returns and the restart clears the in-memory blob-descriptor cache, so a re-push
+cannot be told "layer already exists" about a blob GC just removed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import time
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+from janitor import errors, gc, holds, windows
+from janitor.jobs import FAILED, QUEUED, RUNNING, SUCCEEDED, now
+from janitor.lock import MaintenanceLock
+from janitor.planner import plan_deletion
+from worker.context import Context
+
+log = logging.getLogger(__name__)
+HOLDS_SUFFIX = ".janitor-holds"
+
+
+class StepError(Exception):
+    """A step failed; the jobs it ran for are already marked failed."""
+
+
+def run(ctx: Context) -> None:
+    """Take the lock, undo anything a crashed window left, then run every waiting job in one window."""
+    lock = MaintenanceLock(ctx.conn, ctx.keys.lock, ctx.settings.lock_ttl)
+    if not lock.acquire(ctx.settings.lock_wait):
+        for job in _load(ctx, windows.claim(ctx.conn, ctx.keys)):
+            _fail(ctx, job, errors.LockLost(f"no maintenance window within {ctx.settings.lock_wait:.0f}s"), "lock")
+        return
+    try:
+        try:
+            recover(ctx)
+        except errors.JanitorError as exc:
+            # Docker or the container is out of reach: nothing can be done safely, say why to every job.
+            for job in _load(ctx, windows.claim(ctx.conn, ctx.keys)):
+                _fail(ctx, job, exc, "preflight")
+            return
+        jobs = _load(ctx, windows.claim(ctx.conn, ctx.keys))
+        if jobs:
+            Window(ctx, lock, jobs).run()
+    finally:
+        lock.release()
+
+
+def recover(ctx: Context) -> list[str]:
+    """Bring back a registry a dead window left read-only, drop its holds, and end its jobs as failed.
+    Call only under the lock. Returns what was done, for the log."""
+    done: list[str] = []
+    for job in ctx.store.running():
+        reached = job["steps"][-1]["name"] if job["steps"] else "start"
+        _fail(ctx, job, errors.JanitorError(
+            f"the worker stopped during step {reached!r}; the registry was made writable again"), reached,
+            code="INTERRUPTED")
+        done.append(f"job {job['id']} ended as failed (interrupted at {reached})")
+    try:
+        config_path = ctx.container.config_path()
+        root = gc.storage_root(ctx.container, config_path)
+        if ctx.container.exists(config_path + HOLDS_SUFFIX):
+            left = json.loads(ctx.container.read_file(config_path + HOLDS_SUFFIX))
+            holds.release(ctx.container, root, [holds.Hold(h["repository"], h["digest"], ()) for h in left])
+            ctx.container.exec(["rm", "-f", config_path + HOLDS_SUFFIX])
+            done.append(f"released {len(left)} holds")
+        if ctx.fence.left_closed(config_path) or ctx.container.get().status != "running":
+            ctx.fence.open(config_path)
+            done.append("registry made writable and restarted")
+    except errors.JanitorError as exc:
+        log.error("recovery could not check the registry: %s", exc.message)
+        raise
+    for line in done:
+        log.warning("recovery: %s", line)
+    return done
+
+
+def _load(ctx: Context, ids: list[str]) -> list[dict[str, Any]]:
+    return [j for j in (ctx.store.get(i) for i in ids) if j and j["status"] == QUEUED]
+
+
+def _fail(ctx: Context, job: dict[str, Any], exc: errors.JanitorError, step: str, code: str | None = None) -> None:
+    job["status"] = FAILED
+    job["finished_at"] = now()
+    job["error"] = {"code": code or exc.code, "message": exc.message, "step": step}
+    ctx.store.save(job)
+
+
+class Window:
+    def __init__(self, ctx: Context, lock: MaintenanceLock, jobs: list[dict[str, Any]]) -> None:
+        self.ctx = ctx
+        self.lock = lock
+        self.jobs = jobs
+        self.info: dict[str, Any] = {
+            "id": uuid.uuid4().hex, "started_at": now(), "finished_at": None,
+            "jobs": [j["id"] for j in jobs], "write_refused_seconds": None,
+        }
+
+    # -- bookkeeping ---------------------------------------------------------------------------
+
+    def alive(self) -> list[dict[str, Any]]:
+        return [j for j in self.jobs if j["status"] == RUNNING]
+
+    def save(self, jobs: list[dict[str, Any]]) -> None:
+        for job in jobs:
+            job["window"] = self.info
+            self.ctx.store.save(job)
+
+    @contextlib.contextmanager
+    def step(self, jobs: list[dict[str, Any]], name: str) -> Iterator[dict[str, Any]]:
+        """Record one step on each job: start, end, outcome; on a domain error the jobs fail with its reason."""
+        record: dict[str, Any] = {"name": name, "status": RUNNING, "started_at": now(), "finished_at": None, "outcome": {}}
+        for job in jobs:
+            job["steps"].append(record)
+        self.save(jobs)
+        try:
+            yield record["outcome"]
+        except errors.JanitorError as exc:
+            record.update(status=FAILED, finished_at=now(), error={"code": exc.code, "message": exc.message, **exc.details})
+            for job in jobs:
+                if job["status"] == RUNNING:
+                    job.update(status=FAILED, error={"code": exc.code, "message": exc.message, "step": name})
+            self.save(jobs)
+            raise StepError(name) from exc
+        record.update(status=SUCCEEDED, finished_at=now())
+        self.save(jobs)
+
+    # -- the window ----------------------------------------------------------------------------
+
+    def run(self) -> None:
+        for job in self.jobs:
+            job.update(status=RUNNING, started_at=now())
+        self.save(self.jobs)
+        try:
+            self._run()
+        finally:
+            self.info["finished_at"] = now()
+            for job in self.jobs:
+                if job["status"] == RUNNING:
+                    job["status"] = SUCCEEDED
+                job["finished_at"] = now()
+            self.save(self.jobs)
+
+    def _run(self) -> None:
+        try:
+            with self.step(self.jobs, "preflight") as out:
+                # Reach Docker and the container before deleting anything, so nothing is left half-done.
+                config_path = self.ctx.container.config_path()
+                root = gc.storage_root(self.ctx.container, config_path)
+                out.update(container=self.ctx.container.name, config_path=config_path, storage_root=root)
+        except StepError:
+            return
+        released_blobs: set[str] = set()
+        for job in self.jobs:
+            if job["kind"] == "deletion":
+                with contextlib.suppress(StepError):
+                    released_blobs |= self.delete(job)
+        if not self.alive():
+            return
+        self.maintain(config_path, root, released_blobs)
+
+    def delete(self, job: dict[str, Any]) -> set[str]:
+        """Delete what the request names, as the registry is now; returns the blobs those manifests used."""
+        client = self.ctx.client
+        released: set[str] = set()
+        with self.step([job], "delete") as out:
+            plan = plan_deletion(client, job["request"])
+            deleted: list[str] = []
+            out.update(plan=plan.as_dict(), manifests_deleted=deleted)
+            repo = plan.repository
+            for digest in plan.manifests:
+                manifest = client.manifest(repo, digest)
+                released.update(manifest.blob_digests)
+                client.delete_manifest(repo, digest)
+                deleted.append(digest)
+            job["result"].update(manifests_deleted=list(deleted), tags_removed=plan.as_dict()["tags"])
+        return released
+
+    def maintain(self, config_path: str, root: str, released_blobs: set[str]) -> None:
+        """Fence, hold, GC, release, unfence, check: the part that needs the registry to refuse writes."""
+        ctx = self.ctx
+        placed: list[holds.Hold] = []
+        fenced_at: float | None = None
+        try:
+            with self.step(self.alive(), "fence") as out:
+                fenced_at = time.monotonic()
+                out["ready_seconds"] = round(ctx.fence.close(config_path), 3)
+            with self.step(self.alive(), "hold") as out:
+                recent = holds.recent_blobs(ctx.container, root, ctx.settings.upload_grace)
+                recent = {r: b - released_blobs for r, b in recent.items() if b - released_blobs}
+                built = holds.build(recent)
+                # Recorded before they are written, so a crash here still lets recovery remove them.
+                ctx.container.write_file(config_path + HOLDS_SUFFIX, json.dumps(
+                    [{"repository": h.repository, "digest": h.digest} for h, _ in built]).encode())
+                holds.place(ctx.container, root, built)
+                placed = [h for h, _ in built]
+                out.update(holds=len(placed), blobs_held=sum(len(h.blobs) for h in placed))
+            with self.step(self.alive(), "gc") as out:
+                if not self.lock.owned():
+                    raise errors.LockLost("the maintenance lock was lost before GC; GC did not run")
+                sizes = gc.blob_sizes(ctx.container, root)
+                started = time.monotonic()
+                summary = gc.run(ctx.container, config_path)
+                summary.duration_seconds = round(time.monotonic() - started, 3)
+                summary.bytes_freed = sum(sizes.get(d, 0) for d in summary.deleted_blobs)
+                gc.remove_empty_dirs(ctx.container, root)
+                out.update(summary.as_dict())
+                for job in self.alive():
+                    job["result"].update(gc=summary.as_dict(), bytes_freed=summary.bytes_freed)
+        except StepError:
+            pass
+        finally:
+            self._unfence(config_path, root, placed, fenced_at)
+
+    def _unfence(self, config_path: str, root: str, placed: list[holds.Hold], fenced_at: float | None) -> None:
+        """Always runs: holds go, the original config returns, and the registry restarts writable."""
+        ctx = self.ctx
+        everyone = [j for j in self.jobs if j["steps"] and j["steps"][-1]["name"] in ("fence", "hold", "gc")]
+        with contextlib.suppress(StepError):
+            with self.step(everyone, "restart") as out:
+                holds.release(ctx.container, root, placed)
+                ctx.container.exec(["rm", "-f", config_path + HOLDS_SUFFIX])
+                out["ready_seconds"] = round(ctx.fence.open(config_path), 3)
+                if fenced_at is not None:
+                    self.info["write_refused_seconds"] = round(time.monotonic() - fenced_at, 3)
+                out["write_refused_seconds"] = self.info["write_refused_seconds"]
+        with contextlib.suppress(StepError):
+            with self.step(everyone, "health") as out:
+                ctx.client.ping()
+                if ctx.fence.left_closed(config_path):
+                    raise errors.ContainerError("the registry is still configured read-only after the window")
+                out["registry"] = "answering, writable"
