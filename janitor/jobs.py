@@ -28,6 +28,7 @@ class Keys:
         self.lock = f"{self.prefix}:lock"
         self.pending = f"{self.prefix}:pending"
         self.scheduled = f"{self.prefix}:window-scheduled"
+        self.heartbeat = f"{self.prefix}:worker-heartbeat"
         self.queue_name = "janitor"
 
     @staticmethod

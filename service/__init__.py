@@ -52,8 +52,8 @@ def create_app(settings: Settings | None = None) -> Flask:
     from service.repositories.routes import blp as repositories
 
     for blp in (repositories, deletions, jobs, gc):
-        blp.before_request(lambda: auth.check_token(settings))
         api.register_blueprint(blp)
+    app.before_request(lambda: auth.check_token(settings) if request.path.startswith("/v1/") else None)
     api.register_blueprint(health)
     app.register_blueprint(docs.blp)
     errors.register(app)

@@ -9,7 +9,6 @@ from flask import current_app
 from rq import Queue
 
 from janitor.catalog import Catalog
-from janitor.container import RegistryContainer
 from janitor.jobs import JobStore, Keys
 from janitor.registry import RegistryClient
 from janitor.settings import Settings
@@ -24,7 +23,6 @@ class State:
     queue: Queue
     client: RegistryClient
     catalog: Catalog
-    container: RegistryContainer
 
     @classmethod
     def build(cls, settings: Settings) -> State:
@@ -40,7 +38,6 @@ class State:
             queue=Queue(keys.queue_name, connection=conn),
             client=client,
             catalog=Catalog(client),
-            container=RegistryContainer(settings.registry_container),
         )
 
 

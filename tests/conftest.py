@@ -108,6 +108,19 @@ class Registry:
         code, _ = self.container.exec_run(["test", "-d", "/var/lib/registry/docker/registry/v2/blobs"])
         return code == 0
 
+    def revisions(self) -> dict[str, set[str]]:
+        """Every stored manifest per repository, read straight from the filesystem."""
+        out = self.exec("find", "/var/lib/registry/docker/registry/v2/repositories", "-type", "f", "-path",
+                        "*/_manifests/revisions/sha256/*/link") if self.has_blobs() else ""
+        found: dict[str, set[str]] = {}
+        for line in out.split():
+            repo, _, rest = line.partition("/docker/registry/v2/repositories/")[2].partition("/_manifests/")
+            found.setdefault(repo, set()).add("sha256:" + rest.split("/")[2])
+        return found
+
+    def catalog(self) -> list[str]:
+        return requests.get(f"{self.url}/v2/_catalog", timeout=30).json()["repositories"]
+
     def storage_bytes(self) -> int:
         return sum(self.blob_files().values())
 

@@ -7,7 +7,7 @@ import logging
 import redis
 from rq import Queue, Worker
 
-from janitor import errors, windows
+from janitor import errors, heartbeat, windows
 from janitor.lock import MaintenanceLock
 from janitor.settings import Settings
 from worker import window
@@ -37,6 +37,7 @@ def main() -> None:
     ctx = Context.build(settings, conn)
     queue = Queue(ctx.keys.queue_name, connection=conn)
     recover_on_start(ctx)
+    heartbeat.start(conn, ctx.keys, ctx.container)
     if windows.waiting(conn, ctx.keys):
         # Requests a dead worker never claimed: give them a window.
         conn.set(ctx.keys.scheduled, "1")

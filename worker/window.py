@@ -16,14 +16,17 @@ import uuid
 from collections.abc import Iterator
 from typing import Any
 
-from janitor import errors, gc, holds, windows
+from janitor import errors, gc, holds, storage, windows
 from janitor.jobs import FAILED, QUEUED, RUNNING, SUCCEEDED, now
 from janitor.lock import MaintenanceLock
-from janitor.planner import plan_deletion
+from janitor.manifests import Manifest
+from janitor.planner import Inventory, plan_deletion
+from janitor.untag import untag
 from worker.context import Context
 
 log = logging.getLogger(__name__)
 HOLDS_SUFFIX = ".janitor-holds"
+MAINTENANCE_STEPS = ("fence", "hold", "remove_repositories", "gc")
 
 
 class StepError(Exception):
@@ -64,7 +67,7 @@ def recover(ctx: Context) -> list[str]:
         done.append(f"job {job['id']} ended as failed (interrupted at {reached})")
     try:
         config_path = ctx.container.config_path()
-        root = gc.storage_root(ctx.container, config_path)
+        root = storage.root(ctx.container, config_path)
         if ctx.container.exists(config_path + HOLDS_SUFFIX):
             left = json.loads(ctx.container.read_file(config_path + HOLDS_SUFFIX))
             holds.release(ctx.container, root, [holds.Hold(h["repository"], h["digest"], ()) for h in left])
@@ -101,6 +104,9 @@ class Window:
             "id": uuid.uuid4().hex, "started_at": now(), "finished_at": None,
             "jobs": [j["id"] for j in jobs], "write_refused_seconds": None,
         }
+        self.released_blobs: set[str] = set()  # blobs this window's deletions let go: never held from GC
+        self.remove_repos: dict[str, list[dict[str, Any]]] = {}  # repository -> jobs that emptied it
+        self.manifests: dict[str, Manifest] = {}  # by digest, immutable: shared by every plan in the window
 
     # -- bookkeeping ---------------------------------------------------------------------------
 
@@ -121,7 +127,11 @@ class Window:
         self.save(jobs)
         try:
             yield record["outcome"]
-        except errors.JanitorError as exc:
+        except Exception as exc:
+            if not isinstance(exc, errors.JanitorError):
+                log.exception("step %s failed unexpectedly", name)
+                exc = errors.JanitorError(f"unexpected {type(exc).__name__} in step {name}: {exc}")
+                exc.code = "INTERNAL_ERROR"
             record.update(status=FAILED, finished_at=now(), error={"code": exc.code, "message": exc.message, **exc.details})
             for job in jobs:
                 if job["status"] == RUNNING:
@@ -137,13 +147,20 @@ class Window:
         for job in self.jobs:
             job.update(status=RUNNING, started_at=now())
         self.save(self.jobs)
+        outcome = SUCCEEDED
         try:
             self._run()
+        except BaseException:
+            outcome = FAILED  # anything that escaped a step: never call such a job succeeded
+            raise
         finally:
             self.info["finished_at"] = now()
             for job in self.jobs:
                 if job["status"] == RUNNING:
-                    job["status"] = SUCCEEDED
+                    job["status"] = outcome
+                    if outcome == FAILED:
+                        job["error"] = {"code": "INTERNAL_ERROR", "message": "the window stopped unexpectedly; "
+                                        "see the worker log", "step": job["steps"][-1]["name"] if job["steps"] else None}
                 job["finished_at"] = now()
             self.save(self.jobs)
 
@@ -152,37 +169,54 @@ class Window:
             with self.step(self.jobs, "preflight") as out:
                 # Reach Docker and the container before deleting anything, so nothing is left half-done.
                 config_path = self.ctx.container.config_path()
-                root = gc.storage_root(self.ctx.container, config_path)
+                root = storage.root(self.ctx.container, config_path)
                 out.update(container=self.ctx.container.name, config_path=config_path, storage_root=root)
         except StepError:
             return
-        released_blobs: set[str] = set()
         for job in self.jobs:
             if job["kind"] == "deletion":
                 with contextlib.suppress(StepError):
-                    released_blobs |= self.delete(job)
-        if not self.alive():
-            return
-        self.maintain(config_path, root, released_blobs)
+                    self.delete(job, root)
+        if self.alive():
+            self.maintain(config_path, root)
 
-    def delete(self, job: dict[str, Any]) -> set[str]:
-        """Delete what the request names, as the registry is now; returns the blobs those manifests used."""
-        client = self.ctx.client
-        released: set[str] = set()
+    def delete(self, job: dict[str, Any], root: str) -> None:
+        """Plan on the registry as it is now, then untag and delete; a dry run stops after the plan."""
+        ctx = self.ctx
+        request = job["request"]
         with self.step([job], "delete") as out:
-            plan = plan_deletion(client, job["request"])
+            inventory = Inventory(ctx.client, lambda: storage.revisions(ctx.container, root), self.manifests)
+            plan = plan_deletion(inventory, request, ctx.settings.registry_host)
+            planned = {"blobs": len(plan.blobs_freed or {}), "bytes": sum((plan.blobs_freed or {}).values())}
+            out.update(plan=plan.as_dict(), dry_run=bool(request.get("dry_run")))
+            job["result"]["planned"] = planned
+            if request.get("dry_run"):
+                job["result"].update(plan=plan.as_dict())
+                job["status"] = SUCCEEDED  # changes nothing, so it takes no part in GC
+                return
             deleted: list[str] = []
-            out.update(plan=plan.as_dict(), manifests_deleted=deleted)
-            repo = plan.repository
-            for digest in plan.manifests:
-                manifest = client.manifest(repo, digest)
-                released.update(manifest.blob_digests)
-                client.delete_manifest(repo, digest)
-                deleted.append(digest)
-            job["result"].update(manifests_deleted=list(deleted), tags_removed=plan.as_dict()["tags"])
-        return released
+            untagged: list[str] = []
+            out.update(manifests_deleted=deleted, untagged=untagged)
+            for repo_plan in plan.repos:
+                repo = repo_plan.repository
+                for tag in repo_plan.untag:
+                    self.released_blobs |= untag(ctx.client, repo, tag)
+                    untagged.append(f"{repo}:{tag}")
+                for digest in repo_plan.delete:
+                    manifest = inventory.manifest(repo, digest)
+                    self.released_blobs |= set(manifest.blob_digests if manifest else ())
+                    try:
+                        ctx.client.delete_manifest(repo, digest)
+                    except errors.ManifestNotFound:
+                        pass  # gone since the plan (another request in this window took it)
+                    deleted.append(digest)
+                if repo_plan.remove_repository:
+                    self.remove_repos.setdefault(repo, []).append(job)
+            self.released_blobs |= set(plan.blobs_freed or ())
+            job["result"].update(manifests_deleted=list(deleted), tags_removed=plan.as_dict()["tags"],
+                                 repositories_removed=[])
 
-    def maintain(self, config_path: str, root: str, released_blobs: set[str]) -> None:
+    def maintain(self, config_path: str, root: str) -> None:
         """Fence, hold, GC, release, unfence, check: the part that needs the registry to refuse writes."""
         ctx = self.ctx
         placed: list[holds.Hold] = []
@@ -193,7 +227,7 @@ class Window:
                 out["ready_seconds"] = round(ctx.fence.close(config_path), 3)
             with self.step(self.alive(), "hold") as out:
                 recent = holds.recent_blobs(ctx.container, root, ctx.settings.upload_grace)
-                recent = {r: b - released_blobs for r, b in recent.items() if b - released_blobs}
+                recent = {r: b - self.released_blobs for r, b in recent.items() if b - self.released_blobs}
                 built = holds.build(recent)
                 # Recorded before they are written, so a crash here still lets recovery remove them.
                 ctx.container.write_file(config_path + HOLDS_SUFFIX, json.dumps(
@@ -201,15 +235,28 @@ class Window:
                 holds.place(ctx.container, root, built)
                 placed = [h for h, _ in built]
                 out.update(holds=len(placed), blobs_held=sum(len(h.blobs) for h in placed))
+            if self.remove_repos:
+                with self.step(self.alive(), "remove_repositories") as out:
+                    held = {h.repository for h in placed}
+                    for repo, jobs in sorted(self.remove_repos.items()):
+                        kept = "a push into it is in flight" if repo in held else \
+                            storage.remove_repository(ctx.container, root, repo)
+                        out.setdefault("kept" if kept else "removed", []).append(
+                            {"repository": repo, "reason": kept} if kept else repo)
+                        for job in jobs:
+                            if not kept:
+                                job["result"]["repositories_removed"].append(repo)
             with self.step(self.alive(), "gc") as out:
                 if not self.lock.owned():
                     raise errors.LockLost("the maintenance lock was lost before GC; GC did not run")
-                sizes = gc.blob_sizes(ctx.container, root)
+                sizes = storage.blob_sizes(ctx.container, root)
                 started = time.monotonic()
                 summary = gc.run(ctx.container, config_path)
                 summary.duration_seconds = round(time.monotonic() - started, 3)
                 summary.bytes_freed = sum(sizes.get(d, 0) for d in summary.deleted_blobs)
-                gc.remove_empty_dirs(ctx.container, root)
+                self._release(config_path, root, placed)
+                placed = []
+                storage.remove_empty_blob_dirs(ctx.container, root)
                 out.update(summary.as_dict())
                 for job in self.alive():
                     job["result"].update(gc=summary.as_dict(), bytes_freed=summary.bytes_freed)
@@ -218,14 +265,18 @@ class Window:
         finally:
             self._unfence(config_path, root, placed, fenced_at)
 
+    def _release(self, config_path: str, root: str, placed: list[holds.Hold]) -> None:
+        """Holds go before writes resume; the record of them goes last."""
+        holds.release(self.ctx.container, root, placed)
+        self.ctx.container.exec(["rm", "-f", config_path + HOLDS_SUFFIX])
+
     def _unfence(self, config_path: str, root: str, placed: list[holds.Hold], fenced_at: float | None) -> None:
         """Always runs: holds go, the original config returns, and the registry restarts writable."""
         ctx = self.ctx
-        everyone = [j for j in self.jobs if j["steps"] and j["steps"][-1]["name"] in ("fence", "hold", "gc")]
+        everyone = [j for j in self.jobs if j["steps"] and j["steps"][-1]["name"] in MAINTENANCE_STEPS]
         with contextlib.suppress(StepError):
             with self.step(everyone, "restart") as out:
-                holds.release(ctx.container, root, placed)
-                ctx.container.exec(["rm", "-f", config_path + HOLDS_SUFFIX])
+                self._release(config_path, root, placed)
                 out["ready_seconds"] = round(ctx.fence.open(config_path), 3)
                 if fenced_at is not None:
                     self.info["write_refused_seconds"] = round(time.monotonic() - fenced_at, 3)

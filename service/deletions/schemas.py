@@ -6,18 +6,47 @@ import marshmallow as ma
 
 from service import validators
 
+KINDS = ("tags", "digests", "all_tags", "untagged", "all_repositories")
+
 
 class DeletionSchema(ma.Schema):
-    """What to delete: some tags, or some manifests by digest, of one repository."""
+    """What to delete. Exactly one of: some tags, some manifests by digest, every tag of the repository
+    (`all_tags`), the manifests no tag reaches (`untagged`), or every repository (`all_repositories`,
+    with `confirm` repeating the registry's host)."""
 
     class Meta:
         unknown = ma.RAISE
 
-    repository = ma.fields.String(required=True, validate=validators.repository)
-    tags = ma.fields.List(ma.fields.String(validate=validators.tag), validate=ma.validate.Length(min=1, max=100))
-    digests = ma.fields.List(ma.fields.String(validate=validators.digest), validate=ma.validate.Length(min=1, max=100))
+    repository = ma.fields.String(validate=validators.repository, metadata={
+        "description": "Repository name, e.g. team/app; required unless all_repositories"})
+    tags = ma.fields.List(ma.fields.String(validate=validators.tag), validate=ma.validate.Length(min=1, max=100),
+                          metadata={"description": "Only these tags go; tags sharing their manifest stay"})
+    digests = ma.fields.List(ma.fields.String(validate=validators.digest), validate=ma.validate.Length(min=1, max=100),
+                             metadata={"description": "These manifests go, with every tag pointing at them"})
+    all_tags = ma.fields.Boolean(metadata={"description": "Every manifest goes, then the repository itself"})
+    untagged = ma.fields.Boolean(metadata={
+        "description": "Manifests no tag reaches go; tagged ones and children of tagged indexes stay"})
+    all_repositories = ma.fields.Boolean(metadata={"description": "Every repository goes (needs confirm)"})
+    confirm = ma.fields.String(metadata={"description": "The registry's host[:port], repeated to confirm "
+                                                        "all_repositories"})
+    dry_run = ma.fields.Boolean(load_default=False, metadata={
+        "description": "Report the plan (tags, manifests, blobs and bytes to be freed) and change nothing"})
+    force = ma.fields.Boolean(load_default=False, metadata={
+        "description": "Delete a manifest even though a tagged index references it"})
+    referrers = ma.fields.Boolean(load_default=True, metadata={
+        "description": "Also delete referrers (sha256-<hex> tags: signatures, SBOMs) of deleted manifests"})
 
     @ma.validates_schema
     def one_kind(self, data: dict[str, Any], **_: Any) -> None:
-        if ("tags" in data) == ("digests" in data):
-            raise ma.ValidationError("give exactly one of tags or digests", "_schema")
+        given = [k for k in KINDS if data.get(k)]
+        if len(given) != 1:
+            raise ma.ValidationError(f"give exactly one of {', '.join(KINDS)}", "_schema")
+        if given[0] == "all_repositories":
+            if "repository" in data:
+                raise ma.ValidationError("all_repositories takes no repository", "repository")
+            if not data.get("confirm"):
+                raise ma.ValidationError("repeat the registry's host[:port] to delete every repository", "confirm")
+        elif "repository" not in data:
+            raise ma.ValidationError("Missing data for required field.", "repository")
+        elif "confirm" in data:
+            raise ma.ValidationError("confirm goes only with all_repositories", "confirm")

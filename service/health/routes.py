@@ -7,7 +7,7 @@ from typing import Any
 from flask.views import MethodView
 from flask_smorest import Blueprint
 
-from janitor import errors
+from janitor import errors, heartbeat
 from service.health.schemas import HealthSchema, ReadinessSchema
 from service.state import state
 
@@ -42,7 +42,8 @@ class Ready(MethodView):
         checks = {
             "redis": _check(st.conn.ping),
             "registry": _check(st.client.ping),
-            "docker": _check(st.container.get),
         }
+        checks["docker"] = heartbeat.read(st.conn, st.keys) if checks["redis"]["ok"] else {
+            "ok": False, "code": "UNKNOWN", "message": "the worker reports Docker through Redis, which is down"}
         ready = all(c["ok"] for c in checks.values())
         return {"status": "ready" if ready else "unavailable", "checks": checks}, 200 if ready else 503

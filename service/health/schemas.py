@@ -11,6 +11,7 @@ class CheckSchema(ma.Schema):
     ok = ma.fields.Boolean(required=True)
     code = ma.fields.String()
     message = ma.fields.String()
+    at = ma.fields.String(metadata={"description": "When the worker last checked (docker only)"})
 
 
 class ReadinessSchema(ma.Schema):

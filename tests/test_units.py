@@ -1,0 +1,68 @@
+"""Logic that can be checked alone: the name grammar, GC output, the read-only config, settings."""
+
+from __future__ import annotations
+
+import pytest
+import yaml
+
+from janitor import errors, fence, gc, names
+from janitor.settings import Settings
+
+GC_OUTPUT = """test/one
+
+0 blobs marked, 3 blobs and 0 manifests eligible for deletion
+blob eligible for deletion: sha256:f94362d2e94b280a340aaa2fc4df80cf148f9053342d8354a48ec74b1163c544
+blob eligible for deletion: sha256:ffc0a0e1421182efa999ec51a05c9afc4d07dca0a3d1de55a0ded05233fd3b1a
+blob eligible for deletion: sha256:cadf50eaf74464d4ebc753ebf595bfee4febf87b9ad39c40f6c5cd80225c160e
+"""
+
+
+def test_gc_output_is_parsed() -> None:
+    summary = gc.parse_output(GC_OUTPUT)
+    assert (summary.blobs_marked, summary.blobs_deleted, summary.manifests_deleted) == (0, 3, 0)
+    assert len(summary.deleted_blobs) == 3
+    with pytest.raises(errors.GarbageCollectFailed):
+        gc.parse_output("panic: something else\n")
+
+
+@pytest.mark.parametrize("name,ok", [
+    ("a", True), ("team/app", True), ("a.b_c__d-e/f--g", True), ("x" * 255, True),
+    ("", False), ("A", False), ("../x", False), ("a/../b", False), ("a//b", False), ("/a", False), ("a/", False),
+    ("a_", False), ("-a", False), ("x" * 256, False), ("a b", False),
+])
+def test_repository_grammar(name: str, ok: bool) -> None:
+    assert names.is_repository(name) is ok
+
+
+def test_tag_and_digest_grammar() -> None:
+    assert names.is_tag("v1.2-rc_3") and names.is_tag("_x") and not names.is_tag(".x") and not names.is_tag("a" * 129)
+    assert names.is_digest("sha256:" + "a" * 64) and not names.is_digest("sha256:" + "A" * 64)
+    assert not names.is_digest("sha512:" + "a" * 128)
+
+
+def test_repository_dir_stays_inside_storage() -> None:
+    assert names.repository_dir("/var/lib/registry", "team/app") == \
+        "/var/lib/registry/docker/registry/v2/repositories/team/app"
+    for bad in ("../../etc", "team/../../x", "/abs"):
+        with pytest.raises(ValueError):
+            names.repository_dir("/var/lib/registry", bad)
+
+
+def test_readonly_config_keeps_everything_else() -> None:
+    original = b"version: 0.1\nstorage:\n  filesystem:\n    rootdirectory: /data\n  maintenance:\n" \
+               b"    uploadpurging:\n      enabled: false\nhttp:\n  addr: :5000\n"
+    fenced = fence.readonly_config(original, "/etc/x.yml.janitor-original")
+    assert fenced.startswith(fence.MARKER)
+    config = yaml.safe_load(fenced)
+    assert config["storage"]["maintenance"] == {"uploadpurging": {"enabled": False}, "readonly": {"enabled": True}}
+    assert config["storage"]["filesystem"] == {"rootdirectory": "/data"} and config["http"] == {"addr": ":5000"}
+
+
+def test_settings_from_env() -> None:
+    s = Settings.from_env({"REGISTRY_URL": "http://reg.local:5000/", "API_TOKENS": " a, b ,,",
+                           "JANITOR_LOCK_TTL": "12"})
+    assert s.registry_url == "http://reg.local:5000" and s.registry_host == "reg.local:5000"
+    assert s.api_tokens == ("a", "b") and s.lock_ttl == 12.0
+    d = Settings.from_env({})
+    assert d.registry_url == "http://localhost:5000" and d.redis_url == "redis://localhost:6379/0"
+    assert d.api_tokens == ()
