@@ -31,6 +31,8 @@ class Settings:
     restart_stop_timeout: int = 10
     # Blobs linked into a repository this recently are kept out of GC's reach: their manifest may still come.
     upload_grace: float = 3600.0
+    # Before writes are refused, wait at most this long for blob uploads in progress to finish.
+    upload_drain: float = 30.0
     # Job records are kept this long after they finish.
     job_ttl: float = 7 * 24 * 3600.0
     http_timeout: float = 30.0
@@ -58,6 +60,7 @@ class Settings:
             registry_ready_timeout=_float(env, "JANITOR_REGISTRY_READY_TIMEOUT", d.registry_ready_timeout),
             restart_stop_timeout=int(_float(env, "JANITOR_RESTART_STOP_TIMEOUT", d.restart_stop_timeout)),
             upload_grace=_float(env, "JANITOR_UPLOAD_GRACE", d.upload_grace),
+            upload_drain=_float(env, "JANITOR_UPLOAD_DRAIN", d.upload_drain),
             job_ttl=_float(env, "JANITOR_JOB_TTL", d.job_ttl),
             http_timeout=_float(env, "JANITOR_HTTP_TIMEOUT", d.http_timeout),
             max_body_bytes=int(_float(env, "JANITOR_MAX_BODY_BYTES", d.max_body_bytes)),

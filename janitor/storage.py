@@ -63,6 +63,13 @@ def remove_empty_blob_dirs(container: RegistryContainer, storage_root: str) -> N
                         "-empty", "-exec", "rmdir", "{}", "+"])
 
 
+def active_uploads(container: RegistryContainer, storage_root: str, within: float, now: float) -> int:
+    """Upload sessions written to within the last `within` seconds: pushes in the middle of a blob."""
+    result = container.exec(["find", f"{v2(storage_root)}/repositories", "-type", "f", "-path", "*/_uploads/*/data",
+                             "-exec", "stat", "-c", "%Y", "{}", "+"])
+    return sum(1 for line in result.stdout.split() if line.isdigit() and int(line) >= now - within)
+
+
 def _entries(container: RegistryContainer, path: str) -> list[str]:
     result = container.exec(["find", path, "-mindepth", "1", "-maxdepth", "1"])
     return [line for line in result.stdout.splitlines() if line.strip()] if result.exit_code == 0 else []

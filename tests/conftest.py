@@ -3,6 +3,7 @@ gunicorn and the worker, each on loopback. scripts/test.sh provisions them on a 
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -25,6 +26,21 @@ import requests
 from tests.images import Pusher, wait_until
 
 ROOT = Path(__file__).resolve().parent.parent
+
+
+def descendants(pid: int) -> list[int]:
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            with contextlib.suppress(OSError):
+                ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+                children.setdefault(ppid, []).append(int(entry.name))
+    found, pending = [], [pid]
+    while pending:
+        for child in children.get(pending.pop(), []):
+            found.append(child)
+            pending.append(child)
+    return found
 
 
 def free_port() -> int:
@@ -187,18 +203,25 @@ class Stack:
         return proc
 
     def kill_worker(self) -> None:
+        """SIGKILL the worker and its RQ work horse (which runs in a session of its own)."""
         proc = self.procs.pop("worker")
-        os.killpg(proc.pid, signal.SIGKILL)  # the RQ work horse too
+        for pid in [proc.pid, *descendants(proc.pid)]:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
         proc.wait(10)
 
     def stop(self) -> None:
         for proc in self.procs.values():
-            with_group = proc.pid
+            family = [proc.pid, *descendants(proc.pid)]
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGTERM)
             try:
-                os.killpg(with_group, signal.SIGTERM)
                 proc.wait(10)
-            except (ProcessLookupError, subprocess.TimeoutExpired):
-                os.killpg(with_group, signal.SIGKILL)
+            except subprocess.TimeoutExpired:
+                pass
+            for pid in family:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
         self.procs.clear()
 
 

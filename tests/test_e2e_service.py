@@ -67,7 +67,8 @@ def test_delete_tag_frees_its_blobs_and_a_repush_is_complete(stack: Stack) -> No
     job = stack.wait(resp.json()["id"])
 
     assert job["status"] == "succeeded", job
-    assert [s["name"] for s in job["steps"]] == ["preflight", "delete", "fence", "hold", "gc", "restart", "health"]
+    assert [s["name"] for s in job["steps"]] == ["preflight", "delete", "drain", "fence", "hold", "gc", "restart",
+                                                  "health", "verify"]
     assert all(s["status"] == "succeeded" and s["started_at"] <= s["finished_at"] for s in job["steps"])
     assert job["result"]["manifests_deleted"] == [doomed.digest]
     gc = job["result"]["gc"]
@@ -79,6 +80,7 @@ def test_delete_tag_frees_its_blobs_and_a_repush_is_complete(stack: Stack) -> No
     assert job["result"]["bytes_freed"] == expected_bytes
     assert stack.registry.storage_bytes() == before - expected_bytes
     assert job["window"]["write_refused_seconds"] > 0
+    assert job["result"]["integrity"]["broken"] == [] and job["result"]["integrity"]["manifests_checked"] == 1
 
     assert images.head_manifest(stack.registry.url, "team/app", "old") == 404
     assert images.head_manifest(stack.registry.url, "team/app", doomed.digest) == 404

@@ -16,7 +16,9 @@ import uuid
 from collections.abc import Iterator
 from typing import Any
 
-from janitor import errors, gc, holds, storage, windows
+import redis as redis_lib
+
+from janitor import cache, errors, gc, holds, integrity, storage, windows
 from janitor.jobs import FAILED, QUEUED, RUNNING, SUCCEEDED, now
 from janitor.lock import MaintenanceLock
 from janitor.manifests import Manifest
@@ -26,7 +28,7 @@ from worker.context import Context
 
 log = logging.getLogger(__name__)
 HOLDS_SUFFIX = ".janitor-holds"
-MAINTENANCE_STEPS = ("fence", "hold", "remove_repositories", "gc")
+MAINTENANCE_STEPS = ("drain", "fence", "hold", "remove_repositories", "gc")
 
 
 class StepError(Exception):
@@ -73,7 +75,7 @@ def recover(ctx: Context) -> list[str]:
             holds.release(ctx.container, root, [holds.Hold(h["repository"], h["digest"], ()) for h in left])
             ctx.container.exec(["rm", "-f", config_path + HOLDS_SUFFIX])
             done.append(f"released {len(left)} holds")
-        if ctx.fence.left_closed(config_path) or ctx.container.get().status != "running":
+        if ctx.fence.left_closed(config_path):
             ctx.fence.open(config_path)
             done.append("registry made writable and restarted")
     except errors.JanitorError as exc:
@@ -111,12 +113,22 @@ class Window:
     # -- bookkeeping ---------------------------------------------------------------------------
 
     def alive(self) -> list[dict[str, Any]]:
-        return [j for j in self.jobs if j["status"] == RUNNING]
+        """Jobs still taking part: running and not failed. A failed job stays `running` until the window
+        ends, so nobody reads `failed` while the registry may still be read-only."""
+        return [j for j in self.jobs if j["status"] == RUNNING and not j["error"]]
 
     def save(self, jobs: list[dict[str, Any]]) -> None:
+        """Best effort while Redis is away: a record that cannot be written must never stop the window
+        from making the registry writable again. The last save of the window retries."""
         for job in jobs:
             job["window"] = self.info
-            self.ctx.store.save(job)
+            for attempt in range(10):
+                try:
+                    self.ctx.store.save(job)
+                    break
+                except redis_lib.RedisError as exc:
+                    log.warning("cannot record job %s (%s); retrying", job["id"], exc)
+                    time.sleep(0.2 * (attempt + 1))
 
     @contextlib.contextmanager
     def step(self, jobs: list[dict[str, Any]], name: str) -> Iterator[dict[str, Any]]:
@@ -134,8 +146,8 @@ class Window:
                 exc.code = "INTERNAL_ERROR"
             record.update(status=FAILED, finished_at=now(), error={"code": exc.code, "message": exc.message, **exc.details})
             for job in jobs:
-                if job["status"] == RUNNING:
-                    job.update(status=FAILED, error={"code": exc.code, "message": exc.message, "step": name})
+                if job["status"] == RUNNING and not job["error"]:
+                    job["error"] = {"code": exc.code, "message": exc.message, "step": name}
             self.save(jobs)
             raise StepError(name) from exc
         record.update(status=SUCCEEDED, finished_at=now())
@@ -156,18 +168,22 @@ class Window:
         finally:
             self.info["finished_at"] = now()
             for job in self.jobs:
-                if job["status"] == RUNNING:
-                    job["status"] = outcome
-                    if outcome == FAILED:
-                        job["error"] = {"code": "INTERNAL_ERROR", "message": "the window stopped unexpectedly; "
-                                        "see the worker log", "step": job["steps"][-1]["name"] if job["steps"] else None}
-                job["finished_at"] = now()
+                if job["status"] != RUNNING:
+                    continue  # a dry run, finished when its plan was ready
+                if outcome == FAILED and not job["error"]:
+                    job["error"] = {"code": "INTERNAL_ERROR", "message": "the window stopped unexpectedly; "
+                                    "see the worker log", "step": job["steps"][-1]["name"] if job["steps"] else None}
+                job.update(status=FAILED if job["error"] else SUCCEEDED, finished_at=now())
             self.save(self.jobs)
 
     def _run(self) -> None:
         try:
             with self.step(self.jobs, "preflight") as out:
                 # Reach Docker and the container before deleting anything, so nothing is left half-done.
+                status = self.ctx.container.get().status
+                if status != "running":
+                    raise errors.ContainerError(
+                        f"registry container {self.ctx.container.name!r} is {status}; start it, then ask again")
                 config_path = self.ctx.container.config_path()
                 root = storage.root(self.ctx.container, config_path)
                 out.update(container=self.ctx.container.name, config_path=config_path, storage_root=root)
@@ -192,7 +208,7 @@ class Window:
             job["result"]["planned"] = planned
             if request.get("dry_run"):
                 job["result"].update(plan=plan.as_dict())
-                job["status"] = SUCCEEDED  # changes nothing, so it takes no part in GC
+                job.update(status=SUCCEEDED, finished_at=now())  # changes nothing: no part in GC
                 return
             deleted: list[str] = []
             untagged: list[str] = []
@@ -222,6 +238,8 @@ class Window:
         placed: list[holds.Hold] = []
         fenced_at: float | None = None
         try:
+            with self.step(self.alive(), "drain") as out:
+                out.update(self._drain(root))
             with self.step(self.alive(), "fence") as out:
                 fenced_at = time.monotonic()
                 out["ready_seconds"] = round(ctx.fence.close(config_path), 3)
@@ -257,6 +275,9 @@ class Window:
                 self._release(config_path, root, placed)
                 placed = []
                 storage.remove_empty_blob_dirs(ctx.container, root)
+                redis_cache = cache.redis_settings(ctx.container, config_path)
+                if redis_cache:  # before writes resume: nobody may be told a swept blob exists
+                    out["cache_keys_removed"] = cache.forget(redis_lib.Redis(**redis_cache), summary.deleted_blobs)
                 out.update(summary.as_dict())
                 for job in self.alive():
                     job["result"].update(gc=summary.as_dict(), bytes_freed=summary.bytes_freed)
@@ -264,6 +285,17 @@ class Window:
             pass
         finally:
             self._unfence(config_path, root, placed, fenced_at)
+
+    def _drain(self, root: str) -> dict[str, Any]:
+        """Give blob uploads in progress a bounded chance to finish before writes are refused."""
+        ctx = self.ctx
+        start = time.monotonic()
+        while True:
+            active = storage.active_uploads(ctx.container, root, within=60, now=time.time())
+            waited = time.monotonic() - start
+            if not active or waited >= ctx.settings.upload_drain:
+                return {"waited_seconds": round(waited, 3), "uploads_still_active": active}
+            time.sleep(0.5)
 
     def _release(self, config_path: str, root: str, placed: list[holds.Hold]) -> None:
         """Holds go before writes resume; the record of them goes last."""
@@ -287,3 +319,12 @@ class Window:
                 if ctx.fence.left_closed(config_path):
                     raise errors.ContainerError("the registry is still configured read-only after the window")
                 out["registry"] = "answering, writable"
+        with contextlib.suppress(StepError):
+            with self.step(everyone, "verify") as out:
+                report = integrity.check(ctx.client, sorted(set(ctx.client.catalog())))
+                out.update(report)
+                for job in everyone:
+                    job["result"]["integrity"] = report
+                if report["broken"]:
+                    log.error("integrity check after GC found %d missing items: %s", len(report["broken"]),
+                              report["broken"][:20])

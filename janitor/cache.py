@@ -1,0 +1,53 @@
+"""The registry's blob-descriptor cache. In memory it dies with the restart that ends every window; in
+Redis it survives, so the keys of every swept blob are removed, or the registry keeps saying "layer already
+exists" about blobs GC deleted."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import redis
+import yaml
+
+from janitor.container import RegistryContainer
+
+
+def redis_settings(container: RegistryContainer, config_path: str) -> dict[str, Any] | None:
+    """The registry's Redis, when its blob-descriptor cache lives there (env overrides config, as in
+    distribution)."""
+    config = yaml.safe_load(container.read_file(config_path)) or {}
+    env = dict(e.split("=", 1) for e in container.get().attrs["Config"].get("Env") or [] if "=" in e)
+    kind = env.get("REGISTRY_STORAGE_CACHE_BLOBDESCRIPTOR") or \
+        (((config.get("storage") or {}).get("cache") or {}).get("blobdescriptor"))
+    if kind != "redis":
+        return None
+    conf = config.get("redis") or {}
+    addr = env.get("REGISTRY_REDIS_ADDR") or conf.get("addr") or "localhost:6379"
+    host, _, port = str(addr).rpartition(":")
+    return {
+        "host": host or "localhost",
+        "port": int(port or 6379),
+        "password": env.get("REGISTRY_REDIS_PASSWORD") or conf.get("password") or None,
+        "db": int(env.get("REGISTRY_REDIS_DB") or conf.get("db") or 0),
+    }
+
+
+def forget(conn: redis.Redis, digests: list[str]) -> int:
+    """Remove the global and per-repository descriptors of these blobs. Returns how many keys went."""
+    if not digests:
+        return 0
+    wanted = set(digests)
+    removed = 0
+    with conn.pipeline(transaction=False) as pipe:
+        for digest in wanted:
+            pipe.delete(f"blobs::{digest}")
+        removed += sum(int(n) for n in pipe.execute())
+    for key in conn.scan_iter(match="repository::*", count=1000):
+        name = key.decode()
+        if name.endswith("::blobs"):
+            removed += int(conn.srem(name, *wanted))
+        else:
+            head, sep, digest = name.rpartition("::blobs::")
+            if sep and digest in wanted:
+                removed += int(conn.delete(name))
+    return removed

@@ -1,0 +1,343 @@
+"""Maintenance never overlaps a push, nothing a client pushed is lost, and a crash leaves no wreck."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import shutil
+import subprocess
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import datetime
+
+import pytest
+import redis
+import requests
+
+from janitor.lock import MaintenanceLock
+from tests import images
+from tests.conftest import Registry, Stack, free_port, start_registry, start_stack
+
+pytestmark = pytest.mark.e2e
+CONFIG = "/etc/docker/registry/config.yml"
+
+
+def _writable(reg: Registry) -> bool:
+    """A real write: a blob upload is accepted (not 405) and the config is the original one."""
+    try:
+        resp = requests.post(f"{reg.url}/v2/probe/blobs/uploads/", timeout=10)
+    except requests.RequestException:
+        return False  # restarting
+    if resp.status_code != 202:
+        return False
+    requests.delete(reg.url + resp.headers["Location"] if resp.headers["Location"].startswith("/")
+                    else resp.headers["Location"], timeout=10)
+    return not reg.exec("cat", CONFIG).startswith("# registry-janitor")
+
+
+def _job(conn: redis.Redis, job_id: str) -> dict:
+    return json.loads(conn.get(f"janitor:job:{job_id}"))
+
+
+def test_requests_that_wait_share_one_window(stack: Stack) -> None:
+    stack.kill_worker()
+    p = stack.pusher()
+    imgs = [images.image() for _ in range(5)]
+    for i, img in enumerate(imgs):
+        p.image("team/app", img, f"t{i}")
+    ids = [stack.delete({"repository": "team/app", "tags": [f"t{i}"]})["id"] for i in range(5)]
+    stack.start_worker()
+    jobs = [stack.wait(i) for i in ids]
+    assert all(j["status"] == "succeeded" for j in jobs), jobs
+    assert len({j["window"]["id"] for j in jobs}) == 1
+    assert sorted(j["window"]["jobs"] for j in jobs)[0] == ids
+    for job, img in zip(jobs, imgs):
+        assert job["result"]["manifests_deleted"] == [img.digest]  # each its own outcome
+        assert [s["name"] for s in job["steps"]].count("gc") == 1
+        assert job["window"]["write_refused_seconds"] > 0
+    # One GC and one restart served all five: the very same step records.
+    assert len({json.dumps(next(s for s in j["steps"] if s["name"] == "gc")) for j in jobs}) == 1
+    assert jobs[0]["result"]["gc"]["blobs_deleted"] == sum(len(i.blobs) + 1 for i in imgs)
+
+
+def test_the_lock_has_one_owner_expires_and_renews(redis_conn: redis.Redis) -> None:
+    a = MaintenanceLock(redis_conn, "janitor:test:lock", ttl=0.6)
+    b = MaintenanceLock(redis_conn, "janitor:test:lock", ttl=0.6)
+    assert a.acquire(0)
+    assert not b.acquire(0.3)
+    time.sleep(1.0)  # longer than the TTL: renewal keeps it
+    assert a.owned() and not b.acquire(0)
+    redis_conn.set("janitor:test:lock", "someone else")  # taken from under it
+    assert not a.renew() and not a.owned()
+    a.release()
+    assert redis_conn.get("janitor:test:lock") == b"someone else"  # release never frees another's lock
+    redis_conn.delete("janitor:test:lock")
+    c = MaintenanceLock(redis_conn, "janitor:test:lock", ttl=0.5)
+    assert c.acquire(0)
+    c._stop.set()  # a dead owner stops renewing ...
+    assert b.acquire(2.0)  # ... and the lock frees itself
+    b.release()
+
+
+def _wait_step(conn: redis.Redis, job_id: str, step: str, timeout: float = 60) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        raw = conn.get(f"janitor:job:{job_id}")
+        if raw:
+            job = json.loads(raw)
+            if job["steps"] and job["steps"][-1]["name"] == step:
+                return True
+            if job["status"] in ("succeeded", "failed"):
+                return False
+        time.sleep(0.002)
+    return False
+
+
+def test_a_window_that_loses_its_lock_never_runs_gc(stack: Stack) -> None:
+    p = stack.pusher()
+    doomed = images.image()
+    p.image("team/app", doomed, "v1")
+    job_id = stack.delete({"repository": "team/app", "tags": ["v1"]})["id"]
+    assert _wait_step(stack.redis, job_id, "fence")
+    stack.redis.set(stack.env["REGISTRY_URL"].replace("http://", "janitor:") + ":lock", "thief")
+    job = stack.wait(job_id)
+    assert job["status"] == "failed" and job["error"]["code"] == "LOCK_LOST" and job["error"]["step"] == "gc"
+    assert set(doomed.blobs) <= set(stack.registry.blob_files())  # GC did not run
+    assert next(s for s in job["steps"] if s["name"] == "restart")["status"] == "succeeded"
+    assert _writable(stack.registry)
+
+
+@pytest.mark.parametrize("step", ["delete", "fence", "hold", "gc", "restart"])
+def test_worker_killed_inside_the_window_leaves_no_wreck(stack: Stack, step: str) -> None:
+    p = stack.pusher()
+    imgs = [images.image(layers=3) for _ in range(4)]
+    for i, img in enumerate(imgs):
+        p.image("team/app", img, f"t{i}")
+    job_id = stack.delete({"repository": "team/app", "tags": ["t0", "t1", "t2"]})["id"]
+    assert _wait_step(stack.redis, job_id, step), _job(stack.redis, job_id)
+    stack.kill_worker()
+    reached = _job(stack.redis, job_id)["steps"][-1]["name"]
+
+    stack.start_worker()  # the next worker start brings the registry back
+    job = stack.wait(job_id, timeout=90)
+    assert job["status"] == "failed" and job["error"]["code"] == "INTERRUPTED", job
+    assert job["error"]["step"] == reached
+    assert images.wait_until(lambda: _writable(stack.registry), 30)
+    assert stack.registry.exec("ls", "/etc/docker/registry") .split() == ["config.yml"]  # no backup, no holds
+    assert images.wait_until(lambda: not stack.redis.exists(
+        stack.env["REGISTRY_URL"].replace("http://", "janitor:") + ":lock"), 30)
+    assert images.pull_verified(stack.registry.url, "team/app", "t3") == []
+
+    after = stack.wait(stack.delete({"repository": "team/app", "tags": ["t3"]})["id"])
+    assert after["status"] == "succeeded", after
+    assert stack.registry.revisions().get("team/app", set()) <= {i.digest for i in imgs[:3]}
+
+
+def test_stopped_registry_container_fails_the_job_and_stays_stopped(stack: Stack) -> None:
+    stack.registry.container.stop(timeout=1)
+    resp = stack.post("/v1/gc", {})
+    assert resp.status_code == 202
+    job = stack.wait(resp.json()["id"])
+    assert job["status"] == "failed" and job["error"]["step"] == "preflight"
+    assert "exited" in job["error"]["message"] and "start it" in job["error"]["message"]
+    stack.registry.container.reload()
+    assert stack.registry.container.status == "exited"  # we never start what a person stopped
+
+
+def test_unreachable_docker_engine_fails_before_anything_changes(registry, redis_server, redis_conn) -> None:  # type: ignore[no-untyped-def]
+    s = start_stack(registry, redis_server, redis_conn, DOCKER_HOST="unix:///nonexistent/docker.sock")
+    try:
+        img = images.image()
+        s.pusher().image("team/app", img, "v1")
+        job = s.wait(s.delete({"repository": "team/app", "tags": ["v1"]})["id"])
+        assert job["status"] == "failed" and job["error"]["code"] == "DOCKER_UNAVAILABLE", job
+        assert job["error"]["step"] == "preflight"
+        assert images.pull_verified(registry.url, "team/app", "v1") == []
+        ready = images.wait_until(lambda: requests.get(s.api + "/readyz", timeout=10).json()["checks"]["docker"].get(
+            "code") == "DOCKER_UNAVAILABLE", 30)
+        assert ready
+        assert requests.get(s.api + "/readyz", timeout=10).status_code == 503
+    finally:
+        s.stop()
+
+
+@pytest.fixture
+def private_redis() -> Iterator[tuple[int, str]]:
+    port, workdir = free_port(), tempfile.mkdtemp(prefix="rj-redis-")
+    yield port, workdir
+    subprocess.run(["redis-cli", "-p", str(port), "shutdown", "nosave"], capture_output=True)
+    shutil.rmtree(workdir, ignore_errors=True)
+
+
+def _redis(port: int, workdir: str) -> subprocess.Popen:
+    proc = subprocess.Popen(["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--appendonly", "yes",
+                             "--dir", workdir], stdout=subprocess.DEVNULL)
+    conn = redis.Redis(port=port)
+    assert images.wait_until(lambda: _ping(conn), 20)
+    return proc
+
+
+def _ping(conn: redis.Redis) -> bool:
+    try:
+        return bool(conn.ping())
+    except redis.RedisError:
+        return False
+
+
+def test_redis_restarted_answers_503_then_recovers(registry: Registry, private_redis: tuple[int, str]) -> None:
+    port, workdir = private_redis
+    proc = _redis(port, workdir)
+    url = f"redis://127.0.0.1:{port}/0"
+    s = start_stack(registry, url, redis.Redis(port=port))
+    try:
+        p = s.pusher()
+        imgs = [images.image() for _ in range(3)]
+        for i, img in enumerate(imgs):
+            p.image("team/app", img, f"t{i}")
+        assert s.wait(s.delete({"repository": "team/app", "tags": ["t0"]})["id"])["status"] == "succeeded"
+
+        # Redis restarts in the middle of a window: the window still ends with the registry writable.
+        job_id = s.delete({"repository": "team/app", "tags": ["t1"]})["id"]
+        assert _wait_step(redis.Redis(port=port), job_id, "fence")
+        proc.terminate()
+        proc.wait(10)
+        resp = s.post("/v1/deletions", {"repository": "team/app", "tags": ["t2"]})
+        assert resp.status_code == 503 and resp.json()["code"] == "QUEUE_UNAVAILABLE"
+        time.sleep(1)
+        proc = _redis(port, workdir)
+        job = s.wait(job_id, timeout=90)
+        assert job["status"] in ("succeeded", "failed"), job
+        if job["status"] == "failed":
+            assert job["error"]["code"] in ("LOCK_LOST", "INTERRUPTED") and job["error"]["message"]
+        assert images.wait_until(lambda: _writable(registry), 30)
+        last = s.wait(s.delete({"repository": "team/app", "tags": ["t2"]})["id"], timeout=90)
+        assert last["status"] == "succeeded", last
+        assert images.head_manifest(registry.url, "team/app", imgs[2].digest) == 404
+    finally:
+        s.stop()
+        proc.terminate()
+
+
+def test_redis_blob_descriptor_cache_forgets_swept_blobs(
+        docker_client, registry_image, redis_server, redis_conn) -> None:  # type: ignore[no-untyped-def]
+    cache_db = 7
+    cache = redis.Redis.from_url(redis_server.rsplit("/", 1)[0] + f"/{cache_db}")
+    cache.flushdb()
+    reg = start_registry(docker_client, registry_image, REGISTRY_STORAGE_CACHE_BLOBDESCRIPTOR="redis",
+                         REGISTRY_REDIS_ADDR=redis_server.split("//")[1].split("/")[0], REGISTRY_REDIS_DB=str(cache_db))
+    s = start_stack(reg, redis_server, redis_conn)
+    try:
+        img = images.image()
+        s.pusher().image("team/app", img, "v1")
+        s.pusher().image("team/app", images.image(), "v2")
+        assert cache.exists(f"blobs::{images.sha256_digest(img.layers[0])}")
+        job = s.wait(s.delete({"repository": "team/app", "tags": ["v1"]})["id"])
+        assert job["status"] == "succeeded", job
+        assert next(x for x in job["steps"] if x["name"] == "gc")["outcome"]["cache_keys_removed"] > 0
+        for blob in img.blobs:
+            assert not cache.exists(f"blobs::{blob}")
+            assert not cache.exists(f"repository::team/app::blobs::{blob}")
+        again = s.pusher()
+        again.image("team/app", img, "v1")
+        assert again.skipped == []
+        assert images.pull_verified(reg.url, "team/app", "v1") == []
+    finally:
+        s.stop()
+        reg.container.remove(force=True, v=True)
+        cache.flushdb()
+
+
+@dataclass
+class Push:
+    repo: str
+    tag: str
+    image: images.Image
+    acknowledged: str | None = None
+    refusals: list[str] = field(default_factory=list)
+    pauses: list[tuple[float, float]] = field(default_factory=list)  # blobs done -> manifest sent
+
+
+def _push_until_acknowledged(base: str, push: Push, rng: random.Random, deadline: float) -> None:
+    """Like `docker push`: HEAD each blob, upload what is missing, PUT the manifest; on refusal start over."""
+    while time.time() < deadline:
+        p = images.Pusher(base)
+        try:
+            for data in push.image.blobs.values():
+                p.blob(push.repo, data)
+            done = time.time()
+            time.sleep(rng.uniform(0, 1.2))  # the gap GC must never fall into unnoticed
+            sent = time.time()
+            push.pauses.append((done, sent))
+            push.acknowledged = p.manifest(push.repo, push.tag, push.image.manifest, push.image.media_type)
+            return
+        except requests.HTTPError as exc:
+            body = exc.response.text if exc.response is not None else ""
+            push.refusals.append(f"{exc.response.status_code if exc.response is not None else '?'} {body[:80]}")
+        except requests.RequestException as exc:
+            push.refusals.append(f"unreachable: {type(exc).__name__}")
+        time.sleep(0.2)
+
+
+def _overlaps(a: tuple[float, float], b: tuple[float, float]) -> bool:
+    return a[0] < b[1] and b[0] < a[1]
+
+
+def test_pushes_during_maintenance_windows_lose_nothing(registry, redis_server, redis_conn) -> None:  # type: ignore[no-untyped-def]
+    s = start_stack(registry, redis_server, redis_conn, JANITOR_UPLOAD_DRAIN="2")
+    rng = random.Random(4)
+    pushes = [Push(f"push/p{n}", f"t{i}", images.image(layers=rng.randint(1, 3), layer_size=rng.randint(2_000, 30_000)))
+              for n in range(4) for i in range(12)]
+    deadline = time.time() + 240
+    done = threading.Event()
+    windows: list[dict] = []
+
+    def maintain() -> None:
+        victim = 0
+        while not done.is_set():
+            _push_until_acknowledged(registry.url, Push("victims", f"v{victim}", images.image()),
+                                     random.Random(victim), time.time() + 60)
+            job = s.wait(s.delete({"repository": "victims", "tags": [f"v{victim}"]})["id"], timeout=120)
+            windows.append(job)
+            victim += 1
+
+    def pusher(n: int) -> None:
+        for push in pushes[n * 12:(n + 1) * 12]:
+            _push_until_acknowledged(registry.url, push, random.Random(rng.random()), deadline)
+
+    try:
+        maintainer = threading.Thread(target=maintain)
+        maintainer.start()
+        threads = [threading.Thread(target=pusher, args=(n,)) for n in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        done.set()
+        maintainer.join()
+    finally:
+        s.stop()
+
+    assert len(windows) >= 3, "too few maintenance windows ran during the pushes"
+    for job in windows:
+        assert job["status"] == "succeeded", job
+        assert job["result"]["integrity"]["broken"] == []
+    gc_spans = [(_ts(st["started_at"]), _ts(st["finished_at"])) for j in windows for st in j["steps"] if st["name"] == "gc"]
+    refused = [(_ts(st["started_at"]), _ts(j["window"]["finished_at"])) for j in windows for st in j["steps"]
+               if st["name"] == "fence"]
+    # GC really landed between pushes' blob uploads and their manifest PUT, and writes were really refused mid-push.
+    assert sum(_overlaps(pause, g) for p in pushes for pause in p.pauses for g in gc_spans) > 0
+    assert any(r.startswith("405") for p in pushes for r in p.refusals)
+    assert refused
+    # Every push was acknowledged; none was ever told its blobs were gone; every one pulls complete.
+    for push in pushes:
+        assert push.acknowledged == push.image.digest, push
+        assert not [r for r in push.refusals if "BLOB_UNKNOWN" in r], push.refusals
+        assert images.pull_verified(registry.url, push.repo, push.tag) == [], push.tag
+
+
+def _ts(value: str) -> float:
+    return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
