@@ -72,9 +72,24 @@ class WriteFence:
         backup = config_path + BACKUP_SUFFIX
         if self.container.read_file(config_path).startswith(MARKER):
             self.container.write_file(config_path, self.container.read_file(backup))
+        running = self.container.get().status == "running"
+        if running:  # the original is back in place: the backup has served
+            self.container.exec(["rm", "-f", backup])
         seconds = self._restart()
-        self.container.exec(["rm", "-f", backup])
+        if not running:
+            self.container.exec(["rm", "-f", backup])
         return seconds
 
     def left_closed(self, config_path: str) -> bool:
         return self.container.read_file(config_path).startswith(MARKER)
+
+    def recover(self, config_path: str) -> str | None:
+        """Undo what a window that died left behind; says what it did, or None."""
+        if self.left_closed(config_path):
+            self.open(config_path)
+            return "registry made writable and restarted"
+        if self.container.exists(config_path + BACKUP_SUFFIX):
+            # Died after writing the backup but before fencing, or after unfencing: the config is the original.
+            self.container.exec(["rm", "-f", config_path + BACKUP_SUFFIX])
+            return "stale config backup removed"
+        return None

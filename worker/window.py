@@ -58,15 +58,9 @@ def run(ctx: Context) -> None:
 
 
 def recover(ctx: Context) -> list[str]:
-    """Bring back a registry a dead window left read-only, drop its holds, and end its jobs as failed.
+    """Bring back a registry a dead window left read-only, drop its holds, then end its jobs as failed.
     Call only under the lock. Returns what was done, for the log."""
     done: list[str] = []
-    for job in ctx.store.running():
-        reached = job["steps"][-1]["name"] if job["steps"] else "start"
-        _fail(ctx, job, errors.JanitorError(
-            f"the worker stopped during step {reached!r}; the registry was made writable again"), reached,
-            code="INTERRUPTED")
-        done.append(f"job {job['id']} ended as failed (interrupted at {reached})")
     try:
         config_path = ctx.container.config_path()
         root = storage.root(ctx.container, config_path)
@@ -75,12 +69,18 @@ def recover(ctx: Context) -> list[str]:
             holds.release(ctx.container, root, [holds.Hold(h["repository"], h["digest"], ()) for h in left])
             ctx.container.exec(["rm", "-f", config_path + HOLDS_SUFFIX])
             done.append(f"released {len(left)} holds")
-        if ctx.fence.left_closed(config_path):
-            ctx.fence.open(config_path)
-            done.append("registry made writable and restarted")
+        undone = ctx.fence.recover(config_path)
+        if undone:
+            done.append(undone)
     except errors.JanitorError as exc:
         log.error("recovery could not check the registry: %s", exc.message)
         raise
+    for job in ctx.store.running():
+        reached = job["steps"][-1]["name"] if job["steps"] else "start"
+        _fail(ctx, job, errors.JanitorError(
+            f"the worker stopped during step {reached!r}; the registry was checked and is writable again"), reached,
+            code="INTERRUPTED")
+        done.append(f"job {job['id']} ended as failed (interrupted at {reached})")
     for line in done:
         log.warning("recovery: %s", line)
     return done
