@@ -38,12 +38,6 @@ class Conflict(JanitorError):
     code = "CONFLICT"
 
 
-class SharedDigest(Conflict):
-    """Deleting the manifest would also remove tags nobody asked to remove."""
-
-    code = "TAG_SHARES_DIGEST"
-
-
 class ReferencedByIndex(Conflict):
     code = "REFERENCED_BY_INDEX"
 

@@ -98,6 +98,22 @@ class Inventory:
         return view
 
 
+    def applied(self, plan: Plan) -> None:
+        """Bring the inventory up to date with a plan that was carried out, so the next request in the same
+        window plans on the registry as it now is without reading it all again."""
+        for r in plan.repos:
+            view = self._views.get(r.repository)
+            gone = set(r.delete)
+            if self._revisions is not None:
+                self._revisions[r.repository] = self._revisions.get(r.repository, set()) - gone
+            if view is None:
+                continue
+            for tag in [*r.untag, *(t for ts in r.tags_removed.values() for t in ts)]:
+                view.tags.pop(tag, None)
+            for digest in gone:
+                view.manifests.pop(digest, None)
+
+
 @dataclass
 class RepoPlan:
     repository: str
@@ -289,7 +305,14 @@ def check_request(inv: Inventory, request: dict[str, Any], registry_host: str) -
         if request.get("confirm") != registry_host:
             plan_deletion(inv, {"all_repositories": True, "confirm": request.get("confirm")}, registry_host)
         return
-    if request.get("tags") or request.get("digests"):
-        plan_deletion(inv, request, registry_host)
+    repo = request["repository"]
+    if request.get("tags"):
+        # Siblings never make a tag request fail (the tag goes alone), so the names are all there is to check.
+        missing = sorted(set(request["tags"]) - set(inv.client.tags(repo)))
+        if missing:
+            raise errors.TagNotFound(f"tags unknown in {repo}: {', '.join(missing)}", repository=repo, tags=missing)
         return
-    inv.repo(request["repository"])
+    if request.get("digests"):
+        plan_deletion(inv, request, registry_host)  # a child of a tagged index answers 409 here
+        return
+    inv.client.tags(repo)

@@ -11,12 +11,21 @@ from typing import Any
 from urllib.parse import urljoin
 
 import requests
+import urllib3
 
 from janitor import errors
 from janitor.manifests import ACCEPT, Manifest, parse, sha256_digest
+from janitor.settings import Settings
 
 _CHALLENGE_PARAM = re.compile(r'(\w+)="([^"]*)"')
 _NEXT_LINK = re.compile(r"<([^>]+)>;\s*rel=\"?next\"?")
+
+
+def _retryable(method: str, exc: requests.ConnectionError) -> bool:
+    if method in ("GET", "HEAD"):
+        return True
+    reason = getattr(exc.args[0], "reason", None) if exc.args else None
+    return isinstance(reason, urllib3.exceptions.NewConnectionError)
 
 
 def _error_code(resp: requests.Response) -> str:
@@ -36,8 +45,10 @@ class RegistryClient:
         username: str | None = None,
         password: str | None = None,
         timeout: float = 30.0,
+        retry_seconds: float = 10.0,
     ) -> None:
         self.base_url = base_url.rstrip("/")
+        self.retry_seconds = retry_seconds
         self.username = username
         self.password = password
         self.timeout = timeout
@@ -45,6 +56,11 @@ class RegistryClient:
         self._tokens: dict[str, str] = {}
         self._basic = False
         self._lock = threading.Lock()
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> RegistryClient:
+        return cls(settings.registry_url, settings.registry_username, settings.registry_password,
+                   settings.http_timeout, settings.registry_retry)
 
     # -- transport -------------------------------------------------------------------------------
 
@@ -97,12 +113,7 @@ class RegistryClient:
         """Send one request; authenticate once on 401; map transport failures to RegistryUnavailable."""
         url = path if path.startswith("http") else f"{self.base_url}{path}"
         for attempt in range(2):
-            try:
-                resp = self.session.request(
-                    method, url, headers={**(headers or {}), **self._auth_headers(scope)}, timeout=self.timeout, **kwargs
-                )
-            except requests.RequestException as exc:
-                raise errors.RegistryUnavailable(f"registry unreachable at {self.base_url}: {exc}") from exc
+            resp = self._send(method, url, headers={**(headers or {}), **self._auth_headers(scope)}, **kwargs)
             if resp.status_code == 401 and attempt == 0 and "WWW-Authenticate" in resp.headers:
                 self._authenticate(resp.headers["WWW-Authenticate"], scope)
                 continue
@@ -114,6 +125,20 @@ class RegistryClient:
         if resp.status_code >= 500:
             raise errors.RegistryUnavailable(f"registry answered {resp.status_code} to {method} {path}")
         raise _mapped(resp, method, path)
+
+    def _send(self, method: str, url: str, **kwargs: Any) -> requests.Response:
+        """One request, retried while the registry is briefly away (a maintenance restart takes about a
+        second): reads on any connection error, writes only when the connection was refused outright."""
+        deadline = time.monotonic() + self.retry_seconds
+        while True:
+            try:
+                return self.session.request(method, url, timeout=self.timeout, **kwargs)
+            except requests.ConnectionError as exc:
+                if time.monotonic() >= deadline or not _retryable(method, exc):
+                    raise errors.RegistryUnavailable(f"registry unreachable at {self.base_url}: {exc}") from exc
+            except requests.RequestException as exc:
+                raise errors.RegistryUnavailable(f"registry unreachable at {self.base_url}: {exc}") from exc
+            time.sleep(0.2)
 
     # -- read ----------------------------------------------------------------------------------
 

@@ -36,6 +36,8 @@ class Settings:
     # Job records are kept this long after they finish.
     job_ttl: float = 7 * 24 * 3600.0
     http_timeout: float = 30.0
+    # How long a request keeps retrying while the registry is unreachable (it restarts in every window).
+    registry_retry: float = 10.0
     max_body_bytes: int = 64 * 1024
 
     @property
@@ -63,5 +65,6 @@ class Settings:
             upload_drain=_float(env, "JANITOR_UPLOAD_DRAIN", d.upload_drain),
             job_ttl=_float(env, "JANITOR_JOB_TTL", d.job_ttl),
             http_timeout=_float(env, "JANITOR_HTTP_TIMEOUT", d.http_timeout),
+            registry_retry=_float(env, "JANITOR_REGISTRY_RETRY", d.registry_retry),
             max_body_bytes=int(_float(env, "JANITOR_MAX_BODY_BYTES", d.max_body_bytes)),
         )

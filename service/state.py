@@ -28,8 +28,7 @@ class State:
     def build(cls, settings: Settings) -> State:
         conn = redis.Redis.from_url(settings.redis_url, socket_timeout=5, socket_connect_timeout=5)
         keys = Keys(settings.registry_host)
-        client = RegistryClient(settings.registry_url, settings.registry_username, settings.registry_password,
-                                settings.http_timeout)
+        client = RegistryClient.from_settings(settings)
         return cls(
             settings=settings,
             conn=conn,

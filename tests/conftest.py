@@ -194,6 +194,11 @@ class Stack:
         assert job, f"job {job_id} did not finish within {timeout}s: {self.get(f'/v1/jobs/{job_id}').json()}"
         return job
 
+    def nothing_queued(self) -> bool:
+        """No job record, no waiting request, no RQ job: what a refused request must leave behind."""
+        return not self.redis.keys("janitor:job:*") and not self.redis.keys("janitor:*:pending") \
+            and not self.redis.llen("rq:queue:janitor")
+
     def pusher(self) -> Pusher:
         return Pusher(self.registry.url)
 

@@ -109,6 +109,7 @@ class Window:
         self.released_blobs: set[str] = set()  # blobs this window's deletions let go: never held from GC
         self.remove_repos: dict[str, list[dict[str, Any]]] = {}  # repository -> jobs that emptied it
         self.manifests: dict[str, Manifest] = {}  # by digest, immutable: shared by every plan in the window
+        self.inventory: Inventory | None = None  # what the registry holds, kept current across the jobs
 
     # -- bookkeeping ---------------------------------------------------------------------------
 
@@ -200,13 +201,22 @@ class Window:
         """Plan on the registry as it is now, then untag and delete; a dry run stops after the plan."""
         ctx = self.ctx
         request = job["request"]
+        if self.inventory is None:
+            self.inventory = self._read_inventory(root)
+        inventory = self.inventory
+        self.inventory = None  # until this job's changes are known to be complete
         with self.step([job], "delete") as out:
-            inventory = Inventory(ctx.client, lambda: storage.revisions(ctx.container, root), self.manifests)
-            plan = plan_deletion(inventory, request, ctx.settings.registry_host)
+            try:
+                plan = plan_deletion(inventory, request, ctx.settings.registry_host)
+            except errors.NotFound:
+                # Something pushed since this window read the registry? Read it again before saying 404.
+                inventory = self._read_inventory(root)
+                plan = plan_deletion(inventory, request, ctx.settings.registry_host)
             planned = {"blobs": len(plan.blobs_freed or {}), "bytes": sum((plan.blobs_freed or {}).values())}
             out.update(plan=plan.as_dict(), dry_run=bool(request.get("dry_run")))
             job["result"]["planned"] = planned
             if request.get("dry_run"):
+                self.inventory = inventory
                 job["result"].update(plan=plan.as_dict())
                 job.update(status=SUCCEEDED, finished_at=now())  # changes nothing: no part in GC
                 return
@@ -229,8 +239,13 @@ class Window:
                 if repo_plan.remove_repository:
                     self.remove_repos.setdefault(repo, []).append(job)
             self.released_blobs |= set(plan.blobs_freed or ())
+            inventory.applied(plan)
+            self.inventory = inventory
             job["result"].update(manifests_deleted=list(deleted), tags_removed=plan.as_dict()["tags"],
                                  repositories_removed=[])
+
+    def _read_inventory(self, root: str) -> Inventory:
+        return Inventory(self.ctx.client, lambda: storage.revisions(self.ctx.container, root), self.manifests)
 
     def maintain(self, config_path: str, root: str) -> None:
         """Fence, hold, GC, release, unfence, check: the part that needs the registry to refuse writes."""
