@@ -27,6 +27,11 @@ def check(client: RegistryClient, repositories: list[str]) -> dict[str, Any]:
                 except errors.NotFound:
                     broken.append({"repository": repo, "tag": tag, "missing": ref, "kind": "manifest"})
                     continue
+                except (errors.RegistryError, errors.RegistryUnavailable) as exc:
+                    if isinstance(exc, errors.RegistryUnavailable) and "status" not in exc.details:
+                        raise  # the registry itself is away, not this manifest
+                    broken.append({"repository": repo, "tag": tag, "missing": ref, "kind": "unreadable manifest"})
+                    continue
                 manifests += 1
                 pending.extend((c.digest, tag) for c in manifest.children)
                 for blob in manifest.blob_digests[1:]:

@@ -123,7 +123,8 @@ class RegistryClient:
         if resp.status_code == 401:
             raise errors.RegistryAuthFailed(f"registry refused credentials for {method} {path}")
         if resp.status_code >= 500:
-            raise errors.RegistryUnavailable(f"registry answered {resp.status_code} to {method} {path}")
+            raise errors.RegistryUnavailable(f"registry answered {resp.status_code} to {method} {path}",
+                                             status=resp.status_code)
         raise _mapped(resp, method, path)
 
     def _send(self, method: str, url: str, **kwargs: Any) -> requests.Response:
@@ -185,7 +186,11 @@ class RegistryClient:
             headers={"Accept": ACCEPT},
         )
         digest = resp.headers.get("Docker-Content-Digest") or sha256_digest(resp.content)
-        return parse(resp.content, resp.headers.get("Content-Type"), digest)
+        try:
+            return parse(resp.content, resp.headers.get("Content-Type"), digest)
+        except (ValueError, KeyError, TypeError, AttributeError) as exc:
+            raise errors.RegistryError(f"manifest {repository}@{reference} is unreadable ({exc}): storage may be "
+                                       "damaged", repository=repository, reference=reference) from exc
 
     def blob(self, repository: str, digest: str) -> bytes:
         return self.request("GET", f"/v2/{repository}/blobs/{digest}", scope=f"repository:{repository}:pull").content

@@ -227,3 +227,25 @@ def test_container_not_found_fails_before_anything_is_deleted(registry, redis_se
         assert images.pull_verified(registry.url, "team/app", "v1") == []
     finally:
         s.stop()
+
+
+def test_gc_failure_is_reported_with_its_stderr_and_the_registry_comes_back(stack: Stack) -> None:
+    p = stack.pusher()
+    broken, fine = images.image(), images.image()
+    p.image("team/app", broken, "broken")
+    p.image("team/app", fine, "fine")
+    hexd = broken.digest.split(":")[1]
+    # A manifest that is no longer valid JSON in storage makes garbage-collect's mark phase fail.
+    stack.registry.exec("truncate", "-s", "10", f"/var/lib/registry/docker/registry/v2/blobs/sha256/{hexd[:2]}/{hexd}/data")
+    resp = stack.post("/v1/gc", {})
+    job = stack.wait(resp.json()["id"])
+    assert job["status"] == "failed"
+    assert job["error"]["code"] == "GC_FAILED" and job["error"]["step"] == "gc"
+    assert "exited" in job["error"]["message"] and hexd in job["error"]["message"]
+    assert next(s for s in job["steps"] if s["name"] == "restart")["status"] == "succeeded"
+    verify = next(s for s in job["steps"] if s["name"] == "verify")
+    assert {"repository": "team/app", "tag": "broken", "missing": "broken", "kind": "unreadable manifest"} in \
+        verify["outcome"]["broken"], verify
+    assert images.pull_verified(stack.registry.url, "team/app", "fine") == []
+    again = stack.pusher()
+    again.image("team/other", images.image(), "v1")  # writable again
