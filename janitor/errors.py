@@ -14,6 +14,12 @@ class JanitorError(Exception):
         self.details = details
 
 
+class InternalError(JanitorError):
+    """Something no step expected; the message names the exception, the log has the traceback."""
+
+    code = "INTERNAL_ERROR"
+
+
 class NotFound(JanitorError):
     code = "NOT_FOUND"
 

@@ -27,7 +27,7 @@ import docker  # noqa: E402
 import redis  # noqa: E402
 
 from tests import images  # noqa: E402
-from tests.conftest import free_port, start_registry, start_stack  # noqa: E402
+from tests.conftest import free_port, pings, start_registry, start_stack  # noqa: E402
 
 
 def main() -> int:
@@ -42,7 +42,7 @@ def main() -> int:
     redis_proc = subprocess.Popen(["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
                                    "--dir", workdir], stdout=subprocess.DEVNULL)
     conn = redis.Redis(port=port)
-    images.wait_until(lambda: _ping(conn), 20)
+    images.wait_until(lambda: pings(conn), 20)
     registry = start_registry(docker.from_env(), image)
     stack = start_stack(registry, f"redis://127.0.0.1:{port}/0", conn)
     try:
@@ -87,13 +87,6 @@ def main() -> int:
         registry.container.remove(force=True, v=True)
         redis_proc.terminate()
         shutil.rmtree(workdir, ignore_errors=True)
-
-
-def _ping(conn: redis.Redis) -> bool:
-    try:
-        return bool(conn.ping())
-    except redis.RedisError:
-        return False
 
 
 if __name__ == "__main__":

@@ -81,14 +81,14 @@ def redis_server() -> Iterator[str]:
                              "--appendonly", "no", "--dir", workdir], stdout=subprocess.DEVNULL)
     url = f"redis://127.0.0.1:{port}/0"
     conn = redis.Redis.from_url(url)
-    assert wait_until(lambda: _pings(conn), 20), "redis-server did not start"
+    assert wait_until(lambda: pings(conn), 20), "redis-server did not start"
     yield url
     proc.terminate()
     proc.wait(10)
     shutil.rmtree(workdir, ignore_errors=True)
 
 
-def _pings(conn: redis.Redis) -> bool:
+def pings(conn: redis.Redis) -> bool:
     try:
         return bool(conn.ping())
     except redis.RedisError:

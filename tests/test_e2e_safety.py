@@ -20,7 +20,7 @@ import requests
 
 from janitor.lock import MaintenanceLock
 from tests import images
-from tests.conftest import Registry, Stack, free_port, start_registry, start_stack
+from tests.conftest import Registry, Stack, free_port, pings, start_registry, start_stack
 
 pytestmark = pytest.mark.e2e
 CONFIG = "/etc/docker/registry/config.yml"
@@ -177,15 +177,8 @@ def _redis(port: int, workdir: str) -> subprocess.Popen:
     proc = subprocess.Popen(["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--appendonly", "yes",
                              "--dir", workdir], stdout=subprocess.DEVNULL)
     conn = redis.Redis(port=port)
-    assert images.wait_until(lambda: _ping(conn), 20)
+    assert images.wait_until(lambda: pings(conn), 20)
     return proc
-
-
-def _ping(conn: redis.Redis) -> bool:
-    try:
-        return bool(conn.ping())
-    except redis.RedisError:
-        return False
 
 
 def test_redis_restarted_answers_503_then_recovers(registry: Registry, private_redis: tuple[int, str]) -> None:

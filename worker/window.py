@@ -93,7 +93,7 @@ def _load(ctx: Context, ids: list[str]) -> list[dict[str, Any]]:
 def _fail(ctx: Context, job: dict[str, Any], exc: errors.JanitorError, step: str, code: str | None = None) -> None:
     job["status"] = FAILED
     job["finished_at"] = now()
-    job["error"] = {"code": code or exc.code, "message": exc.message, "step": step}
+    job["error"] = {"code": code or exc.code, "message": exc.message, "details": exc.details, "step": step}
     ctx.store.save(job)
 
 
@@ -143,12 +143,12 @@ class Window:
         except Exception as exc:
             if not isinstance(exc, errors.JanitorError):
                 log.exception("step %s failed unexpectedly", name)
-                exc = errors.JanitorError(f"unexpected {type(exc).__name__} in step {name}: {exc}")
-                exc.code = "INTERNAL_ERROR"
-            record.update(status=FAILED, finished_at=now(), error={"code": exc.code, "message": exc.message, **exc.details})
+                exc = errors.InternalError(f"unexpected {type(exc).__name__} in step {name}: {exc}")
+            error = {"code": exc.code, "message": exc.message, "details": exc.details}
+            record.update(status=FAILED, finished_at=now(), error=error)
             for job in jobs:
                 if job["status"] == RUNNING and not job["error"]:
-                    job["error"] = {"code": exc.code, "message": exc.message, "step": name}
+                    job["error"] = {**error, "step": name}
             self.save(jobs)
             raise StepError(name) from exc
         record.update(status=SUCCEEDED, finished_at=now())

@@ -8,12 +8,14 @@ STATUSES = ["queued", "running", "succeeded", "failed"]
 class JobErrorSchema(ma.Schema):
     code = ma.fields.String(required=True)
     message = ma.fields.String(required=True, metadata={"description": "What happened and what to do about it"})
-    step = ma.fields.String(allow_none=True)
+    step = ma.fields.String(allow_none=True, metadata={"description": "The step the job failed in"})
+    details = ma.fields.Dict(metadata={"description": "The names involved, e.g. the tags of an index"})
 
 
 class StepSchema(ma.Schema):
     name = ma.fields.String(required=True, metadata={
-        "description": "preflight, delete, fence, hold, gc, restart or health"})
+        "description": "preflight, delete, drain, fence, hold, remove_repositories, gc, restart, health or "
+                       "verify"})
     status = ma.fields.String(required=True, validate=ma.validate.OneOf(["running", "succeeded", "failed"]))
     started_at = ma.fields.String(required=True)
     finished_at = ma.fields.String(allow_none=True)
@@ -40,5 +42,6 @@ class JobSchema(ma.Schema):
     finished_at = ma.fields.String(allow_none=True)
     window = ma.fields.Nested(WindowSchema, allow_none=True)
     steps = ma.fields.List(ma.fields.Nested(StepSchema), required=True)
-    result = ma.fields.Dict(metadata={"description": "manifests_deleted, tags_removed, gc, bytes_freed"})
+    result = ma.fields.Dict(metadata={"description": "manifests_deleted, tags_removed, repositories_removed, "
+                                                     "planned, plan (dry run), gc, bytes_freed, integrity"})
     error = ma.fields.Nested(JobErrorSchema, allow_none=True)
