@@ -85,7 +85,9 @@ class RegistryClient:
         if kind.lower() != "bearer":
             raise errors.RegistryAuthFailed(f"unsupported registry auth challenge: {challenge}")
         values = dict(_CHALLENGE_PARAM.findall(params))
-        query = {k: v for k, v in (("service", values.get("service")), ("scope", values.get("scope"))) if v}
+        # Several scopes come space-separated in one challenge; the token protocol wants one parameter each.
+        query = [("service", values["service"])] if values.get("service") else []
+        query += [("scope", one) for one in values.get("scope", "").split() if one]
         auth = (self.username, self.password or "") if self.username is not None else None
         try:
             resp = self.session.get(values["realm"], params=query, auth=auth, timeout=self.timeout)
@@ -93,8 +95,11 @@ class RegistryClient:
             raise errors.RegistryUnavailable(f"token service unreachable: {exc}") from exc
         if resp.status_code != 200:
             raise errors.RegistryAuthFailed(f"token service refused credentials ({resp.status_code})")
-        body = resp.json()
-        token = body.get("token") or body.get("access_token")
+        try:
+            body = resp.json()
+        except ValueError as exc:
+            raise errors.RegistryAuthFailed("token service answered without JSON") from exc
+        token = body.get("token") or body.get("access_token") if isinstance(body, dict) else None
         if not token:
             raise errors.RegistryAuthFailed("token service answered without a token")
         with self._lock:

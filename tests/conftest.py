@@ -141,12 +141,15 @@ class Registry:
         return sum(self.blob_files().values())
 
 
-def start_registry(docker_client: docker.DockerClient, image: str, **env: str) -> Registry:
+def start_registry(docker_client: docker.DockerClient, image: str, *,
+                   volumes: dict[str, dict[str, str]] | None = None, **env: str) -> Registry:
+    """`volumes` is docker-py's bind mapping, {host_path: {"bind": container_path, "mode": "ro"}}."""
     port = free_port()
     name = f"rj-test-{uuid.uuid4().hex[:10]}"
     container = docker_client.containers.run(
         image, name=name, detach=True, network_mode="host",
         environment={"REGISTRY_HTTP_ADDR": f"127.0.0.1:{port}", "REGISTRY_STORAGE_DELETE_ENABLED": "true", **env},
+        **({"volumes": volumes} if volumes else {}),
     )
     url = f"http://127.0.0.1:{port}"
     wait_http(f"{url}/v2/")

@@ -133,19 +133,21 @@ class Pusher:
         return self.manifest(repo, tag, idx.manifest, idx.media_type)
 
 
-def pull_verified(base: str, repo: str, ref: str) -> list[str]:
-    """Pull a manifest and every blob it reaches, verifying each digest; returns the problems found."""
+def pull_verified(base: str, repo: str, ref: str, session: requests.Session | None = None) -> list[str]:
+    """Pull a manifest and every blob it reaches, verifying each digest; returns the problems found.
+    `session` carries the credentials of a registry that wants them (unauthenticated by default)."""
+    http = session or requests
     problems: list[str] = []
-    resp = requests.get(f"{base}/v2/{repo}/manifests/{ref}", headers={"Accept": ACCEPT}, timeout=30)
+    resp = http.get(f"{base}/v2/{repo}/manifests/{ref}", headers={"Accept": ACCEPT}, timeout=30)
     if resp.status_code != 200:
         return [f"manifest {repo}:{ref} answered {resp.status_code}"]
     manifest = parse(resp.content, resp.headers.get("Content-Type"))
     if manifest.is_index:
         for child in manifest.children:
-            problems += pull_verified(base, repo, child.digest)
+            problems += pull_verified(base, repo, child.digest, session)
         return problems
     for digest in manifest.blob_digests[1:]:
-        blob = requests.get(f"{base}/v2/{repo}/blobs/{digest}", timeout=30)
+        blob = http.get(f"{base}/v2/{repo}/blobs/{digest}", timeout=30)
         if blob.status_code != 200:
             problems.append(f"blob {digest} of {repo}:{ref} answered {blob.status_code}")
         elif "sha256:" + hashlib.sha256(blob.content).hexdigest() != digest:
@@ -153,12 +155,12 @@ def pull_verified(base: str, repo: str, ref: str) -> list[str]:
     return problems
 
 
-def head_manifest(base: str, repo: str, ref: str) -> int:
-    return requests.head(f"{base}/v2/{repo}/manifests/{ref}", headers={"Accept": ACCEPT}, timeout=30).status_code
+def head_manifest(base: str, repo: str, ref: str, session: requests.Session | None = None) -> int:
+    return (session or requests).head(f"{base}/v2/{repo}/manifests/{ref}", headers={"Accept": ACCEPT}, timeout=30).status_code
 
 
-def head_blob(base: str, repo: str, digest: str) -> int:
-    return requests.head(f"{base}/v2/{repo}/blobs/{digest}", timeout=30).status_code
+def head_blob(base: str, repo: str, digest: str, session: requests.Session | None = None) -> int:
+    return (session or requests).head(f"{base}/v2/{repo}/blobs/{digest}", timeout=30).status_code
 
 
 def wait_until(predicate, timeout: float = 60.0, interval: float = 0.2):  # type: ignore[no-untyped-def]
