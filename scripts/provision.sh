@@ -19,7 +19,8 @@ log() { echo "provision: $*" >&2; }
 # 1. Packages.
 missing=()
 for pkg in "${PACKAGES[@]}"; do
-    dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg")
+    # "install ok installed" only: a removed package keeps a dpkg record (config-files) that dpkg -s accepts.
+    [ "$(dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null)" = "install ok installed" ] || missing+=("$pkg")
 done
 if [ "${#missing[@]}" -gt 0 ]; then
     log "installing: ${missing[*]}"

@@ -238,7 +238,6 @@ class Window:
                     deleted.append(digest)
                 if repo_plan.remove_repository:
                     self.remove_repos.setdefault(repo, []).append(job)
-            self.released_blobs |= set(plan.blobs_freed or ())
             inventory.applied(plan)
             self.inventory = inventory
             job["result"].update(manifests_deleted=list(deleted), tags_removed=plan.as_dict()["tags"],
