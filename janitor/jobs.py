@@ -42,7 +42,7 @@ class JobStore:
         self.ttl = int(ttl)
 
     def create(self, kind: str, request: dict[str, Any]) -> dict[str, Any]:
-        job = {
+        job: dict[str, Any] = {
             "id": uuid.uuid4().hex,
             "kind": kind,
             "status": QUEUED,

@@ -76,7 +76,7 @@ class Inventory:
             tag_names = self.client.tags(name)
         except errors.RepositoryNotFound:
             if name not in self.revisions():
-                raise errors.RepositoryNotFound(f"repository {name} unknown to the registry", repository=name)
+                raise errors.RepositoryNotFound(f"repository {name} unknown to the registry", repository=name) from None
             tag_names = []
         tags: dict[str, str] = {}
         for tag in tag_names:

@@ -12,7 +12,7 @@ import redis
 from janitor.jobs import Keys
 
 
-def submit(conn: redis.Redis, keys: Keys, job_id: str, schedule: Callable[[], None]) -> None:
+def submit(conn: redis.Redis, keys: Keys, job_id: str, schedule: Callable[[], object]) -> None:
     """Queue a job for the next window; schedule a window only when none is already waiting to start."""
     conn.rpush(keys.pending, job_id)
     if conn.set(keys.scheduled, "1", nx=True):

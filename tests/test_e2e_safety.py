@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import random
 import shutil
 import subprocess
@@ -55,7 +54,7 @@ def test_requests_that_wait_share_one_window(stack: Stack) -> None:
     assert all(j["status"] == "succeeded" for j in jobs), jobs
     assert len({j["window"]["id"] for j in jobs}) == 1
     assert sorted(j["window"]["jobs"] for j in jobs)[0] == ids
-    for job, img in zip(jobs, imgs):
+    for job, img in zip(jobs, imgs, strict=True):
         assert job["result"]["manifests_deleted"] == [img.digest]  # each its own outcome
         assert [s["name"] for s in job["steps"]].count("gc") == 1
         assert job["window"]["write_refused_seconds"] > 0
