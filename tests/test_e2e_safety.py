@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 
+import docker.errors
 import pytest
 import redis
 import requests
@@ -333,3 +334,45 @@ def test_pushes_during_maintenance_windows_lose_nothing(registry, redis_server, 
 
 def _ts(value: str) -> float:
     return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
+
+
+def test_while_gc_runs_writes_are_refused_and_pulls_still_work(stack: Stack) -> None:
+    """Caught inside real windows: the registry is fenced (read-only config in place and serving) and
+    stays fenced across the checks, else the next window is tried."""
+    p = stack.pusher()
+    img = images.image()
+    p.image("team/app", img, "v1")
+    observed = 0
+    for _ in range(10):
+        job_id = stack.post("/v1/gc", {}).json()["id"]
+
+        if images.wait_until(lambda: _fenced(stack.registry) and _answers(stack.registry), 30, 0.01):
+            try:
+                pulled = images.pull_verified(stack.registry.url, "team/app", "v1")
+                upload = requests.post(f"{stack.registry.url}/v2/team/app/blobs/uploads/", timeout=10).status_code
+            except requests.RequestException:
+                pulled, upload = None, None  # the window's closing restart came first: try the next one
+            if pulled is not None and _fenced(stack.registry):
+                assert pulled == [] and upload == 405
+                observed += 1
+        assert stack.wait(job_id)["status"] == "succeeded"
+        if observed >= 2:
+            break
+    assert observed >= 2, "never caught the registry inside its write fence"
+    assert _writable(stack.registry)
+
+
+def _fenced(reg: Registry) -> bool:
+    """The read-only config is in place (the registry may be restarting)."""
+    try:
+        code, out = reg.container.exec_run(["cat", CONFIG])
+    except docker.errors.APIError:
+        return False  # restarting
+    return code == 0 and out.startswith(b"# registry-janitor")
+
+
+def _answers(reg: Registry) -> bool:
+    try:
+        return requests.get(f"{reg.url}/v2/", timeout=2).status_code == 200
+    except requests.RequestException:
+        return False
