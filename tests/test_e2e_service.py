@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import io
+import os
+import subprocess
+import tarfile
 import threading
 from datetime import datetime
 
@@ -249,3 +253,28 @@ def test_gc_failure_is_reported_with_its_stderr_and_the_registry_comes_back(stac
     assert images.pull_verified(stack.registry.url, "team/app", "fine") == []
     again = stack.pusher()
     again.image("team/other", images.image(), "v1")  # writable again
+
+
+def test_docker_cli_repush_after_deletion_uploads_every_layer_again(stack: Stack) -> None:
+    """The manual script's trap, with the real docker CLI: after delete + GC, `docker push` of the same
+    image must upload its layer again (not "Layer already exists"), and `docker pull` must get it back."""
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tar:
+        data = os.urandom(64 * 1024)
+        info = tarfile.TarInfo("payload.bin")
+        info.size = len(data)
+        tar.addfile(info, io.BytesIO(data))
+    ref = f"{stack.registry.url.removeprefix('http://')}/team/cli:v1"
+    subprocess.run(["docker", "import", "-", ref], input=buf.getvalue(), check=True, capture_output=True)
+    try:
+        first = subprocess.run(["docker", "push", ref], check=True, capture_output=True, text=True).stdout
+        assert "Pushed" in first
+        job = stack.wait(stack.delete({"repository": "team/cli", "tags": ["v1"]})["id"])
+        assert job["status"] == "succeeded", job
+        again = subprocess.run(["docker", "push", ref], check=True, capture_output=True, text=True).stdout
+        assert "Layer already exists" not in again and "Pushed" in again, again
+        subprocess.run(["docker", "rmi", ref], check=True, capture_output=True)
+        subprocess.run(["docker", "pull", ref], check=True, capture_output=True)
+        assert images.pull_verified(stack.registry.url, "team/cli", "v1") == []
+    finally:
+        subprocess.run(["docker", "rmi", "-f", ref], capture_output=True)
