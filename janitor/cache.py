@@ -7,7 +7,6 @@ from __future__ import annotations
 from typing import Any
 
 import redis
-import yaml
 
 from janitor.container import RegistryContainer
 
@@ -15,8 +14,8 @@ from janitor.container import RegistryContainer
 def redis_settings(container: RegistryContainer, config_path: str) -> dict[str, Any] | None:
     """The registry's Redis, when its blob-descriptor cache lives there (env overrides config, as in
     distribution)."""
-    config = yaml.safe_load(container.read_file(config_path)) or {}
-    env = dict(e.split("=", 1) for e in container.get().attrs["Config"].get("Env") or [] if "=" in e)
+    config = container.read_yaml(config_path)
+    env = container.env()
     kind = env.get("REGISTRY_STORAGE_CACHE_BLOBDESCRIPTOR") or \
         (((config.get("storage") or {}).get("cache") or {}).get("blobdescriptor"))
     if kind != "redis":

@@ -6,8 +6,10 @@ import io
 import posixpath
 import tarfile
 from dataclasses import dataclass
+from typing import Any
 
 import docker
+import yaml
 import docker.errors
 from docker.models.containers import Container
 
@@ -54,6 +56,15 @@ class RegistryContainer:
             ) from exc
         except (docker.errors.DockerException, OSError) as exc:
             raise errors.DockerUnavailable(f"Docker engine unreachable: {exc}") from exc
+
+    def env(self) -> dict[str, str]:
+        """The container's environment: distribution lets REGISTRY_* variables override its config file."""
+        pairs = self.get().attrs["Config"].get("Env") or []
+        return dict(e.split("=", 1) for e in pairs if "=" in e)
+
+    def read_yaml(self, path: str) -> dict[str, Any]:
+        loaded = yaml.safe_load(self.read_file(path))
+        return loaded if isinstance(loaded, dict) else {}
 
     def config_path(self) -> str:
         """The config file the registry was started with, read from the container's command."""

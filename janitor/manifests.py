@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 DOCKER_MANIFEST = "application/vnd.docker.distribution.manifest.v2+json"
@@ -27,7 +27,6 @@ class Descriptor:
     digest: str
     size: int
     platform: str | None = None
-    artifact_type: str | None = None
 
 
 @dataclass(frozen=True)
@@ -39,8 +38,6 @@ class Manifest:
     layers: tuple[Descriptor, ...] = ()
     children: tuple[Descriptor, ...] = ()
     subject: str | None = None
-    artifact_type: str | None = None
-    annotations: dict[str, str] = field(default_factory=dict)
 
     @property
     def is_index(self) -> bool:
@@ -68,7 +65,6 @@ def _descriptor(d: dict[str, Any]) -> Descriptor:
         digest=str(d["digest"]),
         size=int(d.get("size", 0)),
         platform=label,
-        artifact_type=d.get("artifactType"),
     )
 
 
@@ -89,6 +85,4 @@ def parse(raw: bytes, media_type: str | None = None, digest: str | None = None) 
         layers=tuple(_descriptor(d) for d in doc.get("layers") or ()),
         children=tuple(_descriptor(d) for d in doc.get("manifests") or ()),
         subject=subject.get("digest") if isinstance(subject, dict) else None,
-        artifact_type=doc.get("artifactType") or ((doc.get("config") or {}).get("mediaType") if subject else None),
-        annotations=doc.get("annotations") or {},
     )

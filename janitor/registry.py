@@ -6,7 +6,6 @@ import json
 import re
 import threading
 import time
-from collections.abc import Iterator
 from typing import Any
 from urllib.parse import urljoin
 
@@ -209,10 +208,6 @@ class RegistryClient:
 
     def image_config(self, repository: str, digest: str) -> dict[str, Any]:
         return json.loads(self.blob(repository, digest))
-
-    def iter_blob(self, repository: str, digest: str, chunk: int = 1 << 20) -> Iterator[bytes]:
-        resp = self.request("GET", f"/v2/{repository}/blobs/{digest}", scope=f"repository:{repository}:pull", stream=True)
-        yield from resp.iter_content(chunk)
 
     # -- write ---------------------------------------------------------------------------------
 

@@ -8,8 +8,6 @@ from __future__ import annotations
 import posixpath
 import re
 
-import yaml
-
 from janitor import names
 from janitor.container import RegistryContainer
 
@@ -20,10 +18,10 @@ _REVISION = re.compile(r"^.*/repositories/(.+)/_manifests/revisions/sha256/([a-f
 
 def root(container: RegistryContainer, config_path: str) -> str:
     """The filesystem root the registry stores under (env override first, as distribution reads it)."""
-    env = dict(e.split("=", 1) for e in container.get().attrs["Config"].get("Env") or [] if "=" in e)
+    env = container.env()
     if env.get("REGISTRY_STORAGE_FILESYSTEM_ROOTDIRECTORY"):
         return env["REGISTRY_STORAGE_FILESYSTEM_ROOTDIRECTORY"].rstrip("/")
-    config = yaml.safe_load(container.read_file(config_path)) or {}
+    config = container.read_yaml(config_path)
     fs = (config.get("storage") or {}).get("filesystem") or {}
     return str(fs.get("rootdirectory") or DEFAULT_ROOT).rstrip("/")
 

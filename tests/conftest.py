@@ -12,7 +12,7 @@ import subprocess
 import sys
 import tempfile
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -156,10 +156,22 @@ def start_registry(docker_client: docker.DockerClient, image: str, *,
 
 
 @pytest.fixture
-def registry(docker_client: docker.DockerClient, registry_image: str) -> Iterator[Registry]:
-    reg = start_registry(docker_client, registry_image)
-    yield reg
-    reg.container.remove(force=True, v=True)
+def make_registry(docker_client: docker.DockerClient, registry_image: str) -> Iterator[Callable[..., Registry]]:
+    """Registries with extra environment, removed (with their storage) after the test."""
+    made: list[Registry] = []
+
+    def make(**env: str) -> Registry:
+        made.append(start_registry(docker_client, registry_image, **env))
+        return made[-1]
+
+    yield make
+    for reg in made:
+        reg.container.remove(force=True, v=True)
+
+
+@pytest.fixture
+def registry(make_registry: Callable[..., Registry]) -> Registry:
+    return make_registry()
 
 
 @dataclass
@@ -247,7 +259,19 @@ def start_stack(registry: Registry, redis_url: str, conn: redis.Redis, worker: b
 
 
 @pytest.fixture
-def stack(registry: Registry, redis_server: str, redis_conn: redis.Redis) -> Iterator[Stack]:
-    s = start_stack(registry, redis_server, redis_conn)
-    yield s
-    s.stop()
+def make_stack(redis_server: str, redis_conn: redis.Redis) -> Iterator[Callable[..., Stack]]:
+    """API and worker with extra environment against a given registry, stopped after the test."""
+    made: list[Stack] = []
+
+    def make(registry: Registry, **env: str) -> Stack:
+        made.append(start_stack(registry, redis_server, redis_conn, **env))
+        return made[-1]
+
+    yield make
+    for s in made:
+        s.stop()
+
+
+@pytest.fixture
+def stack(registry: Registry, make_stack: Callable[..., Stack]) -> Stack:
+    return make_stack(registry)

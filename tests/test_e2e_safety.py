@@ -20,7 +20,7 @@ import requests
 
 from janitor.lock import MaintenanceLock
 from tests import images
-from tests.conftest import Registry, Stack, free_port, pings, start_registry, start_stack
+from tests.conftest import Registry, Stack, free_port, pings, start_stack
 
 pytestmark = pytest.mark.e2e
 CONFIG = "/etc/docker/registry/config.yml"
@@ -148,21 +148,18 @@ def test_stopped_registry_container_fails_the_job_and_stays_stopped(stack: Stack
     assert stack.registry.container.status == "exited"  # we never start what a person stopped
 
 
-def test_unreachable_docker_engine_fails_before_anything_changes(registry, redis_server, redis_conn) -> None:  # type: ignore[no-untyped-def]
-    s = start_stack(registry, redis_server, redis_conn, DOCKER_HOST="unix:///nonexistent/docker.sock")
-    try:
-        img = images.image()
-        s.pusher().image("team/app", img, "v1")
-        job = s.wait(s.delete({"repository": "team/app", "tags": ["v1"]})["id"])
-        assert job["status"] == "failed" and job["error"]["code"] == "DOCKER_UNAVAILABLE", job
-        assert job["error"]["step"] == "preflight"
-        assert images.pull_verified(registry.url, "team/app", "v1") == []
-        ready = images.wait_until(lambda: requests.get(s.api + "/readyz", timeout=10).json()["checks"]["docker"].get(
-            "code") == "DOCKER_UNAVAILABLE", 30)
-        assert ready
-        assert requests.get(s.api + "/readyz", timeout=10).status_code == 503
-    finally:
-        s.stop()
+def test_unreachable_docker_engine_fails_before_anything_changes(registry, make_stack) -> None:  # type: ignore[no-untyped-def]
+    s = make_stack(registry, DOCKER_HOST="unix:///nonexistent/docker.sock")
+    img = images.image()
+    s.pusher().image("team/app", img, "v1")
+    job = s.wait(s.delete({"repository": "team/app", "tags": ["v1"]})["id"])
+    assert job["status"] == "failed" and job["error"]["code"] == "DOCKER_UNAVAILABLE", job
+    assert job["error"]["step"] == "preflight"
+    assert images.pull_verified(registry.url, "team/app", "v1") == []
+    ready = images.wait_until(lambda: requests.get(s.api + "/readyz", timeout=10).json()["checks"]["docker"].get(
+        "code") == "DOCKER_UNAVAILABLE", 30)
+    assert ready
+    assert requests.get(s.api + "/readyz", timeout=10).status_code == 503
 
 
 @pytest.fixture
@@ -215,33 +212,27 @@ def test_redis_restarted_answers_503_then_recovers(registry: Registry, private_r
         proc.terminate()
 
 
-def test_redis_blob_descriptor_cache_forgets_swept_blobs(
-        docker_client, registry_image, redis_server, redis_conn) -> None:  # type: ignore[no-untyped-def]
+def test_redis_blob_descriptor_cache_forgets_swept_blobs(make_registry, make_stack, redis_server) -> None:  # type: ignore[no-untyped-def]
     cache_db = 7
     cache = redis.Redis.from_url(redis_server.rsplit("/", 1)[0] + f"/{cache_db}")
     cache.flushdb()
-    reg = start_registry(docker_client, registry_image, REGISTRY_STORAGE_CACHE_BLOBDESCRIPTOR="redis",
-                         REGISTRY_REDIS_ADDR=redis_server.split("//")[1].split("/")[0], REGISTRY_REDIS_DB=str(cache_db))
-    s = start_stack(reg, redis_server, redis_conn)
-    try:
-        img = images.image()
-        s.pusher().image("team/app", img, "v1")
-        s.pusher().image("team/app", images.image(), "v2")
-        assert cache.exists(f"blobs::{images.sha256_digest(img.layers[0])}")
-        job = s.wait(s.delete({"repository": "team/app", "tags": ["v1"]})["id"])
-        assert job["status"] == "succeeded", job
-        assert next(x for x in job["steps"] if x["name"] == "gc")["outcome"]["cache_keys_removed"] > 0
-        for blob in img.blobs:
-            assert not cache.exists(f"blobs::{blob}")
-            assert not cache.exists(f"repository::team/app::blobs::{blob}")
-        again = s.pusher()
-        again.image("team/app", img, "v1")
-        assert again.skipped == []
-        assert images.pull_verified(reg.url, "team/app", "v1") == []
-    finally:
-        s.stop()
-        reg.container.remove(force=True, v=True)
-        cache.flushdb()
+    reg = make_registry(REGISTRY_STORAGE_CACHE_BLOBDESCRIPTOR="redis",
+                        REGISTRY_REDIS_ADDR=redis_server.split("//")[1].split("/")[0], REGISTRY_REDIS_DB=str(cache_db))
+    s = make_stack(reg)
+    img = images.image()
+    s.pusher().image("team/app", img, "v1")
+    s.pusher().image("team/app", images.image(), "v2")
+    assert cache.exists(f"blobs::{images.sha256_digest(img.layers[0])}")
+    job = s.wait(s.delete({"repository": "team/app", "tags": ["v1"]})["id"])
+    assert job["status"] == "succeeded", job
+    assert next(x for x in job["steps"] if x["name"] == "gc")["outcome"]["cache_keys_removed"] > 0
+    for blob in img.blobs:
+        assert not cache.exists(f"blobs::{blob}")
+        assert not cache.exists(f"repository::team/app::blobs::{blob}")
+    again = s.pusher()
+    again.image("team/app", img, "v1")
+    assert again.skipped == []
+    assert images.pull_verified(reg.url, "team/app", "v1") == []
 
 
 @dataclass
@@ -279,8 +270,8 @@ def _overlaps(a: tuple[float, float], b: tuple[float, float]) -> bool:
     return a[0] < b[1] and b[0] < a[1]
 
 
-def test_pushes_during_maintenance_windows_lose_nothing(registry, redis_server, redis_conn) -> None:  # type: ignore[no-untyped-def]
-    s = start_stack(registry, redis_server, redis_conn, JANITOR_UPLOAD_DRAIN="2")
+def test_pushes_during_maintenance_windows_lose_nothing(registry, make_stack) -> None:  # type: ignore[no-untyped-def]
+    s = make_stack(registry, JANITOR_UPLOAD_DRAIN="2")
     rng = random.Random(4)
     pushes = [Push(f"push/p{n}", f"t{i}", images.image(layers=rng.randint(1, 3), layer_size=rng.randint(2_000, 30_000)))
               for n in range(4) for i in range(12)]
@@ -301,18 +292,15 @@ def test_pushes_during_maintenance_windows_lose_nothing(registry, redis_server, 
         for push in pushes[n * 12:(n + 1) * 12]:
             _push_until_acknowledged(registry.url, push, random.Random(rng.random()), deadline)
 
-    try:
-        maintainer = threading.Thread(target=maintain)
-        maintainer.start()
-        threads = [threading.Thread(target=pusher, args=(n,)) for n in range(4)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
-        done.set()
-        maintainer.join()
-    finally:
-        s.stop()
+    maintainer = threading.Thread(target=maintain)
+    maintainer.start()
+    threads = [threading.Thread(target=pusher, args=(n,)) for n in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    done.set()
+    maintainer.join()
 
     assert len(windows) >= 3, "too few maintenance windows ran during the pushes"
     for job in windows:

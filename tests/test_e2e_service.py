@@ -14,7 +14,7 @@ import requests
 
 from janitor.manifests import DOCKER_MANIFEST, OCI_INDEX, OCI_MANIFEST
 from tests import images
-from tests.conftest import Stack, start_registry, start_stack
+from tests.conftest import Stack
 
 pytestmark = pytest.mark.e2e
 
@@ -202,35 +202,27 @@ def test_malformed_requests_and_tokens(stack: Stack) -> None:
     assert requests.get(stack.api + "/docs", timeout=10).status_code == 200
 
 
-def test_delete_disabled_in_the_registry_fails_with_how_to_enable_it(
-        docker_client, registry_image, redis_server, redis_conn) -> None:  # type: ignore[no-untyped-def]
-    reg = start_registry(docker_client, registry_image, REGISTRY_STORAGE_DELETE_ENABLED="false")
-    s = start_stack(reg, redis_server, redis_conn)
-    try:
-        img = images.image()
-        s.pusher().image("team/app", img, "v1")
-        job = s.wait(s.delete({"repository": "team/app", "tags": ["v1"]})["id"])
-        assert job["status"] == "failed"
-        assert job["error"]["code"] == "REGISTRY_DELETE_DISABLED" and job["error"]["step"] == "delete"
-        assert "storage.delete.enabled" in job["error"]["message"]
-        assert images.pull_verified(reg.url, "team/app", "v1") == []
-    finally:
-        s.stop()
-        reg.container.remove(force=True, v=True)
+def test_delete_disabled_in_the_registry_fails_with_how_to_enable_it(make_registry, make_stack) -> None:  # type: ignore[no-untyped-def]
+    reg = make_registry(REGISTRY_STORAGE_DELETE_ENABLED="false")
+    s = make_stack(reg)
+    img = images.image()
+    s.pusher().image("team/app", img, "v1")
+    job = s.wait(s.delete({"repository": "team/app", "tags": ["v1"]})["id"])
+    assert job["status"] == "failed"
+    assert job["error"]["code"] == "REGISTRY_DELETE_DISABLED" and job["error"]["step"] == "delete"
+    assert "storage.delete.enabled" in job["error"]["message"]
+    assert images.pull_verified(reg.url, "team/app", "v1") == []
 
 
-def test_container_not_found_fails_before_anything_is_deleted(registry, redis_server, redis_conn) -> None:  # type: ignore[no-untyped-def]
-    s = start_stack(registry, redis_server, redis_conn, REGISTRY_CONTAINER="no-such-registry")
-    try:
-        img = images.image()
-        s.pusher().image("team/app", img, "v1")
-        job = s.wait(s.delete({"repository": "team/app", "tags": ["v1"]})["id"])
-        assert job["status"] == "failed"
-        assert job["error"] == {**job["error"], "code": "REGISTRY_CONTAINER_NOT_FOUND", "step": "preflight"}
-        assert "REGISTRY_CONTAINER" in job["error"]["message"]
-        assert images.pull_verified(registry.url, "team/app", "v1") == []
-    finally:
-        s.stop()
+def test_container_not_found_fails_before_anything_is_deleted(registry, make_stack) -> None:  # type: ignore[no-untyped-def]
+    s = make_stack(registry, REGISTRY_CONTAINER="no-such-registry")
+    img = images.image()
+    s.pusher().image("team/app", img, "v1")
+    job = s.wait(s.delete({"repository": "team/app", "tags": ["v1"]})["id"])
+    assert job["status"] == "failed"
+    assert job["error"] == {**job["error"], "code": "REGISTRY_CONTAINER_NOT_FOUND", "step": "preflight"}
+    assert "REGISTRY_CONTAINER" in job["error"]["message"]
+    assert images.pull_verified(registry.url, "team/app", "v1") == []
 
 
 def test_gc_failure_is_reported_with_its_stderr_and_the_registry_comes_back(stack: Stack) -> None:
