@@ -12,7 +12,7 @@ import redis
 
 from janitor import errors
 from janitor.container import RegistryContainer
-from janitor.jobs import Keys, now
+from janitor.records import Keys, now
 
 INTERVAL = 5.0
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from janitor import errors, windows
+from janitor import errors, pending
 from janitor.planner import Inventory, check_request
 from service.state import State
 
@@ -14,7 +14,7 @@ WINDOW_JOB = "worker.jobs.run_window"
 
 def _enqueue(st: State, kind: str, request: dict[str, Any]) -> dict[str, Any]:
     job = st.store.create(kind, request)
-    windows.submit(
+    pending.submit(
         st.conn, st.keys, job["id"],
         lambda: st.queue.enqueue(WINDOW_JOB, st.settings.registry_host, job_timeout=-1, result_ttl=3600),
     )

@@ -9,7 +9,7 @@ from flask import current_app
 from rq import Queue
 
 from janitor.catalog import Catalog
-from janitor.jobs import JobStore, Keys
+from janitor.records import JobStore, Keys
 from janitor.registry import RegistryClient
 from janitor.settings import Settings
 

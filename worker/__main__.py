@@ -7,7 +7,7 @@ import logging
 import redis
 from rq import Queue, Worker
 
-from janitor import errors, heartbeat, windows
+from janitor import errors, heartbeat, pending
 from janitor.lock import MaintenanceLock
 from janitor.settings import Settings
 from worker import window
@@ -38,7 +38,7 @@ def main() -> None:
     queue = Queue(ctx.keys.queue_name, connection=conn)
     recover_on_start(ctx)
     heartbeat.start(conn, ctx.keys, ctx.container)
-    if windows.waiting(conn, ctx.keys):
+    if pending.waiting(conn, ctx.keys):
         # Requests a dead worker never claimed: give them a window.
         conn.set(ctx.keys.scheduled, "1")
         queue.enqueue("worker.jobs.run_window", settings.registry_host, job_timeout=-1)

@@ -8,7 +8,7 @@ import redis
 
 from janitor.container import RegistryContainer
 from janitor.fence import WriteFence
-from janitor.jobs import JobStore, Keys
+from janitor.records import JobStore, Keys
 from janitor.registry import RegistryClient
 from janitor.settings import Settings
 

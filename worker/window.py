@@ -18,8 +18,8 @@ from typing import Any
 
 import redis as redis_lib
 
-from janitor import cache, errors, gc, holds, integrity, storage, windows
-from janitor.jobs import FAILED, QUEUED, RUNNING, SUCCEEDED, now
+from janitor import cache, errors, gc, holds, integrity, pending, storage
+from janitor.records import FAILED, QUEUED, RUNNING, SUCCEEDED, now
 from janitor.lock import MaintenanceLock
 from janitor.manifests import Manifest
 from janitor.planner import Inventory, plan_deletion
@@ -39,7 +39,7 @@ def run(ctx: Context) -> None:
     """Take the lock, undo anything a crashed window left, then run every waiting job in one window."""
     lock = MaintenanceLock(ctx.conn, ctx.keys.lock, ctx.settings.lock_ttl)
     if not lock.acquire(ctx.settings.lock_wait):
-        for job in _load(ctx, windows.claim(ctx.conn, ctx.keys)):
+        for job in _load(ctx, pending.claim(ctx.conn, ctx.keys)):
             _fail(ctx, job, errors.LockLost(f"no maintenance window within {ctx.settings.lock_wait:.0f}s"), "lock")
         return
     try:
@@ -47,10 +47,10 @@ def run(ctx: Context) -> None:
             recover(ctx)
         except errors.JanitorError as exc:
             # Docker or the container is out of reach: nothing can be done safely, say why to every job.
-            for job in _load(ctx, windows.claim(ctx.conn, ctx.keys)):
+            for job in _load(ctx, pending.claim(ctx.conn, ctx.keys)):
                 _fail(ctx, job, exc, "preflight")
             return
-        jobs = _load(ctx, windows.claim(ctx.conn, ctx.keys))
+        jobs = _load(ctx, pending.claim(ctx.conn, ctx.keys))
         if jobs:
             Window(ctx, lock, jobs).run()
     finally:

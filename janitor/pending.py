@@ -9,7 +9,7 @@ from collections.abc import Callable
 
 import redis
 
-from janitor.jobs import Keys
+from janitor.records import Keys
 
 
 def submit(conn: redis.Redis, keys: Keys, job_id: str, schedule: Callable[[], object]) -> None:
