@@ -39,6 +39,9 @@ class Settings:
     # How long a request keeps retrying while the registry is unreachable (it restarts in every window).
     registry_retry: float = 10.0
     max_body_bytes: int = 64 * 1024
+    # `untagged` never deletes a manifest pushed (revision link written) less than this many seconds ago, nor
+    # what it uses: a manifest pushed by digest may still be getting its tag, or an index its children.
+    untagged_min_age: float = 3600.0
 
     @property
     def registry_host(self) -> str:
@@ -67,4 +70,5 @@ class Settings:
             http_timeout=_float(env, "JANITOR_HTTP_TIMEOUT", d.http_timeout),
             registry_retry=_float(env, "JANITOR_REGISTRY_RETRY", d.registry_retry),
             max_body_bytes=int(_float(env, "JANITOR_MAX_BODY_BYTES", d.max_body_bytes)),
+            untagged_min_age=_float(env, "JANITOR_UNTAGGED_MIN_AGE", d.untagged_min_age),
         )

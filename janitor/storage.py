@@ -8,7 +8,7 @@ from __future__ import annotations
 import posixpath
 import re
 
-from janitor import names
+from janitor import errors, names
 from janitor.container import RegistryContainer
 
 DEFAULT_ROOT = "/var/lib/registry"
@@ -88,3 +88,27 @@ def remove_repository(container: RegistryContainer, storage_root: str, name: str
     while path != base and container.exec(["rmdir", path]).exit_code == 0:
         path = posixpath.dirname(path)
     return None
+
+
+_REVISION_TIME = re.compile(r"^(\d+) .*/repositories/(.+)/_manifests/revisions/sha256/([a-f0-9]{64})/link$")
+
+
+def revision_times(container: RegistryContainer, storage_root: str) -> tuple[float, dict[str, dict[str, float]]]:
+    """Every stored manifest of every repository with its revision link's mtime (when it was last pushed),
+    and the container's clock at the read, in one exec: ages are then measured on one clock. A failing `find`
+    stops the caller, except on a registry that has never stored a repository."""
+    repos = f"{v2(storage_root)}/repositories"
+    result = container.exec(["find", repos, "-path", repos, "-exec", "date", "+%s", ";", "-o", "-type", "f", "-path",
+                             "*/_manifests/revisions/sha256/*/link", "-exec", "stat", "-c", "%Y %n", "{}", "+"])
+    lines = result.stdout.splitlines()
+    if result.exit_code != 0:
+        if not result.stdout.strip() and "No such file" in result.stderr:
+            return 0.0, {}  # nothing pushed yet
+        raise errors.ContainerError(f"cannot list stored manifests under {repos}: {result.stderr.strip()[:500]}")
+    read_at = float(lines[0]) if lines and lines[0].strip().isdigit() else 0.0
+    found: dict[str, dict[str, float]] = {}
+    for line in lines[1:]:
+        match = _REVISION_TIME.match(line.strip())
+        if match and names.is_repository(match.group(2)):
+            found.setdefault(match.group(2), {})["sha256:" + match.group(3)] = float(match.group(1))
+    return read_at, found

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from janitor import errors, pending
-from janitor.planner import Inventory, check_request
+from janitor.planner import check_request
 from service.state import State
 
 # The worker's job, by dotted name: the API never imports the worker.
@@ -24,7 +24,7 @@ def _enqueue(st: State, kind: str, request: dict[str, Any]) -> dict[str, Any]:
 def submit_deletion(st: State, request: dict[str, Any]) -> dict[str, Any]:
     """Unknown names answer 404, a child of a tagged index 409, a wrong confirmation 422: before anything
     is queued."""
-    check_request(Inventory(st.client), request, st.settings.registry_host)
+    check_request(st.client, request, st.settings.registry_host)
     return _enqueue(st, "deletion", request)
 
 

@@ -22,7 +22,9 @@ from janitor import cache, errors, gc, holds, integrity, pending, storage
 from janitor.records import FAILED, QUEUED, RUNNING, SUCCEEDED, now
 from janitor.lock import MaintenanceLock
 from janitor.manifests import Manifest
-from janitor.planner import Inventory, plan_deletion
+from janitor.planner import read_and_plan, tags_reaching_now
+from janitor.rules import Plan
+from janitor.snapshot import Reader, Snapshot
 from janitor.untag import untag
 from worker.context import Context
 
@@ -109,7 +111,6 @@ class Window:
         self.released_blobs: set[str] = set()  # blobs this window's deletions let go: never held from GC
         self.remove_repos: dict[str, list[dict[str, Any]]] = {}  # repository -> jobs that emptied it
         self.manifests: dict[str, Manifest] = {}  # by digest, immutable: shared by every plan in the window
-        self.inventory: Inventory | None = None  # what the registry holds, kept current across the jobs
 
     # -- bookkeeping ---------------------------------------------------------------------------
 
@@ -198,53 +199,70 @@ class Window:
             self.maintain(config_path, root)
 
     def delete(self, job: dict[str, Any], root: str) -> None:
-        """Plan on the registry as it is now, then untag and delete; a dry run stops after the plan."""
+        """Plan on a fresh snapshot (stored revisions read before the tags), then untag and delete; a dry run
+        stops after the plan. Right before each guarded delete by digest, the tags are read again: a tag that
+        reaches the manifest now (pushed since the snapshot) keeps it, and the job reports it as skipped."""
         ctx = self.ctx
         request = job["request"]
-        if self.inventory is None:
-            self.inventory = self._read_inventory(root)
-        inventory = self.inventory
-        self.inventory = None  # until this job's changes are known to be complete
-        with self.step([job], "delete") as out:
-            try:
-                plan = plan_deletion(inventory, request, ctx.settings.registry_host)
-            except errors.NotFound:
-                # Something pushed since this window read the registry? Read it again before saying 404.
-                inventory = self._read_inventory(root)
-                plan = plan_deletion(inventory, request, ctx.settings.registry_host)
+        with self.step([job], "delete") as out, Reader(ctx.client, self.manifests) as reader:
+            snap, plan = self._read_inventory(reader, request, root)
             planned = {"blobs": len(plan.blobs_freed or {}), "bytes": sum((plan.blobs_freed or {}).values())}
             out.update(plan=plan.as_dict(), dry_run=bool(request.get("dry_run")))
             job["result"]["planned"] = planned
             if request.get("dry_run"):
-                self.inventory = inventory
                 job["result"].update(plan=plan.as_dict())
                 job.update(status=SUCCEEDED, finished_at=now())  # changes nothing: no part in GC
                 return
             deleted: list[str] = []
             untagged: list[str] = []
-            out.update(manifests_deleted=deleted, untagged=untagged)
+            skipped: list[dict[str, Any]] = []
+            removed: set[str] = set()
+            out.update(manifests_deleted=deleted, untagged=untagged, skipped=skipped)
+            requested_tags = set(request.get("tags") or ())
             for repo_plan in plan.repos:
                 repo = repo_plan.repository
-                for tag in repo_plan.untag:
+                repo_snap = snap.repos[repo]
+
+                def untag_alone(tag: str) -> None:
+                    if ctx.client.manifest_digest(repo, tag) != repo_snap.tags[tag]:
+                        skipped.append({"repository": repo, "tag": tag,
+                                        "reason": "the tag was moved or removed since the plan; left as it is"})
+                        return
                     self.released_blobs |= untag(ctx.client, repo, tag)
                     untagged.append(f"{repo}:{tag}")
+                    removed.add(f"{repo}:{tag}")
+
+                for tag in repo_plan.untag:
+                    untag_alone(tag)
+                guarded, pairs = set(repo_plan.guarded), repo_plan.removed_pairs
                 for digest in repo_plan.delete:
-                    manifest = inventory.manifest(repo, digest)
+                    holders = tags_reaching_now(reader, repo_snap, digest, pairs) if digest in guarded else []
+                    if holders:
+                        skipped.append({"repository": repo, "digest": digest, "tags": holders,
+                                        "reason": "tagged since the plan; kept"})
+                        for tag in repo_plan.tags_removed.get(digest, []):
+                            if tag in requested_tags:
+                                untag_alone(tag)  # the request named the tag: it goes, the manifest stays
+                        continue
+                    manifest = repo_snap.manifests.get(digest)
                     self.released_blobs |= set(manifest.blob_digests if manifest else ())
                     try:
                         ctx.client.delete_manifest(repo, digest)
                     except errors.ManifestNotFound:
                         pass  # gone since the plan (another request in this window took it)
                     deleted.append(digest)
+                    removed |= {f"{repo}:{t}" for t in repo_plan.tags_removed.get(digest, [])}
                 if repo_plan.remove_repository:
                     self.remove_repos.setdefault(repo, []).append(job)
-            inventory.applied(plan)
-            self.inventory = inventory
-            job["result"].update(manifests_deleted=list(deleted), tags_removed=plan.as_dict()["tags"],
-                                 repositories_removed=[])
+            job["result"].update(manifests_deleted=list(deleted), tags_removed=sorted(removed),
+                                 skipped=list(skipped), repositories_removed=[])
 
-    def _read_inventory(self, root: str) -> Inventory:
-        return Inventory(self.ctx.client, lambda: storage.revisions(self.ctx.container, root), self.manifests)
+    def _read_inventory(self, reader: Reader, request: dict[str, Any], root: str) -> tuple[Snapshot, Plan]:
+        """A snapshot for this job (storage first, then tags, then manifests) and its plan. Every job reads
+        afresh: only manifests, immutable by digest, are cached across the window."""
+        ctx = self.ctx
+        return read_and_plan(reader, request, ctx.settings.registry_host,
+                            lambda: storage.revision_times(ctx.container, root), ctx.settings.untagged_min_age)
 
     def maintain(self, config_path: str, root: str) -> None:
         """Fence, hold, GC, release, unfence, check: the part that needs the registry to refuse writes."""
