@@ -12,10 +12,11 @@ every repository and every job of a window.
 from __future__ import annotations
 
 import concurrent.futures
+import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from types import TracebackType
-from typing import Any
+from typing import Any, TypeVar
 
 from janitor import errors
 from janitor.manifests import Manifest
@@ -23,6 +24,20 @@ from janitor.registry import RegistryClient
 
 # Parallel reads against one registry: enough to hide latency, few enough not to load it.
 READ_WORKERS = 8
+# A registry answers 500 to a read of a link file caught mid-write (a tag being pushed): read it again.
+READ_ATTEMPTS = 5
+T = TypeVar("T")
+
+
+def _again(read: Callable[..., T], *args: Any) -> T:
+    for attempt in range(READ_ATTEMPTS):
+        try:
+            return read(*args)
+        except errors.RegistryUnavailable as exc:
+            if exc.details.get("status") is None or attempt == READ_ATTEMPTS - 1:
+                raise  # unreachable (the client already retried), or still failing
+            time.sleep(0.05 * (attempt + 1))
+    raise AssertionError("unreachable")
 
 # Reads stored revisions: (container clock at the read, repository -> digest -> revision link mtime).
 StorageReader = Callable[[], tuple[float, dict[str, dict[str, float]]]]
@@ -78,20 +93,20 @@ class Reader:
     def tags(self, repository: str) -> dict[str, str]:
         """tag -> digest as the registry answers now: the tag list, then a HEAD per tag in parallel. A tag
         removed between the two is left out. RepositoryNotFound when the registry does not know the name."""
-        names = self.client.tags(repository)
-        digests = self.pool.map(lambda t: self.client.manifest_digest(repository, t), names)
+        names = _again(self.client.tags, repository)
+        digests = self.pool.map(lambda t: _again(self.client.manifest_digest, repository, t), names)
         return {t: d for t, d in zip(names, digests, strict=True) if d}
 
     def exists(self, repository: str, digests: Iterable[str]) -> set[str]:
         """Those of `digests` the repository has (a HEAD each, in parallel)."""
         wanted = list(dict.fromkeys(digests))
-        found = self.pool.map(lambda d: self.client.manifest_digest(repository, d) is not None, wanted)
+        found = self.pool.map(lambda d: _again(self.client.manifest_digest, repository, d) is not None, wanted)
         return {d for d, ok in zip(wanted, found, strict=True) if ok}
 
     def manifest(self, repository: str, digest: str) -> Manifest | None:
         if digest not in self.cache:
             try:
-                self.cache[digest] = self.client.manifest(repository, digest)
+                self.cache[digest] = _again(self.client.manifest, repository, digest)
             except errors.NotFound:
                 return None
         return self.cache[digest]

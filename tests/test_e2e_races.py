@@ -106,8 +106,8 @@ def test_untagged_cleanups_never_take_a_push_that_lands_meanwhile(registry: Regi
                                                                     make_stack: Callable[..., Stack]) -> None:
     """Cleanups in a loop while three clients push new tags (and move one tag each, which leaves untagged
     manifests to delete). The minimum age is off: the read order and the check before each delete alone keep
-    every acknowledged push."""
-    stack = make_stack(registry, JANITOR_UNTAGGED_MIN_AGE="0")
+    every acknowledged push. (Uploads never stop here: the drain before the fence is kept short.)"""
+    stack = make_stack(registry, JANITOR_UNTAGGED_MIN_AGE="0", JANITOR_UPLOAD_DRAIN="1")
     seed = stack.pusher()
     base = images.image()
     seed.image(REPO, base, "seed-0")
