@@ -6,6 +6,7 @@ is queued; the worker plans again inside the window, with storage read, on the s
 
 from __future__ import annotations
 
+import time
 from collections.abc import Mapping
 from typing import Any
 
@@ -43,11 +44,49 @@ def check_request(client: RegistryClient, request: Mapping[str, Any], registry_h
     client.tags(repo)
 
 
-def tags_reaching_now(reader: Reader, repo: snapshot.RepoSnapshot, digest: str,
-                      ignore: set[tuple[str, str]]) -> list[str]:
-    """Right before `digest` is deleted: the tags that reach it now (the tag list read again, a HEAD per tag in
-    parallel, manifests pushed since the snapshot read too), apart from the pairs the plan removes itself."""
-    tags = snapshot.tags_now(reader, repo.name)
-    new = {d for d in tags.values() if d not in repo.manifests}
-    manifests = {**repo.manifests, **reader.manifests(repo.name, sorted(new))} if new else repo.manifests
-    return rules.tags_reaching(manifests, tags, digest, ignore)
+class TagWatch:
+    """The check right before a guarded delete by digest: which tags reach the manifest now, apart from the
+    pairs the plan removes itself. Each check reads the tag list again and HEADs every tag not seen before
+    (a tag put on an old manifest since the plan is caught by the very next delete); every tag is HEADed
+    again when the last full read is older than `full_every` seconds (a tag moved onto an old manifest).
+    HEADing every tag before every delete would cost tags x deletes requests: minutes on a busy repository."""
+
+    def __init__(self, reader: Reader, repo: snapshot.RepoSnapshot, full_every: float = 2.0) -> None:
+        self.reader = reader
+        self.repo = repo
+        self.full_every = full_every
+        self.known: dict[str, str] = {}
+        self.full_at: float | None = None
+        self.manifests = dict(repo.manifests)
+
+    def tags(self) -> dict[str, str]:
+        names = self.reader.tag_names(self.repo.name)
+        if self.full_at is None or time.monotonic() - self.full_at > self.full_every:
+            self.known = self.reader.heads(self.repo.name, names)
+            self.full_at = time.monotonic()
+            return dict(self.known)
+        self.known.update(self.reader.heads(self.repo.name, [t for t in names if t not in self.known]))
+        return {t: self.known[t] for t in names if t in self.known}
+
+    def reaching(self, digest: str, ignore: set[tuple[str, str]]) -> list[str]:
+        tags = self.tags()
+        new = sorted({d for d in tags.values() if d not in self.manifests})
+        if new:  # pushed since the snapshot: what do they name?
+            self.manifests.update(self.reader.manifests(self.repo.name, new))
+        return rules.tags_reaching(self.manifests, tags, digest, ignore)
+
+
+def delete_by_digest(client: RegistryClient, repository: str, digest: str, attempts: int = 5) -> None:
+    """DELETE a manifest; one gone already (another request in the window took it) is fine. Distribution
+    deletes the manifest, then looks up its tags: a tag caught mid-write makes that lookup, and the answer,
+    a 500 after the fact. Asked again, it says 404, which settles it."""
+    for attempt in range(attempts):
+        try:
+            client.delete_manifest(repository, digest)
+            return
+        except errors.ManifestNotFound:
+            return
+        except errors.RegistryUnavailable as exc:
+            if exc.details.get("status") is None or attempt == attempts - 1:
+                raise
+            time.sleep(0.1 * (attempt + 1))

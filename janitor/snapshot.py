@@ -93,7 +93,18 @@ class Reader:
     def tags(self, repository: str) -> dict[str, str]:
         """tag -> digest as the registry answers now: the tag list, then a HEAD per tag in parallel. A tag
         removed between the two is left out. RepositoryNotFound when the registry does not know the name."""
-        names = _again(self.client.tags, repository)
+        return self.heads(repository, _again(self.client.tags, repository))
+
+    def tag_names(self, repository: str) -> list[str]:
+        """The tag list alone (one request a page); empty when the repository is gone."""
+        try:
+            return _again(self.client.tags, repository)
+        except errors.RepositoryNotFound:
+            return []
+
+    def heads(self, repository: str, names: Iterable[str]) -> dict[str, str]:
+        """tag -> digest for these tags, a HEAD each in parallel; tags gone meanwhile are left out."""
+        names = list(names)
         digests = self.pool.map(lambda t: _again(self.client.manifest_digest, repository, t), names)
         return {t: d for t, d in zip(names, digests, strict=True) if d}
 
@@ -169,11 +180,3 @@ def read(reader: Reader, request: Mapping[str, Any], storage: StorageReader | No
             if name not in repos:  # other repositories: only to know which blobs they keep
                 snapshot.manifests.update(reader.manifests(name, sorted(digests - set(snapshot.manifests)), digests))
     return snapshot
-
-
-def tags_now(reader: Reader, repository: str) -> dict[str, str]:
-    """The repository's tags as they are now (empty when the repository is gone)."""
-    try:
-        return reader.tags(repository)
-    except errors.RepositoryNotFound:
-        return {}

@@ -22,7 +22,7 @@ from janitor import cache, errors, gc, holds, integrity, pending, storage
 from janitor.records import FAILED, QUEUED, RUNNING, SUCCEEDED, now
 from janitor.lock import MaintenanceLock
 from janitor.manifests import Manifest
-from janitor.planner import read_and_plan, tags_reaching_now
+from janitor.planner import TagWatch, delete_by_digest, read_and_plan
 from janitor.rules import Plan
 from janitor.snapshot import Reader, Snapshot
 from janitor.untag import untag
@@ -234,9 +234,9 @@ class Window:
 
                 for tag in repo_plan.untag:
                     untag_alone(tag)
-                guarded, pairs = set(repo_plan.guarded), repo_plan.removed_pairs
+                guarded, pairs, watch = set(repo_plan.guarded), repo_plan.removed_pairs, TagWatch(reader, repo_snap)
                 for digest in repo_plan.delete:
-                    holders = tags_reaching_now(reader, repo_snap, digest, pairs) if digest in guarded else []
+                    holders = watch.reaching(digest, pairs) if digest in guarded else []
                     if holders:
                         skipped.append({"repository": repo, "digest": digest, "tags": holders,
                                         "reason": "tagged since the plan; kept"})
@@ -246,10 +246,7 @@ class Window:
                         continue
                     manifest = repo_snap.manifests.get(digest)
                     self.released_blobs |= set(manifest.blob_digests if manifest else ())
-                    try:
-                        ctx.client.delete_manifest(repo, digest)
-                    except errors.ManifestNotFound:
-                        pass  # gone since the plan (another request in this window took it)
+                    delete_by_digest(ctx.client, repo, digest)
                     deleted.append(digest)
                     removed |= {f"{repo}:{t}" for t in repo_plan.tags_removed.get(digest, [])}
                 if repo_plan.remove_repository:
