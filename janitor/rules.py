@@ -135,14 +135,16 @@ def plan_request(snapshot: Snapshot, request: Mapping[str, Any], registry_host: 
                  untagged_min_age: float = 0.0) -> Plan:
     """The plan of one API request (its shape: service/deletions/schemas.py) on a snapshot."""
     check_confirmation(request, registry_host)
-    flags = {"force": bool(request.get("force")), "referrers": bool(request.get("referrers", True))}
+    force, referrers = bool(request.get("force")), bool(request.get("referrers", True))
     if request.get("all_repositories"):
-        repos = [plan_repository(snapshot.repos[name], all_tags=True, **flags) for name in sorted(snapshot.repos)]
+        repos = [plan_repository(snapshot.repos[name], all_tags=True, force=force, referrers=referrers)
+                 for name in sorted(snapshot.repos)]
     else:
         repos = [plan_repository(
             snapshot.repos[str(request["repository"])], tags=request.get("tags") or (),
             digests=request.get("digests") or (), all_tags=bool(request.get("all_tags")),
-            untagged=bool(request.get("untagged")), untagged_min_age=untagged_min_age, **flags)]
+            untagged=bool(request.get("untagged")), untagged_min_age=untagged_min_age, force=force,
+            referrers=referrers)]
     plan = Plan(repos)
     if snapshot.complete:
         plan.blobs_freed = blobs_freed(snapshot, repos)

@@ -16,7 +16,7 @@ import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from types import TracebackType
-from typing import Any, TypeVar
+from typing import Any, Self, TypeVar
 
 from janitor import errors
 from janitor.manifests import Manifest
@@ -80,7 +80,7 @@ class Reader:
         self.cache = cache if cache is not None else {}
         self.pool = concurrent.futures.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="janitor-read")
 
-    def __enter__(self) -> Reader:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,

@@ -219,21 +219,21 @@ class Window:
             removed: set[str] = set()
             out.update(manifests_deleted=deleted, untagged=untagged, skipped=skipped)
             requested_tags = set(request.get("tags") or ())
+
+            def untag_alone(repo: str, tag: str, planned_digest: str) -> None:
+                if ctx.client.manifest_digest(repo, tag) != planned_digest:
+                    skipped.append({"repository": repo, "tag": tag,
+                                    "reason": "the tag was moved or removed since the plan; left as it is"})
+                    return
+                self.released_blobs |= untag(ctx.client, repo, tag)
+                untagged.append(f"{repo}:{tag}")
+                removed.add(f"{repo}:{tag}")
+
             for repo_plan in plan.repos:
                 repo = repo_plan.repository
                 repo_snap = snap.repos[repo]
-
-                def untag_alone(tag: str) -> None:
-                    if ctx.client.manifest_digest(repo, tag) != repo_snap.tags[tag]:
-                        skipped.append({"repository": repo, "tag": tag,
-                                        "reason": "the tag was moved or removed since the plan; left as it is"})
-                        return
-                    self.released_blobs |= untag(ctx.client, repo, tag)
-                    untagged.append(f"{repo}:{tag}")
-                    removed.add(f"{repo}:{tag}")
-
                 for tag in repo_plan.untag:
-                    untag_alone(tag)
+                    untag_alone(repo, tag, repo_snap.tags[tag])
                 guarded, pairs, watch = set(repo_plan.guarded), repo_plan.removed_pairs, TagWatch(reader, repo_snap)
                 for digest in repo_plan.delete:
                     holders = watch.reaching(digest, pairs) if digest in guarded else []
@@ -241,8 +241,8 @@ class Window:
                         skipped.append({"repository": repo, "digest": digest, "tags": holders,
                                         "reason": "tagged since the plan; kept"})
                         for tag in repo_plan.tags_removed.get(digest, []):
-                            if tag in requested_tags:
-                                untag_alone(tag)  # the request named the tag: it goes, the manifest stays
+                            if tag in requested_tags:  # the request named the tag: it goes, the manifest stays
+                                untag_alone(repo, tag, digest)
                         continue
                     manifest = repo_snap.manifests.get(digest)
                     self.released_blobs |= set(manifest.blob_digests if manifest else ())
