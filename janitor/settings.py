@@ -39,6 +39,10 @@ class Settings:
     # How long a request keeps retrying while the registry is unreachable (it restarts in every window).
     registry_retry: float = 10.0
     max_body_bytes: int = 64 * 1024
+    # Longest a maintenance window may run before its remaining steps are skipped and writes come back on.
+    max_window: float = 4 * 3600.0
+    # Longest `registry garbage-collect` may run before it is stopped (never past the window's end).
+    gc_timeout: float = 2 * 3600.0
 
     @property
     def registry_host(self) -> str:
@@ -67,4 +71,6 @@ class Settings:
             http_timeout=_float(env, "JANITOR_HTTP_TIMEOUT", d.http_timeout),
             registry_retry=_float(env, "JANITOR_REGISTRY_RETRY", d.registry_retry),
             max_body_bytes=int(_float(env, "JANITOR_MAX_BODY_BYTES", d.max_body_bytes)),
+            max_window=_float(env, "JANITOR_MAX_WINDOW", d.max_window),
+            gc_timeout=_float(env, "JANITOR_GC_TIMEOUT", d.gc_timeout),
         )
