@@ -122,15 +122,13 @@ class MaintenanceLock:
         return not self.lost.is_set()
 
     def owned(self) -> bool:
-        """Ask Redis, not memory: a change must never start on a lease that quietly expired. While Redis is
-        away, keep asking until the lease would have expired."""
+        """Ask Redis, not memory: a change must never start on a lease that quietly expired. The answer is
+        a renewal, so a True comes with a full TTL of exclusivity for the change that follows. While Redis
+        is away, keep asking until the lease would have expired."""
         while self.valid():
-            try:
-                if self.conn.get(self.key) == self.token.encode():
-                    return self.valid()
-                self._lose("Redis names another owner of the lock")
-                return False
-            except redis.RedisError:
+            if self.renew():
+                return True
+            if not self.lost.is_set():
                 time.sleep(0.2)
         return False
 
