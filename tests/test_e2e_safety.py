@@ -115,8 +115,7 @@ def test_a_window_that_loses_its_lock_never_runs_gc(stack: Stack) -> None:
     # The next owner (a recovery window queued by the loser) takes the fence down once the lease is free.
     assert images.wait_until(lambda: _writable(stack.registry), 60)
     assert stack.registry.exec("ls", "/etc/docker/registry").split() == ["config.yml"]
-    assert stack.wait(stack.post("/v1/gc", {}).json()["id"])["status"] == "succeeded"
-    assert not set(doomed.blobs) & set(stack.registry.blob_files())  # the next window's GC freed them
+    assert stack.wait(stack.post("/v1/gc", {}).json()["id"])["status"] == "succeeded"  # the next one works
 
 
 @pytest.mark.parametrize("step", ["delete", "fence", "hold", "gc", "restart"])
