@@ -503,3 +503,22 @@ def test_two_workers_and_redis_paused_past_the_lease(registry: Registry, docker_
     assert_after(s, registry, kept, pushes, watch)
     assert watch.seen_gc > 0  # the watch did see GC running (in the second window at least)
 
+
+
+# -- integrity ------------------------------------------------------------------------------------------
+
+def test_a_broken_image_found_by_verify_fails_the_job_with_integrity_broken(
+        registry: Registry, make_stack: Callable[..., Stack]) -> None:
+    s = make_stack(registry)
+    kept = seed(registry)
+    layer = images.sha256_digest(kept["t1"].layers[-1])
+    hexd = layer.split(":")[1]
+    registry.exec("rm", "-rf", f"{V2}/blobs/sha256/{hexd[:2]}/{hexd}")  # storage lost a layer behind our back
+    job = s.wait(s.post("/v1/gc", {}).json()["id"], timeout=180)
+    assert job["status"] == "failed", job  # never a plain "succeeded"
+    assert job["error"]["code"] == "INTEGRITY_BROKEN" and job["error"]["step"] == "verify", job["error"]
+    assert {"repository": "team/app", "tag": "t1", "missing": layer, "kind": "blob"} in \
+        job["result"]["integrity"]["broken"]
+    assert job["result"]["gc"]["blobs_deleted"] == 0  # GC itself ran and succeeded
+    assert writable_and_clean(registry)
+    assert images.pull_verified(registry.url, "team/app", "t0") == []

@@ -324,7 +324,7 @@ class Window:
         while True:
             active = storage.active_uploads(ctx.container, root, within=60, now=time.time())
             waited = time.monotonic() - start
-            if not active or waited >= ctx.settings.upload_drain:
+            if not active or waited >= min(ctx.settings.upload_drain, self.guard.remaining()):
                 return {"waited_seconds": round(waited, 3), "uploads_still_active": active}
             time.sleep(0.5)
 
