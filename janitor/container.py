@@ -86,6 +86,8 @@ class RegistryContainer:
             code, (out, err) = c.exec_run(argv, demux=True)
         except docker.errors.APIError as exc:
             raise errors.ContainerError(f"exec in {self.name!r} failed: {exc.explanation or exc}") from exc
+        except OSError as exc:  # the engine went away mid-call (requests' errors are OSErrors)
+            raise _unreachable(exc) from exc
         return ExecResult(code if code is not None else -1, (out or b"").decode(errors="replace"), (err or b"").decode(errors="replace"))
 
     def exists(self, path: str) -> bool:
@@ -93,14 +95,23 @@ class RegistryContainer:
             self.get().get_archive(path)
         except docker.errors.NotFound:
             return False
+        except docker.errors.APIError:
+            raise
+        except OSError as exc:
+            raise _unreachable(exc) from exc
         return True
 
     def read_file(self, path: str) -> bytes:
         try:
             stream, _ = self.get().get_archive(path)
+            data = b"".join(stream)
         except docker.errors.NotFound as exc:
             raise errors.ContainerError(f"{path} not found in container {self.name!r}") from exc
-        with tarfile.open(fileobj=io.BytesIO(b"".join(stream))) as tar:
+        except docker.errors.APIError:
+            raise
+        except OSError as exc:
+            raise _unreachable(exc) from exc
+        with tarfile.open(fileobj=io.BytesIO(data)) as tar:
             member = tar.next()
             extracted = tar.extractfile(member) if member else None
             if extracted is None:
@@ -117,6 +128,8 @@ class RegistryContainer:
             ok = self.get().put_archive(posixpath.dirname(path), buf.getvalue())
         except docker.errors.APIError as exc:
             raise errors.ContainerError(f"cannot write {path} in container {self.name!r}: {exc.explanation or exc}") from exc
+        except OSError as exc:
+            raise _unreachable(exc) from exc
         if not ok:
             raise errors.ContainerError(f"cannot write {path} in container {self.name!r}")
 
@@ -129,3 +142,9 @@ class RegistryContainer:
                 c.start()
         except docker.errors.APIError as exc:
             raise errors.ContainerError(f"cannot restart {self.name!r}: {exc.explanation or exc}") from exc
+        except OSError as exc:
+            raise _unreachable(exc) from exc
+
+
+def _unreachable(exc: Exception) -> errors.DockerUnavailable:
+    return errors.DockerUnavailable(f"Docker engine unreachable: {exc}")

@@ -92,3 +92,33 @@ class GarbageCollectFailed(ContainerError):
 
 class LockLost(JanitorError):
     code = "LOCK_LOST"
+
+
+class FenceNotEffective(JanitorError):
+    """The config says read-only but the registry still accepts writes: GC must not run."""
+
+    code = "FENCE_NOT_EFFECTIVE"
+
+
+class RegistryNotWritable(JanitorError):
+    """After the window the registry still refuses writes."""
+
+    code = "REGISTRY_NOT_WRITABLE"
+
+
+class GcTimeout(GarbageCollectFailed):
+    """garbage-collect ran past JANITOR_GC_TIMEOUT and was stopped."""
+
+    code = "GC_TIMEOUT"
+
+
+class WindowTimeout(JanitorError):
+    """The window ran past JANITOR_MAX_WINDOW; what was left of it was skipped."""
+
+    code = "WINDOW_TIMEOUT"
+
+
+class IntegrityBroken(JanitorError):
+    """After the window, a tagged image is missing a manifest or blob: result.integrity lists them."""
+
+    code = "INTEGRITY_BROKEN"

@@ -97,3 +97,48 @@ def _add(tar: tarfile.TarFile, name: str, data: bytes) -> None:
     info = tarfile.TarInfo(name)
     info.size, info.mode, info.mtime = len(data), 0o644, int(time.time())
     tar.addfile(info, io.BytesIO(data))
+
+
+# -- the holds record ------------------------------------------------------------------------------
+# Written next to the config before the holds are placed, so whoever comes after a crash can remove them.
+# Read back like any other input: what does not fit the shape or the name grammar is never acted on.
+
+RECORD_SUFFIX = ".janitor-holds"
+
+
+@dataclass(frozen=True)
+class HoldsRecord:
+    owner: str  # the window and lease that placed the holds ("" in a record of an older version)
+    holds: tuple[Hold, ...]
+    rejected: tuple[str, ...] = ()  # why entries (or the whole record) were refused
+
+
+def encode_record(owner: str, holds: list[Hold]) -> bytes:
+    return json.dumps({"owner": owner, "holds": [{"repository": h.repository, "digest": h.digest}
+                                                 for h in holds]}).encode()
+
+
+def decode_record(raw: bytes) -> HoldsRecord:
+    """Never raises: a bad record comes back with no holds and the reasons in `rejected`."""
+    try:
+        data = json.loads(raw)
+    except (ValueError, UnicodeDecodeError) as exc:
+        return HoldsRecord("", (), (f"not JSON: {exc}",))
+    if isinstance(data, list):  # the shape before records named their owner
+        owner, entries = "", data
+    elif isinstance(data, dict) and isinstance(data.get("holds"), list) and isinstance(data.get("owner", ""), str):
+        owner, entries = data.get("owner", ""), data["holds"]
+    else:
+        return HoldsRecord("", (), ("not a holds record: expected {\"owner\": str, \"holds\": [...]}",))
+    good: list[Hold] = []
+    rejected: list[str] = []
+    for i, entry in enumerate(entries):
+        if not isinstance(entry, dict) or set(entry) != {"repository", "digest"}:
+            rejected.append(f"entry {i}: expected {{repository, digest}}, got {str(entry)[:200]!r}")
+        elif not isinstance(entry["repository"], str) or not names.is_repository(entry["repository"]):
+            rejected.append(f"entry {i}: not a repository name: {str(entry['repository'])[:200]!r}")
+        elif not isinstance(entry["digest"], str) or not names.is_digest(entry["digest"]):
+            rejected.append(f"entry {i}: not a sha256 digest: {str(entry['digest'])[:200]!r}")
+        else:
+            good.append(Hold(entry["repository"], entry["digest"], ()))
+    return HoldsRecord(owner, tuple(good), tuple(rejected))

@@ -25,6 +25,10 @@ STATUS_BY_ERROR: list[tuple[type[errors.JanitorError], int]] = [
     (errors.DockerUnavailable, 503),
     (errors.RegistryError, 502),
     (errors.ContainerError, 502),
+    (errors.FenceNotEffective, 502),
+    (errors.RegistryNotWritable, 502),
+    (errors.WindowTimeout, 504),
+    (errors.IntegrityBroken, 500),
 ]
 
 CODE_BY_STATUS = {
