@@ -18,7 +18,7 @@ from typing import Any
 
 import redis as redis_lib
 
-from janitor import cache, errors, gc, holds, integrity, pending, storage
+from janitor import cache, errors, gc, holds, integrity, pending, preflight, storage
 from janitor.records import FAILED, QUEUED, RUNNING, SUCCEEDED, now
 from janitor.lock import MaintenanceLock
 from janitor.manifests import Manifest
@@ -106,7 +106,9 @@ class Window:
             "id": uuid.uuid4().hex, "started_at": now(), "finished_at": None,
             "jobs": [j["id"] for j in jobs], "write_refused_seconds": None,
         }
-        self.released_blobs: set[str] = set()  # blobs this window's deletions let go: never held from GC
+        # repository -> blobs this window's deletions let go there: never held from GC in that repository
+        self.released_blobs: dict[str, set[str]] = {}
+        self.access: preflight.StorageAccess | None = None  # what the storage driver lets the window do
         self.remove_repos: dict[str, list[dict[str, Any]]] = {}  # repository -> jobs that emptied it
         self.manifests: dict[str, Manifest] = {}  # by digest, immutable: shared by every plan in the window
         self.inventory: Inventory | None = None  # what the registry holds, kept current across the jobs
@@ -180,24 +182,37 @@ class Window:
     def _run(self) -> None:
         try:
             with self.step(self.jobs, "preflight") as out:
-                # Reach Docker and the container before deleting anything, so nothing is left half-done.
-                status = self.ctx.container.get().status
-                if status != "running":
-                    raise errors.ContainerError(
-                        f"registry container {self.ctx.container.name!r} is {status}; start it, then ask again")
-                config_path = self.ctx.container.config_path()
-                root = storage.root(self.ctx.container, config_path)
-                out.update(container=self.ctx.container.name, config_path=config_path, storage_root=root)
+                # Reach Docker and the container, and find the traps the fence cannot work around, before
+                # deleting anything, so nothing is left half-done.
+                report = preflight.check(self.ctx.container)
+                config_path, root, self.access = report.config_path, report.storage_root, report.storage
+                out.update(container=self.ctx.container.name, **report.as_dict())
+                self._storage_limits(report.storage)
         except StepError:
             return
         for job in self.jobs:
-            if job["kind"] == "deletion":
+            if job["kind"] == "deletion" and job["status"] == RUNNING and not job["error"]:
                 with contextlib.suppress(StepError):
                     self.delete(job, root)
         if self.alive():
-            self.maintain(config_path, root)
+            if report.storage.gc_runs:
+                self.maintain(config_path, root)
+            else:
+                with self.step(self.alive(), "gc") as out:
+                    out.update(skipped=True, reason=report.storage.protections_off[preflight.NO_GC[0]])
 
-    def delete(self, job: dict[str, Any], root: str) -> None:
+    def _storage_limits(self, access: preflight.StorageAccess) -> None:
+        """Every job says which protections are off; a request that needs the registry's files fails here."""
+        for job in self.jobs:
+            job["result"]["storage"] = access.as_dict()
+            if job["kind"] == "deletion":
+                try:
+                    preflight.refuse_without_storage(job["request"], access)
+                except errors.StorageAccessRequired as exc:
+                    job["error"] = {"code": exc.code, "message": exc.message, "details": exc.details,
+                                    "step": "preflight"}
+
+    def delete(self, job: dict[str, Any], root: str | None) -> None:
         """Plan on the registry as it is now, then untag and delete; a dry run stops after the plan."""
         ctx = self.ctx
         request = job["request"]
@@ -212,9 +227,9 @@ class Window:
                 # Something pushed since this window read the registry? Read it again before saying 404.
                 inventory = self._read_inventory(root)
                 plan = plan_deletion(inventory, request, ctx.settings.registry_host)
-            planned = {"blobs": len(plan.blobs_freed or {}), "bytes": sum((plan.blobs_freed or {}).values())}
             out.update(plan=plan.as_dict(), dry_run=bool(request.get("dry_run")))
-            job["result"]["planned"] = planned
+            if plan.blobs_freed is not None:  # only with the stored revisions: never a figure it cannot compute
+                job["result"]["planned"] = {"blobs": len(plan.blobs_freed), "bytes": sum(plan.blobs_freed.values())}
             if request.get("dry_run"):
                 self.inventory = inventory
                 job["result"].update(plan=plan.as_dict())
@@ -226,11 +241,11 @@ class Window:
             for repo_plan in plan.repos:
                 repo = repo_plan.repository
                 for tag in repo_plan.untag:
-                    self.released_blobs |= untag(ctx.client, repo, tag)
+                    self.released_blobs.setdefault(repo, set()).update(untag(ctx.client, repo, tag))
                     untagged.append(f"{repo}:{tag}")
                 for digest in repo_plan.delete:
                     manifest = inventory.manifest(repo, digest)
-                    self.released_blobs |= set(manifest.blob_digests if manifest else ())
+                    self.released_blobs.setdefault(repo, set()).update(manifest.blob_digests if manifest else ())
                     try:
                         ctx.client.delete_manifest(repo, digest)
                     except errors.ManifestNotFound:
@@ -243,31 +258,35 @@ class Window:
             job["result"].update(manifests_deleted=list(deleted), tags_removed=plan.as_dict()["tags"],
                                  repositories_removed=[])
 
-    def _read_inventory(self, root: str) -> Inventory:
+    def _read_inventory(self, root: str | None) -> Inventory:
+        if root is None:  # no filesystem access: the registry API alone, untagged manifests unseen
+            return Inventory(self.ctx.client, None, self.manifests)
         return Inventory(self.ctx.client, lambda: storage.revisions(self.ctx.container, root), self.manifests)
 
-    def maintain(self, config_path: str, root: str) -> None:
+    def maintain(self, config_path: str, root: str | None) -> None:
         """Fence, hold, GC, release, unfence, check: the part that needs the registry to refuse writes."""
         ctx = self.ctx
         placed: list[holds.Hold] = []
         fenced_at: float | None = None
         try:
             with self.step(self.alive(), "drain") as out:
-                out.update(self._drain(root))
+                out.update(self._drain(root) if root is not None else {"skipped": True, "reason": "no filesystem access"})
             with self.step(self.alive(), "fence") as out:
                 fenced_at = time.monotonic()
                 out["ready_seconds"] = round(ctx.fence.close(config_path), 3)
             with self.step(self.alive(), "hold") as out:
-                recent = holds.recent_blobs(ctx.container, root, ctx.settings.upload_grace)
-                recent = {r: b - self.released_blobs for r, b in recent.items() if b - self.released_blobs}
-                built = holds.build(recent)
-                # Recorded before they are written, so a crash here still lets recovery remove them.
-                ctx.container.write_file(config_path + HOLDS_SUFFIX, json.dumps(
-                    [{"repository": h.repository, "digest": h.digest} for h, _ in built]).encode())
-                holds.place(ctx.container, root, built)
-                placed = [h for h, _ in built]
-                out.update(holds=len(placed), blobs_held=sum(len(h.blobs) for h in placed))
-            if self.remove_repos:
+                if root is None:
+                    out.update(skipped=True, reason="no filesystem access: pushes in flight are not held")
+                else:
+                    recent = holds.recent_blobs(ctx.container, root, ctx.settings.upload_grace)
+                    built = holds.build(holds.unreleased(recent, self.released_blobs))
+                    # Recorded before they are written, so a crash here still lets recovery remove them.
+                    ctx.container.write_file(config_path + HOLDS_SUFFIX, json.dumps(
+                        [{"repository": h.repository, "digest": h.digest} for h, _ in built]).encode())
+                    holds.place(ctx.container, root, built)
+                    placed = [h for h, _ in built]
+                    out.update(holds=len(placed), blobs_held=sum(len(h.blobs) for h in placed))
+            if self.remove_repos and root is not None:  # without filesystem access such requests are refused
                 with self.step(self.alive(), "remove_repositories") as out:
                     held = {h.repository for h in placed}
                     for repo, jobs in sorted(self.remove_repos.items()):
@@ -281,20 +300,25 @@ class Window:
             with self.step(self.alive(), "gc") as out:
                 if not self.lock.owned():
                     raise errors.LockLost("the maintenance lock was lost before GC; GC did not run")
-                sizes = storage.blob_sizes(ctx.container, root)
+                sizes = storage.blob_sizes(ctx.container, root) if root is not None else None
                 started = time.monotonic()
                 summary = gc.run(ctx.container, config_path)
                 summary.duration_seconds = round(time.monotonic() - started, 3)
-                summary.bytes_freed = sum(sizes.get(d, 0) for d in summary.deleted_blobs)
+                if sizes is not None:
+                    summary.bytes_freed = sum(sizes.get(d, 0) for d in summary.deleted_blobs)
                 self._release(config_path, root, placed)
                 placed = []
-                storage.remove_empty_blob_dirs(ctx.container, root)
+                if root is not None:
+                    storage.remove_empty_blob_dirs(ctx.container, root)
                 redis_cache = cache.redis_settings(ctx.container, config_path)
                 if redis_cache:  # before writes resume: nobody may be told a swept blob exists
                     out["cache_keys_removed"] = cache.forget(redis_lib.Redis(**redis_cache), summary.deleted_blobs)
-                out.update(summary.as_dict())
+                done = summary.as_dict()
+                if sizes is None:  # blob sizes unreadable: no bytes figure at all, not a zero
+                    done.pop("bytes_freed", None)
+                out.update(done)
                 for job in self.alive():
-                    job["result"].update(gc=summary.as_dict(), bytes_freed=summary.bytes_freed)
+                    job["result"].update(gc=done, **({"bytes_freed": summary.bytes_freed} if sizes is not None else {}))
         except StepError:
             pass
         finally:
@@ -311,12 +335,13 @@ class Window:
                 return {"waited_seconds": round(waited, 3), "uploads_still_active": active}
             time.sleep(0.5)
 
-    def _release(self, config_path: str, root: str, placed: list[holds.Hold]) -> None:
+    def _release(self, config_path: str, root: str | None, placed: list[holds.Hold]) -> None:
         """Holds go before writes resume; the record of them goes last."""
-        holds.release(self.ctx.container, root, placed)
+        if placed and root is not None:
+            holds.release(self.ctx.container, root, placed)
         self.ctx.container.exec(["rm", "-f", config_path + HOLDS_SUFFIX])
 
-    def _unfence(self, config_path: str, root: str, placed: list[holds.Hold], fenced_at: float | None) -> None:
+    def _unfence(self, config_path: str, root: str | None, placed: list[holds.Hold], fenced_at: float | None) -> None:
         """Always runs: holds go, the original config returns, and the registry restarts writable."""
         ctx = self.ctx
         everyone = [j for j in self.jobs if j["steps"] and j["steps"][-1]["name"] in MAINTENANCE_STEPS]
