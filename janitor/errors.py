@@ -136,3 +136,9 @@ class RegistryResponseTooLarge(RegistryError):
 
 class StorageCommandFailed(ContainerError):
     code = "STORAGE_COMMAND_FAILED"
+
+
+class StoragePathRefused(JanitorError, ValueError):
+    """A name or digest that must never become a storage path (janitor/layout.py)."""
+
+    code = "STORAGE_PATH_REFUSED"

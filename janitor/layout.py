@@ -17,7 +17,7 @@ import posixpath
 import re
 from dataclasses import dataclass
 
-from janitor import names
+from janitor import errors, names
 
 V2 = "docker/registry/v2"
 _HEX = r"[a-f0-9]{64}"
@@ -26,8 +26,7 @@ _LAYER = re.compile(rf"/repositories/(.+)/_layers/sha256/({_HEX})/link$")
 _BLOB = re.compile(rf"/blobs/sha256/[a-f0-9]{{2}}/({_HEX})/data$")
 
 
-class LayoutError(ValueError):
-    """A name, digest or root that must never become a storage path."""
+LayoutError = errors.StoragePathRefused  # a ValueError too
 
 
 def _digest_hex(digest: str) -> str:
