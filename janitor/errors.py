@@ -122,3 +122,51 @@ class IntegrityBroken(JanitorError):
     """After the window, a tagged image is missing a manifest or blob: result.integrity lists them."""
 
     code = "INTEGRITY_BROKEN"
+# -- preflight: deployments the write fence cannot work around (janitor/preflight.py) ---------------
+
+
+class PreflightFailed(ContainerError):
+    """The registry's deployment defeats the fence; nothing was deleted. The message names the cause and
+    the fix."""
+
+    code = "PREFLIGHT_FAILED"
+
+
+class ConfigPathUnknown(PreflightFailed):
+    code = "REGISTRY_CONFIG_UNKNOWN"
+
+
+class EnvOverridesMaintenance(PreflightFailed):
+    code = "REGISTRY_ENV_OVERRIDES_MAINTENANCE"
+
+
+class EnvOverridesStorage(PreflightFailed):
+    code = "REGISTRY_ENV_OVERRIDES_STORAGE"
+
+
+class ConfigReadOnly(PreflightFailed):
+    code = "REGISTRY_CONFIG_READ_ONLY"
+
+
+class ConfigFileMount(PreflightFailed):
+    code = "REGISTRY_CONFIG_FILE_MOUNT"
+
+
+class StorageAccessRequired(JanitorError):
+    """The request needs to read the registry's storage, which its storage driver does not allow."""
+
+    code = "STORAGE_ACCESS_REQUIRED"
+
+
+class RegistryResponseTooLarge(RegistryError):
+    code = "REGISTRY_RESPONSE_TOO_LARGE"
+
+
+class StorageCommandFailed(ContainerError):
+    code = "STORAGE_COMMAND_FAILED"
+
+
+class StoragePathRefused(JanitorError, ValueError):
+    """A name or digest that must never become a storage path (janitor/layout.py)."""
+
+    code = "STORAGE_PATH_REFUSED"

@@ -20,7 +20,7 @@ from typing import Any
 import redis as redis_lib
 from rq import Queue
 
-from janitor import cache, errors, holds, integrity, pending, probe, storage
+from janitor import cache, errors, holds, integrity, pending, preflight, probe, storage
 from janitor.guard import WindowGuard
 from janitor.lock import MaintenanceLock
 from janitor.records import FAILED, QUEUED, RUNNING, SUCCEEDED, now
@@ -127,7 +127,9 @@ class Window:
             "id": guard.window_id, "started_at": now(), "finished_at": None,
             "jobs": [j["id"] for j in jobs], "write_refused_seconds": None,
         }
-        self.released_blobs: set[str] = set()  # blobs this window's deletions let go: never held from GC
+        # repository -> blobs this window's deletions let go there: never held from GC in that repository
+        self.released_blobs: dict[str, set[str]] = {}
+        self.access: preflight.StorageAccess | None = None  # what the storage driver lets the window do
         self.remove_repos: dict[str, list[dict[str, Any]]] = {}  # repository -> jobs that emptied it
         self.manifests: dict[str, Manifest] = {}  # by digest, immutable: shared by every plan in the window
 
@@ -201,25 +203,38 @@ class Window:
     def _run(self) -> None:
         try:
             with self.step(self.jobs, "preflight") as out:
-                # Reach Docker and the container before deleting anything, so nothing is left half-done.
-                status = self.ctx.container.get().status
-                if status != "running":
-                    raise errors.ContainerError(
-                        f"registry container {self.ctx.container.name!r} is {status}; start it, then ask again")
-                config_path = self.ctx.container.config_path()
-                root = storage.root(self.ctx.container, config_path)
-                self.guard.locate(config_path, root)
-                out.update(container=self.ctx.container.name, config_path=config_path, storage_root=root)
+                # Reach Docker and the container, and find the traps the fence cannot work around, before
+                # deleting anything, so nothing is left half-done.
+                report = preflight.check(self.ctx.container)
+                config_path, root, self.access = report.config_path, report.storage_root, report.storage
+                self.guard.locate(config_path, root or "")
+                out.update(container=self.ctx.container.name, **report.as_dict())
+                self._storage_limits(report.storage)
         except StepError:
             return
         for job in self.jobs:
-            if job["kind"] == "deletion":
+            if job["kind"] == "deletion" and job["status"] == RUNNING and not job["error"]:
                 with contextlib.suppress(StepError):
                     self.delete(job, root)
         if self.alive():
-            self.maintain(config_path, root)
+            if report.storage.gc_runs:
+                self.maintain(config_path, root)
+            else:
+                with self.step(self.alive(), "gc") as out:
+                    out.update(skipped=True, reason=report.storage.protections_off[preflight.NO_GC[0]])
 
-    def delete(self, job: dict[str, Any], root: str) -> None:
+    def _storage_limits(self, access: preflight.StorageAccess) -> None:
+        """Every job says which protections are off; a request that needs the registry's files fails here."""
+        for job in self.jobs:
+            job["result"]["storage"] = access.as_dict()
+            if job["kind"] == "deletion":
+                try:
+                    preflight.refuse_without_storage(job["request"], access)
+                except errors.StorageAccessRequired as exc:
+                    job["error"] = {"code": exc.code, "message": exc.message, "details": exc.details,
+                                    "step": "preflight"}
+
+    def delete(self, job: dict[str, Any], root: str | None) -> None:
         """Plan on a fresh snapshot (stored revisions read before the tags), then untag and delete; a dry run
         stops after the plan. Right before each guarded delete by digest, the tags are read again: a tag that
         reaches the manifest now (pushed since the snapshot) keeps it, and the job reports it as skipped."""
@@ -227,9 +242,9 @@ class Window:
         request = job["request"]
         with self.step([job], "delete") as out, Reader(ctx.client, self.manifests) as reader:
             snap, plan = self._read_inventory(reader, request, root)
-            planned = {"blobs": len(plan.blobs_freed or {}), "bytes": sum((plan.blobs_freed or {}).values())}
             out.update(plan=plan.as_dict(), dry_run=bool(request.get("dry_run")))
-            job["result"]["planned"] = planned
+            if plan.blobs_freed is not None:  # only with the stored revisions: never a figure it cannot compute
+                job["result"]["planned"] = {"blobs": len(plan.blobs_freed), "bytes": sum(plan.blobs_freed.values())}
             if request.get("dry_run"):
                 job["result"].update(plan=plan.as_dict())
                 job.update(status=SUCCEEDED, finished_at=now())  # changes nothing: no part in GC
@@ -249,7 +264,7 @@ class Window:
                         skipped.append({"repository": repo, "tag": tag,
                                         "reason": "the tag was moved or removed since the plan; left as it is"})
                         return
-                    self.released_blobs |= untag(ctx.client, repo, tag)
+                    self.released_blobs.setdefault(repo, set()).update(untag(ctx.client, repo, tag))
                     untagged.append(f"{repo}:{tag}")
                     removed.add(f"{repo}:{tag}")
 
@@ -266,7 +281,7 @@ class Window:
                                 untag_alone(tag)  # the request named the tag: it goes, the manifest stays
                         continue
                     manifest = repo_snap.manifests.get(digest)
-                    self.released_blobs |= set(manifest.blob_digests if manifest else ())
+                    self.released_blobs.setdefault(repo, set()).update(manifest.blob_digests if manifest else ())
                     try:
                         ctx.client.delete_manifest(repo, digest)
                     except errors.ManifestNotFound:
@@ -278,32 +293,35 @@ class Window:
             job["result"].update(manifests_deleted=list(deleted), tags_removed=sorted(removed),
                                  skipped=list(skipped), repositories_removed=[])
 
-    def _read_inventory(self, reader: Reader, request: dict[str, Any], root: str) -> tuple[Snapshot, Plan]:
+    def _read_inventory(self, reader: Reader, request: dict[str, Any], root: str | None) -> tuple[Snapshot, Plan]:
         """A snapshot for this job (storage first, then tags, then manifests) and its plan. Every job reads
-        afresh: only manifests, immutable by digest, are cached across the window."""
+        afresh: only manifests, immutable by digest, are cached across the window. Without filesystem access
+        (root None) the registry API alone is read: untagged manifests stay unseen, no bytes are computed."""
         ctx = self.ctx
-        return read_and_plan(reader, request, ctx.settings.registry_host,
-                            lambda: storage.revision_times(ctx.container, root), ctx.settings.untagged_min_age)
+        stored = None if root is None else (lambda: storage.revision_times(ctx.container, root))
+        return read_and_plan(reader, request, ctx.settings.registry_host, stored, ctx.settings.untagged_min_age)
 
-    def maintain(self, config_path: str, root: str) -> None:
+    def maintain(self, config_path: str, root: str | None) -> None:
         """Fence, hold, GC, release, unfence, check: the part that needs the registry to refuse writes.
         Each step's changes go through the guard, which checks the lease and the window's time first."""
         ctx, guard = self.ctx, self.guard
         fenced_at: float | None = None
         try:
             with self.step(self.alive(), "drain") as out:
-                out.update(self._drain(root))
+                out.update(self._drain(root) if root is not None else {"skipped": True, "reason": "no filesystem access"})
             with self.step(self.alive(), "fence") as out:
                 fenced_at = time.monotonic()
                 out.update(guard.close())
             with self.step(self.alive(), "hold") as out:
                 guard.check("placing holds")
-                recent = holds.recent_blobs(ctx.container, root, ctx.settings.upload_grace)
-                recent = {r: b - self.released_blobs for r, b in recent.items() if b - self.released_blobs}
-                built = holds.build(recent)
-                guard.place_holds(built)
-                out.update(holds=len(built), blobs_held=sum(len(h.blobs) for h, _ in built))
-            if self.remove_repos:
+                if root is None:
+                    out.update(skipped=True, reason="no filesystem access: pushes in flight are not held")
+                else:
+                    recent = holds.recent_blobs(ctx.container, root, ctx.settings.upload_grace)
+                    built = holds.build(holds.unreleased(recent, self.released_blobs))
+                    guard.place_holds(built)
+                    out.update(holds=len(built), blobs_held=sum(len(h.blobs) for h, _ in built))
+            if self.remove_repos and root is not None:  # without filesystem access such requests are refused
                 with self.step(self.alive(), "remove_repositories") as out:
                     guard.check("removing repositories")
                     held = {h.repository for h in guard.placed}
@@ -316,20 +334,25 @@ class Window:
                             if not kept:
                                 job["result"]["repositories_removed"].append(repo)
             with self.step(self.alive(), "gc") as out:
-                sizes = storage.blob_sizes(ctx.container, root)
+                sizes = storage.blob_sizes(ctx.container, root) if root is not None else None
                 started = time.monotonic()
                 summary = guard.gc()  # lease, time, and a refused blob upload checked right before
                 summary.duration_seconds = round(time.monotonic() - started, 3)
-                summary.bytes_freed = sum(sizes.get(d, 0) for d in summary.deleted_blobs)
+                if sizes is not None:
+                    summary.bytes_freed = sum(sizes.get(d, 0) for d in summary.deleted_blobs)
                 guard.release_holds()
                 guard.check("cleaning up after GC")
-                storage.remove_empty_blob_dirs(ctx.container, root)
+                if root is not None:
+                    storage.remove_empty_blob_dirs(ctx.container, root)
                 redis_cache = cache.redis_settings(ctx.container, config_path)
                 if redis_cache:  # before writes resume: nobody may be told a swept blob exists
                     out["cache_keys_removed"] = cache.forget(redis_lib.Redis(**redis_cache), summary.deleted_blobs)
-                out.update(summary.as_dict())
+                done = summary.as_dict()
+                if sizes is None:  # blob sizes unreadable: no bytes figure at all, not a zero
+                    done.pop("bytes_freed", None)
+                out.update(done)
                 for job in self.alive():
-                    job["result"].update(gc=summary.as_dict(), bytes_freed=summary.bytes_freed)
+                    job["result"].update(gc=done, **({"bytes_freed": summary.bytes_freed} if sizes is not None else {}))
         except StepError:
             pass
         finally:
