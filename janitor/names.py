@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import posixpath
 import re
 
 _COMPONENT = r"[a-z0-9]+(?:(?:[._]|__|[-]+)[a-z0-9]+)*"
@@ -22,14 +21,3 @@ def is_tag(tag: str) -> bool:
 
 def is_digest(digest: str) -> bool:
     return DIGEST_RE.match(digest) is not None
-
-
-def repository_dir(storage_root: str, name: str) -> str:
-    """Where a repository lives in filesystem storage, refusing any name that could step outside it."""
-    if not is_repository(name):
-        raise ValueError(f"not a repository name: {name!r}")
-    base = posixpath.normpath(posixpath.join(storage_root, "docker/registry/v2/repositories"))
-    path = posixpath.normpath(posixpath.join(base, name))
-    if not path.startswith(base + "/"):
-        raise ValueError(f"repository path escapes storage: {name!r}")
-    return path

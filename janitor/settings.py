@@ -42,6 +42,10 @@ class Settings:
     # `untagged` never deletes a manifest pushed (revision link written) less than this many seconds ago, nor
     # what it uses: a manifest pushed by digest may still be getting its tag, or an index its children.
     untagged_min_age: float = 3600.0
+    # Longest a maintenance window may run before its remaining steps are skipped and writes come back on.
+    max_window: float = 4 * 3600.0
+    # Longest `registry garbage-collect` may run before it is stopped (never past the window's end).
+    gc_timeout: float = 2 * 3600.0
 
     @property
     def registry_host(self) -> str:
@@ -71,4 +75,6 @@ class Settings:
             registry_retry=_float(env, "JANITOR_REGISTRY_RETRY", d.registry_retry),
             max_body_bytes=int(_float(env, "JANITOR_MAX_BODY_BYTES", d.max_body_bytes)),
             untagged_min_age=_float(env, "JANITOR_UNTAGGED_MIN_AGE", d.untagged_min_age),
+            max_window=_float(env, "JANITOR_MAX_WINDOW", d.max_window),
+            gc_timeout=_float(env, "JANITOR_GC_TIMEOUT", d.gc_timeout),
         )

@@ -20,11 +20,16 @@ STATUS_BY_ERROR: list[tuple[type[errors.JanitorError], int]] = [
     (errors.NotFound, 404),
     (errors.Conflict, 409),
     (errors.ConfirmationMismatch, 422),
+    (errors.StorageAccessRequired, 409),
     (errors.RegistryUnavailable, 503),
     (errors.QueueUnavailable, 503),
     (errors.DockerUnavailable, 503),
     (errors.RegistryError, 502),
     (errors.ContainerError, 502),
+    (errors.FenceNotEffective, 502),
+    (errors.RegistryNotWritable, 502),
+    (errors.WindowTimeout, 504),
+    (errors.IntegrityBroken, 500),
 ]
 
 CODE_BY_STATUS = {

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from janitor import errors, pending
+from janitor import errors, heartbeat, pending
 from janitor.planner import check_request
+from janitor.preflight import refuse_without_storage
 from service.state import State
 
 # The worker's job, by dotted name: the API never imports the worker.
@@ -22,8 +23,11 @@ def _enqueue(st: State, kind: str, request: dict[str, Any]) -> dict[str, Any]:
 
 
 def submit_deletion(st: State, request: dict[str, Any]) -> dict[str, Any]:
-    """Unknown names answer 404, a child of a tagged index 409, a wrong confirmation 422: before anything
-    is queued."""
+    """Unknown names answer 404, a child of a tagged index 409, a wrong confirmation 422, a request the storage
+    driver cannot serve 409 (STORAGE_ACCESS_REQUIRED): before anything is queued."""
+    found = heartbeat.storage(st.conn, st.keys)
+    if found is not None:  # unknown (no worker yet): the window refuses it instead
+        refuse_without_storage(request, found)
     check_request(st.client, request, st.settings.registry_host)
     return _enqueue(st, "deletion", request)
 

@@ -18,12 +18,12 @@ log = logging.getLogger("worker")
 
 def recover_on_start(ctx: Context) -> None:
     """The lock of a killed worker expires within its TTL; wait that long, then undo what it left."""
-    lock = MaintenanceLock(ctx.conn, ctx.keys.lock, ctx.settings.lock_ttl)
+    lock = MaintenanceLock(window.lease_connection(ctx), ctx.keys.lock, ctx.settings.lock_ttl)
     if not lock.acquire(ctx.settings.lock_ttl * 2):
         log.warning("maintenance lock busy; a live worker owns the window, nothing to recover")
         return
     try:
-        window.recover(ctx)
+        window.recover(ctx, window.guard_for(ctx, lock))
     except errors.JanitorError as exc:
         log.error("could not recover the registry at start: %s", exc.message)
     finally:

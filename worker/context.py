@@ -25,7 +25,8 @@ class Context:
 
     @classmethod
     def build(cls, settings: Settings, conn: redis.Redis | None = None) -> Context:
-        conn = conn or redis.Redis.from_url(settings.redis_url)
+        # With timeouts: a paused or partitioned Redis makes a record's save fail and retry, not hang the window.
+        conn = conn or redis.Redis.from_url(settings.redis_url, socket_timeout=15, socket_connect_timeout=5)
         container = RegistryContainer(settings.registry_container)
         return cls(
             settings=settings,

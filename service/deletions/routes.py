@@ -23,7 +23,8 @@ class Deletions(MethodView):
     @blp.arguments(DeletionSchema)
     @blp.response(202, JobSchema)
     @blp.alt_response(404, schema=ErrorSchema, description="Repository, tag or digest unknown; nothing queued")
-    @blp.alt_response(409, schema=ErrorSchema, description="The deletion would remove more than was asked")
+    @blp.alt_response(409, schema=ErrorSchema, description="The deletion would remove more than was asked, or "
+                      "needs the registry's files and its storage driver is not filesystem (STORAGE_ACCESS_REQUIRED)")
     @blp.alt_response(503, schema=ErrorSchema, description="Registry or job queue unreachable")
     def post(self, body: dict[str, Any]) -> tuple[dict[str, Any], int, dict[str, str]]:
         job = maintenance.submit_deletion(state(), body)

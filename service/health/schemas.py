@@ -12,6 +12,12 @@ class CheckSchema(ma.Schema):
     code = ma.fields.String()
     message = ma.fields.String()
     at = ma.fields.String(metadata={"description": "When the worker last checked (docker only)"})
+    driver = ma.fields.String(metadata={"description": "The registry's storage driver (storage only)"})
+    filesystem = ma.fields.Boolean(metadata={"description": "Whether the janitor can read the registry's files"})
+    gc_runs = ma.fields.Boolean(metadata={"description": "Whether windows run garbage-collect"})
+    protections_off = ma.fields.List(ma.fields.String(), metadata={
+        "description": "Protections the storage driver turns off: holds, untagged_listing, repository_removal, "
+                       "exact_bytes, garbage_collection"})
 
 
 class ReadinessSchema(ma.Schema):

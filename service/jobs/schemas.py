@@ -6,7 +6,11 @@ STATUSES = ["queued", "running", "succeeded", "failed"]
 
 
 class JobErrorSchema(ma.Schema):
-    code = ma.fields.String(required=True)
+    code = ma.fields.String(required=True, metadata={"description": (
+        "Why the job failed, e.g. FENCE_NOT_EFFECTIVE (the read-only config did not stop writes; no GC ran), "
+        "GC_TIMEOUT, WINDOW_TIMEOUT, LOCK_LOST, INTERRUPTED, REGISTRY_NOT_WRITABLE, or INTEGRITY_BROKEN "
+        "(step verify: the window's work was done but a tagged image misses a manifest or blob; "
+        "result.integrity lists them)")})
     message = ma.fields.String(required=True, metadata={"description": "What happened and what to do about it"})
     step = ma.fields.String(allow_none=True, metadata={"description": "The step the job failed in"})
     details = ma.fields.Dict(metadata={"description": "The names involved, e.g. the tags of an index"})
@@ -43,5 +47,7 @@ class JobSchema(ma.Schema):
     window = ma.fields.Nested(WindowSchema, allow_none=True)
     steps = ma.fields.List(ma.fields.Nested(StepSchema), required=True)
     result = ma.fields.Dict(metadata={"description": "manifests_deleted, tags_removed, repositories_removed, "
-                                                     "planned, plan (dry run), gc, bytes_freed, integrity"})
+                                                     "planned, plan (dry run), gc, bytes_freed, integrity "
+                                                     "({manifests_checked, blobs_checked, broken}: when broken "
+                                                     "is not empty the job is failed with INTEGRITY_BROKEN)"})
     error = ma.fields.Nested(JobErrorSchema, allow_none=True)
