@@ -31,6 +31,8 @@ from worker.context import Context
 
 log = logging.getLogger(__name__)
 MAINTENANCE_STEPS = ("drain", "fence", "hold", "remove_repositories", "gc")
+# Steps that change the registry: each starts only on a lease still owned (restart handles a lost one itself).
+CHANGING_STEPS = frozenset({"delete", "fence", "hold", "remove_repositories", "gc"})
 
 
 class StepError(Exception):
@@ -158,6 +160,8 @@ class Window:
             job["steps"].append(record)
         self.save(jobs)
         try:
+            if name in CHANGING_STEPS:
+                self.guard.check(f"step {name}")  # lease still owned, window still within its time
             yield record["outcome"]
         except Exception as exc:
             if not isinstance(exc, errors.JanitorError):
@@ -279,7 +283,6 @@ class Window:
                 fenced_at = time.monotonic()
                 out.update(guard.close())
             with self.step(self.alive(), "hold") as out:
-                guard.check("placing holds")
                 recent = holds.recent_blobs(ctx.container, root, ctx.settings.upload_grace)
                 recent = {r: b - self.released_blobs for r, b in recent.items() if b - self.released_blobs}
                 built = holds.build(recent)
@@ -287,7 +290,6 @@ class Window:
                 out.update(holds=len(built), blobs_held=sum(len(h.blobs) for h, _ in built))
             if self.remove_repos:
                 with self.step(self.alive(), "remove_repositories") as out:
-                    guard.check("removing repositories")
                     held = {h.repository for h in guard.placed}
                     for repo, jobs in sorted(self.remove_repos.items()):
                         kept = "a push into it is in flight" if repo in held else \
