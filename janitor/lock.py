@@ -66,12 +66,15 @@ class MaintenanceLock:
     def acquire(self, wait: float, poll: float = 0.2) -> bool:
         """Take the lease within `wait` seconds; Redis errors count as "not yet" until the wait is over."""
         deadline = time.monotonic() + wait
+        warned = False
         while True:
             started = time.monotonic()
             try:
                 number = self.conn.eval(_ACQUIRE, 2, self.key, self.counter_key, self.owner_id, self.ttl_ms)
             except redis.RedisError as exc:
-                log.warning("cannot reach Redis for the maintenance lock (%s); retrying", exc)
+                if not warned:
+                    log.warning("cannot reach Redis for the maintenance lock (%s); retrying", exc)
+                    warned = True
                 number = None
             if number is not None:
                 self.fencing = int(number)
