@@ -24,8 +24,18 @@ from janitor import errors
 log = logging.getLogger(__name__)
 
 # KEYS: lock, counter. ARGV: owner id, ttl ms. Returns the fencing number, or nil when the lock is taken.
+# A lease already this owner's (its reply was lost to a timeout, or the owner gave it up for lost while
+# Redis still kept it) is taken as it is: nobody else can have held it in between.
 _ACQUIRE = """
-if redis.call('exists', KEYS[1]) == 1 then return nil end
+local held = redis.call('get', KEYS[1])
+if held then
+  local n, owner = string.match(held, '^(%d+):(.+)$')
+  if owner == ARGV[1] then
+    redis.call('pexpire', KEYS[1], ARGV[2])
+    return tonumber(n)
+  end
+  return nil
+end
 local n = redis.call('incr', KEYS[2])
 redis.call('set', KEYS[1], n .. ':' .. ARGV[1], 'PX', ARGV[2])
 return n
@@ -66,12 +76,15 @@ class MaintenanceLock:
     def acquire(self, wait: float, poll: float = 0.2) -> bool:
         """Take the lease within `wait` seconds; Redis errors count as "not yet" until the wait is over."""
         deadline = time.monotonic() + wait
+        warned = False
         while True:
             started = time.monotonic()
             try:
                 number = self.conn.eval(_ACQUIRE, 2, self.key, self.counter_key, self.owner_id, self.ttl_ms)
             except redis.RedisError as exc:
-                log.warning("cannot reach Redis for the maintenance lock (%s); retrying", exc)
+                if not warned:
+                    log.warning("cannot reach Redis for the maintenance lock (%s); retrying", exc)
+                    warned = True
                 number = None
             if number is not None:
                 self.fencing = int(number)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import json
 import os
 import shutil
 import signal
@@ -143,7 +144,6 @@ def assert_after(stack: Stack, reg: Registry, kept: dict[str, images.Image], pus
 
 
 def step_reached(conn: redis.Redis, job_id: str, step: str, timeout: float = 120) -> bool:
-    import json
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         with contextlib.suppress(redis.RedisError):
@@ -522,3 +522,38 @@ def test_a_broken_image_found_by_verify_fails_the_job_with_integrity_broken(
     assert job["result"]["gc"]["blobs_deleted"] == 0  # GC itself ran and succeeded
     assert writable_and_clean(registry)
     assert images.pull_verified(registry.url, "team/app", "t0") == []
+
+
+def test_a_bad_holds_record_is_refused_entry_by_entry_and_the_worker_carries_on(
+        registry: Registry, make_stack: Callable[..., Stack]) -> None:
+    from janitor import holds
+    from janitor.container import RegistryContainer
+
+    kept = seed(registry)
+    built = holds.build({"team/app": set(kept["t0"].blobs)})
+    holds.place(RegistryContainer(registry.name), "/var/lib/registry", built)
+    hold = built[0][0]
+    assert hold.digest in registry.revisions()["team/app"]
+    record = {"owner": "window-dead/lease-1", "holds": [
+        {"repository": hold.repository, "digest": hold.digest},
+        {"repository": "../../../etc", "digest": hold.digest},  # would step outside storage
+        {"repository": "team/app", "digest": "sha256:../../../../etc/passwd"},
+        "not an entry",
+    ]}
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tar:
+        data = json.dumps(record).encode()
+        info = tarfile.TarInfo("config.yml.janitor-holds")
+        info.size = len(data)
+        tar.addfile(info, io.BytesIO(data))
+    assert registry.container.put_archive(CONFIG_DIR, buf.getvalue())
+
+    s = make_stack(registry)  # the worker's start recovers under its lease
+    assert images.wait_until(lambda: hold.digest not in registry.revisions().get("team/app", set()), 60)
+    listing = registry.exec("ls", CONFIG_DIR).split()
+    assert listing == ["config.yml", "config.yml.janitor-holds.rejected"], listing  # kept for a person to read
+    assert s.procs["worker"].poll() is None  # did not crash
+    for tag in kept:
+        assert images.pull_verified(registry.url, "team/app", tag) == [], tag
+    job = s.wait(s.post("/v1/gc", {}).json()["id"], timeout=180)
+    assert job["status"] == "succeeded", job

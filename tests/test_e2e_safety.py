@@ -103,9 +103,9 @@ def test_a_window_that_loses_its_lock_never_runs_gc(stack: Stack) -> None:
     p.image("team/app", doomed, "v1")
     job_id = stack.delete({"repository": "team/app", "tags": ["v1"]})["id"]
     assert _wait_step(stack.redis, job_id, "fence")
-    # Another owner's lease (it lives 4 s): this window must neither run GC nor touch the fence any more.
+    # Another owner's lease (it lives 15 s): this window must neither run GC nor touch the fence any more.
     lock_key = stack.env["REGISTRY_URL"].replace("http://", "janitor:") + ":lock"
-    stack.redis.set(lock_key, "999999:thief", px=4000)
+    stack.redis.set(lock_key, "999999:thief", px=15000)
     job = stack.wait(job_id)
     assert job["status"] == "failed" and job["error"]["code"] == "LOCK_LOST", job
     assert job["error"]["step"] in ("fence", "hold", "gc")

@@ -153,3 +153,15 @@ def test_fence_marker_names_its_owner() -> None:
     old = b"# registry-janitor: read-only for maintenance; the original is in /etc/x\nversion: 0.1\n"
     assert fence.marker_owner(old) == ""  # a fence set by an older version is still recognised
     assert fence.marker_owner(b"version: 0.1\n") is None
+
+
+def test_a_lease_whose_reply_was_lost_is_taken_as_it_is(redis_conn: redis.Redis) -> None:
+    a = MaintenanceLock(redis_conn, "janitor:t:lock", ttl=5)
+    # As if the acquisition ran in Redis but its reply timed out: the lock already names this owner.
+    redis_conn.set("janitor:t:lock", f"41:{a.owner_id}", px=5000)
+    assert a.acquire(0) and a.fencing == 41 and a.token == f"41:{a.owner_id}"
+    assert redis_conn.pttl("janitor:t:lock") > 4000
+    other = MaintenanceLock(redis_conn, "janitor:t:lock", ttl=5)
+    assert not other.acquire(0)
+    a.release()
+    assert redis_conn.get("janitor:t:lock") is None
