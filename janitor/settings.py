@@ -13,6 +13,13 @@ def _float(env: Mapping[str, str], name: str, default: float) -> float:
     return float(raw) if raw else default
 
 
+def _log_format(raw: str) -> str:
+    fmt = raw.strip().lower() or "text"
+    if fmt not in ("text", "json"):
+        raise ValueError(f"LOG_FORMAT must be text or json, not {raw!r}")
+    return fmt
+
+
 @dataclass(frozen=True)
 class Settings:
     registry_url: str = "http://localhost:5000"
@@ -39,6 +46,10 @@ class Settings:
     # How long a request keeps retrying while the registry is unreachable (it restarts in every window).
     registry_retry: float = 10.0
     max_body_bytes: int = 64 * 1024
+    # "text" or "json" (one JSON object per line, with request_id, job_id and window_id where they apply).
+    log_format: str = "text"
+    # When set, GET /metrics needs `Authorization: Bearer <metrics_token>`.
+    metrics_token: str | None = None
 
     @property
     def registry_host(self) -> str:
@@ -67,4 +78,6 @@ class Settings:
             http_timeout=_float(env, "JANITOR_HTTP_TIMEOUT", d.http_timeout),
             registry_retry=_float(env, "JANITOR_REGISTRY_RETRY", d.registry_retry),
             max_body_bytes=int(_float(env, "JANITOR_MAX_BODY_BYTES", d.max_body_bytes)),
+            log_format=_log_format(env.get("LOG_FORMAT", d.log_format)),
+            metrics_token=env.get("METRICS_TOKEN") or None,
         )

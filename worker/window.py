@@ -18,7 +18,7 @@ from typing import Any
 
 import redis as redis_lib
 
-from janitor import cache, errors, gc, holds, integrity, pending, storage
+from janitor import cache, errors, gc, holds, integrity, logs, pending, storage, telemetry
 from janitor.records import FAILED, QUEUED, RUNNING, SUCCEEDED, now
 from janitor.lock import MaintenanceLock
 from janitor.manifests import Manifest
@@ -134,6 +134,7 @@ class Window:
     @contextlib.contextmanager
     def step(self, jobs: list[dict[str, Any]], name: str) -> Iterator[dict[str, Any]]:
         """Record one step on each job: start, end, outcome; on a domain error the jobs fail with its reason."""
+        logs.bind(job_id=jobs[0]["id"] if len(jobs) == 1 else None)
         record: dict[str, Any] = {"name": name, "status": RUNNING, "started_at": now(), "finished_at": None, "outcome": {}}
         for job in jobs:
             job["steps"].append(record)
@@ -157,6 +158,7 @@ class Window:
     # -- the window ----------------------------------------------------------------------------
 
     def run(self) -> None:
+        logs.bind(window_id=self.info["id"], job_id=self.jobs[0]["id"] if len(self.jobs) == 1 else None)
         for job in self.jobs:
             job.update(status=RUNNING, started_at=now())
         self.save(self.jobs)
@@ -176,6 +178,7 @@ class Window:
                                     "see the worker log", "step": job["steps"][-1]["name"] if job["steps"] else None}
                 job.update(status=FAILED if job["error"] else SUCCEEDED, finished_at=now())
             self.save(self.jobs)
+            telemetry.record(self.ctx.conn, self.ctx.keys, self.info, self.jobs)
 
     def _run(self) -> None:
         try:
