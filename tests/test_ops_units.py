@@ -99,7 +99,10 @@ def test_figures_round_trip_through_redis_and_render_as_prometheus_text(redis_co
 
 
 def test_recording_never_raises_without_redis() -> None:
-    dead = redis.Redis(host="127.0.0.1", port=1, socket_connect_timeout=0.5)
+    from redis.backoff import NoBackoff
+    from redis.retry import Retry
+
+    dead = redis.Redis(host="127.0.0.1", port=1, socket_connect_timeout=0.5, retry=Retry(NoBackoff(), 0))
     telemetry.record(dead, Keys("x"), WINDOW, [_job("gc", "succeeded")])
 
 
@@ -200,3 +203,20 @@ def test_cli_bad_usage_exits_2_before_any_request(argv: list[str]) -> None:
 def test_cli_unreachable_api_exits_1_and_says_where() -> None:
     out = subprocess.run([CLI, "--url", "http://127.0.0.1:1", "repos"], capture_output=True, text=True, timeout=60)
     assert out.returncode == 1 and "cannot reach the janitor at http://127.0.0.1:1" in out.stderr
+
+
+def test_route_labels_are_rules_not_paths() -> None:
+    from flask import Flask
+
+    from service.metrics.collect import route_label
+
+    app = Flask(__name__)
+    app.add_url_rule("/v1/jobs/<string:job_id>", "job", lambda job_id: "")
+    app.add_url_rule("/v1/repositories/<path:name>/tags", "tags", lambda name: "")
+    with app.test_request_context("/v1/jobs/abc123"):
+        app.preprocess_request()
+        assert route_label() == "/v1/jobs/{job_id}"
+    with app.test_request_context("/v1/repositories/team/app/tags"):
+        assert route_label() == "/v1/repositories/{name}/tags"
+    with app.test_request_context("/nothing/here"):
+        assert route_label() == "unmatched"

@@ -13,6 +13,7 @@
 from __future__ import annotations
 
 import os
+import re
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -40,10 +41,14 @@ HTTP_LATENCY = Histogram("janitor_http_request_duration_seconds", "Time to answe
 FENCED_STEPS = ("fence", "hold", "remove_repositories", "gc")
 
 
+_PARAM = re.compile(r"<(?:[^<>:]+:)?([^<>]+)>")
+
+
 def route_label() -> str:
-    """The URL rule, not the path: /v1/jobs/<job_id> stays one series however many jobs there are."""
+    """The URL rule, not the path, written as in the OpenAPI document: /v1/jobs/{job_id} stays one series
+    however many jobs there are; paths that match no route are all "unmatched"."""
     rule = request.url_rule
-    return rule.rule if rule is not None else "unmatched"
+    return _PARAM.sub(r"{\1}", rule.rule) if rule is not None else "unmatched"
 
 
 def install(app: Flask) -> None:
