@@ -37,7 +37,7 @@ class Metrics(MethodView):
                          "`Authorization: Bearer <METRICS_TOKEN>` when METRICS_TOKEN is set; API tokens are not "
                          "accepted here.",
              security=[{"metricsToken": []}, {}],
-             responses={"200": {"description": "Prometheus text exposition format 0.0.4",
+             responses={"200": {"description": "Prometheus text exposition format",
                                 "content": {"text/plain": {"schema": {"type": "string"}}}}})
     @blp.alt_response(401, schema=ErrorSchema, description="METRICS_TOKEN is set and the request does not carry it")
     def get(self) -> Response:
