@@ -65,6 +65,32 @@ def cli(stack: Stack, *argv: str, stdin: str = "", timeout: float = 180) -> subp
     return subprocess.run([CLI, *argv], input=stdin, capture_output=True, text=True, timeout=timeout, env=env)
 
 
+def cli_on_terminal(stack: Stack, *argv: str, timeout: float = 180) -> tuple[int, str]:
+    """The CLI on a pseudo-terminal, as a person sees it (live progress instead of lines)."""
+    import pty
+    import select
+
+    env = {**os.environ, "JANITOR_URL": stack.api, "JANITOR_TOKEN": stack.token, "COLUMNS": "120", "TERM": "xterm"}
+    primary, secondary = pty.openpty()
+    proc = subprocess.Popen([CLI, *argv], stdin=secondary, stdout=secondary, stderr=secondary, env=env)
+    os.close(secondary)
+    chunks, deadline = [], time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        ready, _, _ = select.select([primary], [], [], 0.5)
+        if ready:
+            try:
+                data = os.read(primary, 65536)
+            except OSError:  # the terminal closed: the CLI is done
+                break
+            if not data:
+                break
+            chunks.append(data)
+        elif proc.poll() is not None:
+            break
+    os.close(primary)
+    return proc.wait(30), b"".join(chunks).decode(errors="replace")
+
+
 def json_lines(path: Path) -> list[dict[str, Any]]:
     lines = [line for line in path.read_text().splitlines() if line.strip()]
     parsed = [json.loads(line) for line in lines]  # every line is one JSON object
@@ -146,19 +172,24 @@ def test_cli_metrics_and_logs_follow_real_windows(logged_stack: tuple[Stack, Pat
     assert gc_job["status"] == "succeeded"
     assert seen_read_only.is_set(), "janitor_registry_read_only never showed 1 during the GC window"
 
+    # -- on a terminal: live step table, then the summary -----------------------------------------------------
+    code, screen = cli_on_terminal(stack, "gc")
+    assert code == 0, screen
+    assert "restart" in screen and "verify" in screen and "succeeded" in screen and "writes were refused" in screen
+
     # -- the worker's figures, seen the same in every scrape (whichever gunicorn worker answers) -------------
     dry_runs, real = 3, 1  # "no" preview, "yes" preview, --dry-run of current (the TAG_UNKNOWN one was refused)
     scrapes = [scrape(stack) for _ in range(8)]
     for m in scrapes:
         assert m[("janitor_jobs_total", (("kind", "deletion"), ("outcome", "succeeded")))] == dry_runs + real
-        assert m[("janitor_jobs_total", (("kind", "gc"), ("outcome", "succeeded")))] == 1
-        assert m[("janitor_windows_total", (("outcome", "succeeded"),))] == dry_runs + real + 1
-        assert m[("janitor_gc_runs_total", (("outcome", "succeeded"),))] == 2
-        assert m[("janitor_write_refused_seconds_count", ())] == 2
-        assert m[("janitor_write_refused_seconds_sum", ())] == pytest.approx(
-            job["window"]["write_refused_seconds"] + gc_job["window"]["write_refused_seconds"], abs=0.01)
-        assert m[("janitor_gc_duration_seconds_count", ())] == 2
-        assert m[("janitor_window_duration_seconds_count", ())] == dry_runs + real + 1
+        assert m[("janitor_jobs_total", (("kind", "gc"), ("outcome", "succeeded")))] == 2
+        assert m[("janitor_windows_total", (("outcome", "succeeded"),))] == dry_runs + real + 2
+        assert m[("janitor_gc_runs_total", (("outcome", "succeeded"),))] == 3
+        assert m[("janitor_write_refused_seconds_count", ())] == 3
+        assert m[("janitor_write_refused_seconds_sum", ())] > (
+            job["window"]["write_refused_seconds"] + gc_job["window"]["write_refused_seconds"])
+        assert m[("janitor_gc_duration_seconds_count", ())] == 3
+        assert m[("janitor_window_duration_seconds_count", ())] == dry_runs + real + 2
         assert m[("janitor_freed_bytes_total", ())] == job["result"]["bytes_freed"] + gc_job["result"]["bytes_freed"]
         assert job["result"]["bytes_freed"] > 600_000
         assert m[("janitor_queue_depth", ())] == 0 and m[("janitor_registry_read_only", ())] == 0
