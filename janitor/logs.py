@@ -91,8 +91,20 @@ def formatter(fmt: str) -> logging.Formatter:
     return logging.Formatter(TEXT_FORMAT)
 
 
+class _Stderr(logging.StreamHandler):  # type: ignore[type-arg]
+    """Writes to whatever sys.stderr is when a record comes (test runners and gunicorn swap it)."""
+
+    @property  # type: ignore[override]
+    def stream(self) -> Any:
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, _value: Any) -> None:
+        pass
+
+
 def handler(fmt: str, stream: Any = None) -> logging.Handler:
-    h = logging.StreamHandler(stream or sys.stderr)
+    h = logging.StreamHandler(stream) if stream is not None else _Stderr()
     h.setFormatter(formatter(fmt))
     h.addFilter(ContextFilter())
     setattr(h, _HANDLER_MARK, True)

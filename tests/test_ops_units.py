@@ -220,3 +220,20 @@ def test_route_labels_are_rules_not_paths() -> None:
         assert route_label() == "/v1/repositories/{name}/tags"
     with app.test_request_context("/nothing/here"):
         assert route_label() == "unmatched"
+
+
+def test_metrics_answer_without_redis_and_keep_their_token() -> None:
+    from service import create_app
+
+    dead = "http://127.0.0.1:1"
+    app = create_app(Settings(redis_url="redis://127.0.0.1:1/0", registry_url=dead, metrics_token="m-t",
+                              api_tokens=("api-t",)))
+    client = app.test_client()
+    assert client.get("/metrics").status_code == 401
+    refused = client.get("/metrics", headers={"Authorization": "Bearer api-t"})
+    assert refused.status_code == 401 and refused.json["code"] == "UNAUTHORIZED"
+    ok = client.get("/metrics", headers={"Authorization": "Bearer m-t", "X-Request-ID": "scrape-1"})
+    assert ok.status_code == 200 and ok.headers["X-Request-ID"] == "scrape-1"
+    text = ok.get_data(as_text=True)
+    assert "janitor_redis_up 0.0" in text and "janitor_registry_up 0.0" in text
+    assert 'janitor_http_requests_total{method="GET",route="/metrics",status="401"}' in text

@@ -27,7 +27,6 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Histo
 from prometheus_client.multiprocess import MultiProcessCollector
 
 from janitor import heartbeat, pending, telemetry
-from janitor.records import RUNNING
 from service.state import State
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
@@ -100,9 +99,7 @@ class JanitorCollector:
 
     def collect(self) -> Iterator[Metric]:
         st = self.st
-        up = GaugeMetricFamily("janitor_registry_up", "1 when the registry answers /v2/")
-        up.add_metric([], 1.0 if registry_is_up(st) else 0.0)
-        yield up
+        yield _gauge("janitor_registry_up", "1 when the registry answers /v2/", registry_is_up(st))
         try:
             figures = telemetry.read(st.conn, st.keys)
             depth = pending.waiting(st.conn, st.keys)
@@ -110,13 +107,9 @@ class JanitorCollector:
             fenced = window_running and read_only(st)
             worker_ok = bool(heartbeat.read(st.conn, st.keys).get("ok"))
         except redis.RedisError:
-            redis_up = GaugeMetricFamily("janitor_redis_up", "1 when Redis (queue, lock, job records) answers")
-            redis_up.add_metric([], 0.0)
-            yield redis_up
+            yield _gauge("janitor_redis_up", "1 when Redis (queue, lock, job records) answers", False)
             return
-        redis_up = GaugeMetricFamily("janitor_redis_up", "1 when Redis (queue, lock, job records) answers")
-        redis_up.add_metric([], 1.0)
-        yield redis_up
+        yield _gauge("janitor_redis_up", "1 when Redis (queue, lock, job records) answers", True)
         yield _gauge("janitor_queue_depth", "Requests waiting for the next maintenance window", depth)
         yield _gauge("janitor_window_in_progress", "1 while a maintenance window holds the lock", window_running)
         yield _gauge("janitor_registry_read_only", "1 while a window keeps the registry read-only for GC", fenced)
