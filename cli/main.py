@@ -205,6 +205,9 @@ def _run_job(c: Ctx, submit: Callable[[], dict[str, Any]], label: str, quiet: bo
 def _follow(c: Ctx, job: dict[str, Any], quiet: bool = False) -> dict[str, Any]:
     """Live step progress on a terminal; one line per finished step otherwise (logs, CI, pipes)."""
     if c.json or quiet:
+        if c.err.is_terminal and not c.json:
+            with c.err.status(f"job {job['id']}: working out the plan"):
+                return c.client.follow(job["id"], lambda _j: None)
         return c.client.follow(job["id"], lambda _j: None)
     if c.err.is_terminal:
         with Live(render.steps_table(job), console=c.err, refresh_per_second=8) as live:
