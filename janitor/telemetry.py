@@ -121,14 +121,13 @@ def bucket_of(value: float, bounds: tuple[float, ...]) -> float:
 
 def record(conn: redis.Redis, keys: Keys, window: dict[str, Any], jobs: list[dict[str, Any]]) -> None:
     """Add a finished window to the figures. Never raises: metrics must not fail a window."""
-    obs_list = observations(window, jobs)
-    found = {o.name: o for o in obs_list}
-    log.info("window %s finished: %s; jobs %s; %.1fs, writes refused %ss, %d bytes freed", window.get("id"),
-             found["janitor_windows"].labels[0][1], ", ".join(f"{j['id']} {j.get('status')}" for j in jobs),
-             found["janitor_window_duration_seconds"].value if "janitor_window_duration_seconds" in found else -1,
-             window.get("write_refused_seconds"), found["janitor_freed_bytes"].value if "janitor_freed_bytes" in found else 0,
-             extra={"jobs": [j["id"] for j in jobs]})
     try:
+        obs_list = observations(window, jobs)
+        seen = {o.name: o.value for o in obs_list}
+        outcome = next(o.labels[0][1] for o in obs_list if o.name == "janitor_windows")
+        log.info("window %s %s in %.1fs (writes refused %ss, %d bytes freed): %s", window.get("id"), outcome,
+                 seen.get("janitor_window_duration_seconds", 0.0), window.get("write_refused_seconds"),
+                 seen.get("janitor_freed_bytes", 0), ", ".join(f"job {j['id']} {j.get('status')}" for j in jobs))
         key = metrics_key(keys)
         with conn.pipeline(transaction=True) as pipe:
             for obs in obs_list:
