@@ -13,6 +13,13 @@ def _float(env: Mapping[str, str], name: str, default: float) -> float:
     return float(raw) if raw else default
 
 
+def _log_format(raw: str) -> str:
+    fmt = raw.strip().lower() or "text"
+    if fmt not in ("text", "json"):
+        raise ValueError(f"LOG_FORMAT must be text or json, not {raw!r}")
+    return fmt
+
+
 @dataclass(frozen=True)
 class Settings:
     registry_url: str = "http://localhost:5000"
@@ -46,6 +53,10 @@ class Settings:
     max_window: float = 4 * 3600.0
     # Longest `registry garbage-collect` may run before it is stopped (never past the window's end).
     gc_timeout: float = 2 * 3600.0
+    # "text" or "json" (one JSON object per line, with request_id, job_id and window_id where they apply).
+    log_format: str = "text"
+    # When set, GET /metrics needs `Authorization: Bearer <metrics_token>`.
+    metrics_token: str | None = None
 
     @property
     def registry_host(self) -> str:
@@ -77,4 +88,6 @@ class Settings:
             untagged_min_age=_float(env, "JANITOR_UNTAGGED_MIN_AGE", d.untagged_min_age),
             max_window=_float(env, "JANITOR_MAX_WINDOW", d.max_window),
             gc_timeout=_float(env, "JANITOR_GC_TIMEOUT", d.gc_timeout),
+            log_format=_log_format(env.get("LOG_FORMAT", d.log_format)),
+            metrics_token=env.get("METRICS_TOKEN") or None,
         )

@@ -57,6 +57,13 @@ def create_app(settings: Settings | None = None) -> Flask:
     api.register_blueprint(health)
     app.register_blueprint(docs.blp)
     errors.register(app)
+    from janitor import logs
+    from service import requestlog
+    from service.metrics.routes import register as register_metrics
+
+    logs.configure(settings.log_format)
+    register_metrics(app, api)
+    requestlog.install(app)
 
     if not settings.api_tokens:
         log.warning("API_TOKENS is not set: every /v1 endpoint, deletions included, is open to anyone who can "

@@ -7,7 +7,7 @@ import logging
 import redis
 from rq import Queue, Worker
 
-from janitor import errors, heartbeat, pending
+from janitor import errors, heartbeat, logs, pending
 from janitor.lock import MaintenanceLock
 from janitor.settings import Settings
 from worker import window
@@ -31,8 +31,8 @@ def recover_on_start(ctx: Context) -> None:
 
 
 def main() -> None:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     settings = Settings.from_env()
+    logs.configure(settings.log_format)
     conn = redis.Redis.from_url(settings.redis_url)
     ctx = Context.build(settings, conn)
     queue = Queue(ctx.keys.queue_name, connection=conn)

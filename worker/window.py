@@ -20,7 +20,7 @@ from typing import Any
 import redis as redis_lib
 from rq import Queue
 
-from janitor import cache, errors, holds, integrity, pending, preflight, probe, storage
+from janitor import cache, errors, holds, integrity, logs, pending, preflight, probe, storage, telemetry
 from janitor.guard import WindowGuard
 from janitor.lock import MaintenanceLock
 from janitor.records import FAILED, QUEUED, RUNNING, SUCCEEDED, now
@@ -158,6 +158,7 @@ class Window:
     @contextlib.contextmanager
     def step(self, jobs: list[dict[str, Any]], name: str) -> Iterator[dict[str, Any]]:
         """Record one step on each job: start, end, outcome; on a domain error the jobs fail with its reason."""
+        logs.bind(job_id=jobs[0]["id"] if len(jobs) == 1 else None)
         record: dict[str, Any] = {"name": name, "status": RUNNING, "started_at": now(), "finished_at": None, "outcome": {}}
         for job in jobs:
             job["steps"].append(record)
@@ -184,6 +185,7 @@ class Window:
 
     def run(self) -> None:
         self.guard.start_clock()
+        logs.bind(window_id=self.info["id"], job_id=self.jobs[0]["id"] if len(self.jobs) == 1 else None)
         for job in self.jobs:
             job.update(status=RUNNING, started_at=now())
         self.save(self.jobs)
@@ -203,6 +205,7 @@ class Window:
                                     "see the worker log", "step": job["steps"][-1]["name"] if job["steps"] else None}
                 job.update(status=FAILED if job["error"] else SUCCEEDED, finished_at=now())
             self.save(self.jobs)
+            telemetry.record(self.ctx.conn, self.ctx.keys, self.info, self.jobs)
 
     def _run(self) -> None:
         try:
