@@ -92,3 +92,8 @@ class GarbageCollectFailed(ContainerError):
 
 class LockLost(JanitorError):
     code = "LOCK_LOST"
+
+
+# Codes sent without a class of their own: a job its window's recovery ended (INTERRUPTED), and the
+# readiness checks of /readyz. service/errors.py ERROR_CODES adds them to every class's code.
+OTHER_CODES = ("INTERRUPTED", "NO_WORKER", "REGISTRY_CONTAINER_NOT_RUNNING", "UNKNOWN")

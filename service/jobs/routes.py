@@ -17,7 +17,12 @@ blp = Blueprint("jobs", __name__, url_prefix="/v1/jobs", description="Maintenanc
 
 @blp.route("/<string:job_id>")
 class Job(MethodView):
-    @blp.response(200, JobSchema)
-    @blp.alt_response(404, schema=ErrorSchema, description="No such job")
+    @blp.doc(operationId="getJob", summary="A job and the steps of its window",
+             description="Poll until `status` is succeeded or failed. A failed job says why in `error` "
+                         "(`code`, `message`, `step`); `result` holds what was deleted and freed, or the plan of "
+                         "a dry run.")
+    @blp.response(200, JobSchema, description="The job")
+    @blp.alt_response(404, schema=ErrorSchema, description="No such job (JOB_UNKNOWN); records expire")
+    @blp.alt_response(503, schema=ErrorSchema, description="Job store (Redis) unreachable (QUEUE_UNAVAILABLE)")
     def get(self, job_id: str) -> dict[str, Any]:
         return maintenance.get_job(state(), job_id)
