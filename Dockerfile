@@ -14,6 +14,8 @@ COPY pyproject.toml README.md ./
 COPY janitor ./janitor
 COPY service ./service
 COPY worker ./worker
+# gunicorn reads gunicorn.conf.py from its working directory: JSON answers for the errors it sends itself.
+COPY gunicorn.conf.py ./
 RUN pip install . \
     && useradd --system --uid 10001 --no-create-home --shell /usr/sbin/nologin janitor
 

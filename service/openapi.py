@@ -13,7 +13,9 @@ from __future__ import annotations
 from importlib import metadata
 from typing import Any
 
+import marshmallow as ma
 from apispec import APISpec, BasePlugin
+from apispec.ext.marshmallow.common import resolve_schema_instance
 
 ERROR_REF = "#/components/schemas/Error"
 
@@ -39,6 +41,14 @@ class StandardResponses(BasePlugin):
 
     def init_spec(self, spec: APISpec) -> None:
         self.spec = spec
+
+    def schema_helper(self, name: str, definition: Any, **kwargs: Any) -> dict[str, Any] | None:
+        """apispec drops `additionalProperties: false` from a schema whose Meta has a description: put it back."""
+        schema = kwargs.get("schema")
+        if schema is not None and hasattr(getattr(schema, "Meta", None), "description") \
+                and resolve_schema_instance(schema).unknown == ma.RAISE:
+            return {"additionalProperties": False}
+        return None
 
     def operation_helper(self, path: str | None = None, operations: dict[str, Any] | None = None,
                          **kwargs: Any) -> None:

@@ -11,7 +11,7 @@ from flask_smorest import Blueprint
 from service import maintenance
 from service.errors import ErrorSchema
 from service.openapi import location_header
-from service.deletions.schemas import EXAMPLES, DeletionSchema
+from service.deletions.schemas import EXAMPLES, RULES, DeletionSchema
 from service.jobs.schemas import JobSchema
 from service.state import state
 
@@ -27,7 +27,7 @@ class Deletions(MethodView):
                          "window, which deletes, garbage-collects and restarts the registry. Answers 202 with "
                          "the job; follow it at `Location`. With `dry_run` the job reports the plan and "
                          "changes nothing.")
-    @blp.arguments(DeletionSchema, examples=EXAMPLES)
+    @blp.arguments(DeletionSchema, examples=EXAMPLES, description=RULES)
     @blp.response(202, JobSchema, description="Queued; the job is at Location", headers=location_header("the job"))
     @blp.alt_response(404, schema=ErrorSchema, description="Repository, tag or digest unknown (REPOSITORY_UNKNOWN, "
                       "TAG_UNKNOWN, MANIFEST_UNKNOWN); nothing queued")
