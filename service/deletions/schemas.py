@@ -8,6 +8,7 @@ from janitor import names
 from service import validators
 
 KINDS = ("tags", "digests", "all_tags", "untagged", "all_repositories")
+DEFAULTS = {"dry_run": False, "force": False, "referrers": True}
 
 # The grammar of janitor.names, for clients and fuzzers (the validators apply it on the server).
 REPOSITORY_PATTERN = names.REPOSITORY_RE.pattern
@@ -58,14 +59,22 @@ class DeletionSchema(ma.Schema):
     untagged = ma.fields.Boolean(metadata={
         "description": "Manifests no tag reaches go; tagged ones and children of tagged indexes stay"})
     all_repositories = ma.fields.Boolean(metadata={"description": "Every repository goes (needs confirm)"})
-    confirm = ma.fields.String(validate=ma.validate.Length(min=1), metadata={"description": "The registry's host[:port], repeated to confirm "
-                                                        "all_repositories"})
-    dry_run = ma.fields.Boolean(load_default=False, metadata={
-        "description": "Report the plan (tags, manifests, blobs and bytes to be freed) and change nothing"})
-    force = ma.fields.Boolean(load_default=False, metadata={
-        "description": "Delete a manifest even though a tagged index references it"})
-    referrers = ma.fields.Boolean(load_default=True, metadata={
-        "description": "Also delete referrers (sha256-<hex> tags: signatures, SBOMs) of deleted manifests"})
+    confirm = ma.fields.String(validate=ma.validate.Length(min=1), metadata={
+        "description": "The registry's host[:port], repeated to confirm all_repositories"})
+    # Defaults are applied in with_defaults, not load_default: a `default` in the document makes
+    # openapi-typescript type these fields as required in the request body.
+    dry_run = ma.fields.Boolean(metadata={
+        "description": "Report the plan (tags, manifests, blobs and bytes to be freed) and change nothing. "
+                       "Default: false"})
+    force = ma.fields.Boolean(metadata={
+        "description": "Delete a manifest even though a tagged index references it. Default: false"})
+    referrers = ma.fields.Boolean(metadata={
+        "description": "Also delete referrers (sha256-<hex> tags: signatures, SBOMs) of deleted manifests. "
+                       "Default: true"})
+
+    @ma.post_load
+    def with_defaults(self, data: dict[str, Any], **_: Any) -> dict[str, Any]:
+        return {**DEFAULTS, **data}
 
     @ma.validates_schema
     def one_kind(self, data: dict[str, Any], **_: Any) -> None:
