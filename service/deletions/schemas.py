@@ -47,8 +47,10 @@ class DeletionSchema(ma.Schema):
                        "(`all_repositories`).\n\n" + RULES)
 
     repository = ma.fields.String(validate=validators.repository, metadata={
-        "description": "Repository name, e.g. team/app; required unless all_repositories",
-        "pattern": REPOSITORY_PATTERN, "maxLength": names.REPOSITORY_MAX})
+        "description": "Repository name, e.g. team/app; required unless all_repositories. At most 255 "
+                       "characters as the registry counts them (docker.io/library/ before a one-component "
+                       "name, docker.io/ before one whose first component is not a host): 237 always fit",
+        "pattern": REPOSITORY_PATTERN, "maxLength": names.REPOSITORY_ALWAYS_FITS})
     tags = ma.fields.List(ma.fields.String(validate=validators.tag, metadata={"pattern": TAG_PATTERN}),
                           validate=ma.validate.Length(min=1, max=100),
                           metadata={"description": "Only these tags go; tags sharing their manifest stay"})

@@ -15,7 +15,9 @@ from service.state import state
 blp = Blueprint("jobs", __name__, url_prefix="/v1/jobs", description="Maintenance jobs")
 
 
-@blp.route("/<string:job_id>")
+@blp.route("/<string:job_id>", parameters=[{
+    "in": "path", "name": "job_id", "required": True, "description": "The id a 202 answer gave",
+    "schema": {"type": "string", "pattern": "^[A-Za-z0-9]{1,64}$"}}])
 class Job(MethodView):
     @blp.doc(operationId="getJob", summary="A job and the steps of its window",
              description="Poll until `status` is succeeded or failed. A failed job says why in `error` "

@@ -37,7 +37,11 @@ class Repositories(MethodView):
         return pagination.envelope([{"name": n, "tag_count": catalog.tag_count(n)} for n in names_page], meta)
 
 
-@blp.route("/<path:name>/tags")
+@blp.route("/<path:name>/tags", parameters=[{
+    "in": "path", "name": "name", "required": True, "description": "Repository name, e.g. team/app. At most 255 characters as the registry counts them: "
+                   "with docker.io/library/ before a one-component name, docker.io/ before one whose first "
+                   "component is not a host; 237 always fit",
+    "schema": {"type": "string", "pattern": names.REPOSITORY_RE.pattern, "maxLength": names.REPOSITORY_ALWAYS_FITS}}])
 class Tags(MethodView):
     @blp.doc(operationId="listTags", summary="List a repository's tags",
              description="Tags in name order, a page at a time, each with its digest, media type, size (config "
