@@ -59,7 +59,7 @@ class StandardResponses(BasePlugin):
             query = any(isinstance(p, dict) and p.get("in") == "query" for p in operation.get("parameters", []))
             body = "requestBody" in operation
 
-            def add(status: int, description: str) -> None:
+            def add(status: int, description: str, responses: dict[Any, Any] = responses) -> None:
                 if status not in responses and str(status) not in responses:
                     responses[str(status)] = error_response(description)
 

@@ -9,10 +9,10 @@ from flask.views import MethodView
 from flask_smorest import Blueprint
 
 from service import maintenance
-from service.errors import ErrorSchema
-from service.openapi import location_header
 from service.deletions.schemas import EXAMPLES, RULES, DeletionSchema
+from service.errors import ErrorSchema
 from service.jobs.schemas import JobSchema
+from service.openapi import location_header
 from service.state import state
 
 blp = Blueprint("deletions", __name__, url_prefix="/v1/deletions",
