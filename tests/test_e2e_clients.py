@@ -165,6 +165,8 @@ export function why(job: Job): string {
 export const known: ErrorBody["code"] = "REFERENCED_BY_INDEX";
 // @ts-expect-error: not a code the service sends
 export const unknown: ErrorBody["code"] = "NO_SUCH_CODE";
+// @ts-expect-error: not a job status (tsc fails on an @ts-expect-error that finds no error: the check can fail)
+export const paused: Job["status"] = "paused";
 
 // The deletion body, the 202 answer with its Location header, and a typed 404 / 409 / 502.
 export const body: operations["createDeletion"]["requestBody"]["content"]["application/json"] = {
@@ -210,7 +212,3 @@ def test_generated_typescript_types_compile_strictly(tmp_path: Path) -> None:
            str(tmp_path / "usage.ts")]
     out = subprocess.run(tsc, capture_output=True, text=True, check=False, timeout=180)
     assert out.returncode == 0, out.stdout + out.stderr
-    # The check can fail: a usage the document does not allow is refused.
-    (tmp_path / "usage.ts").write_text(USAGE_TS + 'export const wrong: Job["status"] = "paused";\n')
-    out = subprocess.run(tsc, capture_output=True, text=True, check=False, timeout=180)
-    assert out.returncode != 0 and "paused" in out.stdout, out.stdout
