@@ -95,6 +95,7 @@ def test_generated_python_client_runs_a_real_flow(stack: Stack, client_package: 
     tags = list_tags.sync(name="team/app", client=client)
     assert isinstance(tags, models.TagPage)
     assert {t.name: t.digest for t in tags.items} == {"old": old.digest, "current": current.digest}
+    assert all(isinstance(t.created, datetime) for t in tags.items)
 
     # A dry run: the plan, nothing changed.
     dry = create_deletion.sync_detailed(client=client, body=models.Deletion(

@@ -130,7 +130,7 @@ def test_times_are_date_time_and_nullable_objects_are_typed(served: dict[str, An
     schemas = served["components"]["schemas"]
     for name, schema in schemas.items():
         for prop, value in schema.get("properties", {}).items():
-            if prop.endswith("_at") or prop == "at":
+            if prop.endswith("_at") or prop in ("at", "created"):
                 assert value.get("format") == "date-time", f"{name}.{prop} is not format: date-time"
     # OpenAPI 3.1 nullable refs: generated clients see JobError and Window, not an empty object.
     job = schemas["Job"]["properties"]
