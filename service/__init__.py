@@ -49,7 +49,8 @@ def create_app(settings: Settings | None = None) -> Flask:
         },
     )
     app.extensions["janitor"] = State.build(settings)
-    api = JanitorApi(app, spec_kwargs={"extra_plugins": [openapi.StandardResponses()]})
+    api = JanitorApi(app, spec_kwargs={"marshmallow_plugin": openapi.CodesAsOneEnum(),
+                                       "extra_plugins": [openapi.StandardResponses()]})
 
     from service.deletions.routes import blp as deletions
     from service.gc.routes import blp as gc

@@ -54,8 +54,12 @@ def _domain_codes(cls: type[errors.JanitorError] = errors.JanitorError) -> set[s
 ERROR_CODES = sorted(_domain_codes() | set(CODE_BY_STATUS.values()) | {OTHER_HTTP_CODE} | set(errors.OTHER_CODES))
 
 
+class CodeField(ma.fields.String):
+    """One of ERROR_CODES; the document refers to the one ErrorCode schema (service/openapi.py)."""
+
+
 def code_field(**kw: object) -> ma.fields.String:
-    return ma.fields.String(validate=ma.validate.OneOf(ERROR_CODES), **kw)  # type: ignore[arg-type]
+    return CodeField(validate=ma.validate.OneOf(ERROR_CODES), **kw)  # type: ignore[arg-type]
 
 
 class ErrorSchema(ma.Schema):

@@ -143,7 +143,7 @@ def test_generated_python_client_runs_a_real_flow(stack: Stack, client_package: 
     failed = poll(get_job, client, gc.id)
     assert failed.status == models.JobStatus.FAILED
     assert isinstance(failed.error, models.JobError), failed.to_dict()
-    assert isinstance(failed.error.code, models.JobErrorCode) and failed.error.step == "preflight"
+    assert isinstance(failed.error.code, models.ErrorCode) and failed.error.step == "preflight"
     assert failed.error.code.value == requests.get(f"{stack.api}/v1/jobs/{gc.id}", headers=stack.headers,
                                                    timeout=30).json()["error"]["code"]
 
