@@ -33,6 +33,7 @@ class CodesAsOneEnum(MarshmallowPlugin):
         spec.components.schema("ErrorCode", component={
             "type": "string", "enum": ERROR_CODES,
             "description": "Every code the service sends: in errors, in failed jobs and in readiness checks"})
+        assert self.converter is not None  # made by super().init_spec
         self.converter.add_attribute_function(code_as_ref)
 
 

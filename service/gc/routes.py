@@ -10,9 +10,9 @@ from flask_smorest import Blueprint
 
 from service import maintenance
 from service.errors import ErrorSchema
-from service.openapi import location_header
 from service.gc.schemas import GcRequestSchema
 from service.jobs.schemas import JobSchema
+from service.openapi import location_header
 from service.state import state
 
 blp = Blueprint("gc", __name__, url_prefix="/v1/gc", description="Garbage collection without deletion")
