@@ -8,8 +8,13 @@ from flask import Flask, request
 from flask_smorest import Api
 
 from janitor.settings import Settings
-from service import args  # noqa: F401  (for its effect: every blueprint reads query strings strictly)
-from service import auth, docs, errors, openapi
+from service import (
+    args,  # noqa: F401  (for its effect: every blueprint reads query strings strictly)
+    auth,
+    docs,
+    errors,
+    openapi,
+)
 from service.state import State
 
 log = logging.getLogger(__name__)
