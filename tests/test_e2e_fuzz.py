@@ -43,7 +43,8 @@ def test_schemathesis_finds_nothing(api_only: Stack, tmp_path: Path) -> None:
     cmd = [str(st), "--config-file", str(CONFIG), "run", f"{api_only.api}/openapi.json", "--max-time", str(FUZZ_SECONDS), "--workers", "1",
            "--request-timeout", "30", "-H", f"Authorization: Bearer {api_only.token}",
            "--report", "junit", "--report-dir", str(tmp_path)]
-    out = subprocess.run(cmd, capture_output=True, text=True, check=False, timeout=FUZZ_SECONDS * 4)
+    # In tmp_path: schemathesis keeps a cache (.schemathesis/) in its working directory.
+    out = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, check=False, timeout=FUZZ_SECONDS * 4)
     report = out.stdout + out.stderr
     (tmp_path / "schemathesis.log").write_text(report)
     assert out.returncode == 0, f"schemathesis found problems (exit {out.returncode}):\n{report[-12000:]}"
