@@ -49,3 +49,9 @@ if os.environ.get("LOG_FORMAT", "").strip().lower() == "json":
         },
         "root": {"level": "INFO", "handlers": []},
     }
+
+# Answers gunicorn gives itself (414 for an over-long request line, 431, 400) in the JSON error shape.
+# Imported after PROMETHEUS_MULTIPROC_DIR is set: the service package loads prometheus_client.
+from service import gunicorn_errors  # noqa: E402
+
+gunicorn_errors.install()

@@ -122,6 +122,8 @@ class IntegrityBroken(JanitorError):
     """After the window, a tagged image is missing a manifest or blob: result.integrity lists them."""
 
     code = "INTEGRITY_BROKEN"
+
+
 # -- preflight: deployments the write fence cannot work around (janitor/preflight.py) ---------------
 
 
@@ -170,3 +172,8 @@ class StoragePathRefused(JanitorError, ValueError):
     """A name or digest that must never become a storage path (janitor/layout.py)."""
 
     code = "STORAGE_PATH_REFUSED"
+
+
+# Codes sent without a class of their own: a job its window's recovery ended (INTERRUPTED), and the
+# readiness checks of /readyz. service/errors.py ERROR_CODES adds them to every class's code.
+OTHER_CODES = ("INTERRUPTED", "NO_WORKER", "REGISTRY_CONTAINER_NOT_RUNNING", "UNKNOWN")
