@@ -92,3 +92,21 @@ class GarbageCollectFailed(ContainerError):
 
 class LockLost(JanitorError):
     code = "LOCK_LOST"
+
+
+class Forbidden(JanitorError):
+    """The token is valid but lacks the scope this needs (or may not approve its own request)."""
+
+    code = "FORBIDDEN"
+
+
+class NotAwaitingApproval(Conflict):
+    code = "JOB_NOT_AWAITING_APPROVAL"
+
+
+class ApprovalExpired(Conflict):
+    code = "APPROVAL_EXPIRED"
+
+
+class JobNotCancellable(Conflict):
+    code = "JOB_NOT_CANCELLABLE"

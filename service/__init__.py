@@ -8,7 +8,8 @@ from flask import Flask, request
 from flask_smorest import Api
 
 from janitor.settings import Settings
-from service import auth, docs, errors
+from janitor.tokens import Tokens
+from service import audit, auth, docs, errors
 from service.state import State
 
 log = logging.getLogger(__name__)
@@ -43,6 +44,8 @@ def create_app(settings: Settings | None = None) -> Flask:
         },
     )
     app.extensions["janitor"] = State.build(settings)
+    audit.setup()
+    tokens = Tokens(settings.api_tokens, settings.api_tokens_file)  # reports bad token-file entries now
     api = JanitorApi(app)
 
     from service.deletions.routes import blp as deletions
@@ -53,12 +56,15 @@ def create_app(settings: Settings | None = None) -> Flask:
 
     for blp in (repositories, deletions, jobs, gc):
         api.register_blueprint(blp)
-    app.before_request(lambda: auth.check_token(settings) if request.path.startswith("/v1/") else None)
+    app.before_request(lambda: auth.check(tokens) if request.path.startswith("/v1/") else None)
+    app.after_request(audit.record)
     api.register_blueprint(health)
     app.register_blueprint(docs.blp)
     errors.register(app)
 
-    if not settings.api_tokens:
+    if settings.webhook_urls and not settings.webhook_secret:
+        log.warning("WEBHOOK_URLS is set without WEBHOOK_SECRET: deliveries go out unsigned.")
+    if not tokens.enabled:
         log.warning("API_TOKENS is not set: every /v1 endpoint, deletions included, is open to anyone who can "
                     "reach this service. Set API_TOKENS=token1,token2 in production.")
     return app

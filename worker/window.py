@@ -18,12 +18,13 @@ from typing import Any
 
 import redis as redis_lib
 
-from janitor import cache, errors, gc, holds, integrity, pending, storage
-from janitor.records import FAILED, QUEUED, RUNNING, SUCCEEDED, now
+from janitor import approval, cache, errors, gc, holds, integrity, pending, storage
+from janitor.records import FAILED, RUNNING, SUCCEEDED, now
 from janitor.lock import MaintenanceLock
 from janitor.manifests import Manifest
 from janitor.planner import Inventory, plan_deletion
 from janitor.untag import untag
+from worker import events
 from worker.context import Context
 
 log = logging.getLogger(__name__)
@@ -87,7 +88,7 @@ def recover(ctx: Context) -> list[str]:
 
 
 def _load(ctx: Context, ids: list[str]) -> list[dict[str, Any]]:
-    return [j for j in (ctx.store.get(i) for i in ids) if j and j["status"] == QUEUED]
+    return ctx.store.claim(ids)  # queued -> running atomically: a job cancelled meanwhile is not taken
 
 
 def _fail(ctx: Context, job: dict[str, Any], exc: errors.JanitorError, step: str, code: str | None = None) -> None:
@@ -95,6 +96,7 @@ def _fail(ctx: Context, job: dict[str, Any], exc: errors.JanitorError, step: str
     job["finished_at"] = now()
     job["error"] = {"code": code or exc.code, "message": exc.message, "details": exc.details, "step": step}
     ctx.store.save(job)
+    events.finished(ctx, [job])
 
 
 class Window:
@@ -176,6 +178,7 @@ class Window:
                                     "see the worker log", "step": job["steps"][-1]["name"] if job["steps"] else None}
                 job.update(status=FAILED if job["error"] else SUCCEEDED, finished_at=now())
             self.save(self.jobs)
+            events.finished(self.ctx, self.jobs)
 
     def _run(self) -> None:
         try:
@@ -215,6 +218,10 @@ class Window:
             planned = {"blobs": len(plan.blobs_freed or {}), "bytes": sum((plan.blobs_freed or {}).values())}
             out.update(plan=plan.as_dict(), dry_run=bool(request.get("dry_run")))
             job["result"]["planned"] = planned
+            plan = approval.gate(job, plan, lambda r, t: inventory.repo(r).tags.get(t), ctx.settings.approval_ttl)
+            if plan is None:  # planned only: it waits for approval, nothing changed
+                self.inventory = inventory
+                return
             if request.get("dry_run"):
                 self.inventory = inventory
                 job["result"].update(plan=plan.as_dict())

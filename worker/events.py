@@ -1,0 +1,68 @@
+"""What the worker does when jobs reach an event: the one-line summary on the job, and webhook deliveries
+queued (never sent here). Also the sweeper that ends jobs nobody approved in time as `expired`."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from typing import Any
+
+import redis
+
+from janitor import webhooks
+from janitor.records import AWAITING_APPROVAL, EXPIRED, now
+from worker.context import Context
+from worker.webhooks import enqueuer
+
+log = logging.getLogger("worker.events")
+SWEEP_INTERVAL = 1.0
+
+
+def finished(ctx: Context, jobs: list[dict[str, Any]]) -> None:
+    """Jobs whose status is an event (awaiting approval, succeeded, failed): summary, then webhooks.
+    Best effort: nothing here may fail or delay a window."""
+    for job in jobs:
+        if job.get("status") not in webhooks.EVENT_BY_STATUS:
+            continue
+        try:
+            job["summary"] = webhooks.summary(job)
+            ctx.store.save(job)
+            webhooks.announce(ctx.store, ctx.settings.webhook_urls, job, enqueuer(ctx.conn, ctx.settings))
+        except Exception:  # noqa: BLE001 - a record or a delivery must never fail the window
+            log.exception("could not record the summary or queue webhooks of job %s", job.get("id"))
+
+
+def expire_due(ctx: Context, at: float | None = None) -> list[str]:
+    """Jobs past their approval deadline become `expired` (atomically: an approval that won the race stays)."""
+    ended = []
+
+    def expire(job: dict[str, Any]) -> None:
+        job.update(status=EXPIRED, finished_at=now())
+        job["summary"] = webhooks.summary(job)
+
+    for job_id in ctx.store.due_for_expiry(time.time() if at is None else at):
+        job, changed = ctx.store.transition(job_id, {AWAITING_APPROVAL}, expire)
+        if job is None or not changed:
+            ctx.conn.zrem(ctx.keys.awaiting, job_id)
+            continue
+        log.info("job %s expired: not approved by %s", job_id, job.get("expires_at"))
+        finished(ctx, [job])
+        ended.append(job_id)
+    return ended
+
+
+def start_sweeper(ctx: Context) -> threading.Thread:
+    def loop() -> None:
+        while True:
+            try:
+                expire_due(ctx)
+            except redis.RedisError:
+                pass  # Redis away: the next sweep catches up
+            except Exception:  # noqa: BLE001
+                log.exception("approval expiry sweep failed")
+            time.sleep(SWEEP_INTERVAL)
+
+    thread = threading.Thread(target=loop, name="approval-expiry", daemon=True)
+    thread.start()
+    return thread
