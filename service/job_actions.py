@@ -36,8 +36,8 @@ def approve(st: State, job_id: str, who: Caller) -> dict[str, Any]:
     approved. The requester may not approve its own request unless it is admin."""
     job = get_job(st, job_id)
     if job.get("requested_by") == who.name and not who.may("admin"):
-        raise errors.Forbidden("a different token must approve this job: it was requested by this one "
-                               "(only an admin token may approve its own request)", scope="admin", token=who.name)
+        raise errors.Forbidden("a different token must approve this job: it was requested by this one, and "
+                               "approving one's own request needs the 'admin' scope", scope="admin", token=who.name)
     late: list[bool] = []
 
     def change(j: dict[str, Any]) -> None:
@@ -74,8 +74,8 @@ def cancel(st: State, job_id: str, who: Caller) -> dict[str, Any]:
     """Take back a job still queued or awaiting approval. A running window is never interrupted."""
     job = get_job(st, job_id)
     if job.get("requested_by") != who.name and not who.may("admin"):
-        raise errors.Forbidden("only the token that requested a job (or an admin token) may cancel it",
-                               scope="admin", token=who.name)
+        raise errors.Forbidden(f"job {job_id} was requested by {job.get('requested_by')}: cancelling another "
+                               "token's job needs the 'admin' scope", scope="admin", token=who.name)
     job, changed = st.store.transition(job_id, {QUEUED, AWAITING_APPROVAL},
                                        lambda j: _finish(j, CANCELLED, cancelled_by=who.name, cancelled_at=now()))
     if job is None:
