@@ -13,6 +13,7 @@ from collections.abc import Callable, Mapping
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
+from janitor import webhooks
 from janitor.planner import Plan, RepoPlan
 
 REQUIRED = "required"
@@ -106,6 +107,7 @@ def gate(job: dict[str, Any], plan: Plan, tag_digest: TagDigest, ttl: float) -> 
     if not job.get("approved_by"):
         job["result"].update(plan=plan.as_dict(), approved_items=items(plan, tag_digest))
         job.update(status="awaiting_approval", expires_at=expires_at(ttl))
+        job["summary"] = webhooks.summary(job)
         return None
     carried, skipped, not_planned = intersect(job["result"].get("approved_items") or {}, plan, tag_digest)
     job["result"].update(skipped=skipped, no_longer_planned=not_planned)

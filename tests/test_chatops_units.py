@@ -127,7 +127,7 @@ def test_same_plan_carries_out_everything_and_skips_nothing() -> None:
 
 
 def test_gate_parks_then_intersects() -> None:
-    job = {"approval": "required", "result": {}, "status": "running", "approved_by": None}
+    job = {"id": "f" * 32, "approval": "required", "result": {}, "status": "running", "approved_by": None}
     plan = Plan([RepoPlan("r", delete=[A], tags_removed={A: []})])
     assert approval.gate(job, plan, _digests({}), 60) is None
     assert job["status"] == "awaiting_approval" and job["result"]["plan"]["manifests"] == [A]

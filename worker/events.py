@@ -19,15 +19,25 @@ log = logging.getLogger("worker.events")
 SWEEP_INTERVAL = 1.0
 
 
+def summarize(jobs: list[dict[str, Any]]) -> None:
+    """The one-line summary of jobs at an event, set before they are saved so nobody reads the status
+    without it."""
+    for job in jobs:
+        if job.get("status") in webhooks.EVENT_BY_STATUS:
+            job["summary"] = webhooks.summary(job)
+
+
 def finished(ctx: Context, jobs: list[dict[str, Any]]) -> None:
-    """Jobs whose status is an event (awaiting approval, succeeded, failed): summary, then webhooks.
-    Best effort: nothing here may fail or delay a window."""
+    """Jobs whose status is an event (awaiting approval, succeeded, failed): webhooks queued, after the job
+    was saved. Best effort: nothing here may fail or delay a window."""
     for job in jobs:
         if job.get("status") not in webhooks.EVENT_BY_STATUS:
             continue
         try:
-            job["summary"] = webhooks.summary(job)
-            ctx.store.save(job)
+            summary = webhooks.summary(job)
+            if job.get("summary") != summary:
+                job["summary"] = summary
+                ctx.store.save(job)
             webhooks.announce(ctx.store, ctx.settings.webhook_urls, job, enqueuer(ctx.conn, ctx.settings))
         except Exception:  # noqa: BLE001 - a record or a delivery must never fail the window
             log.exception("could not record the summary or queue webhooks of job %s", job.get("id"))

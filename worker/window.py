@@ -95,6 +95,7 @@ def _fail(ctx: Context, job: dict[str, Any], exc: errors.JanitorError, step: str
     job["status"] = FAILED
     job["finished_at"] = now()
     job["error"] = {"code": code or exc.code, "message": exc.message, "details": exc.details, "step": step}
+    events.summarize([job])
     ctx.store.save(job)
     events.finished(ctx, [job])
 
@@ -177,6 +178,7 @@ class Window:
                     job["error"] = {"code": "INTERNAL_ERROR", "message": "the window stopped unexpectedly; "
                                     "see the worker log", "step": job["steps"][-1]["name"] if job["steps"] else None}
                 job.update(status=FAILED if job["error"] else SUCCEEDED, finished_at=now())
+            events.summarize(self.jobs)
             self.save(self.jobs)
             events.finished(self.ctx, self.jobs)
 
