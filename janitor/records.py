@@ -35,7 +35,8 @@ class Keys:
         self.queue_name = "janitor"
         self.jobs = f"{self.prefix}:jobs"  # sorted set: job id -> created_at (epoch ms), for job history
         self.awaiting = f"{self.prefix}:awaiting-approval"  # sorted set: job id -> approval deadline (epoch s)
-        self.webhook_queue = "janitor-webhooks"
+        # One webhook queue per registry: its deliveries are signed with that registry's WEBHOOK_SECRET.
+        self.webhook_queue = f"janitor-webhooks:{registry}"
 
     @staticmethod
     def job(job_id: str) -> str:

@@ -128,15 +128,14 @@ def announce(store: JobStore, urls: tuple[str, ...], job: dict[str, Any], enqueu
         return []
     shown = {**job, "webhooks": []}  # the job as GET shows it, minus delivery records still changing
     raw = body(event, shown)
-    ids = []
-    for url in urls:
-        delivery_id = uuid.uuid4().hex
+    ids = {uuid.uuid4().hex: url for url in urls}
+    for delivery_id, url in ids.items():  # every record first, so the job lists them all at once
         store.record_webhook(job["id"], delivery_id, {
             "url": url, "event": event, "delivery_id": delivery_id, "state": "queued", "attempts": 0,
             "last_status": None, "last_error": None, "queued_at": now(), "updated_at": now()})
+    for delivery_id, url in ids.items():
         enqueue(job["id"], delivery_id, url, event, raw)
-        ids.append(delivery_id)
-    return ids
+    return list(ids)
 
 
 def send(url: str, event: str, delivery_id: str, raw: str, secret: str | None, timeout: float) -> int:

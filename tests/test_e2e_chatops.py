@@ -401,8 +401,9 @@ def test_webhook_retries_until_the_third_attempt_and_dead_receivers_never_delay_
     assert done["status"] == "succeeded", done
     # The job was done (and the next window free to start) while the hanging receiver still held its first
     # delivery attempt (5 s timeout) and the dead one had retries to go: nothing waited for them.
-    records = {r["url"]: r for r in c.job(job["id"])["webhooks"]}
-    assert set(records) == set(urls)
+    records = wait_until(lambda: {r["url"]: r for r in c.job(job["id"])["webhooks"]} if
+                         len(c.job(job["id"])["webhooks"]) == 3 else None, 3, 0.05)
+    assert records and set(records) == set(urls)
     assert (records[urls[2]]["state"], records[urls[2]]["attempts"]) == ("queued", 0), records
     assert records[urls[1]]["attempts"] < 4 and records[urls[1]]["state"] != "failed", records
     follow = c.post("/v1/gc", "bot").json()

@@ -43,6 +43,8 @@ class DeliveryFailed(Exception):
 def deliver(registry: str, job_id: str, delivery_id: str, url: str, event: str, raw: str) -> int:
     """One attempt. Records it on the job, then raises on anything but 2xx so RQ's Retry applies."""
     settings = Settings.from_env()
+    if registry != settings.registry_host:
+        raise ValueError(f"this worker delivers for {settings.registry_host}, not {registry}")
     conn = redis.Redis.from_url(settings.redis_url)
     store = JobStore(conn, settings.job_ttl)
     record: dict[str, Any] = store.webhook(job_id, delivery_id) or {
