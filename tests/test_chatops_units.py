@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import json
 import logging
 import os
 import time
@@ -180,3 +181,41 @@ def test_settings() -> None:
 @pytest.mark.parametrize("n, text", [(999, "999 B"), (1000, "1.0 kB"), (1_234_000_000, "1.2 GB")])
 def test_human_bytes(n: int, text: str) -> None:
     assert webhooks.human_bytes(n) == text
+
+
+def test_job_store_transitions_claims_and_history_on_real_redis(redis_conn) -> None:  # type: ignore[no-untyped-def]
+    from janitor.records import JobStore, Keys
+
+    keys = Keys("reg.example:5000")
+    store = JobStore(redis_conn, 60, keys)
+    a = store.create("deletion", {"repository": "r", "tags": ["x"]}, requested_by="bot", approval="required")
+    time.sleep(0.002)
+    b = store.create("gc", {}, requested_by="root")
+    time.sleep(0.002)
+    c = store.create("deletion", {"repository": "q", "all_tags": True}, requested_by="bot", policy="nightly")
+    assert [j["id"] for j in store.history()] == [c["id"], b["id"], a["id"]]
+    assert store.get(c["id"])["policy"] == "nightly" and store.get(a["id"])["approval"] == "required"
+
+    def cancel(job: dict) -> None:
+        job.update(status="cancelled")
+    job, changed = store.transition(b["id"], {"queued", "awaiting_approval"}, cancel)
+    assert changed and job["status"] == "cancelled" and redis_conn.ttl(Keys.job(b["id"])) > 0
+    assert store.transition(b["id"], {"queued"}, cancel) == (store.get(b["id"]), False)  # only once
+    assert [j["id"] for j in store.claim([a["id"], b["id"], c["id"], "missing"])] == [a["id"], c["id"]]
+    assert store.get(b["id"])["status"] == "cancelled" and store.get(a["id"])["status"] == "running"
+
+    job = store.get(a["id"])
+    job.update(status="awaiting_approval", expires_at=approval.expires_at(-1))
+    store.save(job)
+    assert store.due_for_expiry(time.time()) == [a["id"]]
+    job.update(status="queued", expires_at=None)
+    store.save(job)
+    assert store.due_for_expiry(time.time()) == []
+
+    store.record_webhook(a["id"], "d1", {"url": "u", "queued_at": "1", "attempts": 2})
+    assert store.get(a["id"])["webhooks"] == [{"url": "u", "queued_at": "1", "attempts": 2}]
+    assert "webhooks" not in json.loads(redis_conn.get(Keys.job(a["id"])))  # kept apart from the record
+
+    redis_conn.delete(Keys.job(b["id"]))  # its record expired
+    assert [j["id"] for j in store.history()] == [c["id"], a["id"]]
+    assert redis_conn.zcard(keys.jobs) == 2  # and the index forgot it
