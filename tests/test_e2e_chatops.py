@@ -214,7 +214,7 @@ def test_each_endpoint_needs_its_scope_and_a_changed_token_file_applies_without_
 
 def test_job_history_newest_first_filtered_and_paginated(
         registry: Registry, chatops: Callable[..., tuple[Stack, Client, Path]]) -> None:
-    stack, c, _ = chatops(registry, worker=False)
+    stack, c, _ = chatops(registry, worker=False, JANITOR_REQUIRE_APPROVAL="true")
     p = images.Pusher(registry.url)
     p.image("team/app", images.image(), "v1")
     p.image("team/web", images.image(), "v1")
@@ -227,6 +227,8 @@ def test_job_history_newest_first_filtered_and_paginated(
     page = c.get("/v1/jobs", "reader").json()
     assert [j["id"] for j in page["items"]] == ids[::-1] and page["total"] == 3
     assert page["items"][1]["approval"] == "required" and "approval" not in page["items"][1]["request"]
+    # JANITOR_REQUIRE_APPROVAL: every real deletion waits for approval; GC and dry runs do not.
+    assert [j["approval"] for j in page["items"]] == [None, "required", "required"]
 
     def listed(query: str) -> list[str]:
         resp = c.get("/v1/jobs?" + query, "reader")
@@ -246,6 +248,7 @@ def test_job_history_newest_first_filtered_and_paginated(
     assert bad.status_code == 422 and bad.json()["code"] == "INVALID_REQUEST" and "status" in bad.json()["details"]
     # The index is a sorted set per registry, not a scan of job keys.
     assert stack.redis.zcard(f"janitor:{registry.url[7:]}:jobs") == 3
+    assert c.submit("bot", {"repository": "team/app", "tags": ["v1"], "dry_run": True})["approval"] is None
 
 
 # -- plan -> approve -----------------------------------------------------------------------------------------
