@@ -96,7 +96,7 @@ class JobStore:
         return self._decode(raw, self.conn.hgetall(Keys.webhooks(job_id))) if raw else None
 
     @staticmethod
-    def _decode(raw: bytes, hooks: dict[bytes, bytes]) -> dict[str, Any]:
+    def _decode(raw: Any, hooks: Any) -> dict[str, Any]:
         job = json.loads(raw)
         job["webhooks"] = sorted((json.loads(v) for v in hooks.values()), key=lambda d: (d["queued_at"], d["url"]))
         return job
@@ -164,7 +164,7 @@ class JobStore:
         """Jobs of this registry, newest first, from the index (no key scan). Ids whose record has
         expired are dropped from the index on the way."""
         assert self.keys, "history needs the registry's keys"
-        ids = [i.decode() if isinstance(i, bytes) else i for i in self.conn.zrevrangebyscore(
+        ids: list[str] = [i.decode() if isinstance(i, bytes) else str(i) for i in self.conn.zrevrangebyscore(
             self.keys.jobs, "+inf", int(since * 1000) if since is not None else "-inf")]
         for start in range(0, len(ids), chunk):
             part = ids[start:start + chunk]
@@ -185,7 +185,7 @@ class JobStore:
 
     def due_for_expiry(self, at: float) -> list[str]:
         assert self.keys
-        return [i.decode() if isinstance(i, bytes) else i
+        return [i.decode() if isinstance(i, bytes) else str(i)
                 for i in self.conn.zrangebyscore(self.keys.awaiting, "-inf", at)]
 
     def running(self) -> list[dict[str, Any]]:

@@ -46,16 +46,16 @@ def approve(st: State, job_id: str, who: Caller) -> dict[str, Any]:
             _finish(j, EXPIRED)
         else:
             j.update(status=QUEUED, approved_by=who.name, approved_at=now(), expires_at=None)
-    job, changed = st.store.transition(job_id, {AWAITING_APPROVAL}, change)
-    if job is None:
+    found, changed = st.store.transition(job_id, {AWAITING_APPROVAL}, change)
+    if found is None:
         raise errors.JobNotFound(f"no job {job_id}", id=job_id)
     if changed and late:
-        notify.announce(st, job)
+        notify.announce(st, found)
     if not changed or late:
-        raise _refuse_state(job, "approved")
-    pending.submit(st.conn, st.keys, job["id"], lambda: st.queue.enqueue(
+        raise _refuse_state(found, "approved")
+    pending.submit(st.conn, st.keys, job_id, lambda: st.queue.enqueue(
         WINDOW_JOB, st.settings.registry_host, job_timeout=-1, result_ttl=3600))
-    return job
+    return found
 
 
 def reject(st: State, job_id: str, who: Caller) -> dict[str, Any]:
@@ -76,16 +76,16 @@ def cancel(st: State, job_id: str, who: Caller) -> dict[str, Any]:
     if job.get("requested_by") != who.name and not who.may("admin"):
         raise errors.Forbidden(f"job {job_id} was requested by {job.get('requested_by')}: cancelling another "
                                "token's job needs the 'admin' scope", scope="admin", token=who.name)
-    job, changed = st.store.transition(job_id, {QUEUED, AWAITING_APPROVAL},
-                                       lambda j: _finish(j, CANCELLED, cancelled_by=who.name, cancelled_at=now()))
-    if job is None:
+    found, changed = st.store.transition(job_id, {QUEUED, AWAITING_APPROVAL},
+                                         lambda j: _finish(j, CANCELLED, cancelled_by=who.name, cancelled_at=now()))
+    if found is None:
         raise errors.JobNotFound(f"no job {job_id}", id=job_id)
     if not changed:
-        why = "its window is running and a running window is never interrupted" if job["status"] == "running" \
+        why = "its window is running and a running window is never interrupted" if found["status"] == "running" \
             else "it has already finished"
-        raise errors.JobNotCancellable(f"job {job_id} is {job['status']}: {why}", id=job_id, status=job["status"])
-    notify.announce(st, job)
-    return job
+        raise errors.JobNotCancellable(f"job {job_id} is {found['status']}: {why}", id=job_id, status=found["status"])
+    notify.announce(st, found)
+    return found
 
 
 def _matches(job: dict[str, Any], args: dict[str, Any]) -> bool:

@@ -241,7 +241,8 @@ def test_job_history_newest_first_filtered_and_paginated(
     assert listed("repository=team/app") == [ids[0]]
     assert listed("policy=nightly") == []
     assert listed("since=" + (start - timedelta(minutes=1)).isoformat().replace("+00:00", "Z")) == ids[::-1]
-    assert listed("since=" + (datetime.now(timezone.utc) + timedelta(minutes=1)).isoformat().replace("+00:00", "Z")) == []
+    later = datetime.now(timezone.utc) + timedelta(minutes=1)
+    assert listed("since=" + later.isoformat().replace("+00:00", "Z")) == []
     second = c.get("/v1/jobs?page=2&page_size=2", "reader").json()
     assert [j["id"] for j in second["items"]] == [ids[0]] and second["total"] == 3 and second["page_size"] == 2
     bad = c.get("/v1/jobs?status=done", "reader")
@@ -300,7 +301,8 @@ def test_approval_waits_changes_nothing_then_runs_once_another_token_approves(
     assert images.pull_verified(registry.url, "team/app", "new") == []
     assert c.wait(own["id"], "succeeded", "failed")["status"] == "succeeded"
     assert "team/own" not in registry.catalog()
-    assert done["summary"].startswith("team/app: 1 tag deleted, 1 manifest deleted, ") and "writes paused" in done["summary"]
+    assert done["summary"].startswith("team/app: 1 tag deleted, 1 manifest deleted, ")
+    assert "writes paused" in done["summary"]
 
     # Webhooks: each event once per job, signed; the job records the deliveries.
     def delivered() -> bool:

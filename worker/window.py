@@ -220,10 +220,11 @@ class Window:
             planned = {"blobs": len(plan.blobs_freed or {}), "bytes": sum((plan.blobs_freed or {}).values())}
             out.update(plan=plan.as_dict(), dry_run=bool(request.get("dry_run")))
             job["result"]["planned"] = planned
-            plan = approval.gate(job, plan, lambda r, t: inventory.repo(r).tags.get(t), ctx.settings.approval_ttl)
-            if plan is None:  # planned only: it waits for approval, nothing changed
+            gated = approval.gate(job, plan, lambda r, t: inventory.repo(r).tags.get(t), ctx.settings.approval_ttl)
+            if gated is None:  # planned only: it waits for approval, nothing changed
                 self.inventory = inventory
                 return
+            plan = gated
             if request.get("dry_run"):
                 self.inventory = inventory
                 job["result"].update(plan=plan.as_dict())
