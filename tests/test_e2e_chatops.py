@@ -320,6 +320,34 @@ def test_approval_waits_changes_nothing_then_runs_once_another_token_approves(
         ("job.awaiting_approval", receiver.url + "/ok", 1, 200), ("job.succeeded", receiver.url + "/ok", 1, 200)}
 
 
+def test_approval_during_the_rest_of_its_planning_window_is_not_undone(
+        registry: Registry, chatops: Callable[..., tuple[Stack, Client, Path]], receiver: Receiver) -> None:
+    stack, c, _ = chatops(registry, worker=False, WEBHOOK_URLS=receiver.url + "/ok")
+    p = images.Pusher(registry.url)
+    p.image("team/app", images.image(), "old")
+    p.image("team/app", images.image(), "new")
+    p.image("team/other", images.image(), "spare")
+    p.image("team/other", images.image(), "keep")
+    job = c.submit("bot", {"repository": "team/app", "tags": ["old"], "approval": "required"})
+    other = c.submit("bot", {"repository": "team/other", "tags": ["spare"]})
+    stack.start_worker()  # one window for both: this job is planned and parked, the other goes on to GC
+
+    c.wait(job["id"], "awaiting_approval")
+    # The bot hears at once, while the window is still busy with the other job's GC and restarts.
+    assert wait_until(lambda: receiver.events() == ["job.awaiting_approval"], 30), receiver.events()
+    assert c.job(other["id"])["status"] == "running"
+    assert c.post(f"/v1/jobs/{job['id']}/approve", "alice").status_code == 200
+    assert c.job(other["id"])["status"] == "running"  # approved before that window ended
+
+    assert c.wait(other["id"], "succeeded", "failed")["status"] == "succeeded"
+    assert c.job(job["id"])["status"] != "awaiting_approval"  # the window's last save did not undo it
+    done = c.wait(job["id"], "succeeded", "failed")
+    assert done["status"] == "succeeded" and done["approved_by"] == "alice", done
+    assert done["window"]["id"] != c.job(other["id"])["window"]["id"]
+    assert images.head_manifest(registry.url, "team/app", "old") == 404
+    assert images.pull_verified(registry.url, "team/app", "new") == []
+
+
 def _tokens_path(stack: Stack) -> Path:
     return Path(stack.env["API_TOKENS_FILE"])
 

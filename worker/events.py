@@ -27,9 +27,27 @@ def summarize(jobs: list[dict[str, Any]]) -> None:
             job["summary"] = webhooks.summary(job)
 
 
+def parked(ctx: Context, job: dict[str, Any]) -> None:
+    """Right after a job was planned and saved as awaiting approval: its event goes out now, not when the
+    rest of the window (other jobs' GC) is over."""
+    if job.get("status") == AWAITING_APPROVAL:
+        _announce(ctx, [job])
+
+
+def settled(jobs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The jobs a window may still save at its end: not those parked awaiting approval, which the API may
+    have approved, rejected or cancelled meanwhile."""
+    return [j for j in jobs if j.get("status") != AWAITING_APPROVAL]
+
+
 def finished(ctx: Context, jobs: list[dict[str, Any]]) -> None:
-    """Jobs whose status is an event (awaiting approval, succeeded, failed): webhooks queued, after the job
-    was saved. Best effort: nothing here may fail or delay a window."""
+    """Jobs that reached an end (succeeded, failed, expired): webhooks queued, after the job was saved.
+    Parked jobs were announced by `parked`."""
+    _announce(ctx, settled(jobs))
+
+
+def _announce(ctx: Context, jobs: list[dict[str, Any]]) -> None:
+    """Best effort: nothing here may fail or delay a window."""
     for job in jobs:
         if job.get("status") not in webhooks.EVENT_BY_STATUS:
             continue

@@ -179,7 +179,7 @@ class Window:
                                     "see the worker log", "step": job["steps"][-1]["name"] if job["steps"] else None}
                 job.update(status=FAILED if job["error"] else SUCCEEDED, finished_at=now())
             events.summarize(self.jobs)
-            self.save(self.jobs)
+            self.save(events.settled(self.jobs))  # a parked job may be approved or cancelled meanwhile
             events.finished(self.ctx, self.jobs)
 
     def _run(self) -> None:
@@ -199,6 +199,7 @@ class Window:
             if job["kind"] == "deletion":
                 with contextlib.suppress(StepError):
                     self.delete(job, root)
+                events.parked(self.ctx, job)
         if self.alive():
             self.maintain(config_path, root)
 
