@@ -177,3 +177,19 @@ class StoragePathRefused(JanitorError, ValueError):
 # Codes sent without a class of their own: a job its window's recovery ended (INTERRUPTED), and the
 # readiness checks of /readyz. service/errors.py ERROR_CODES adds them to every class's code.
 OTHER_CODES = ("INTERRUPTED", "NO_WORKER", "REGISTRY_CONTAINER_NOT_RUNNING", "UNKNOWN")
+class Forbidden(JanitorError):
+    """The token is valid but lacks the scope this needs (or may not approve its own request)."""
+
+    code = "FORBIDDEN"
+
+
+class NotAwaitingApproval(Conflict):
+    code = "JOB_NOT_AWAITING_APPROVAL"
+
+
+class ApprovalExpired(Conflict):
+    code = "APPROVAL_EXPIRED"
+
+
+class JobNotCancellable(Conflict):
+    code = "JOB_NOT_CANCELLABLE"

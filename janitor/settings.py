@@ -8,6 +8,10 @@ from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 
+def _bool(env: Mapping[str, str], name: str) -> bool:
+    return env.get(name, "").strip().lower() in ("1", "true", "yes", "on")
+
+
 def _float(env: Mapping[str, str], name: str, default: float) -> float:
     raw = env.get(name, "").strip()
     return float(raw) if raw else default
@@ -57,6 +61,18 @@ class Settings:
     log_format: str = "text"
     # When set, GET /metrics needs `Authorization: Bearer <metrics_token>`.
     metrics_token: str | None = None
+    # Named tokens with scopes (YAML), re-read when it changes; bare API_TOKENS stay admin.
+    api_tokens_file: str | None = None
+    # Every real (non-dry) deletion and policy run waits for approval.
+    require_approval: bool = False
+    # A job awaiting approval this long ends as expired.
+    approval_ttl: float = 24 * 3600.0
+    # Receivers of job events, and the secret their HMAC-SHA256 signature is made with.
+    webhook_urls: tuple[str, ...] = ()
+    webhook_secret: str | None = None
+    webhook_timeout: float = 10.0
+    # Seconds between delivery attempts after a failure; one retry per entry.
+    webhook_retry_intervals: tuple[int, ...] = (5, 30, 120, 600, 1800)
 
     @property
     def registry_host(self) -> str:
@@ -90,4 +106,13 @@ class Settings:
             gc_timeout=_float(env, "JANITOR_GC_TIMEOUT", d.gc_timeout),
             log_format=_log_format(env.get("LOG_FORMAT", d.log_format)),
             metrics_token=env.get("METRICS_TOKEN") or None,
+            api_tokens_file=env.get("API_TOKENS_FILE") or None,
+            require_approval=_bool(env, "JANITOR_REQUIRE_APPROVAL"),
+            approval_ttl=_float(env, "JANITOR_APPROVAL_TTL", d.approval_ttl),
+            webhook_urls=tuple(u.strip() for u in env.get("WEBHOOK_URLS", "").split(",") if u.strip()),
+            webhook_secret=env.get("WEBHOOK_SECRET") or None,
+            webhook_timeout=_float(env, "WEBHOOK_TIMEOUT", d.webhook_timeout),
+            webhook_retry_intervals=tuple(
+                int(float(x)) for x in env.get("WEBHOOK_RETRY_INTERVALS", "").split(",") if x.strip()
+            ) or d.webhook_retry_intervals,
         )

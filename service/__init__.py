@@ -8,8 +8,10 @@ from flask import Flask, request
 from flask_smorest import Api
 
 from janitor.settings import Settings
+from janitor.tokens import Tokens
 from service import (
     args,  # noqa: F401  (for its effect: every blueprint reads query strings strictly)
+    audit,
     auth,
     docs,
     errors,
@@ -55,6 +57,8 @@ def create_app(settings: Settings | None = None) -> Flask:
         },
     )
     app.extensions["janitor"] = State.build(settings)
+    audit.setup()
+    tokens = Tokens(settings.api_tokens, settings.api_tokens_file)  # reports bad token-file entries now
     api = JanitorApi(app, spec_kwargs={"marshmallow_plugin": openapi.CodesAsOneEnum(),
                                        "extra_plugins": [openapi.StandardResponses()]})
 
@@ -66,7 +70,8 @@ def create_app(settings: Settings | None = None) -> Flask:
 
     for blp in (repositories, deletions, jobs, gc):
         api.register_blueprint(blp)
-    app.before_request(lambda: auth.check_token(settings) if request.path.startswith("/v1/") else None)
+    app.before_request(lambda: auth.check(tokens) if request.path.startswith("/v1/") else None)
+    app.after_request(audit.record)
     api.register_blueprint(health)
     app.register_blueprint(docs.blp)
     errors.register(app)
@@ -78,7 +83,9 @@ def create_app(settings: Settings | None = None) -> Flask:
     register_metrics(app, api)
     requestlog.install(app)
 
-    if not settings.api_tokens:
+    if settings.webhook_urls and not settings.webhook_secret:
+        log.warning("WEBHOOK_URLS is set without WEBHOOK_SECRET: deliveries go out unsigned.")
+    if not tokens.enabled:
         log.warning("API_TOKENS is not set: every /v1 endpoint, deletions included, is open to anyone who can "
                     "reach this service. Set API_TOKENS=token1,token2 in production.")
     return app

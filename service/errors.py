@@ -18,6 +18,7 @@ log = logging.getLogger(__name__)
 # Most specific first: the first class an error is an instance of decides its status.
 STATUS_BY_ERROR: list[tuple[type[errors.JanitorError], int]] = [
     (errors.NotFound, 404),
+    (errors.Forbidden, 403),
     (errors.Conflict, 409),
     (errors.ConfirmationMismatch, 422),
     (errors.StorageAccessRequired, 409),

@@ -10,7 +10,7 @@ from rq import Queue, Worker
 from janitor import errors, heartbeat, logs, pending
 from janitor.lock import MaintenanceLock
 from janitor.settings import Settings
-from worker import window
+from worker import events, webhooks, window
 from worker.context import Context
 
 log = logging.getLogger("worker")
@@ -38,11 +38,16 @@ def main() -> None:
     queue = Queue(ctx.keys.queue_name, connection=conn)
     recover_on_start(ctx)
     heartbeat.start(conn, ctx.keys, ctx.container)
+    events.start_sweeper(ctx)  # awaiting approval past JANITOR_APPROVAL_TTL -> expired
+    deliveries = webhooks.start_process()  # the webhook queue, served apart so no delivery waits on a window
     if pending.waiting(conn, ctx.keys):
         # Requests a dead worker never claimed: give them a window.
         conn.set(ctx.keys.scheduled, "1")
         queue.enqueue("worker.jobs.run_window", settings.registry_host, job_timeout=-1)
-    Worker([queue], connection=conn).work(with_scheduler=False)
+    try:
+        Worker([queue], connection=conn).work(with_scheduler=False)
+    finally:
+        deliveries.terminate()
 
 
 if __name__ == "__main__":

@@ -20,15 +20,16 @@ from typing import Any
 import redis as redis_lib
 from rq import Queue
 
-from janitor import cache, errors, holds, integrity, logs, pending, preflight, probe, storage, telemetry
+from janitor import approval, cache, errors, holds, integrity, logs, pending, preflight, probe, storage, telemetry
 from janitor.guard import WindowGuard
 from janitor.lock import MaintenanceLock
-from janitor.records import FAILED, QUEUED, RUNNING, SUCCEEDED, now
+from janitor.records import FAILED, RUNNING, SUCCEEDED, now
 from janitor.manifests import Manifest
 from janitor.planner import TagWatch, delete_by_digest, read_and_plan
 from janitor.rules import Plan
 from janitor.snapshot import Reader, Snapshot
 from janitor.untag import untag
+from worker import events
 from worker.context import Context
 
 log = logging.getLogger(__name__)
@@ -110,14 +111,16 @@ def recover(ctx: Context, guard: WindowGuard) -> list[str]:
 
 
 def _load(ctx: Context, ids: list[str]) -> list[dict[str, Any]]:
-    return [j for j in (ctx.store.get(i) for i in ids) if j and j["status"] == QUEUED]
+    return ctx.store.claim(ids)  # queued -> running atomically: a job cancelled meanwhile is not taken
 
 
 def _fail(ctx: Context, job: dict[str, Any], exc: errors.JanitorError, step: str, code: str | None = None) -> None:
     job["status"] = FAILED
     job["finished_at"] = now()
     job["error"] = {"code": code or exc.code, "message": exc.message, "details": exc.details, "step": step}
+    events.summarize([job])
     ctx.store.save(job)
+    events.finished(ctx, [job])
 
 
 class Window:
@@ -204,7 +207,9 @@ class Window:
                     job["error"] = {"code": "INTERNAL_ERROR", "message": "the window stopped unexpectedly; "
                                     "see the worker log", "step": job["steps"][-1]["name"] if job["steps"] else None}
                 job.update(status=FAILED if job["error"] else SUCCEEDED, finished_at=now())
-            self.save(self.jobs)
+            events.summarize(self.jobs)
+            self.save(events.settled(self.jobs))  # a parked job may be approved or cancelled meanwhile
+            events.finished(self.ctx, self.jobs)
             telemetry.record(self.ctx.conn, self.ctx.keys, self.info, self.jobs)
 
     def _run(self) -> None:
@@ -223,6 +228,7 @@ class Window:
             if job["kind"] == "deletion" and job["status"] == RUNNING and not job["error"]:
                 with contextlib.suppress(StepError):
                     self.delete(job, root)
+                events.parked(self.ctx, job)
         if self.alive():
             if report.storage.gc_runs:
                 self.maintain(config_path, root)
@@ -252,6 +258,10 @@ class Window:
             out.update(plan=plan.as_dict(), dry_run=bool(request.get("dry_run")))
             if plan.blobs_freed is not None:  # only with the stored revisions: never a figure it cannot compute
                 job["result"]["planned"] = {"blobs": len(plan.blobs_freed), "bytes": sum(plan.blobs_freed.values())}
+            gated = approval.gate(job, plan, lambda r, t: snap.repos[r].tags.get(t), ctx.settings.approval_ttl)
+            if gated is None:  # planned only: it waits for approval, nothing changed
+                return
+            plan = gated
             if request.get("dry_run"):
                 job["result"].update(plan=plan.as_dict())
                 job.update(status=SUCCEEDED, finished_at=now())  # changes nothing: no part in GC

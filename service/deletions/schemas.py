@@ -73,6 +73,10 @@ class DeletionSchema(ma.Schema):
     referrers = ma.fields.Boolean(metadata={
         "description": "Also delete referrers (sha256-<hex> tags: signatures, SBOMs) of deleted manifests. "
                        "Default: true"})
+    approval = ma.fields.String(validate=ma.validate.OneOf(["required"]), metadata={
+        "description": "`required`: plan now, wait as `awaiting_approval` with the plan in `result.plan`, and "
+                       "change nothing until another token approves (POST /v1/jobs/{id}/approve). "
+                       "JANITOR_REQUIRE_APPROVAL=true makes it the rule for every real deletion"})
 
     @ma.post_load
     def with_defaults(self, data: dict[str, Any], **_: Any) -> dict[str, Any]:
@@ -80,6 +84,8 @@ class DeletionSchema(ma.Schema):
 
     @ma.validates_schema
     def one_kind(self, data: dict[str, Any], **_: Any) -> None:
+        if data.get("approval") and data.get("dry_run"):
+            raise ma.ValidationError("a dry run changes nothing, so it needs no approval", "approval")
         given = [k for k in KINDS if data.get(k)]
         if len(given) != 1:
             raise ma.ValidationError(f"give exactly one of {', '.join(KINDS)}", "_schema")

@@ -1,10 +1,14 @@
 from __future__ import annotations
 
+from datetime import timezone
+
 import marshmallow as ma
 
 from service.errors import code_field
+from service.pagination import PageQueryArgsSchema, page_schema
 
-STATUSES = ["queued", "running", "succeeded", "failed"]
+STATUSES = ["queued", "running", "succeeded", "failed", "awaiting_approval", "rejected", "expired", "cancelled"]
+KINDS = ["deletion", "gc", "policy"]
 
 
 def time_field(description: str, nullable: bool = False, required: bool = False) -> ma.fields.String:
@@ -48,11 +52,23 @@ class WindowSchema(ma.Schema):
         "description": "How long the registry refused writes"})
 
 
+class WebhookDeliverySchema(ma.Schema):
+    url = ma.fields.String(required=True)
+    event = ma.fields.String(required=True)
+    delivery_id = ma.fields.String(required=True, metadata={"description": "Sent as X-Janitor-Delivery"})
+    state = ma.fields.String(metadata={"description": "queued, retrying, delivered or failed"})
+    attempts = ma.fields.Integer(required=True)
+    last_status = ma.fields.Integer(allow_none=True, metadata={"description": "HTTP status of the last attempt"})
+    last_error = ma.fields.String(allow_none=True)
+    queued_at = time_field("When the delivery was queued")
+    updated_at = time_field("When it last changed")
+
+
 class JobSchema(ma.Schema):
     """A request and its progress: queued, then running through its window's steps, then succeeded or failed."""
 
     id = ma.fields.String(required=True)
-    kind = ma.fields.String(required=True, validate=ma.validate.OneOf(["deletion", "gc"]))
+    kind = ma.fields.String(required=True, validate=ma.validate.OneOf(KINDS))
     status = ma.fields.String(required=True, validate=ma.validate.OneOf(STATUSES))
     request = ma.fields.Dict(required=True)
     created_at = time_field("When the request was accepted", required=True)
@@ -62,8 +78,39 @@ class JobSchema(ma.Schema):
         "description": "The window it ran in; null until one starts it"})
     steps = ma.fields.List(ma.fields.Nested(StepSchema), required=True)
     result = ma.fields.Dict(metadata={"description": "manifests_deleted, tags_removed, repositories_removed, "
-                                                     "planned, plan (dry run), gc, bytes_freed, integrity "
-                                                     "({manifests_checked, blobs_checked, broken}: when broken "
-                                                     "is not empty the job is failed with INTEGRITY_BROKEN)"})
+                                                     "planned, plan (dry run, or the plan awaiting approval), "
+                                                     "approved_items, skipped (what a re-plan added after "
+                                                     "approval, untouched), no_longer_planned, gc, bytes_freed, "
+                                                     "integrity ({manifests_checked, blobs_checked, broken}: when "
+                                                     "broken is not empty the job is failed with INTEGRITY_BROKEN)"})
     error = ma.fields.Nested(JobErrorSchema, allow_none=True, metadata={
         "description": "Why it failed; null unless status is failed"})
+    requested_by = ma.fields.String(allow_none=True, metadata={"description": "Name of the token that asked"})
+    approval = ma.fields.String(allow_none=True, metadata={"description": "`required` when the job waits for "
+                                                                          "approval before it changes anything"})
+    approved_by = ma.fields.String(allow_none=True)
+    approved_at = time_field("When it was approved", nullable=True)
+    rejected_by = ma.fields.String(allow_none=True)
+    rejected_at = time_field("When it was rejected", nullable=True)
+    cancelled_by = ma.fields.String(allow_none=True)
+    cancelled_at = time_field("When it was cancelled", nullable=True)
+    expires_at = time_field("While awaiting approval: when the job expires (JANITOR_APPROVAL_TTL)", nullable=True)
+    policy = ma.fields.String(allow_none=True, metadata={"description": "The policy a policy run belongs to"})
+    summary = ma.fields.String(allow_none=True, metadata={
+        "description": "One line a bot can post as is, e.g. `team/app: 12 tags deleted, 1.2 GB freed; writes "
+                       "paused 1.9 s (job 3f2a…)`"})
+    webhooks = ma.fields.List(ma.fields.Nested(WebhookDeliverySchema), metadata={
+        "description": "Webhook deliveries of this job's events: url, last status, attempts"})
+
+
+class JobQueryArgsSchema(PageQueryArgsSchema):
+    status = ma.fields.String(validate=ma.validate.OneOf(STATUSES))
+    kind = ma.fields.String(validate=ma.validate.OneOf(KINDS))
+    requested_by = ma.fields.String(validate=ma.validate.Length(min=1, max=64))
+    repository = ma.fields.String(validate=ma.validate.Length(min=1, max=255))
+    policy = ma.fields.String(validate=ma.validate.Length(min=1, max=128))
+    since = ma.fields.AwareDateTime(default_timezone=timezone.utc, metadata={
+        "description": "Only jobs created at or after this time (ISO 8601)"})
+
+
+JobPageSchema = page_schema(JobSchema, "JobPage")
