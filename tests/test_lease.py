@@ -165,3 +165,11 @@ def test_a_lease_whose_reply_was_lost_is_taken_as_it_is(redis_conn: redis.Redis)
     assert not other.acquire(0)
     a.release()
     assert redis_conn.get("janitor:t:lock") is None
+
+
+def test_window_limits_are_settings() -> None:
+    from janitor.settings import Settings
+    s = Settings.from_env({"JANITOR_MAX_WINDOW": "600", "JANITOR_GC_TIMEOUT": "120"})
+    assert s.max_window == 600.0 and s.gc_timeout == 120.0
+    d = Settings.from_env({})
+    assert d.max_window == 4 * 3600.0 and d.gc_timeout == 2 * 3600.0
