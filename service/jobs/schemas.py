@@ -43,5 +43,8 @@ class JobSchema(ma.Schema):
     window = ma.fields.Nested(WindowSchema, allow_none=True)
     steps = ma.fields.List(ma.fields.Nested(StepSchema), required=True)
     result = ma.fields.Dict(metadata={"description": "manifests_deleted, tags_removed, repositories_removed, "
-                                                     "planned, plan (dry run), gc, bytes_freed, integrity"})
+                                                     "planned, plan (dry run), gc, bytes_freed, integrity, "
+                                                     "storage (driver and the protections it turns off); "
+                                                     "planned and bytes_freed are absent when blob sizes "
+                                                     "cannot be read"})
     error = ma.fields.Nested(JobErrorSchema, allow_none=True)
