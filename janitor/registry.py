@@ -23,6 +23,7 @@ MAX_REDIRECTS = 5
 # What is read from the registry is bounded: a manifest by distribution's own limit, an image config by ours.
 MANIFEST_LIMIT = 4 * 1024 * 1024
 CONFIG_LIMIT = 8 * 1024 * 1024
+LIST_LIMIT = 16 * 1024 * 1024  # one page of _catalog or tags/list
 
 
 def origin(url: str) -> tuple[str, str, int]:
@@ -216,8 +217,8 @@ class RegistryClient:
         names: list[str] = []
         url: str | None = f"/v2/_catalog?n={page_size}"
         while url:
-            resp = self.request("GET", url, scope="registry:catalog:*")
-            names.extend(resp.json().get("repositories") or [])
+            resp = self.request("GET", url, scope="registry:catalog:*", stream=True)
+            names.extend(_json_page(resp, "the catalog").get("repositories") or [])
             url = self._next(resp)
         return names
 
@@ -226,8 +227,8 @@ class RegistryClient:
         tags: list[str] = []
         url: str | None = f"/v2/{repository}/tags/list?n=1000"
         while url:
-            resp = self.request("GET", url, scope=f"repository:{repository}:pull")
-            tags.extend(resp.json().get("tags") or [])
+            resp = self.request("GET", url, scope=f"repository:{repository}:pull", stream=True)
+            tags.extend(_json_page(resp, f"the tag list of {repository}").get("tags") or [])
             url = self._next(resp)
         return tags
 
@@ -303,6 +304,14 @@ class RegistryClient:
             headers={"Content-Type": "application/octet-stream"}, data=data,
         )
         return digest
+
+
+def _json_page(resp: requests.Response, what: str) -> dict[str, Any]:
+    try:
+        body = json.loads(read_bounded(resp, LIST_LIMIT, what))
+    except ValueError as exc:
+        raise errors.RegistryError(f"{what} is not JSON: {exc}") from exc
+    return body if isinstance(body, dict) else {}
 
 
 def _mapped(resp: requests.Response, method: str, path: str) -> errors.JanitorError:

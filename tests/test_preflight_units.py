@@ -16,7 +16,7 @@ import pytest
 from janitor import errors, holds, layout, preflight
 from janitor.container import ExecResult, command_of, config_path_from, env_of
 from janitor.manifests import OCI_MANIFEST, sha256_digest
-from janitor.registry import CONFIG_LIMIT, MANIFEST_LIMIT, RegistryClient, origin
+from janitor.registry import CONFIG_LIMIT, LIST_LIMIT, MANIFEST_LIMIT, RegistryClient, origin
 from janitor.storage import only_missing
 
 D1 = "sha256:" + "a" * 64
@@ -416,6 +416,7 @@ def test_manifests_and_configs_are_read_within_bounds(servers: Callable[..., Ser
         "GET /v2/r/manifests/streamed": chunked(big),
         "GET /v2/r/blobs/" + D1: reply(200, b"{}"),
         "GET /v2/r/blobs/" + D2: chunked(b"[" + b"0," * CONFIG_LIMIT + b"0]"),
+        "GET /v2/big/tags/list": reply(200, b"{}", length=LIST_LIMIT + 1),
     })
     client = RegistryClient(registry.url, timeout=10, retry_seconds=0)
     assert client.manifest("r", "small").digest == sha256_digest(small)
@@ -426,3 +427,5 @@ def test_manifests_and_configs_are_read_within_bounds(servers: Callable[..., Ser
     assert client.image_config("r", D1) == {}
     with pytest.raises(errors.RegistryResponseTooLarge):
         client.image_config("r", D2)
+    with pytest.raises(errors.RegistryResponseTooLarge, match="tag list"):
+        client.tags("big")

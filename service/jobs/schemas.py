@@ -82,7 +82,9 @@ class JobSchema(ma.Schema):
                                                      "approved_items, skipped (what a re-plan added after "
                                                      "approval, untouched), no_longer_planned, gc, bytes_freed, "
                                                      "integrity ({manifests_checked, blobs_checked, broken}: when "
-                                                     "broken is not empty the job is failed with INTEGRITY_BROKEN)"})
+                                                     "broken is not empty the job is failed with INTEGRITY_BROKEN), "
+                                                     "storage (driver and the protections it turns off); planned "
+                                                     "and bytes_freed are absent when blob sizes cannot be read"})
     error = ma.fields.Nested(JobErrorSchema, allow_none=True, metadata={
         "description": "Why it failed; null unless status is failed"})
     requested_by = ma.fields.String(allow_none=True, metadata={"description": "Name of the token that asked"})
