@@ -176,4 +176,4 @@ class MaintenanceLock:
     def holder(self) -> str | None:
         """Who holds the lock now (its token), None when nobody does; raises RedisError when unreachable."""
         raw = self.conn.get(self.key)
-        return raw.decode() if raw else None
+        return raw.decode() if isinstance(raw, bytes) else raw

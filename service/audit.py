@@ -14,9 +14,12 @@ from service.auth import READ_METHODS, caller
 log = logging.getLogger("janitor.audit")
 
 
-def setup() -> None:
-    """Audit lines and token-file reports go to stderr at INFO even when nothing else configured logging
-    (gunicorn's default)."""
+def setup(log_format: str) -> None:
+    """Audit lines and token-file reports go to stderr at INFO. With LOG_FORMAT=json they go through the
+    service's JSON logging like every other line (janitor.logs), the audit fields at the top level; as text,
+    each is `... janitor.audit: {json}`, one line a log shipper can split."""
+    if log_format == "json":
+        return
     for logger in (log, logging.getLogger("janitor.tokens")):
         if not logger.handlers:
             handler = logging.StreamHandler(sys.stderr)
@@ -39,5 +42,5 @@ def record(response: Response) -> Response:
         "status": response.status_code,
         "outcome": body.get("status") if response.status_code < 400 else body.get("code"),
     }
-    log.info(json.dumps(line, sort_keys=True))
+    log.info(json.dumps(line, sort_keys=True), extra={"audit": line})
     return response

@@ -103,6 +103,12 @@ def test_a_window_that_loses_its_lock_never_runs_gc(stack: Stack) -> None:
     p.image("team/app", doomed, "v1")
     job_id = stack.delete({"repository": "team/app", "tags": ["v1"]})["id"]
     assert _wait_step(stack.redis, job_id, "fence")
+    # Wait for the fence itself (the read-only config in place): a lease lost before it would leave this
+    # window nothing to undo, and the point here is a fenced registry whose window lost its lease.
+    def fenced() -> bool:  # the container restarts into the fence: an exec may meet it stopped
+        code, out = stack.registry.container.exec_run(["head", "-c", "16", CONFIG])
+        return code == 0 and out == b"# registry-janit"
+    assert images.wait_until(fenced, 30, 0.02)
     # Another owner's lease (it lives 15 s): this window must neither run GC nor touch the fence any more.
     lock_key = stack.env["REGISTRY_URL"].replace("http://", "janitor:") + ":lock"
     stack.redis.set(lock_key, "999999:thief", px=15000)
@@ -114,7 +120,8 @@ def test_a_window_that_loses_its_lock_never_runs_gc(stack: Stack) -> None:
     assert restart["status"] == "failed" and restart["error"]["code"] == "LOCK_LOST"
     # The next owner (a recovery window queued by the loser) takes the fence down once the lease is free.
     assert images.wait_until(lambda: _writable(stack.registry), 60)
-    assert stack.registry.exec("ls", "/etc/docker/registry").split() == ["config.yml"]
+    # The backup goes last, once a write was accepted.
+    assert images.wait_until(lambda: stack.registry.exec("ls", "/etc/docker/registry").split() == ["config.yml"], 30)
     assert stack.wait(stack.post("/v1/gc", {}).json()["id"])["status"] == "succeeded"  # the next one works
 
 

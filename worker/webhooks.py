@@ -15,7 +15,7 @@ import redis
 import requests
 from rq import Queue, Retry, SimpleWorker, get_current_job
 
-from janitor import webhooks
+from janitor import logs, webhooks
 from janitor.records import JobStore, Keys, now
 from janitor.settings import Settings
 
@@ -88,10 +88,9 @@ def start_process() -> subprocess.Popen[bytes]:
 
 
 def main() -> None:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    serve(Settings.from_env())
-
-
+    settings = Settings.from_env()
+    logs.configure(settings.log_format)  # the same format as the worker that started this process
+    serve(settings)
 
 if __name__ == "__main__":
     main()

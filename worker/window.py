@@ -254,7 +254,7 @@ class Window:
         ctx = self.ctx
         request = job["request"]
         with self.step([job], "delete") as out, Reader(ctx.client, self.manifests) as reader:
-            snap, plan = self._read_inventory(reader, request, root)
+            snap, plan = self._snapshot_and_plan(reader, request, root)
             out.update(plan=plan.as_dict(), dry_run=bool(request.get("dry_run")))
             if plan.blobs_freed is not None:  # only with the stored revisions: never a figure it cannot compute
                 job["result"]["planned"] = {"blobs": len(plan.blobs_freed), "bytes": sum(plan.blobs_freed.values())}
@@ -268,7 +268,7 @@ class Window:
                 return
             deleted: list[str] = []
             untagged: list[str] = []
-            skipped: list[dict[str, Any]] = []
+            skipped: list[dict[str, Any]] = list(job["result"].get("skipped") or ())  # the approval's, if any
             removed: set[str] = set()
             out.update(manifests_deleted=deleted, untagged=untagged, skipped=skipped)
             requested_tags = set(request.get("tags") or ())
@@ -307,7 +307,7 @@ class Window:
             job["result"].update(manifests_deleted=list(deleted), tags_removed=sorted(removed),
                                  skipped=list(skipped), repositories_removed=[])
 
-    def _read_inventory(self, reader: Reader, request: dict[str, Any], root: str | None) -> tuple[Snapshot, Plan]:
+    def _snapshot_and_plan(self, reader: Reader, request: dict[str, Any], root: str | None) -> tuple[Snapshot, Plan]:
         """A snapshot for this job (storage first, then tags, then manifests) and its plan. Every job reads
         afresh: only manifests, immutable by digest, are cached across the window. Without filesystem access
         (root None) the registry API alone is read: untagged manifests stay unseen, no bytes are computed."""

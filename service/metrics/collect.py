@@ -134,9 +134,9 @@ def families(figures: telemetry.Figures) -> Iterator[Metric]:
         yield family
     for name, (doc, bounds) in telemetry.HISTOGRAMS.items():
         hist = figures.histograms[name]
-        family = HistogramMetricFamily(name, doc)
-        family.add_metric([], hist.cumulative(bounds), sum_value=hist.sum)
-        yield family
+        histogram = HistogramMetricFamily(name, doc)
+        histogram.add_metric([], hist.cumulative(bounds), sum_value=hist.sum)
+        yield histogram
 
 
 def exposition(st: State) -> bytes:
