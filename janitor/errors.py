@@ -92,3 +92,23 @@ class GarbageCollectFailed(ContainerError):
 
 class LockLost(JanitorError):
     code = "LOCK_LOST"
+
+
+class InvalidPolicy(JanitorError):
+    """A policy field that cannot be used; details name each field and what is wrong with it."""
+
+    code = "INVALID_REQUEST"  # the code every other 422 for a bad field carries
+
+
+class PolicyNotFound(NotFound):
+    code = "POLICY_UNKNOWN"
+
+
+class PolicyExists(Conflict):
+    code = "POLICY_EXISTS"
+
+
+class PolicyReadOnly(Conflict):
+    """Policies from POLICIES_FILE change in the file, not through the API."""
+
+    code = "POLICY_READ_ONLY"

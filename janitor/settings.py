@@ -39,6 +39,10 @@ class Settings:
     # How long a request keeps retrying while the registry is unreachable (it restarts in every window).
     registry_retry: float = 10.0
     max_body_bytes: int = 64 * 1024
+    # Retention policies kept in git: a YAML file, read-only through the API.
+    policies_file: str | None = None
+    # Parallel registry reads when a policy reads tags, manifests and image configs.
+    policy_read_concurrency: int = 8
 
     @property
     def registry_host(self) -> str:
@@ -67,4 +71,6 @@ class Settings:
             http_timeout=_float(env, "JANITOR_HTTP_TIMEOUT", d.http_timeout),
             registry_retry=_float(env, "JANITOR_REGISTRY_RETRY", d.registry_retry),
             max_body_bytes=int(_float(env, "JANITOR_MAX_BODY_BYTES", d.max_body_bytes)),
+            policies_file=env.get("POLICIES_FILE") or None,
+            policy_read_concurrency=max(1, int(_float(env, "JANITOR_POLICY_CONCURRENCY", d.policy_read_concurrency))),
         )

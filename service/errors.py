@@ -20,6 +20,7 @@ STATUS_BY_ERROR: list[tuple[type[errors.JanitorError], int]] = [
     (errors.NotFound, 404),
     (errors.Conflict, 409),
     (errors.ConfirmationMismatch, 422),
+    (errors.InvalidPolicy, 422),
     (errors.RegistryUnavailable, 503),
     (errors.QueueUnavailable, 503),
     (errors.DockerUnavailable, 503),

@@ -10,7 +10,7 @@ from rq import Queue, Worker
 from janitor import errors, heartbeat, pending
 from janitor.lock import MaintenanceLock
 from janitor.settings import Settings
-from worker import window
+from worker import schedules, window
 from worker.context import Context
 
 log = logging.getLogger("worker")
@@ -42,7 +42,13 @@ def main() -> None:
         # Requests a dead worker never claimed: give them a window.
         conn.set(ctx.keys.scheduled, "1")
         queue.enqueue("worker.jobs.run_window", settings.registry_host, job_timeout=-1)
-    Worker([queue], connection=conn).work(with_scheduler=False)
+    try:
+        for line in schedules.reconcile(settings, conn):
+            log.info("policy schedule: %s", line)
+    except (errors.JanitorError, OSError) as exc:
+        log.error("policy schedules not set: %s", getattr(exc, "message", exc))
+    # RQ's scheduler (one worker holds its lock) moves due policy moments from enqueue_at to the queue.
+    Worker([queue], connection=conn).work(with_scheduler=True)
 
 
 if __name__ == "__main__":

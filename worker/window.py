@@ -24,6 +24,7 @@ from janitor.lock import MaintenanceLock
 from janitor.manifests import Manifest
 from janitor.planner import Inventory, plan_deletion
 from janitor.untag import untag
+from worker import policy_window
 from worker.context import Context
 
 log = logging.getLogger(__name__)
@@ -194,6 +195,9 @@ class Window:
             if job["kind"] == "deletion":
                 with contextlib.suppress(StepError):
                     self.delete(job, root)
+            elif job["kind"] == "policy":
+                with contextlib.suppress(StepError):
+                    policy_window.run(self, job, root)
         if self.alive():
             self.maintain(config_path, root)
 

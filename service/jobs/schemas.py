@@ -34,7 +34,7 @@ class WindowSchema(ma.Schema):
 
 class JobSchema(ma.Schema):
     id = ma.fields.String(required=True)
-    kind = ma.fields.String(required=True, validate=ma.validate.OneOf(["deletion", "gc"]))
+    kind = ma.fields.String(required=True, validate=ma.validate.OneOf(["deletion", "gc", "policy"]))
     status = ma.fields.String(required=True, validate=ma.validate.OneOf(STATUSES))
     request = ma.fields.Dict(required=True)
     created_at = ma.fields.String(required=True)
@@ -45,3 +45,4 @@ class JobSchema(ma.Schema):
     result = ma.fields.Dict(metadata={"description": "manifests_deleted, tags_removed, repositories_removed, "
                                                      "planned, plan (dry run), gc, bytes_freed, integrity"})
     error = ma.fields.Nested(JobErrorSchema, allow_none=True)
+    policy = ma.fields.String(metadata={"description": "The retention policy a `policy` job ran (kind policy only)"})

@@ -1,0 +1,123 @@
+"""What a policy would delete on the registry as it is now: per repository, the tags that go (carried out
+exactly like a `tags` deletion, plus `untagged` when asked) and every tag that stays, with its reason.
+
+Registry reads (tags, manifests, image configs) run on a bounded thread pool, so a policy over many
+repositories costs about what listing them through the API does.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from janitor import errors, planner, policies, retention
+from janitor.planner import Inventory, Plan, RepoPlan, RepoView
+
+
+@dataclass
+class PolicyPlan:
+    plan: Plan  # what the deletion machinery carries out
+    decisions: dict[str, retention.Decision] = field(default_factory=dict)  # repository -> tags kept/deleted
+
+    @property
+    def changes_anything(self) -> bool:
+        return self.plan.changes_anything
+
+    def as_dict(self) -> dict[str, Any]:
+        base = self.plan.as_dict()
+        by_repo = {r["repository"]: r for r in base["repositories"]}
+        repos = []
+        for name, decision in sorted(self.decisions.items()):
+            carried = by_repo.get(name, {"tags": [], "untagged_only": [], "manifests": [], "tags_by_manifest": {}})
+            repos.append({
+                "repository": name,
+                "delete": [_tag(t) for t in decision.delete],
+                "keep": [{**_tag(t), "reason": reasons[0], "reasons": reasons} for t, reasons in decision.keep],
+                "tags": carried["tags"],
+                "untagged_only": carried["untagged_only"],
+                "manifests": carried["manifests"],
+                "tags_by_manifest": carried["tags_by_manifest"],
+            })
+        out: dict[str, Any] = {"repositories": repos, "tags": base["tags"], "manifests": base["manifests"]}
+        if "bytes" in base:
+            out.update(blobs=len(base["blobs"]), bytes=base["bytes"])
+        return out
+
+
+def _tag(t: retention.TagInfo) -> dict[str, Any]:
+    return {"tag": t.name, "digest": t.digest, "created": policies.iso(t.created)}
+
+
+class CreationTimes:
+    """Image creation times by manifest digest, read from image configs in parallel. Digests are immutable,
+    so a window keeps one of these for all its policies."""
+
+    def __init__(self, client: Any, workers: int) -> None:
+        self.client = client
+        self.workers = workers
+        self.by_config: dict[str, datetime | None] = {}
+
+    def _config(self, repo: str, digest: str) -> datetime | None:
+        try:
+            config = self.client.image_config(repo, digest)
+        except (ValueError, errors.NotFound):
+            return None  # an artifact whose config is not JSON, or is missing
+        return retention.parse_time(config.get("created")) if isinstance(config, dict) else None
+
+    def read(self, views: Iterable[RepoView]) -> None:
+        wanted: dict[str, str] = {}
+        for view in views:
+            for manifest in view.manifests.values():
+                if manifest.config and not manifest.is_index and manifest.config.digest not in self.by_config:
+                    wanted.setdefault(manifest.config.digest, view.name)
+        with ThreadPoolExecutor(self.workers) as pool:
+            found = pool.map(lambda item: (item[0], self._config(item[1], item[0])), wanted.items())
+            self.by_config.update(found)
+
+    def of(self, view: RepoView, digest: str) -> datetime | None:
+        """An image's creation time; an index counts its newest child."""
+        manifest = view.manifests.get(digest)
+        if manifest is None:
+            return None
+        if manifest.is_index:
+            times = [t for c in manifest.children if (t := self.of(view, c.digest)) is not None]
+            return max(times, default=None)
+        return self.by_config.get(manifest.config.digest) if manifest.config else None
+
+
+def evaluate(inv: Inventory, policy: dict[str, Any], now: datetime, workers: int,
+             times: CreationTimes | None = None) -> PolicyPlan:
+    """Plan one policy over every repository its globs name."""
+    names = policies.select(policy, inv.repositories())
+    times = times or CreationTimes(inv.client, workers)
+
+    def view(name: str) -> RepoView | None:
+        try:
+            return inv.repo(name)
+        except errors.RepositoryNotFound:
+            return None  # listed by _catalog, yet emptied and gone from storage
+
+    with ThreadPoolExecutor(workers) as pool:
+        views = [v for v in pool.map(view, names) if v is not None]
+    times.read(views)
+    rules = policies.rules(policy)
+    result = PolicyPlan(Plan([]))
+    for v in views:
+        tags = [retention.TagInfo(t, d, times.of(v, d)) for t, d in sorted(v.tags.items())]
+        decision = retention.decide(tags, rules, now)
+        result.decisions[v.name] = decision
+        request: dict[str, Any] = {"repository": v.name, "referrers": True}
+        if decision.delete:
+            request["tags"] = [t.name for t in decision.delete]
+        if policy.get("untagged"):
+            request["untagged"] = True
+        if "tags" in request or "untagged" in request:
+            result.plan.repos.extend(planner.plan_deletion(inv, request).repos)
+        else:
+            result.plan.repos.append(RepoPlan(v.name))
+    if inv.complete:
+        result.plan.blobs_freed = planner._blobs_freed(inv, result.plan)  # across repositories: a blob two share
+    return result
