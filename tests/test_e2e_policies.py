@@ -10,6 +10,7 @@ import signal
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
@@ -100,8 +101,8 @@ def create(stack: Stack, body: dict[str, Any]) -> dict[str, Any]:
 
 def test_each_rule_alone_then_combined_leaves_exactly_the_expected_tags(stack: Stack) -> None:
     now = datetime.now(timezone.utc)
-    p = stack.pusher()
-    digests = {name: populate(p, f"ret/{name}", now) for name in CASES}
+    with ThreadPoolExecutor(len(CASES)) as pool:  # a pusher (one HTTP session) per repository
+        digests = dict(zip(CASES, pool.map(lambda name: populate(stack.pusher(), f"ret/{name}", now), CASES)))
     for name, (rules, _) in CASES.items():
         create(stack, {"name": name, "repositories": [f"ret/{name}"], **rules})
 
@@ -123,7 +124,8 @@ def test_each_rule_alone_then_combined_leaves_exactly_the_expected_tags(stack: S
     assert {k["tag"]: k["created"] for k in combined_plan["keep"]}["sbom"] is None
     assert digests["combined"]["@untagged"] in combined_plan["manifests"]
 
-    real = {name: stack.wait(run(stack, name, False)["id"]) for name in CASES}
+    real = {name: run(stack, name, False) for name in CASES}
+    real = {name: stack.wait(job["id"], 240) for name, job in real.items()}
     for name, (_, expected) in CASES.items():
         job, plan = real[name], dry[name]["result"]["plan"]
         assert job["status"] == "succeeded", job
