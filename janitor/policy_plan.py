@@ -88,20 +88,54 @@ class CreationTimes:
         return self.by_config.get(manifest.config.digest) if manifest.config else None
 
 
+def read_views(inv: Inventory, names: list[str], workers: int) -> list[RepoView]:
+    """The repositories' tags and manifests, read in parallel and left in the inventory for the planner.
+    One GET per tag gives both its digest and its manifest (Inventory.repo would HEAD then GET, one
+    repository at a time), so a policy reads what listing the tags through the API reads.
+    TODO(merge): the snapshot module that replaces Inventory reads this in one pass; use it instead."""
+    revisions = inv.revisions()
+    known = inv._views  # noqa: SLF001 - the current Inventory keeps views by name; see the TODO above
+
+    def tag_list(name: str) -> tuple[str, list[str] | None]:
+        try:
+            return name, inv.client.tags(name)
+        except errors.RepositoryNotFound:
+            return name, [] if name in revisions else None  # listed by _catalog, emptied, gone from storage
+
+    def by_tag(item: tuple[str, str]) -> tuple[str, str, str | None]:
+        name, tag = item
+        try:
+            manifest = inv.client.manifest(name, tag)
+        except errors.NotFound:
+            return name, tag, None  # deleted since the listing
+        inv.cache.setdefault(manifest.digest, manifest)
+        return name, tag, manifest.digest
+
+    with ThreadPoolExecutor(workers) as pool:
+        listed = {n: tags for n, tags in pool.map(tag_list, [n for n in names if n not in known]) if tags is not None}
+        views = {n: RepoView(n, {}, {}) for n in listed}
+        for name, tag, digest in pool.map(by_tag, [(n, t) for n, tags in listed.items() for t in tags]):
+            if digest:
+                views[name].tags[tag] = digest
+        wanted = {(n, d) for n, v in views.items() for d in [*v.tags.values(), *revisions.get(n, ())]}
+        while wanted:  # tagged and stored manifests, then their children, level by level
+            found = list(pool.map(lambda item: (item, inv.manifest(*item)), sorted(wanted)))
+            wanted = set()
+            for (name, digest), manifest in found:
+                if manifest is not None and digest not in views[name].manifests:
+                    views[name].manifests[digest] = manifest
+                    wanted |= {(name, c.digest) for c in manifest.children if c.digest not in views[name].manifests}
+    known.update(views)
+    return [known[n] for n in names if n in known]
+
+
 def evaluate(inv: Inventory, policy: dict[str, Any], now: datetime, workers: int,
              times: CreationTimes | None = None) -> PolicyPlan:
     """Plan one policy over every repository its globs name."""
     names = policies.select(policy, inv.repositories())
     times = times or CreationTimes(inv.client, workers)
 
-    def view(name: str) -> RepoView | None:
-        try:
-            return inv.repo(name)
-        except errors.RepositoryNotFound:
-            return None  # listed by _catalog, yet emptied and gone from storage
-
-    with ThreadPoolExecutor(workers) as pool:
-        views = [v for v in pool.map(view, names) if v is not None]
+    views = read_views(inv, names, workers)
     times.read(views)
     rules = policies.rules(policy)
     result = PolicyPlan(Plan([]))
