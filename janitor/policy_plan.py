@@ -7,14 +7,19 @@ repositories costs about what listing them through the API does.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+import redis
+
 from janitor import errors, planner, policies, retention
 from janitor.planner import Inventory, Plan, RepoPlan, RepoView
+
+CREATED_TTL = 30 * 24 * 3600  # creation times by config digest; digests are immutable, this only bounds memory
 
 
 @dataclass
@@ -55,17 +60,29 @@ class CreationTimes:
     """Image creation times by manifest digest, read from image configs in parallel. Digests are immutable,
     so a window keeps one of these for all its policies."""
 
-    def __init__(self, client: Any, workers: int) -> None:
+    def __init__(self, client: Any, workers: int, conn: redis.Redis | None = None, prefix: str = "janitor") -> None:
         self.client = client
         self.workers = workers
         self.by_config: dict[str, datetime | None] = {}
+        self.conn = conn  # when given, creation times are remembered across windows (a config never changes)
+        self.prefix = prefix
 
-    def _config(self, repo: str, digest: str) -> datetime | None:
+    def config(self, repo: str, digest: str) -> datetime | None:
+        key = f"{self.prefix}:created:{digest}"
+        if self.conn is not None:
+            with contextlib.suppress(redis.RedisError):
+                known = self.conn.get(key)
+                if known is not None:
+                    return retention.parse_time(known.decode()) if known else None
         try:
             config = self.client.image_config(repo, digest)
         except (ValueError, errors.NotFound):
-            return None  # an artifact whose config is not JSON, or is missing
-        return retention.parse_time(config.get("created")) if isinstance(config, dict) else None
+            return None  # an artifact whose config is not JSON, or is missing (not remembered: it may come)
+        created = retention.parse_time(config.get("created")) if isinstance(config, dict) else None
+        if self.conn is not None:
+            with contextlib.suppress(redis.RedisError):
+                self.conn.set(key, policies.iso(created) or "", ex=CREATED_TTL)
+        return created
 
     def read(self, views: Iterable[RepoView]) -> None:
         wanted: dict[str, str] = {}
@@ -74,7 +91,7 @@ class CreationTimes:
                 if manifest.config and not manifest.is_index and manifest.config.digest not in self.by_config:
                     wanted.setdefault(manifest.config.digest, view.name)
         with ThreadPoolExecutor(self.workers) as pool:
-            found = pool.map(lambda item: (item[0], self._config(item[1], item[0])), wanted.items())
+            found = pool.map(lambda item: (item[0], self.config(item[1], item[0])), wanted.items())
             self.by_config.update(found)
 
     def of(self, view: RepoView, digest: str) -> datetime | None:
@@ -88,10 +105,11 @@ class CreationTimes:
         return self.by_config.get(manifest.config.digest) if manifest.config else None
 
 
-def read_views(inv: Inventory, names: list[str], workers: int) -> list[RepoView]:
+def read_views(inv: Inventory, names: list[str], workers: int, times: CreationTimes | None = None) -> list[RepoView]:
     """The repositories' tags and manifests, read in parallel and left in the inventory for the planner.
     One GET per tag gives both its digest and its manifest (Inventory.repo would HEAD then GET, one
-    repository at a time), so a policy reads what listing the tags through the API reads.
+    repository at a time), and the image config follows in the same task, so a policy reads what listing
+    the tags through the API reads, with the pool kept busy.
     TODO(merge): the snapshot module that replaces Inventory reads this in one pass; use it instead."""
     revisions = inv.revisions()
     known = inv._views  # noqa: SLF001 - the current Inventory keeps views by name; see the TODO above
@@ -109,6 +127,9 @@ def read_views(inv: Inventory, names: list[str], workers: int) -> list[RepoView]
         except errors.NotFound:
             return name, tag, None  # deleted since the listing
         inv.cache.setdefault(manifest.digest, manifest)
+        if times is not None and manifest.config and not manifest.is_index \
+                and manifest.config.digest not in times.by_config:
+            times.by_config.setdefault(manifest.config.digest, times.config(name, manifest.config.digest))
         return name, tag, manifest.digest
 
     with ThreadPoolExecutor(workers) as pool:
@@ -135,8 +156,8 @@ def evaluate(inv: Inventory, policy: dict[str, Any], now: datetime, workers: int
     names = policies.select(policy, inv.repositories())
     times = times or CreationTimes(inv.client, workers)
 
-    views = read_views(inv, names, workers)
-    times.read(views)
+    views = read_views(inv, names, workers, times)  # image configs read along with each tag's manifest
+    times.read(views)  # the rest: children of indexes, untagged manifests
     rules = policies.rules(policy)
     result = PolicyPlan(Plan([]))
     for v in views:

@@ -23,7 +23,8 @@ def run(window: Window, job: dict[str, Any], root: str) -> None:
     window.inventory = None  # until this job's changes are known to be complete
     times = getattr(window, "creation_times", None)
     if times is None:
-        times = window.creation_times = CreationTimes(ctx.client, ctx.settings.policy_read_concurrency)  # type: ignore[attr-defined]
+        times = window.creation_times = CreationTimes(  # type: ignore[attr-defined]
+            ctx.client, ctx.settings.policy_read_concurrency, ctx.conn, ctx.keys.prefix)
     with window.step([job], "delete") as out:
         planned = evaluate(inventory, request["policy"], datetime.now(timezone.utc),
                            ctx.settings.policy_read_concurrency, times)
