@@ -42,7 +42,7 @@ class Settings:
     # Retention policies kept in git: a YAML file, read-only through the API.
     policies_file: str | None = None
     # Parallel registry reads when a policy reads tags, manifests and image configs.
-    policy_read_concurrency: int = 8
+    policy_read_concurrency: int = 16
 
     @property
     def registry_host(self) -> str:
