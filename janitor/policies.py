@@ -168,9 +168,10 @@ class PolicyStore:
                 self._file_cache = (mtime, load_file(self.policies_file))
             return self._file_cache[1]
 
-    def all(self) -> list[dict[str, Any]]:
+    def all(self, with_file: bool = True) -> list[dict[str, Any]]:
         found = {k.decode(): {**json.loads(v), "source": "api"} for k, v in self.conn.hgetall(self.key).items()}
-        found.update(self.file_policies())
+        if with_file:
+            found.update(self.file_policies())
         return [found[n] for n in sorted(found)]
 
     def get(self, name: str) -> dict[str, Any]:

@@ -61,7 +61,13 @@ def tick(settings: Settings, conn: redis.Redis) -> list[str]:
     schedule = scheduler(queue, settings.registry_host)
     current = datetime.now(timezone.utc)
     runs = []
-    for policy in store.all():
+    try:
+        every = store.all()
+    except (errors.InvalidPolicy, OSError) as exc:
+        # A broken POLICIES_FILE must not stop the API's policies: they still fire, and the log says why.
+        log.error("POLICIES_FILE unreadable, its policies skipped: %s", getattr(exc, "message", exc))
+        every = store.all(with_file=False)
+    for policy in every:
         if not policy.get("schedule") or not policy.get("enabled"):
             continue
         due = _parse(store.state(policy["name"]).get("next_run"))
