@@ -14,6 +14,10 @@ COPY pyproject.toml README.md ./
 COPY janitor ./janitor
 COPY service ./service
 COPY worker ./worker
+COPY cli ./cli
+# Read by gunicorn from the working directory: metrics across workers, JSON logs with LOG_FORMAT=json, and
+# JSON answers for the errors gunicorn sends itself.
+COPY gunicorn.conf.py ./
 RUN pip install . \
     && useradd --system --uid 10001 --no-create-home --shell /usr/sbin/nologin janitor
 

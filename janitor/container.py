@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import posixpath
+import shlex
 import tarfile
 from dataclasses import dataclass
 from typing import Any
@@ -15,8 +16,38 @@ from docker.models.containers import Container
 
 from janitor import errors
 
-# Where the official images keep their config, newest first; used only when the command does not name one.
-KNOWN_CONFIG_PATHS = ("/etc/distribution/config.yml", "/etc/docker/registry/config.yml")
+_CONFIG_SUFFIXES = (".yml", ".yaml")
+
+
+def command_of(attrs: dict[str, Any]) -> list[str]:
+    """The argv the container runs: entrypoint (Path) then its arguments."""
+    return [attrs.get("Path") or "", *(attrs.get("Args") or [])]
+
+
+def env_of(attrs: dict[str, Any]) -> dict[str, str]:
+    pairs = (attrs.get("Config") or {}).get("Env") or []
+    return dict(e.split("=", 1) for e in pairs if "=" in e)
+
+
+def config_path_from(argv: list[str], env: dict[str, str]) -> str | None:
+    """Distribution's rule (`registry serve [path]`): a path argument wins, else REGISTRY_CONFIGURATION_PATH.
+    The official entrypoints turn `<path>.yml` as first argument into `registry serve <path>.yml`; a shell
+    wrapper (`sh -c "registry serve ..."`) is split like a shell would. None when nothing names a file."""
+    words: list[str] = []
+    for arg in argv:
+        try:
+            words.extend(shlex.split(arg) if any(c.isspace() for c in arg) else [arg])
+        except ValueError:
+            words.append(arg)
+    from_env = env.get("REGISTRY_CONFIGURATION_PATH") or None
+    if "serve" in words:
+        after = [w for w in words[words.index("serve") + 1:] if not w.startswith("-")]
+        return after[0] if after and not after[0].startswith(("&", ";", "|")) else from_env
+    for word in words[1:]:
+        if word.endswith(_CONFIG_SUFFIXES):
+            return word
+    return from_env
+
 
 
 @dataclass(frozen=True)
@@ -59,24 +90,29 @@ class RegistryContainer:
 
     def env(self) -> dict[str, str]:
         """The container's environment: distribution lets REGISTRY_* variables override its config file."""
-        pairs = self.get().attrs["Config"].get("Env") or []
-        return dict(e.split("=", 1) for e in pairs if "=" in e)
+        return env_of(self.get().attrs)
 
     def read_yaml(self, path: str) -> dict[str, Any]:
         loaded = yaml.safe_load(self.read_file(path))
         return loaded if isinstance(loaded, dict) else {}
 
+    def attrs(self) -> dict[str, Any]:
+        """The container as `docker inspect` shows it: command, environment, mounts."""
+        return self.get().attrs
+
     def config_path(self) -> str:
-        """The config file the registry was started with, read from the container's command."""
-        c = self.get()
-        argv = [c.attrs.get("Path") or "", *(c.attrs.get("Args") or [])]
-        for arg in reversed(argv):
-            if arg.endswith((".yml", ".yaml")):
-                return arg
-        for path in KNOWN_CONFIG_PATHS:
-            if self.exists(path):
-                return path
-        raise errors.ContainerError(f"cannot tell which config file container {self.name!r} runs with")
+        """The config file the registry reads, found the way distribution finds it."""
+        attrs = self.attrs()
+        path = config_path_from(command_of(attrs), env_of(attrs))
+        if path is None:
+            raise errors.ConfigPathUnknown(
+                f"cannot tell which config file container {self.name!r} runs with: its command names none and "
+                "REGISTRY_CONFIGURATION_PATH is not in its environment. Start it as `registry serve <path>` or set "
+                "REGISTRY_CONFIGURATION_PATH", container=self.name)
+        if not self.exists(path):
+            raise errors.ConfigPathUnknown(
+                f"container {self.name!r} is started with config {path}, which does not exist in it", path=path)
+        return path
 
     def exec(self, argv: list[str]) -> ExecResult:
         c = self.get()
@@ -86,6 +122,8 @@ class RegistryContainer:
             code, (out, err) = c.exec_run(argv, demux=True)
         except docker.errors.APIError as exc:
             raise errors.ContainerError(f"exec in {self.name!r} failed: {exc.explanation or exc}") from exc
+        except OSError as exc:  # the engine went away mid-call (requests' errors are OSErrors)
+            raise _unreachable(exc) from exc
         return ExecResult(code if code is not None else -1, (out or b"").decode(errors="replace"), (err or b"").decode(errors="replace"))
 
     def exists(self, path: str) -> bool:
@@ -93,14 +131,23 @@ class RegistryContainer:
             self.get().get_archive(path)
         except docker.errors.NotFound:
             return False
+        except docker.errors.APIError:
+            raise
+        except OSError as exc:
+            raise _unreachable(exc) from exc
         return True
 
     def read_file(self, path: str) -> bytes:
         try:
             stream, _ = self.get().get_archive(path)
+            data = b"".join(stream)
         except docker.errors.NotFound as exc:
             raise errors.ContainerError(f"{path} not found in container {self.name!r}") from exc
-        with tarfile.open(fileobj=io.BytesIO(b"".join(stream))) as tar:
+        except docker.errors.APIError:
+            raise
+        except OSError as exc:
+            raise _unreachable(exc) from exc
+        with tarfile.open(fileobj=io.BytesIO(data)) as tar:
             member = tar.next()
             extracted = tar.extractfile(member) if member else None
             if extracted is None:
@@ -117,6 +164,8 @@ class RegistryContainer:
             ok = self.get().put_archive(posixpath.dirname(path), buf.getvalue())
         except docker.errors.APIError as exc:
             raise errors.ContainerError(f"cannot write {path} in container {self.name!r}: {exc.explanation or exc}") from exc
+        except OSError as exc:
+            raise _unreachable(exc) from exc
         if not ok:
             raise errors.ContainerError(f"cannot write {path} in container {self.name!r}")
 
@@ -129,3 +178,9 @@ class RegistryContainer:
                 c.start()
         except docker.errors.APIError as exc:
             raise errors.ContainerError(f"cannot restart {self.name!r}: {exc.explanation or exc}") from exc
+        except OSError as exc:
+            raise _unreachable(exc) from exc
+
+
+def _unreachable(exc: Exception) -> errors.DockerUnavailable:
+    return errors.DockerUnavailable(f"Docker engine unreachable: {exc}")

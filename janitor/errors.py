@@ -94,6 +94,109 @@ class LockLost(JanitorError):
     code = "LOCK_LOST"
 
 
+class FenceNotEffective(JanitorError):
+    """The config says read-only but the registry still accepts writes: GC must not run."""
+
+    code = "FENCE_NOT_EFFECTIVE"
+
+
+class RegistryNotWritable(JanitorError):
+    """After the window the registry still refuses writes."""
+
+    code = "REGISTRY_NOT_WRITABLE"
+
+
+class GcTimeout(GarbageCollectFailed):
+    """garbage-collect ran past JANITOR_GC_TIMEOUT and was stopped."""
+
+    code = "GC_TIMEOUT"
+
+
+class WindowTimeout(JanitorError):
+    """The window ran past JANITOR_MAX_WINDOW; what was left of it was skipped."""
+
+    code = "WINDOW_TIMEOUT"
+
+
+class IntegrityBroken(JanitorError):
+    """After the window, a tagged image is missing a manifest or blob: result.integrity lists them."""
+
+    code = "INTEGRITY_BROKEN"
+
+
+# -- preflight: deployments the write fence cannot work around (janitor/preflight.py) ---------------
+
+
+class PreflightFailed(ContainerError):
+    """The registry's deployment defeats the fence; nothing was deleted. The message names the cause and
+    the fix."""
+
+    code = "PREFLIGHT_FAILED"
+
+
+class ConfigPathUnknown(PreflightFailed):
+    code = "REGISTRY_CONFIG_UNKNOWN"
+
+
+class EnvOverridesMaintenance(PreflightFailed):
+    code = "REGISTRY_ENV_OVERRIDES_MAINTENANCE"
+
+
+class EnvOverridesStorage(PreflightFailed):
+    code = "REGISTRY_ENV_OVERRIDES_STORAGE"
+
+
+class ConfigReadOnly(PreflightFailed):
+    code = "REGISTRY_CONFIG_READ_ONLY"
+
+
+class ConfigFileMount(PreflightFailed):
+    code = "REGISTRY_CONFIG_FILE_MOUNT"
+
+
+class StorageAccessRequired(JanitorError):
+    """The request needs to read the registry's storage, which its storage driver does not allow."""
+
+    code = "STORAGE_ACCESS_REQUIRED"
+
+
+class RegistryResponseTooLarge(RegistryError):
+    code = "REGISTRY_RESPONSE_TOO_LARGE"
+
+
+class StorageCommandFailed(ContainerError):
+    code = "STORAGE_COMMAND_FAILED"
+
+
+class StoragePathRefused(JanitorError, ValueError):
+    """A name or digest that must never become a storage path (janitor/layout.py)."""
+
+    code = "STORAGE_PATH_REFUSED"
+
+
+# Codes sent without a class of their own: a job its window's recovery ended (INTERRUPTED), and the
+# readiness checks of /readyz. service/errors.py ERROR_CODES adds them to every class's code.
+OTHER_CODES = ("INTERRUPTED", "NO_WORKER", "REGISTRY_CONTAINER_NOT_RUNNING", "UNKNOWN")
+
+
+class Forbidden(JanitorError):
+    """The token is valid but lacks the scope this needs (or may not approve its own request)."""
+
+    code = "FORBIDDEN"
+
+
+class NotAwaitingApproval(Conflict):
+    code = "JOB_NOT_AWAITING_APPROVAL"
+
+
+class ApprovalExpired(Conflict):
+    code = "APPROVAL_EXPIRED"
+
+
+class JobNotCancellable(Conflict):
+    code = "JOB_NOT_CANCELLABLE"
+
+
 class InvalidPolicy(JanitorError):
     """A policy field that cannot be used; details name each field and what is wrong with it."""
 

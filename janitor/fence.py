@@ -2,13 +2,18 @@
 
 Distribution has no runtime switch, so the fence rewrites the config the container was started with
 (storage.maintenance.readonly.enabled) and restarts it. The original is kept byte for byte next to it in
-the container, and the fenced config starts with a marker, so any later worker can tell a fence left by a
-crash and undo it without Redis.
+the container, and the fenced config starts with a marker naming the window and lease that set it, so any
+later worker can tell a fence left by a crash and undo it without Redis, and a window never undoes a fence
+that is not its own.
+
+Rewriting the file proves nothing on its own (the environment can override it): janitor/probe.py checks
+that writes are really refused, and really accepted again.
 """
 
 from __future__ import annotations
 
 import copy
+import re
 import time
 
 import requests
@@ -17,18 +22,31 @@ import yaml
 from janitor import errors
 from janitor.container import RegistryContainer
 
-MARKER = b"# registry-janitor: read-only for maintenance; the original is in "
+MARKER = b"# registry-janitor: read-only for maintenance"
 BACKUP_SUFFIX = ".janitor-original"
+_MARKER_LINE = re.compile(rb"^# registry-janitor: read-only for maintenance(?: by (\S+))?;")
 
 
-def readonly_config(original: bytes, backup_path: str) -> bytes:
+def readonly_config(original: bytes, backup_path: str, owner: str = "") -> bytes:
+    """The original config with writes refused, behind a marker line that names its owner and the backup."""
     config = copy.deepcopy(yaml.safe_load(original) or {})
     storage = config.setdefault("storage", {}) or {}
     config["storage"] = storage
     maintenance = storage.get("maintenance") or {}
     maintenance["readonly"] = {"enabled": True}
     storage["maintenance"] = maintenance
-    return MARKER + backup_path.encode() + b"\n" + yaml.safe_dump(config, sort_keys=False).encode()
+    by = f" by {owner}" if owner else ""
+    return MARKER + f"{by}; the original is in {backup_path}\n".encode() + \
+        yaml.safe_dump(config, sort_keys=False).encode()
+
+
+def marker_owner(config: bytes) -> str | None:
+    """Who fenced this config: the owner named in its marker, "" for a marker without one (an older
+    version), None when the config is not fenced."""
+    match = _MARKER_LINE.match(config)
+    if not match:
+        return None
+    return match.group(1).decode() if match.group(1) else ""
 
 
 def wait_ready(registry_url: str, timeout: float) -> float:
@@ -46,50 +64,49 @@ def wait_ready(registry_url: str, timeout: float) -> float:
 
 
 class WriteFence:
+    """The config file and the restart. Ownership and probes are janitor/guard.py's business."""
+
     def __init__(self, container: RegistryContainer, registry_url: str, stop_timeout: int, ready_timeout: float) -> None:
         self.container = container
         self.registry_url = registry_url
         self.stop_timeout = stop_timeout
         self.ready_timeout = ready_timeout
 
-    def _restart(self) -> float:
+    def restart(self) -> float:
+        """Restart (or start, after a kill) the registry; seconds until it answers."""
         self.container.restart(self.stop_timeout)
         return wait_ready(self.registry_url, self.ready_timeout)
 
-    def close(self, config_path: str) -> float:
+    def close(self, config_path: str, owner: str = "") -> float:
         """Refuse writes: save the config, write the read-only one, restart. Returns seconds to ready."""
         original = self.container.read_file(config_path)
-        if original.startswith(MARKER):
+        if marker_owner(original) is not None:
             raise errors.ContainerError("the registry is already fenced by an earlier window; recover it first")
         backup = config_path + BACKUP_SUFFIX
         self.container.write_file(backup, original)
-        self.container.write_file(config_path, readonly_config(original, backup))
-        return self._restart()
+        self.container.write_file(config_path, readonly_config(original, backup, owner))
+        return self.restart()
 
-    def open(self, config_path: str) -> float:
-        """Accept writes again: put the original config back byte for byte, restart (which clears the
-        in-memory blob-descriptor cache). Returns seconds to ready."""
-        backup = config_path + BACKUP_SUFFIX
-        if self.container.read_file(config_path).startswith(MARKER):
-            self.container.write_file(config_path, self.container.read_file(backup))
-        running = self.container.get().status == "running"
-        if running:  # the original is back in place: the backup has served
-            self.container.exec(["rm", "-f", backup])
-        seconds = self._restart()
-        if not running:
-            self.container.exec(["rm", "-f", backup])
-        return seconds
+    def owner(self, config_path: str) -> str | None:
+        """The owner named by the fence in place ("" if unnamed), None when the config is not fenced."""
+        return marker_owner(self.container.read_file(config_path))
+
+    def put_back(self, config_path: str) -> bool:
+        """Write the original config back over a fenced one; the backup stays until writes are proven.
+        False when there was no fence to take down."""
+        if self.owner(config_path) is None:
+            return False
+        self.container.write_file(config_path, self.container.read_file(config_path + BACKUP_SUFFIX))
+        return True
+
+    def drop_backup(self, config_path: str) -> None:
+        """Only once the registry has accepted a write with the original config back."""
+        if self.owner(config_path) is not None:
+            raise errors.ContainerError("refusing to remove the config backup while the config is still fenced")
+        self.container.exec(["rm", "-f", config_path + BACKUP_SUFFIX])
+
+    def has_backup(self, config_path: str) -> bool:
+        return self.container.exists(config_path + BACKUP_SUFFIX)
 
     def left_closed(self, config_path: str) -> bool:
-        return self.container.read_file(config_path).startswith(MARKER)
-
-    def recover(self, config_path: str) -> str | None:
-        """Undo what a window that died left behind; says what it did, or None."""
-        if self.left_closed(config_path):
-            self.open(config_path)
-            return "registry made writable and restarted"
-        if self.container.exists(config_path + BACKUP_SUFFIX):
-            # Died after writing the backup but before fencing, or after unfencing: the config is the original.
-            self.container.exec(["rm", "-f", config_path + BACKUP_SUFFIX])
-            return "stale config backup removed"
-        return None
+        return self.owner(config_path) is not None

@@ -10,7 +10,7 @@ from typing import Any
 
 import redis
 
-from janitor import errors
+from janitor import errors, preflight
 from janitor.container import RegistryContainer
 from janitor.records import Keys, now
 
@@ -25,11 +25,29 @@ def check(container: RegistryContainer) -> dict[str, Any]:
     if status != "running":
         return {"ok": False, "code": "REGISTRY_CONTAINER_NOT_RUNNING",
                 "message": f"registry container {container.name!r} is {status}"}
-    return {"ok": True}
+    return {"ok": True, "storage": storage_check(container)}
+
+
+def storage_check(container: RegistryContainer) -> dict[str, Any]:
+    """What the storage driver allows, and any trap that would fail every window's preflight."""
+    try:
+        report = preflight.inspect(container)
+    except errors.JanitorError as exc:
+        return {"ok": False, "code": exc.code, "message": exc.message}
+    found: dict[str, Any] = {"ok": not report.traps, **report.storage.as_dict()}
+    if report.traps:
+        found.update(code=report.traps[0].code, message=report.traps[0].message)
+    return found
 
 
 def publish(conn: redis.Redis, keys: Keys, container: RegistryContainer) -> None:
     conn.set(keys.heartbeat, json.dumps({**check(container), "at": now()}), px=int(INTERVAL * 3000))
+
+
+def storage(conn: redis.Redis, keys: Keys) -> dict[str, Any] | None:
+    """The storage driver the worker last saw (None when unknown): the API refuses requests it cannot serve."""
+    found = read(conn, keys).get("storage")
+    return found if isinstance(found, dict) and "driver" in found else None
 
 
 def read(conn: redis.Redis, keys: Keys) -> dict[str, Any]:

@@ -11,17 +11,19 @@ from __future__ import annotations
 
 import io
 import json
-import posixpath
-import re
 import tarfile
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 
-from janitor import names
-from janitor.container import RegistryContainer
-from janitor.manifests import OCI_MANIFEST, sha256_digest
+import docker.errors
 
-_LAYER_LINK = re.compile(r"^(\d+) (.+)/repositories/(.+)/_layers/sha256/([a-f0-9]{64})/link$")
+from janitor import errors, names
+from janitor.container import RegistryContainer
+from janitor.layout import Layout
+from janitor.manifests import OCI_MANIFEST, sha256_digest
+from janitor.storage import checked
+
 HOLD_ANNOTATION = "io.registry-janitor.hold"
 
 
@@ -34,16 +36,24 @@ class Hold:
 
 def recent_blobs(container: RegistryContainer, root: str, grace: float, now: float | None = None) -> dict[str, set[str]]:
     """Blobs linked into each repository within the last `grace` seconds (link mtime = upload time)."""
-    repos = f"{root.rstrip('/')}/docker/registry/v2/repositories"
-    result = container.exec(["find", repos, "-path", "*/_layers/sha256/*/link", "-type", "f",
-                             "-exec", "stat", "-c", "%Y %n", "{}", "+"])
+    layout = Layout(root)
+    result = checked(container, ["find", layout.repositories, "-path", "*/_layers/sha256/*/link", "-type", "f",
+                                 "-exec", "stat", "-c", "%Y %n", "{}", "+"])
     cutoff = (now or time.time()) - grace
     found: dict[str, set[str]] = {}
     for line in result.stdout.splitlines():
-        match = _LAYER_LINK.match(line.strip())
-        if match and int(match.group(1)) >= cutoff and names.is_repository(match.group(3)):
-            found.setdefault(match.group(3), set()).add("sha256:" + match.group(4))
+        mtime, _, path = line.strip().partition(" ")
+        parsed = layout.parse_layer_link(path)
+        if parsed and mtime.isdigit() and int(mtime) >= cutoff:
+            found.setdefault(parsed[0], set()).add(parsed[1])
     return found
+
+
+def unreleased(recent: Mapping[str, set[str]], released: Mapping[str, set[str]]) -> dict[str, set[str]]:
+    """What still needs a hold: a blob this window's deletions let go in one repository loses its hold there
+    only. The same blob uploaded into another repository may belong to a push in flight there."""
+    kept = {repo: set(blobs) - set(released.get(repo, ())) for repo, blobs in recent.items()}
+    return {repo: blobs for repo, blobs in kept.items() if blobs}
 
 
 def hold_manifest(blobs: list[str]) -> bytes:
@@ -72,28 +82,80 @@ def place(container: RegistryContainer, root: str, built: list[tuple[Hold, bytes
     """Write the hold manifests into storage in a single archive: their blob and a revision link each."""
     if not built:
         return
+    layout = Layout(root)
     buf = io.BytesIO()
     with tarfile.open(fileobj=buf, mode="w") as tar:
         for hold, body in built:
-            hexd = hold.digest.split(":", 1)[1]
-            _add(tar, f"blobs/sha256/{hexd[:2]}/{hexd}/data", body)
-            _add(tar, f"repositories/{hold.repository}/_manifests/revisions/sha256/{hexd}/link", hold.digest.encode())
-    container.get().put_archive(f"{root.rstrip('/')}/docker/registry/v2", buf.getvalue())
+            _add(tar, layout.rel_blob_data(hold.digest), body)
+            _add(tar, layout.rel_revision_link(hold.repository, hold.digest), hold.digest.encode())
+    checked(container, ["mkdir", "-p", layout.v2], missing_ok=False)
+    try:
+        ok = container.get().put_archive(layout.v2, buf.getvalue())
+    except docker.errors.APIError as exc:
+        raise errors.ContainerError(f"cannot write the holds into {layout.v2}: {exc.explanation or exc}") from exc
+    if not ok:
+        raise errors.ContainerError(f"cannot write the holds into {layout.v2}")
 
 
 def release(container: RegistryContainer, root: str, holds: list[Hold]) -> None:
     """Remove the hold manifests (their revision links and their own blobs)."""
+    if not holds:
+        return
+    layout = Layout(root)
     paths: list[str] = []
     for hold in holds:
-        hexd = hold.digest.split(":", 1)[1]
-        repo_dir = names.repository_dir(root, hold.repository)
-        paths.append(posixpath.join(repo_dir, "_manifests/revisions/sha256", hexd))
-        paths.append(f"{root.rstrip('/')}/docker/registry/v2/blobs/sha256/{hexd[:2]}/{hexd}")
+        paths.append(layout.revision(hold.repository, hold.digest))
+        paths.append(layout.blob(hold.digest))
     for start in range(0, len(paths), 200):
-        container.exec(["rm", "-rf", *paths[start:start + 200]])
+        checked(container, ["rm", "-rf", *paths[start:start + 200]], missing_ok=False)
 
 
 def _add(tar: tarfile.TarFile, name: str, data: bytes) -> None:
     info = tarfile.TarInfo(name)
     info.size, info.mode, info.mtime = len(data), 0o644, int(time.time())
     tar.addfile(info, io.BytesIO(data))
+
+
+# -- the holds record ------------------------------------------------------------------------------
+# Written next to the config before the holds are placed, so whoever comes after a crash can remove them.
+# Read back like any other input: what does not fit the shape or the name grammar is never acted on.
+
+RECORD_SUFFIX = ".janitor-holds"
+
+
+@dataclass(frozen=True)
+class HoldsRecord:
+    owner: str  # the window and lease that placed the holds ("" in a record of an older version)
+    holds: tuple[Hold, ...]
+    rejected: tuple[str, ...] = ()  # why entries (or the whole record) were refused
+
+
+def encode_record(owner: str, holds: list[Hold]) -> bytes:
+    return json.dumps({"owner": owner, "holds": [{"repository": h.repository, "digest": h.digest}
+                                                 for h in holds]}).encode()
+
+
+def decode_record(raw: bytes) -> HoldsRecord:
+    """Never raises: a bad record comes back with no holds and the reasons in `rejected`."""
+    try:
+        data = json.loads(raw)
+    except (ValueError, UnicodeDecodeError) as exc:
+        return HoldsRecord("", (), (f"not JSON: {exc}",))
+    if isinstance(data, list):  # the shape before records named their owner
+        owner, entries = "", data
+    elif isinstance(data, dict) and isinstance(data.get("holds"), list) and isinstance(data.get("owner", ""), str):
+        owner, entries = data.get("owner", ""), data["holds"]
+    else:
+        return HoldsRecord("", (), ("not a holds record: expected {\"owner\": str, \"holds\": [...]}",))
+    good: list[Hold] = []
+    rejected: list[str] = []
+    for i, entry in enumerate(entries):
+        if not isinstance(entry, dict) or set(entry) != {"repository", "digest"}:
+            rejected.append(f"entry {i}: expected {{repository, digest}}, got {str(entry)[:200]!r}")
+        elif not isinstance(entry["repository"], str) or not names.is_repository(entry["repository"]):
+            rejected.append(f"entry {i}: not a repository name: {str(entry['repository'])[:200]!r}")
+        elif not isinstance(entry["digest"], str) or not names.is_digest(entry["digest"]):
+            rejected.append(f"entry {i}: not a sha256 digest: {str(entry['digest'])[:200]!r}")
+        else:
+            good.append(Hold(entry["repository"], entry["digest"], ()))
+    return HoldsRecord(owner, tuple(good), tuple(rejected))

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import posixpath
 import re
 
 _COMPONENT = r"[a-z0-9]+(?:(?:[._]|__|[-]+)[a-z0-9]+)*"
@@ -12,8 +11,21 @@ DIGEST_RE = re.compile(r"^sha256:[a-f0-9]{64}$")
 REPOSITORY_MAX = 255
 
 
+# registry:2 (distribution 2.8) limits the name as docker normalises it, and answers 500 beyond that:
+# "docker.io/library/" goes before a one-component name, "docker.io/" before a name whose first component
+# is not a host (has no "." or ":" and is not localhost). So 237 characters always fit.
+REPOSITORY_ALWAYS_FITS = REPOSITORY_MAX - len("docker.io/library/")
+
+
+def normalized_length(name: str) -> int:
+    first, slash, _ = name.partition("/")
+    if slash and ("." in first or ":" in first or first == "localhost"):
+        return len(name)
+    return len(name) + len("docker.io/" if slash else "docker.io/library/")
+
+
 def is_repository(name: str) -> bool:
-    return len(name) <= REPOSITORY_MAX and REPOSITORY_RE.match(name) is not None
+    return normalized_length(name) <= REPOSITORY_MAX and REPOSITORY_RE.match(name) is not None
 
 
 def is_tag(tag: str) -> bool:
@@ -22,14 +34,3 @@ def is_tag(tag: str) -> bool:
 
 def is_digest(digest: str) -> bool:
     return DIGEST_RE.match(digest) is not None
-
-
-def repository_dir(storage_root: str, name: str) -> str:
-    """Where a repository lives in filesystem storage, refusing any name that could step outside it."""
-    if not is_repository(name):
-        raise ValueError(f"not a repository name: {name!r}")
-    base = posixpath.normpath(posixpath.join(storage_root, "docker/registry/v2/repositories"))
-    path = posixpath.normpath(posixpath.join(base, name))
-    if not path.startswith(base + "/"):
-        raise ValueError(f"repository path escapes storage: {name!r}")
-    return path

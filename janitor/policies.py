@@ -17,11 +17,11 @@ from typing import Any
 import redis
 import yaml
 
-from janitor import errors, pending, retention
+from janitor import approval, errors, pending, retention, webhooks
 from janitor.records import SUCCEEDED, JobStore, Keys, now
 
 FIELDS = ("name", "repositories", "keep_last", "older_than", "delete_tags", "keep_tags", "untagged", "schedule",
-          "enabled")
+          "enabled", "approval")
 NAME_RE = re.compile(r"^[a-z0-9]+(?:-[a-z0-9]+)*$")
 NAME_MAX = 63
 MAX_REPOSITORY_GLOBS = 100
@@ -83,6 +83,8 @@ def validate(data: Any, name: str | None = None) -> dict[str, Any]:
     for field in ("untagged", "enabled"):
         if field in data and not isinstance(data[field], bool):
             bad(field, "must be true or false")
+    if data.get("approval") not in (None, approval.REQUIRED):
+        bad("approval", f"\"{approval.REQUIRED}\" (its scheduled runs wait for approval) or null")
     if problems:
         raise errors.InvalidPolicy("the policy is not valid: see details", **problems)
     return {
@@ -95,6 +97,7 @@ def validate(data: Any, name: str | None = None) -> dict[str, Any]:
         "untagged": bool(data.get("untagged", False)),
         "schedule": data.get("schedule"),
         "enabled": bool(data.get("enabled", True)),
+        "approval": data.get("approval"),
     }
 
 
@@ -247,23 +250,31 @@ class PolicyStore:
 
 def submit_runs(conn: redis.Redis, keys: Keys, jobs: JobStore, store: PolicyStore,
                 runs: list[tuple[dict[str, Any], dict[str, Any]]], repositories: list[str] | None,
-                schedule_window: Callable[[], object]) -> list[dict[str, Any]]:
+                schedule_window: Callable[[], object], requested_by: str | None = None,
+                require_approval: bool = False) -> list[dict[str, Any]]:
     """Record one `policy` job per (policy, request) and queue them for the same window. A policy whose
     globs name no repository is a successful run that changed nothing: it never waits for a window.
-    `repositories` None: the registry could not be listed, so every run goes to the window to be planned."""
+    `repositories` None: the registry could not be listed, so every run goes to the window to be planned.
+    A run waits for approval when its request says `"approval": "required"` (a scheduled run of a policy that
+    sets it), or `require_approval` (JANITOR_REQUIRE_APPROVAL) and it is real; the window plans it, parks it
+    awaiting approval, and once approved carries out no more than was approved."""
     made, queued = [], []
     for policy, request in runs:
-        definition = {k: policy[k] for k in FIELDS}
-        job = jobs.create("policy", {**request, "policy": definition})
-        job["policy"] = policy["name"]
+        request = dict(request)
+        definition = {k: policy.get(k) for k in FIELDS}
+        needs = approval.needed(request, require_approval)
+        request.pop("approval", None)
+        job = jobs.create("policy", {**request, "policy": definition}, requested_by=requested_by,
+                          approval=needs, policy=policy["name"])
         if repositories is not None and not select(policy, repositories):
             job.update(status=SUCCEEDED, started_at=now(), finished_at=now(), result={
                 "plan": {"repositories": [], "tags": [], "manifests": [], "bytes": 0},
                 "planned": {"blobs": 0, "bytes": 0}, "changed": False,
                 "note": "the policy's globs name no repository: nothing to do, no window"})
+            job["summary"] = webhooks.summary(job)
+            jobs.save(job)
         else:
             queued.append(job["id"])
-        jobs.save(job)
         store.set_last(policy["name"], job["id"])
         made.append(job)
     if queued:

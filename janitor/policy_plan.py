@@ -1,8 +1,9 @@
 """What a policy would delete on the registry as it is now: per repository, the tags that go (carried out
 exactly like a `tags` deletion, plus `untagged` when asked) and every tag that stays, with its reason.
 
-Registry reads (tags, manifests, image configs) run on a bounded thread pool, so a policy over many
-repositories costs about what listing them through the API does.
+The registry is read like any deletion (janitor/snapshot.py: stored revisions first, then tags, then
+manifests, on a bounded pool); the retention rules (janitor/retention.py) pick the tags, and the deletion
+rules (janitor/rules.py) turn them into a plan that the window carries out like a deletion's.
 """
 
 from __future__ import annotations
@@ -16,8 +17,9 @@ from typing import Any
 
 import redis
 
-from janitor import errors, planner, policies, retention
-from janitor.planner import Inventory, Plan, RepoPlan, RepoView
+from janitor import errors, policies, retention, rules, snapshot
+from janitor.rules import Plan
+from janitor.snapshot import Reader, RepoSnapshot, Snapshot, StorageReader
 
 CREATED_TTL = 30 * 24 * 3600  # creation times by config digest; digests are immutable, this only bounds memory
 
@@ -31,12 +33,20 @@ class PolicyPlan:
     def changes_anything(self) -> bool:
         return self.plan.changes_anything
 
-    def as_dict(self) -> dict[str, Any]:
-        base = self.plan.as_dict()
+    def named(self) -> set[tuple[str, str]]:
+        """(repository, tag) the policy itself decided to delete: like tags a request names, they go even when
+        their manifest stays because a tag pushed since the plan reaches it."""
+        return {(repo, t.name) for repo, d in self.decisions.items() for t in d.delete}
+
+    def as_dict(self, plan: Plan | None = None) -> dict[str, Any]:
+        """The policy's view of `plan` (default its own): per repository the tags deleted and every kept tag
+        with its reason, then what the deletion machinery does, the manifests and the bytes GC frees."""
+        base = (plan or self.plan).as_dict()
         by_repo = {r["repository"]: r for r in base["repositories"]}
         repos = []
         for name, decision in sorted(self.decisions.items()):
-            carried = by_repo.get(name, {"tags": [], "untagged_only": [], "manifests": [], "tags_by_manifest": {}})
+            carried = by_repo.get(name, {"tags": [], "untagged_only": [], "manifests": [], "tags_by_manifest": {},
+                                         "kept_too_young": []})
             repos.append({
                 "repository": name,
                 "delete": [_tag(t) for t in decision.delete],
@@ -45,10 +55,11 @@ class PolicyPlan:
                 "untagged_only": carried["untagged_only"],
                 "manifests": carried["manifests"],
                 "tags_by_manifest": carried["tags_by_manifest"],
+                "kept_too_young": carried.get("kept_too_young", []),
             })
         out: dict[str, Any] = {"repositories": repos, "tags": base["tags"], "manifests": base["manifests"]}
         if "bytes" in base:
-            out.update(blobs=len(base["blobs"]), bytes=base["bytes"])
+            out.update(blobs=base["blobs"], bytes=base["bytes"])
         return out
 
 
@@ -84,95 +95,50 @@ class CreationTimes:
                 self.conn.set(key, policies.iso(created) or "", ex=CREATED_TTL)
         return created
 
-    def read(self, views: Iterable[RepoView]) -> None:
+    def read(self, repos: Iterable[RepoSnapshot]) -> None:
         wanted: dict[str, str] = {}
-        for view in views:
-            for manifest in view.manifests.values():
+        for repo in repos:
+            for manifest in repo.manifests.values():
                 if manifest.config and not manifest.is_index and manifest.config.digest not in self.by_config:
-                    wanted.setdefault(manifest.config.digest, view.name)
+                    wanted.setdefault(manifest.config.digest, repo.name)
+        if not wanted:
+            return
         with ThreadPoolExecutor(self.workers) as pool:
             found = pool.map(lambda item: (item[0], self.config(item[1], item[0])), wanted.items())
             self.by_config.update(found)
 
-    def of(self, view: RepoView, digest: str) -> datetime | None:
+    def of(self, repo: RepoSnapshot, digest: str, seen: frozenset[str] = frozenset()) -> datetime | None:
         """An image's creation time; an index counts its newest child."""
-        manifest = view.manifests.get(digest)
-        if manifest is None:
+        manifest = repo.manifests.get(digest)
+        if manifest is None or digest in seen:
             return None
         if manifest.is_index:
-            times = [t for c in manifest.children if (t := self.of(view, c.digest)) is not None]
+            times = [t for c in manifest.children if (t := self.of(repo, c.digest, seen | {digest})) is not None]
             return max(times, default=None)
         return self.by_config.get(manifest.config.digest) if manifest.config else None
 
 
-def read_views(inv: Inventory, names: list[str], workers: int, times: CreationTimes | None = None) -> list[RepoView]:
-    """The repositories' tags and manifests, read in parallel and left in the inventory for the planner.
-    One GET per tag gives both its digest and its manifest (Inventory.repo would HEAD then GET, one
-    repository at a time), and the image config follows in the same task, so a policy reads what listing
-    the tags through the API reads, with the pool kept busy.
-    TODO(merge): the snapshot module that replaces Inventory reads this in one pass; use it instead."""
-    revisions = inv.revisions()
-    known = inv._views  # noqa: SLF001 - the current Inventory keeps views by name; see the TODO above
-
-    def tag_list(name: str) -> tuple[str, list[str] | None]:
-        try:
-            return name, inv.client.tags(name)
-        except errors.RepositoryNotFound:
-            return name, [] if name in revisions else None  # listed by _catalog, emptied, gone from storage
-
-    def by_tag(item: tuple[str, str]) -> tuple[str, str, str | None]:
-        name, tag = item
-        try:
-            manifest = inv.client.manifest(name, tag)
-        except errors.NotFound:
-            return name, tag, None  # deleted since the listing
-        inv.cache.setdefault(manifest.digest, manifest)
-        if times is not None and manifest.config and not manifest.is_index \
-                and manifest.config.digest not in times.by_config:
-            times.by_config.setdefault(manifest.config.digest, times.config(name, manifest.config.digest))
-        return name, tag, manifest.digest
-
-    with ThreadPoolExecutor(workers) as pool:
-        listed = {n: tags for n, tags in pool.map(tag_list, [n for n in names if n not in known]) if tags is not None}
-        views = {n: RepoView(n, {}, {}) for n in listed}
-        for name, tag, digest in pool.map(by_tag, [(n, t) for n, tags in listed.items() for t in tags]):
-            if digest:
-                views[name].tags[tag] = digest
-        wanted = {(n, d) for n, v in views.items() for d in [*v.tags.values(), *revisions.get(n, ())]}
-        while wanted:  # tagged and stored manifests, then their children, level by level
-            found = list(pool.map(lambda item: (item, inv.manifest(*item)), sorted(wanted)))
-            wanted = set()
-            for (name, digest), manifest in found:
-                if manifest is not None and digest not in views[name].manifests:
-                    views[name].manifests[digest] = manifest
-                    wanted |= {(name, c.digest) for c in manifest.children if c.digest not in views[name].manifests}
-    known.update(views)
-    return [known[n] for n in names if n in known]
+def read(reader: Reader, policy: dict[str, Any], storage: StorageReader | None = None) -> Snapshot:
+    """Every repository the policy's globs name, read as a deletion reads them (storage first)."""
+    return snapshot.read_repositories(reader, lambda every: policies.select(policy, every), storage,
+                                      skip_missing=True)
 
 
-def evaluate(inv: Inventory, policy: dict[str, Any], now: datetime, workers: int,
-             times: CreationTimes | None = None) -> PolicyPlan:
-    """Plan one policy over every repository its globs name."""
-    names = policies.select(policy, inv.repositories())
-    times = times or CreationTimes(inv.client, workers)
-
-    views = read_views(inv, names, workers, times)  # image configs read along with each tag's manifest
-    times.read(views)  # the rest: children of indexes, untagged manifests
-    rules = policies.rules(policy)
+def plan(snap: Snapshot, policy: dict[str, Any], now: datetime, times: CreationTimes,
+         untagged_min_age: float = 0.0) -> PolicyPlan:
+    """Plan one policy on a snapshot: the retention rules pick each repository's tags, the deletion rules
+    (rules.plan_repository, the same as a `tags` + `untagged` request) decide what goes with them."""
+    times.read(snap.repos.values())
+    retain = policies.rules(policy)
     result = PolicyPlan(Plan([]))
-    for v in views:
-        tags = [retention.TagInfo(t, d, times.of(v, d)) for t, d in sorted(v.tags.items())]
-        decision = retention.decide(tags, rules, now)
-        result.decisions[v.name] = decision
-        request: dict[str, Any] = {"repository": v.name, "referrers": True}
-        if decision.delete:
-            request["tags"] = [t.name for t in decision.delete]
-        if policy.get("untagged"):
-            request["untagged"] = True
-        if "tags" in request or "untagged" in request:
-            result.plan.repos.extend(planner.plan_deletion(inv, request).repos)
-        else:
-            result.plan.repos.append(RepoPlan(v.name))
-    if inv.complete:
-        result.plan.blobs_freed = planner._blobs_freed(inv, result.plan)  # across repositories: a blob two share
+    for name in sorted(snap.repos):
+        repo = snap.repos[name]
+        tags = [retention.TagInfo(t, d, times.of(repo, d)) for t, d in sorted(repo.tags.items())]
+        decision = retention.decide(tags, retain, now)
+        result.decisions[name] = decision
+        result.plan.repos.append(rules.plan_repository(
+            repo, tags=[t.name for t in decision.delete], untagged=bool(policy.get("untagged")),
+            untagged_min_age=untagged_min_age, referrers=True))
+    if snap.complete:
+        result.plan.blobs_freed = rules.blobs_freed(snap, result.plan.repos)  # a blob two repositories share stays
     return result

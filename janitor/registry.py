@@ -7,7 +7,7 @@ import re
 import threading
 import time
 from typing import Any
-from urllib.parse import urljoin
+from urllib.parse import urljoin, urlsplit
 
 import requests
 import urllib3
@@ -18,6 +18,41 @@ from janitor.settings import Settings
 
 _CHALLENGE_PARAM = re.compile(r'(\w+)="([^"]*)"')
 _NEXT_LINK = re.compile(r"<([^>]+)>;\s*rel=\"?next\"?")
+_REDIRECTS = (301, 302, 303, 307, 308)
+MAX_REDIRECTS = 5
+# What is read from the registry is bounded: a manifest by distribution's own limit, an image config by ours.
+MANIFEST_LIMIT = 4 * 1024 * 1024
+CONFIG_LIMIT = 8 * 1024 * 1024
+LIST_LIMIT = 16 * 1024 * 1024  # one page of _catalog or tags/list
+
+
+def origin(url: str) -> tuple[str, str, int]:
+    """scheme, host, port (the default one when absent): credentials go to one origin, not one host name."""
+    parts = urlsplit(url)
+    scheme = parts.scheme.lower()
+    try:
+        port = parts.port
+    except ValueError:
+        port = None
+    return scheme, (parts.hostname or "").lower(), port or {"http": 80, "https": 443}.get(scheme, 0)
+
+
+def read_bounded(resp: requests.Response, limit: int, what: str) -> bytes:
+    """The body, read in chunks and abandoned past `limit` bytes, whatever Content-Length claims."""
+    declared = resp.headers.get("Content-Length", "")
+    if declared.isdigit() and int(declared) > limit:
+        resp.close()
+        raise errors.RegistryResponseTooLarge(
+            f"{what} is {int(declared)} bytes, more than the {limit} bytes the janitor reads", limit=limit,
+            size=int(declared))
+    body = bytearray()
+    for chunk in resp.iter_content(64 * 1024):
+        body += chunk
+        if len(body) > limit:
+            resp.close()
+            raise errors.RegistryResponseTooLarge(
+                f"{what} is larger than the {limit} bytes the janitor reads; stopped reading", limit=limit)
+    return bytes(body)
 
 
 def _retryable(method: str, exc: requests.ConnectionError) -> bool:
@@ -47,6 +82,7 @@ class RegistryClient:
         retry_seconds: float = 10.0,
     ) -> None:
         self.base_url = base_url.rstrip("/")
+        self.origin = origin(self.base_url)
         self.retry_seconds = retry_seconds
         self.username = username
         self.password = password
@@ -63,7 +99,10 @@ class RegistryClient:
 
     # -- transport -------------------------------------------------------------------------------
 
-    def _auth_headers(self, scope: str) -> dict[str, str]:
+    def _auth_headers(self, scope: str, url: str) -> dict[str, str]:
+        """Credentials for the registry's own origin only: never for a Location or Link elsewhere."""
+        if origin(url) != self.origin:
+            return {}
         with self._lock:
             token = self._tokens.get(scope)
             basic = self._basic
@@ -84,13 +123,17 @@ class RegistryClient:
         if kind.lower() != "bearer":
             raise errors.RegistryAuthFailed(f"unsupported registry auth challenge: {challenge}")
         values = dict(_CHALLENGE_PARAM.findall(params))
+        realm = values.get("realm", "")
+        if urlsplit(realm).scheme.lower() not in ("http", "https") or not urlsplit(realm).hostname:
+            raise errors.RegistryAuthFailed(f"the registry's token challenge names no usable realm: {realm!r}")
         # Several scopes come space-separated in one challenge; the token protocol wants one parameter each.
         query = [("service", values["service"])] if values.get("service") else []
         query += [("scope", one) for one in values.get("scope", "").split() if one]
         auth = (self.username, self.password or "") if self.username is not None else None
         try:
-            resp = self.session.get(values["realm"], params=query, auth=auth, timeout=self.timeout)
-        except (KeyError, requests.RequestException) as exc:
+            # The realm the registry names gets the credentials; a redirect from it does not.
+            resp = self.session.get(realm, params=query, auth=auth, timeout=self.timeout, allow_redirects=False)
+        except requests.RequestException as exc:
             raise errors.RegistryUnavailable(f"token service unreachable: {exc}") from exc
         if resp.status_code != 200:
             raise errors.RegistryAuthFailed(f"token service refused credentials ({resp.status_code})")
@@ -115,10 +158,14 @@ class RegistryClient:
         **kwargs: Any,
     ) -> requests.Response:
         """Send one request; authenticate once on 401; map transport failures to RegistryUnavailable."""
-        url = path if path.startswith("http") else f"{self.base_url}{path}"
+        url = path if path.startswith(("http://", "https://")) else f"{self.base_url}{path}"
         for attempt in range(2):
-            resp = self._send(method, url, headers={**(headers or {}), **self._auth_headers(scope)}, **kwargs)
+            resp, final = self._follow(method, url, scope, headers or {}, **kwargs)
             if resp.status_code == 401 and attempt == 0 and "WWW-Authenticate" in resp.headers:
+                resp.close()
+                if origin(final) != self.origin:
+                    raise errors.RegistryAuthFailed(
+                        f"{final} (not the registry's origin) asked for credentials; none were sent")
                 self._authenticate(resp.headers["WWW-Authenticate"], scope)
                 continue
             break
@@ -130,6 +177,22 @@ class RegistryClient:
             raise errors.RegistryUnavailable(f"registry answered {resp.status_code} to {method} {path}",
                                              status=resp.status_code)
         raise _mapped(resp, method, path)
+
+    def _follow(self, method: str, url: str, scope: str, headers: dict[str, str],
+                **kwargs: Any) -> tuple[requests.Response, str]:
+        """Redirects followed here, not by requests, so each hop gets credentials only on the registry's origin.
+        Returns the response and the URL that answered."""
+        for _ in range(MAX_REDIRECTS + 1):
+            resp = self._send(method, url, headers={**headers, **self._auth_headers(scope, url)},
+                              allow_redirects=False, **kwargs)
+            if resp.status_code not in _REDIRECTS or "Location" not in resp.headers:
+                return resp, url
+            resp.close()
+            url = urljoin(url, resp.headers["Location"])
+            if resp.status_code == 303 or (resp.status_code in (301, 302) and method not in ("GET", "HEAD")):
+                method = "GET"
+                kwargs.pop("data", None)
+        raise errors.RegistryError(f"more than {MAX_REDIRECTS} redirects from the registry ({url})")
 
     def _send(self, method: str, url: str, **kwargs: Any) -> requests.Response:
         """One request, retried while the registry is briefly away (a maintenance restart takes about a
@@ -154,8 +217,8 @@ class RegistryClient:
         names: list[str] = []
         url: str | None = f"/v2/_catalog?n={page_size}"
         while url:
-            resp = self.request("GET", url, scope="registry:catalog:*")
-            names.extend(resp.json().get("repositories") or [])
+            resp = self.request("GET", url, scope="registry:catalog:*", stream=True)
+            names.extend(_json_page(resp, "the catalog").get("repositories") or [])
             url = self._next(resp)
         return names
 
@@ -164,8 +227,8 @@ class RegistryClient:
         tags: list[str] = []
         url: str | None = f"/v2/{repository}/tags/list?n=1000"
         while url:
-            resp = self.request("GET", url, scope=f"repository:{repository}:pull")
-            tags.extend(resp.json().get("tags") or [])
+            resp = self.request("GET", url, scope=f"repository:{repository}:pull", stream=True)
+            tags.extend(_json_page(resp, f"the tag list of {repository}").get("tags") or [])
             url = self._next(resp)
         return tags
 
@@ -187,17 +250,21 @@ class RegistryClient:
     def manifest(self, repository: str, reference: str) -> Manifest:
         resp = self.request(
             "GET", f"/v2/{repository}/manifests/{reference}", scope=f"repository:{repository}:pull",
-            headers={"Accept": ACCEPT},
+            headers={"Accept": ACCEPT}, stream=True,
         )
-        digest = resp.headers.get("Docker-Content-Digest") or sha256_digest(resp.content)
+        content = read_bounded(resp, MANIFEST_LIMIT, f"manifest {repository}@{reference}")
+        digest = resp.headers.get("Docker-Content-Digest") or sha256_digest(content)
         try:
-            return parse(resp.content, resp.headers.get("Content-Type"), digest)
+            return parse(content, resp.headers.get("Content-Type"), digest)
         except (ValueError, KeyError, TypeError, AttributeError) as exc:
             raise errors.RegistryError(f"manifest {repository}@{reference} is unreadable ({exc}): storage may be "
                                        "damaged", repository=repository, reference=reference) from exc
 
-    def blob(self, repository: str, digest: str) -> bytes:
-        return self.request("GET", f"/v2/{repository}/blobs/{digest}", scope=f"repository:{repository}:pull").content
+    def blob(self, repository: str, digest: str, limit: int = CONFIG_LIMIT) -> bytes:
+        """A small blob (an image config), read streamed and abandoned past `limit` bytes."""
+        resp = self.request("GET", f"/v2/{repository}/blobs/{digest}", scope=f"repository:{repository}:pull",
+                            stream=True)
+        return read_bounded(resp, limit, f"blob {repository}@{digest}")
 
     def blob_exists(self, repository: str, digest: str) -> bool:
         try:
@@ -237,6 +304,14 @@ class RegistryClient:
             headers={"Content-Type": "application/octet-stream"}, data=data,
         )
         return digest
+
+
+def _json_page(resp: requests.Response, what: str) -> dict[str, Any]:
+    try:
+        body = json.loads(read_bounded(resp, LIST_LIMIT, what))
+    except ValueError as exc:
+        raise errors.RegistryError(f"{what} is not JSON: {exc}") from exc
+    return body if isinstance(body, dict) else {}
 
 
 def _mapped(resp: requests.Response, method: str, path: str) -> errors.JanitorError:

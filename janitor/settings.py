@@ -8,9 +8,20 @@ from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 
+def _bool(env: Mapping[str, str], name: str) -> bool:
+    return env.get(name, "").strip().lower() in ("1", "true", "yes", "on")
+
+
 def _float(env: Mapping[str, str], name: str, default: float) -> float:
     raw = env.get(name, "").strip()
     return float(raw) if raw else default
+
+
+def _log_format(raw: str) -> str:
+    fmt = raw.strip().lower() or "text"
+    if fmt not in ("text", "json"):
+        raise ValueError(f"LOG_FORMAT must be text or json, not {raw!r}")
+    return fmt
 
 
 @dataclass(frozen=True)
@@ -43,6 +54,29 @@ class Settings:
     policies_file: str | None = None
     # Parallel registry reads when a policy reads tags, manifests and image configs.
     policy_read_concurrency: int = 16
+    # `untagged` never deletes a manifest pushed (revision link written) less than this many seconds ago, nor
+    # what it uses: a manifest pushed by digest may still be getting its tag, or an index its children.
+    untagged_min_age: float = 3600.0
+    # Longest a maintenance window may run before its remaining steps are skipped and writes come back on.
+    max_window: float = 4 * 3600.0
+    # Longest `registry garbage-collect` may run before it is stopped (never past the window's end).
+    gc_timeout: float = 2 * 3600.0
+    # "text" or "json" (one JSON object per line, with request_id, job_id and window_id where they apply).
+    log_format: str = "text"
+    # When set, GET /metrics needs `Authorization: Bearer <metrics_token>`.
+    metrics_token: str | None = None
+    # Named tokens with scopes (YAML), re-read when it changes; bare API_TOKENS stay admin.
+    api_tokens_file: str | None = None
+    # Every real (non-dry) deletion and policy run waits for approval.
+    require_approval: bool = False
+    # A job awaiting approval this long ends as expired.
+    approval_ttl: float = 24 * 3600.0
+    # Receivers of job events, and the secret their HMAC-SHA256 signature is made with.
+    webhook_urls: tuple[str, ...] = ()
+    webhook_secret: str | None = None
+    webhook_timeout: float = 10.0
+    # Seconds between delivery attempts after a failure; one retry per entry.
+    webhook_retry_intervals: tuple[int, ...] = (5, 30, 120, 600, 1800)
 
     @property
     def registry_host(self) -> str:
@@ -73,4 +107,18 @@ class Settings:
             max_body_bytes=int(_float(env, "JANITOR_MAX_BODY_BYTES", d.max_body_bytes)),
             policies_file=env.get("POLICIES_FILE") or None,
             policy_read_concurrency=max(1, int(_float(env, "JANITOR_POLICY_CONCURRENCY", d.policy_read_concurrency))),
+            untagged_min_age=_float(env, "JANITOR_UNTAGGED_MIN_AGE", d.untagged_min_age),
+            max_window=_float(env, "JANITOR_MAX_WINDOW", d.max_window),
+            gc_timeout=_float(env, "JANITOR_GC_TIMEOUT", d.gc_timeout),
+            log_format=_log_format(env.get("LOG_FORMAT", d.log_format)),
+            metrics_token=env.get("METRICS_TOKEN") or None,
+            api_tokens_file=env.get("API_TOKENS_FILE") or None,
+            require_approval=_bool(env, "JANITOR_REQUIRE_APPROVAL"),
+            approval_ttl=_float(env, "JANITOR_APPROVAL_TTL", d.approval_ttl),
+            webhook_urls=tuple(u.strip() for u in env.get("WEBHOOK_URLS", "").split(",") if u.strip()),
+            webhook_secret=env.get("WEBHOOK_SECRET") or None,
+            webhook_timeout=_float(env, "WEBHOOK_TIMEOUT", d.webhook_timeout),
+            webhook_retry_intervals=tuple(
+                int(float(x)) for x in env.get("WEBHOOK_RETRY_INTERVALS", "").split(",") if x.strip()
+            ) or d.webhook_retry_intervals,
         )

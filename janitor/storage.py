@@ -1,90 +1,131 @@
 """Reading and tidying the registry's filesystem storage from inside its container (busybox tools only).
 
-Every path is built from the storage root and a validated repository name, never from raw input.
+Every path comes from janitor.layout, which validates each name and digest it joins. A command that fails
+stops the step (StorageCommandFailed): an unreadable directory must never pass for an empty one, or GC
+would run without the holds and the plan would miss manifests. The one failure that is not an error is
+"No such file or directory": a directory that does not exist yet (nothing pushed), or an entry that went
+away while `find` walked past it.
 """
 
 from __future__ import annotations
 
 import posixpath
-import re
 
-from janitor import names
-from janitor.container import RegistryContainer
+from janitor import errors
+from janitor.container import ExecResult, RegistryContainer
+from janitor.layout import Layout
 
 DEFAULT_ROOT = "/var/lib/registry"
-_SIZE_LINE = re.compile(r"^(\d+) .*/blobs/sha256/[a-f0-9]{2}/([a-f0-9]{64})/data$")
-_REVISION = re.compile(r"^.*/repositories/(.+)/_manifests/revisions/sha256/([a-f0-9]{64})/link$")
+_MISSING = "No such file or directory"
 
 
 def root(container: RegistryContainer, config_path: str) -> str:
     """The filesystem root the registry stores under (env override first, as distribution reads it)."""
     env = container.env()
     if env.get("REGISTRY_STORAGE_FILESYSTEM_ROOTDIRECTORY"):
-        return env["REGISTRY_STORAGE_FILESYSTEM_ROOTDIRECTORY"].rstrip("/")
+        return env["REGISTRY_STORAGE_FILESYSTEM_ROOTDIRECTORY"].rstrip("/") or "/"
     config = container.read_yaml(config_path)
     fs = (config.get("storage") or {}).get("filesystem") or {}
-    return str(fs.get("rootdirectory") or DEFAULT_ROOT).rstrip("/")
+    return str(fs.get("rootdirectory") or DEFAULT_ROOT).rstrip("/") or "/"
 
 
 def v2(storage_root: str) -> str:
-    return f"{storage_root}/docker/registry/v2"
+    return Layout(storage_root).v2
+
+
+def only_missing(result: ExecResult) -> bool:
+    """The command failed only because paths it was given or walked past do not exist."""
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    return bool(lines) and all(_MISSING in line for line in lines)
+
+
+def checked(container: RegistryContainer, argv: list[str], missing_ok: bool = True) -> ExecResult:
+    """Run a storage command; raise StorageCommandFailed unless it succeeded (or, with missing_ok, failed only
+    on paths that do not exist)."""
+    result = container.exec(argv)
+    if result.exit_code == 0 or (missing_ok and only_missing(result)):
+        return result
+    detail = (result.stderr.strip() or result.stdout.strip())[-1000:]
+    raise errors.StorageCommandFailed(
+        f"storage command `{' '.join(argv[:3])} ...` failed in container {container.name!r} "
+        f"(exit {result.exit_code}): {detail or 'no output'}; nothing was assumed, the step stopped",
+        argv=argv, exit_code=result.exit_code, stderr=result.stderr[-2000:])
 
 
 def blob_sizes(container: RegistryContainer, storage_root: str) -> dict[str, int]:
     """Size of every blob in storage, in one exec, so what GC deletes can be counted in bytes."""
-    result = container.exec(["find", f"{v2(storage_root)}/blobs", "-type", "f", "-name", "data",
-                             "-exec", "stat", "-c", "%s %n", "{}", "+"])
+    layout = Layout(storage_root)
+    result = checked(container, ["find", layout.blobs, "-type", "f", "-name", "data",
+                                 "-exec", "stat", "-c", "%s %n", "{}", "+"])
     sizes: dict[str, int] = {}
     for line in result.stdout.splitlines():
-        match = _SIZE_LINE.match(line.strip())
-        if match:
-            sizes["sha256:" + match.group(2)] = int(match.group(1))
+        size, _, path = line.strip().partition(" ")
+        digest = layout.parse_blob_data(path)
+        if digest and size.isdigit():
+            sizes[digest] = int(size)
     return sizes
 
 
+def revision_times(container: RegistryContainer, storage_root: str) -> tuple[float, dict[str, dict[str, float]]]:
+    """Every stored manifest of every repository with its revision link's mtime (when it was last pushed), and
+    the container's clock at the read, in one exec: ages are then measured on one clock. The registry API
+    cannot list untagged manifests; only its files can."""
+    layout = Layout(storage_root)
+    repos = layout.repositories
+    result = checked(container, ["find", repos, "-path", repos, "-exec", "date", "+%s", ";", "-o", "-type", "f",
+                                 "-path", "*/_manifests/revisions/sha256/*/link", "-exec", "stat", "-c", "%Y %n",
+                                 "{}", "+"])
+    lines = result.stdout.splitlines()
+    read_at = float(lines[0]) if lines and lines[0].strip().isdigit() else 0.0
+    found: dict[str, dict[str, float]] = {}
+    for line in lines[1:]:
+        mtime, _, path = line.strip().partition(" ")
+        parsed = layout.parse_revision_link(path)
+        if parsed and mtime.isdigit():
+            found.setdefault(parsed[0], {})[parsed[1]] = float(mtime)
+    return read_at, found
+
+
 def revisions(container: RegistryContainer, storage_root: str) -> dict[str, set[str]]:
-    """Every stored manifest of every repository, tagged or not: the registry API cannot list untagged ones."""
-    result = container.exec(["find", f"{v2(storage_root)}/repositories", "-type", "f", "-path",
-                             "*/_manifests/revisions/sha256/*/link"])
-    found: dict[str, set[str]] = {}
-    for line in result.stdout.splitlines():
-        match = _REVISION.match(line.strip())
-        if match and names.is_repository(match.group(1)):
-            found.setdefault(match.group(1), set()).add("sha256:" + match.group(2))
-    return found
+    """Every stored manifest of every repository, tagged or not."""
+    return {repo: set(digests) for repo, digests in revision_times(container, storage_root)[1].items()}
 
 
 def remove_empty_blob_dirs(container: RegistryContainer, storage_root: str) -> None:
     """GC leaves empty blobs/sha256/xx/<hex> directories behind; remove them, deepest first."""
+    blobs = Layout(storage_root).blobs
     for depth in ("3", "2"):  # busybox find has no -delete
-        container.exec(["find", f"{v2(storage_root)}/blobs", "-mindepth", depth, "-maxdepth", depth, "-type", "d",
-                        "-empty", "-exec", "rmdir", "{}", "+"])
+        checked(container, ["find", blobs, "-mindepth", depth, "-maxdepth", depth, "-type", "d",
+                            "-empty", "-exec", "rmdir", "{}", "+"])
 
 
 def active_uploads(container: RegistryContainer, storage_root: str, within: float, now: float) -> int:
     """Upload sessions written to within the last `within` seconds: pushes in the middle of a blob."""
-    result = container.exec(["find", f"{v2(storage_root)}/repositories", "-type", "f", "-path", "*/_uploads/*/data",
-                             "-exec", "stat", "-c", "%Y", "{}", "+"])
+    result = checked(container, ["find", Layout(storage_root).repositories, "-type", "f", "-path",
+                                 "*/_uploads/*/data", "-exec", "stat", "-c", "%Y", "{}", "+"])
     return sum(1 for line in result.stdout.split() if line.isdigit() and int(line) >= now - within)
 
 
 def _entries(container: RegistryContainer, path: str) -> list[str]:
-    result = container.exec(["find", path, "-mindepth", "1", "-maxdepth", "1"])
-    return [line for line in result.stdout.splitlines() if line.strip()] if result.exit_code == 0 else []
+    """What a directory holds; [] when it does not exist; StorageCommandFailed when it cannot be read."""
+    result = checked(container, ["find", path, "-mindepth", "1", "-maxdepth", "1"])
+    return [line for line in result.stdout.splitlines() if line.strip()]
 
 
 def remove_repository(container: RegistryContainer, storage_root: str, name: str) -> str | None:
     """Remove an emptied repository's directory (GC never does, so it stays in _catalog). Run it while the
     registry refuses writes. Returns why it was kept, or None when it is gone."""
-    repo_dir = names.repository_dir(storage_root, name)
-    if _entries(container, f"{repo_dir}/_manifests/tags"):
+    layout = Layout(storage_root)
+    repo_dir = layout.repository(name)
+    if _entries(container, layout.tags(name)):
         return "tags were pushed to it after the deletion"
-    if _entries(container, f"{repo_dir}/_uploads"):
+    if _entries(container, layout.uploads(name)):
         return "an upload into it is in flight"
-    container.exec(["rm", "-rf", f"{repo_dir}/_manifests", f"{repo_dir}/_layers", f"{repo_dir}/_uploads"])
+    checked(container, ["rm", "-rf", layout.manifests(name), layout.layers(name), layout.uploads(name)],
+            missing_ok=False)
     # Nested repositories (team/app/sub) live inside team/app: remove only directories left empty.
-    base = posixpath.dirname(names.repository_dir(storage_root, "x"))
+    # rmdir failing is the answer here (not empty), not an error.
     path = repo_dir
-    while path != base and container.exec(["rmdir", path]).exit_code == 0:
+    while path != layout.repositories and container.exec(["rmdir", path]).exit_code == 0:
         path = posixpath.dirname(path)
     return None

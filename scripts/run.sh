@@ -6,8 +6,12 @@
 # - runs the worker (`python -m worker`) in the background and gunicorn in the foreground on
 #   127.0.0.1:${PORT:-8000};
 # - on exit (Ctrl-C, SIGTERM, or either process dying) stops the api, the worker and the private redis.
+# - without REGISTRY_URL, also runs a local registry container for trying things out: deletes enabled, the
+#   image scripts/provision.sh provides, network host on 127.0.0.1:${REGISTRY_PORT:-5000} (a free port if
+#   that one is taken), named ${REGISTRY_CONTAINER:-registry-janitor-registry}. On exit it is stopped, not
+#   removed, so what you pushed is still there next time (`docker rm -f -v <name>` throws it away).
+#   With REGISTRY_URL set, no registry is started.
 # Configuration is the environment: REGISTRY_URL, REGISTRY_CONTAINER, API_TOKENS, ... (see README.md).
-# It does not start a registry.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -67,6 +71,7 @@ fi
 api_pid=""
 worker_pid=""
 redis_pid=""
+local_registry=""  # the container this script started (and stops on exit)
 
 # shellcheck disable=SC2317  # stop and cleanup run from the traps
 stop() {  # stop PID NAME SECONDS: SIGTERM, then SIGKILL to its process group after SECONDS
@@ -90,6 +95,10 @@ cleanup() {
     # A worker in the middle of a maintenance window finishes it first (GC included); if it has to be
     # killed, its next start makes the registry writable again.
     stop "$worker_pid" "worker" 120
+    if [ -n "$local_registry" ]; then
+        log "stopping the local registry container $local_registry (kept, with its data; remove it with: docker rm -f -v $local_registry)"
+        docker stop -t 10 "$local_registry" >/dev/null 2>&1 || true
+    fi
     stop "$redis_pid" "redis-server" 10
 }
 trap cleanup EXIT
@@ -127,7 +136,54 @@ PYEOF
     fi
 fi
 
-# -- 4. Hints about the registry --------------------------------------------------------------------------------
+# -- 4. The registry: a local one when REGISTRY_URL is unset, else hints about the given one -------------------
+LOCAL_LABEL="registry-janitor.local-registry"
+if [ -z "${REGISTRY_URL:-}" ]; then
+    name="${REGISTRY_CONTAINER:-registry-janitor-registry}"
+    command -v docker >/dev/null 2>&1 && docker info >/dev/null 2>&1 || {
+        log "no REGISTRY_URL given, so a local registry would be started, but the Docker engine is not reachable"
+        log "(run scripts/provision.sh as root to install and start it, or set REGISTRY_URL to your registry)"
+        exit 1
+    }
+    if docker container inspect "$name" >/dev/null 2>&1; then
+        # Only ever reuse a container this script made: never take over someone else's.
+        if [ "$(docker container inspect -f "{{index .Config.Labels \"$LOCAL_LABEL\"}}" "$name")" != "1" ]; then
+            log "a container named $name exists and was not started by this script; set REGISTRY_CONTAINER to another name"
+            exit 1
+        fi
+        addr="$(docker container inspect -f '{{range .Config.Env}}{{println .}}{{end}}' "$name" \
+            | sed -n 's/^REGISTRY_HTTP_ADDR=//p')"
+        log "starting the local registry container $name again (on $addr; your earlier pushes are kept)"
+        docker start "$name" >/dev/null
+    else
+        image="$("$ROOT/scripts/provision.sh" | tail -n 1)"
+        registry_port="${REGISTRY_PORT:-5000}"
+        port_free "$registry_port" || registry_port="$(free_port)"
+        addr="127.0.0.1:$registry_port"
+        log "no REGISTRY_URL given: starting a local registry container $name on $addr (image $image, deletes enabled)"
+        docker run -d --name "$name" --network host --label "$LOCAL_LABEL=1" \
+            -e "REGISTRY_HTTP_ADDR=$addr" -e REGISTRY_STORAGE_DELETE_ENABLED=true "$image" >/dev/null
+    fi
+    local_registry="$name"
+    export REGISTRY_URL="http://$addr" REGISTRY_CONTAINER="$name"
+    if ! "$PY" - "$REGISTRY_URL" <<'PYEOF'
+import sys, time
+import requests
+for _ in range(300):
+    try:
+        if requests.get(sys.argv[1] + "/v2/", timeout=1).status_code < 500:
+            sys.exit(0)
+    except requests.RequestException:
+        pass
+    time.sleep(0.1)
+sys.exit(1)
+PYEOF
+    then
+        log "the local registry did not answer on $REGISTRY_URL; see: docker logs $name"
+        exit 1
+    fi
+    log "local registry ready: push with e.g. docker push $addr/team/app:1 (localhost registries need no TLS)"
+fi
 container="${REGISTRY_CONTAINER:-registry}"
 "$PY" - "$container" <<'PYEOF' || true
 import sys

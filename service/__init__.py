@@ -8,7 +8,15 @@ from flask import Flask, request
 from flask_smorest import Api
 
 from janitor.settings import Settings
-from service import auth, docs, errors
+from janitor.tokens import Tokens
+from service import (
+    args,  # noqa: F401  (for its effect: every blueprint reads query strings strictly)
+    audit,
+    auth,
+    docs,
+    errors,
+    openapi,
+)
 from service.state import State
 
 log = logging.getLogger(__name__)
@@ -18,6 +26,11 @@ class JanitorApi(Api):
     """flask-smorest's Api with our error shape for every HTTP error."""
 
     ERROR_SCHEMA = errors.ErrorSchema
+    # Every status is listed per operation (service/openapi.py); a catch-all "default" would hide gaps.
+    DEFAULT_ERROR_RESPONSE_NAME = None
+
+    def _register_pagination_header(self) -> None:
+        """We page in the body, not flask-smorest's X-Pagination header: no dead PaginationMetadata schema."""
 
     def handle_http_exception(self, error):  # type: ignore[no-untyped-def]
         return errors.http_error(error)
@@ -28,8 +41,9 @@ def create_app(settings: Settings | None = None) -> Flask:
     app = Flask(__name__)
     app.config.update(
         API_TITLE="registry-janitor",
-        API_VERSION="1.0.0",
-        OPENAPI_VERSION="3.0.3",
+        API_VERSION=openapi.package_version(),
+        # 3.1: a nullable nested object is anyOf [$ref, {type: null}], which generated clients type correctly.
+        OPENAPI_VERSION="3.1.0",
         OPENAPI_URL_PREFIX="/",
         OPENAPI_JSON_PATH="openapi.json",
         OPENAPI_SWAGGER_UI_PATH="/docs",
@@ -43,7 +57,10 @@ def create_app(settings: Settings | None = None) -> Flask:
         },
     )
     app.extensions["janitor"] = State.build(settings)
-    api = JanitorApi(app)
+    audit.setup()
+    tokens = Tokens(settings.api_tokens, settings.api_tokens_file)  # reports bad token-file entries now
+    api = JanitorApi(app, spec_kwargs={"marshmallow_plugin": openapi.CodesAsOneEnum(),
+                                       "extra_plugins": [openapi.StandardResponses()]})
 
     from service.deletions.routes import blp as deletions
     from service.gc.routes import blp as gc
@@ -54,12 +71,22 @@ def create_app(settings: Settings | None = None) -> Flask:
 
     for blp in (repositories, deletions, jobs, gc, policies):
         api.register_blueprint(blp)
-    app.before_request(lambda: auth.check_token(settings) if request.path.startswith("/v1/") else None)
+    app.before_request(lambda: auth.check(tokens) if request.path.startswith("/v1/") else None)
+    app.after_request(audit.record)
     api.register_blueprint(health)
     app.register_blueprint(docs.blp)
     errors.register(app)
+    from janitor import logs
+    from service import requestlog
+    from service.metrics.routes import register as register_metrics
 
-    if not settings.api_tokens:
+    logs.configure(settings.log_format)
+    register_metrics(app, api)
+    requestlog.install(app)
+
+    if settings.webhook_urls and not settings.webhook_secret:
+        log.warning("WEBHOOK_URLS is set without WEBHOOK_SECRET: deliveries go out unsigned.")
+    if not tokens.enabled:
         log.warning("API_TOKENS is not set: every /v1 endpoint, deletions included, is open to anyone who can "
                     "reach this service. Set API_TOKENS=token1,token2 in production.")
     return app

@@ -18,14 +18,20 @@ log = logging.getLogger(__name__)
 # Most specific first: the first class an error is an instance of decides its status.
 STATUS_BY_ERROR: list[tuple[type[errors.JanitorError], int]] = [
     (errors.NotFound, 404),
+    (errors.Forbidden, 403),
     (errors.Conflict, 409),
     (errors.ConfirmationMismatch, 422),
     (errors.InvalidPolicy, 422),
+    (errors.StorageAccessRequired, 409),
     (errors.RegistryUnavailable, 503),
     (errors.QueueUnavailable, 503),
     (errors.DockerUnavailable, 503),
     (errors.RegistryError, 502),
     (errors.ContainerError, 502),
+    (errors.FenceNotEffective, 502),
+    (errors.RegistryNotWritable, 502),
+    (errors.WindowTimeout, 504),
+    (errors.IntegrityBroken, 500),
 ]
 
 CODE_BY_STATUS = {
@@ -36,18 +42,41 @@ CODE_BY_STATUS = {
     405: "METHOD_NOT_ALLOWED",
     409: "CONFLICT",
     413: "BODY_TOO_LARGE",
+    414: "URI_TOO_LONG",
     415: "UNSUPPORTED_MEDIA_TYPE",
     422: "INVALID_REQUEST",
+    431: "HEADERS_TOO_LARGE",
     500: "INTERNAL_ERROR",
+    501: "NOT_IMPLEMENTED",
     503: "UNAVAILABLE",
 }
+OTHER_HTTP_CODE = "HTTP_ERROR"  # a status with no code above
+
+
+def _domain_codes(cls: type[errors.JanitorError] = errors.JanitorError) -> set[str]:
+    return {cls.code}.union(*(_domain_codes(sub) for sub in cls.__subclasses__()))
+
+
+# Every code the service sends: Error.code, JobError.code and the readiness checks' code are this enum.
+ERROR_CODES = sorted(_domain_codes() | set(CODE_BY_STATUS.values()) | {OTHER_HTTP_CODE} | set(errors.OTHER_CODES))
+
+
+class CodeField(ma.fields.String):
+    """One of ERROR_CODES; the document refers to the one ErrorCode schema (service/openapi.py)."""
+
+
+def code_field(**kw: object) -> ma.fields.String:
+    return CodeField(validate=ma.validate.OneOf(ERROR_CODES), **kw)  # type: ignore[arg-type]
 
 
 class ErrorSchema(ma.Schema):
-    code = ma.fields.String(required=True, metadata={"description": "Machine-readable reason, e.g. TAG_UNKNOWN"})
-    message = ma.fields.String(required=True)
-    status = ma.fields.Integer(required=True)
-    details = ma.fields.Dict(metadata={"description": "Field errors or the names involved"})
+    """The one error shape of every 4xx and 5xx."""
+
+    code = code_field(required=True, metadata={"description": "Machine-readable reason, e.g. TAG_UNKNOWN"})
+    message = ma.fields.String(required=True, metadata={"description": "What went wrong, for people"})
+    status = ma.fields.Integer(required=True, metadata={"description": "The HTTP status, repeated"})
+    details = ma.fields.Dict(required=True, metadata={
+        "description": "Field errors (field -> messages) for 422, else the names involved; may be empty"})
 
 
 def error_response(status: int, code: str, message: str, details: dict[str, Any] | None = None,
@@ -63,11 +92,13 @@ def http_error(error: HTTPException) -> ResponseReturnValue:
     # webargs nests field errors under the location ("json", "query"); flatten one level for clients.
     if isinstance(details, dict) and len(details) == 1 and next(iter(details)) in ("json", "query", "path"):
         details = next(iter(details.values()))
-    code = data.get("code") or CODE_BY_STATUS.get(status, f"HTTP_{status}")
+    code = data.get("code") or CODE_BY_STATUS.get(status, OTHER_HTTP_CODE)
     message = data.get("message") or error.description or error.name
     if status == 422 and details:
         message = "the request is not valid: see details"
-    headers = dict(data.get("headers") or {})
+    # Werkzeug's own headers (Allow on a 405, Retry-After, ...), never its text/html content type.
+    headers = {k: v for k, v in error.get_headers() if k.lower() != "content-type"}
+    headers.update(data.get("headers") or {})
     return error_response(status, code, message, details if isinstance(details, dict) else {"errors": details}, headers)
 
 

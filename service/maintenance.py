@@ -4,16 +4,22 @@ from __future__ import annotations
 
 from typing import Any
 
-from janitor import errors, pending
-from janitor.planner import Inventory, check_request
+from janitor import approval, errors, heartbeat, pending
+from janitor.planner import check_request
+from janitor.preflight import refuse_without_storage
 from service.state import State
 
 # The worker's job, by dotted name: the API never imports the worker.
 WINDOW_JOB = "worker.jobs.run_window"
 
 
-def _enqueue(st: State, kind: str, request: dict[str, Any]) -> dict[str, Any]:
-    job = st.store.create(kind, request)
+def _enqueue(st: State, kind: str, request: dict[str, Any], requested_by: str | None = None,
+             **fields: Any) -> dict[str, Any]:
+    """Record the job and queue it for the next window. `approval`, if any, moves from the request onto the
+    job: such a job is planned in that window and then waits to be approved."""
+    request = dict(request)
+    request.pop("approval", None)
+    job = st.store.create(kind, request, requested_by=requested_by, **fields)
     pending.submit(
         st.conn, st.keys, job["id"],
         lambda: st.queue.enqueue(WINDOW_JOB, st.settings.registry_host, job_timeout=-1, result_ttl=3600),
@@ -21,15 +27,19 @@ def _enqueue(st: State, kind: str, request: dict[str, Any]) -> dict[str, Any]:
     return job
 
 
-def submit_deletion(st: State, request: dict[str, Any]) -> dict[str, Any]:
-    """Unknown names answer 404, a child of a tagged index 409, a wrong confirmation 422: before anything
-    is queued."""
-    check_request(Inventory(st.client), request, st.settings.registry_host)
-    return _enqueue(st, "deletion", request)
+def submit_deletion(st: State, request: dict[str, Any], requested_by: str | None = None) -> dict[str, Any]:
+    """Unknown names answer 404, a child of a tagged index 409, a wrong confirmation 422, a request the storage
+    driver cannot serve 409 (STORAGE_ACCESS_REQUIRED): before anything is queued."""
+    found = heartbeat.storage(st.conn, st.keys)
+    if found is not None:  # unknown (no worker yet): the window refuses it instead
+        refuse_without_storage(request, found)
+    check_request(st.client, request, st.settings.registry_host)
+    return _enqueue(st, "deletion", request, requested_by,
+                    approval=approval.needed(request, st.settings.require_approval))
 
 
-def submit_gc(st: State, request: dict[str, Any]) -> dict[str, Any]:
-    return _enqueue(st, "gc", request)
+def submit_gc(st: State, request: dict[str, Any], requested_by: str | None = None) -> dict[str, Any]:
+    return _enqueue(st, "gc", request, requested_by)
 
 
 def get_job(st: State, job_id: str) -> dict[str, Any]:

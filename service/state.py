@@ -32,7 +32,7 @@ class State:
         return cls(
             settings=settings,
             conn=conn,
-            store=JobStore(conn, settings.job_ttl),
+            store=JobStore(conn, settings.job_ttl, keys),
             keys=keys,
             queue=Queue(keys.queue_name, connection=conn),
             client=client,

@@ -10,7 +10,8 @@ from janitor import names
 def repository(value: str) -> None:
     if not names.is_repository(value):
         raise ma.ValidationError("not a valid repository name: lowercase path components [a-z0-9] joined by "
-                                 "'.', '_', '__' or '-', separated by '/', at most 255 characters")
+                                 "'.', '_', '__' or '-', separated by '/', at most 255 characters counting the 'docker.io/library/' (one component) or "
+                                 "'docker.io/' (first component not a host) the registry puts before it")
 
 
 def tag(value: str) -> None:

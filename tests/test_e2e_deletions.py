@@ -5,12 +5,13 @@ from __future__ import annotations
 import json
 import subprocess
 import tempfile
+from collections.abc import Callable
 
 import pytest
 
 from janitor.manifests import OCI_INDEX, OCI_MANIFEST, sha256_digest
 from tests import images
-from tests.conftest import Stack
+from tests.conftest import Registry, Stack
 
 pytestmark = pytest.mark.e2e
 
@@ -114,7 +115,8 @@ def test_untagging_the_children_of_a_tagged_index_never_breaks_it(stack: Stack) 
     assert stack.registry.revisions()["team/app"] == {idx.digest, amd.digest, arm.digest}
 
 
-def test_untagged_removes_only_what_no_tag_reaches(stack: Stack) -> None:
+def test_untagged_removes_only_what_no_tag_reaches(registry: Registry, make_stack: Callable[..., Stack]) -> None:
+    stack = make_stack(registry, JANITOR_UNTAGGED_MIN_AGE="0")  # everything here was pushed a moment ago
     p = stack.pusher()
     kept = images.image()
     p.image("team/app", kept, "kept")

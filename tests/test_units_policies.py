@@ -138,10 +138,11 @@ GOOD = {"name": "app-builds", "repositories": ["team/*", "tools/ci"], "keep_last
 
 
 def test_the_issue_example_is_valid_and_defaults_fill_in() -> None:
-    assert policies.validate(GOOD) == GOOD
+    assert policies.validate(GOOD) == {**GOOD, "approval": None}
+    assert policies.validate({**GOOD, "approval": "required"})["approval"] == "required"
     assert policies.validate({"name": "x", "repositories": ["a"]}) == {
         "name": "x", "repositories": ["a"], "keep_last": None, "older_than": None, "delete_tags": None,
-        "keep_tags": None, "untagged": False, "schedule": None, "enabled": True}
+        "keep_tags": None, "untagged": False, "schedule": None, "enabled": True, "approval": None}
 
 
 @pytest.mark.parametrize("field,value", [
@@ -155,7 +156,7 @@ def test_the_issue_example_is_valid_and_defaults_fill_in() -> None:
     ("keep_tags", "[z-a]"), ("keep_tags", ["x"]),
     ("untagged", "true"), ("untagged", 1), ("untagged", None),
     ("schedule", "daily"), ("schedule", 15), ("schedule", "60 * * * *"),
-    ("enabled", "yes"), ("enabled", 0),
+    ("enabled", "yes"), ("enabled", 0), ("approval", "yes"), ("approval", True),
 ])
 def test_each_bad_field_is_named(field: str, value: object) -> None:
     with pytest.raises(errors.InvalidPolicy) as caught:

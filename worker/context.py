@@ -25,13 +25,15 @@ class Context:
 
     @classmethod
     def build(cls, settings: Settings, conn: redis.Redis | None = None) -> Context:
-        conn = conn or redis.Redis.from_url(settings.redis_url)
+        # With timeouts: a paused or partitioned Redis makes a record's save fail and retry, not hang the window.
+        conn = conn or redis.Redis.from_url(settings.redis_url, socket_timeout=15, socket_connect_timeout=5)
         container = RegistryContainer(settings.registry_container)
+        keys = Keys(settings.registry_host)
         return cls(
             settings=settings,
             conn=conn,
-            store=JobStore(conn, settings.job_ttl),
-            keys=Keys(settings.registry_host),
+            store=JobStore(conn, settings.job_ttl, keys),
+            keys=keys,
             client=RegistryClient.from_settings(settings),
             container=container,
             fence=WriteFence(container, settings.registry_url, settings.restart_stop_timeout,

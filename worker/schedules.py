@@ -20,6 +20,7 @@ from janitor.settings import Settings
 
 log = logging.getLogger(__name__)
 WINDOW_JOB = "worker.jobs.run_window"
+SCHEDULE = "schedule"  # requested_by of a scheduled run: no token asked for it
 
 
 def scheduler(queue: Queue, registry: str):  # type: ignore[no-untyped-def]
@@ -77,7 +78,8 @@ def tick(settings: Settings, conn: redis.Redis) -> list[str]:
         if due > current + timedelta(seconds=1):
             continue  # not yet: its own moment is on the schedule
         if store.claim(policy["name"], due):
-            runs.append((policy, {"dry_run": False, "trigger": "schedule", "due": policies.iso(due)}))
+            runs.append((policy, {"dry_run": False, "trigger": "schedule", "due": policies.iso(due),
+                                  "approval": policy.get("approval")}))
         store.reschedule(policy, schedule, max(current, due))
     if not runs:
         return []
@@ -87,9 +89,10 @@ def tick(settings: Settings, conn: redis.Redis) -> list[str]:
         log.warning("cannot list repositories before a scheduled run (%s); the window will say why", exc.message)
         repositories = None
     made = policies.submit_runs(
-        conn, keys, JobStore(conn, settings.job_ttl), store, runs,
+        conn, keys, JobStore(conn, settings.job_ttl, keys), store, runs,
         repositories,  # None: unknown, so the window plans (or fails) them
         lambda: queue.enqueue(WINDOW_JOB, settings.registry_host, job_timeout=-1, result_ttl=3600),
+        requested_by=SCHEDULE, require_approval=settings.require_approval,
     )
     return [j["id"] for j in made]
 

@@ -1,51 +1,69 @@
 """One maintenance window: the deletions, then writes refused while GC runs, then writes back on.
 
 Order matters. Deletions need a writable registry. GC must not run while anything is pushed, so the registry
-restarts read-only first; blobs of pushes in flight are held; GC runs only while this window owns the lock;
-then the original config returns and the restart clears the in-memory blob-descriptor cache, so a re-push
-cannot be told "layer already exists" about a blob GC just removed.
+restarts read-only first, and a blob upload must then be refused; blobs of pushes in flight are held; GC
+runs only while this window owns its lease and within its time limits; then the original config returns,
+the restart clears the in-memory blob-descriptor cache (so a re-push cannot be told "layer already exists"
+about a blob GC just removed), and a blob upload must be accepted before the registry is called writable.
+Every change to the registry goes through the window's WindowGuard (janitor/guard.py), which owns the
+lease, the fence and the holds record.
 """
 
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import time
-import uuid
 from collections.abc import Iterator
 from typing import Any
 
 import redis as redis_lib
+from rq import Queue
 
-from janitor import cache, errors, gc, holds, integrity, pending, storage
-from janitor.records import FAILED, QUEUED, RUNNING, SUCCEEDED, now
+from janitor import approval, cache, errors, holds, integrity, logs, pending, preflight, probe, storage, telemetry
+from janitor.guard import WindowGuard
 from janitor.lock import MaintenanceLock
+from janitor.records import FAILED, RUNNING, SUCCEEDED, now
 from janitor.manifests import Manifest
-from janitor.planner import Inventory, plan_deletion
+from janitor.planner import TagWatch, delete_by_digest, read_and_plan
+from janitor.rules import Plan
+from janitor.snapshot import Reader, Snapshot
 from janitor.untag import untag
-from worker import policy_window
+from worker import events, policy_window
 from worker.context import Context
 
 log = logging.getLogger(__name__)
-HOLDS_SUFFIX = ".janitor-holds"
 MAINTENANCE_STEPS = ("drain", "fence", "hold", "remove_repositories", "gc")
+# Steps that change the registry: each starts only on a lease still owned (restart handles a lost one itself).
+CHANGING_STEPS = frozenset({"delete", "fence", "hold", "remove_repositories", "gc"})
 
 
 class StepError(Exception):
     """A step failed; the jobs it ran for are already marked failed."""
 
 
+def lease_connection(ctx: Context) -> redis_lib.Redis:
+    """The lease's own connection, with timeouts: a Redis that hangs (paused, partitioned) must turn into
+    failed renewals that are retried within the TTL, never into a renewal thread blocked for good."""
+    timeout = max(0.5, min(5.0, ctx.settings.lock_ttl / 6))
+    return redis_lib.Redis.from_url(ctx.settings.redis_url, socket_timeout=timeout, socket_connect_timeout=timeout)
+
+
+def guard_for(ctx: Context, lease: MaintenanceLock) -> WindowGuard:
+    return WindowGuard(ctx.settings, lease, ctx.container, ctx.fence, ctx.client)
+
+
 def run(ctx: Context) -> None:
-    """Take the lock, undo anything a crashed window left, then run every waiting job in one window."""
-    lock = MaintenanceLock(ctx.conn, ctx.keys.lock, ctx.settings.lock_ttl)
-    if not lock.acquire(ctx.settings.lock_wait):
+    """Take the lease, undo anything a dead window left, then run every waiting job in one window."""
+    lease = MaintenanceLock(lease_connection(ctx), ctx.keys.lock, ctx.settings.lock_ttl)
+    if not lease.acquire(ctx.settings.lock_wait):
         for job in _load(ctx, pending.claim(ctx.conn, ctx.keys)):
             _fail(ctx, job, errors.LockLost(f"no maintenance window within {ctx.settings.lock_wait:.0f}s"), "lock")
         return
     try:
+        guard = guard_for(ctx, lease)
         try:
-            recover(ctx)
+            recover(ctx, guard)
         except errors.JanitorError as exc:
             # Docker or the container is out of reach: nothing can be done safely, say why to every job.
             for job in _load(ctx, pending.claim(ctx.conn, ctx.keys)):
@@ -53,26 +71,31 @@ def run(ctx: Context) -> None:
             return
         jobs = _load(ctx, pending.claim(ctx.conn, ctx.keys))
         if jobs:
-            Window(ctx, lock, jobs).run()
+            Window(ctx, guard, jobs).run()
     finally:
-        lock.release()
+        lease.release()
 
 
-def recover(ctx: Context) -> list[str]:
+def schedule_recovery(ctx: Context, attempts: int = 20) -> None:
+    """Queue a window (with or without jobs it recovers first) for when the lease is free again. Best
+    effort: a worker start recovers too."""
+    for attempt in range(attempts):
+        try:
+            Queue(ctx.keys.queue_name, connection=ctx.conn).enqueue(
+                "worker.jobs.run_window", ctx.settings.registry_host, job_timeout=-1, result_ttl=3600)
+            return
+        except redis_lib.RedisError as exc:
+            log.warning("cannot queue a recovery window yet (%s)", exc)
+            time.sleep(0.5 * (attempt + 1))
+
+
+def recover(ctx: Context, guard: WindowGuard) -> list[str]:
     """Bring back a registry a dead window left read-only, drop its holds, then end its jobs as failed.
-    Call only under the lock. Returns what was done, for the log."""
-    done: list[str] = []
+    Call only under the lease. Returns what was done, for the log."""
     try:
         config_path = ctx.container.config_path()
-        root = storage.root(ctx.container, config_path)
-        if ctx.container.exists(config_path + HOLDS_SUFFIX):
-            left = json.loads(ctx.container.read_file(config_path + HOLDS_SUFFIX))
-            holds.release(ctx.container, root, [holds.Hold(h["repository"], h["digest"], ()) for h in left])
-            ctx.container.exec(["rm", "-f", config_path + HOLDS_SUFFIX])
-            done.append(f"released {len(left)} holds")
-        undone = ctx.fence.recover(config_path)
-        if undone:
-            done.append(undone)
+        guard.locate(config_path, storage.root(ctx.container, config_path))
+        done = guard.recover()
     except errors.JanitorError as exc:
         log.error("recovery could not check the registry: %s", exc.message)
         raise
@@ -88,29 +111,33 @@ def recover(ctx: Context) -> list[str]:
 
 
 def _load(ctx: Context, ids: list[str]) -> list[dict[str, Any]]:
-    return [j for j in (ctx.store.get(i) for i in ids) if j and j["status"] == QUEUED]
+    return ctx.store.claim(ids)  # queued -> running atomically: a job cancelled meanwhile is not taken
 
 
 def _fail(ctx: Context, job: dict[str, Any], exc: errors.JanitorError, step: str, code: str | None = None) -> None:
     job["status"] = FAILED
     job["finished_at"] = now()
     job["error"] = {"code": code or exc.code, "message": exc.message, "details": exc.details, "step": step}
+    events.summarize([job])
     ctx.store.save(job)
+    events.finished(ctx, [job])
 
 
 class Window:
-    def __init__(self, ctx: Context, lock: MaintenanceLock, jobs: list[dict[str, Any]]) -> None:
+    def __init__(self, ctx: Context, guard: WindowGuard, jobs: list[dict[str, Any]]) -> None:
         self.ctx = ctx
-        self.lock = lock
+        self.guard = guard
         self.jobs = jobs
         self.info: dict[str, Any] = {
-            "id": uuid.uuid4().hex, "started_at": now(), "finished_at": None,
+            "id": guard.window_id, "started_at": now(), "finished_at": None,
             "jobs": [j["id"] for j in jobs], "write_refused_seconds": None,
         }
-        self.released_blobs: set[str] = set()  # blobs this window's deletions let go: never held from GC
+        # repository -> blobs this window's deletions let go there: never held from GC in that repository
+        self.released_blobs: dict[str, set[str]] = {}
+        self.access: preflight.StorageAccess | None = None  # what the storage driver lets the window do
         self.remove_repos: dict[str, list[dict[str, Any]]] = {}  # repository -> jobs that emptied it
         self.manifests: dict[str, Manifest] = {}  # by digest, immutable: shared by every plan in the window
-        self.inventory: Inventory | None = None  # what the registry holds, kept current across the jobs
+        self.creation_times: Any = None  # policy_plan.CreationTimes, made by the first policy job
 
     # -- bookkeeping ---------------------------------------------------------------------------
 
@@ -135,11 +162,14 @@ class Window:
     @contextlib.contextmanager
     def step(self, jobs: list[dict[str, Any]], name: str) -> Iterator[dict[str, Any]]:
         """Record one step on each job: start, end, outcome; on a domain error the jobs fail with its reason."""
+        logs.bind(job_id=jobs[0]["id"] if len(jobs) == 1 else None)
         record: dict[str, Any] = {"name": name, "status": RUNNING, "started_at": now(), "finished_at": None, "outcome": {}}
         for job in jobs:
             job["steps"].append(record)
         self.save(jobs)
         try:
+            if name in CHANGING_STEPS:
+                self.guard.check(f"step {name}")  # lease still owned, window still within its time
             yield record["outcome"]
         except Exception as exc:
             if not isinstance(exc, errors.JanitorError):
@@ -158,6 +188,8 @@ class Window:
     # -- the window ----------------------------------------------------------------------------
 
     def run(self) -> None:
+        self.guard.start_clock()
+        logs.bind(window_id=self.info["id"], job_id=self.jobs[0]["id"] if len(self.jobs) == 1 else None)
         for job in self.jobs:
             job.update(status=RUNNING, started_at=now())
         self.save(self.jobs)
@@ -176,104 +208,151 @@ class Window:
                     job["error"] = {"code": "INTERNAL_ERROR", "message": "the window stopped unexpectedly; "
                                     "see the worker log", "step": job["steps"][-1]["name"] if job["steps"] else None}
                 job.update(status=FAILED if job["error"] else SUCCEEDED, finished_at=now())
-            self.save(self.jobs)
+            events.summarize(self.jobs)
+            self.save(events.settled(self.jobs))  # a parked job may be approved or cancelled meanwhile
+            events.finished(self.ctx, self.jobs)
+            telemetry.record(self.ctx.conn, self.ctx.keys, self.info, self.jobs)
 
     def _run(self) -> None:
         try:
             with self.step(self.jobs, "preflight") as out:
-                # Reach Docker and the container before deleting anything, so nothing is left half-done.
-                status = self.ctx.container.get().status
-                if status != "running":
-                    raise errors.ContainerError(
-                        f"registry container {self.ctx.container.name!r} is {status}; start it, then ask again")
-                config_path = self.ctx.container.config_path()
-                root = storage.root(self.ctx.container, config_path)
-                out.update(container=self.ctx.container.name, config_path=config_path, storage_root=root)
+                # Reach Docker and the container, and find the traps the fence cannot work around, before
+                # deleting anything, so nothing is left half-done.
+                report = preflight.check(self.ctx.container)
+                config_path, root, self.access = report.config_path, report.storage_root, report.storage
+                self.guard.locate(config_path, root or "")
+                out.update(container=self.ctx.container.name, **report.as_dict())
+                self._storage_limits(report.storage)
         except StepError:
             return
         for job in self.jobs:
-            if job["kind"] == "deletion":
+            if job["kind"] in ("deletion", "policy") and job["status"] == RUNNING and not job["error"]:
                 with contextlib.suppress(StepError):
-                    self.delete(job, root)
-            elif job["kind"] == "policy":
-                with contextlib.suppress(StepError):
-                    policy_window.run(self, job, root)
+                    if job["kind"] == "deletion":
+                        self.delete(job, root)
+                    else:
+                        policy_window.run(self, job, root)
+                events.parked(self.ctx, job)
         if self.alive():
-            self.maintain(config_path, root)
+            if report.storage.gc_runs:
+                self.maintain(config_path, root)
+            else:
+                with self.step(self.alive(), "gc") as out:
+                    out.update(skipped=True, reason=report.storage.protections_off[preflight.NO_GC[0]])
 
-    def delete(self, job: dict[str, Any], root: str) -> None:
-        """Plan on the registry as it is now, then untag and delete; a dry run stops after the plan."""
+    def _storage_limits(self, access: preflight.StorageAccess) -> None:
+        """Every job says which protections are off; a request that needs the registry's files fails here."""
+        for job in self.jobs:
+            job["result"]["storage"] = access.as_dict()
+            if job["kind"] in ("deletion", "policy"):
+                try:
+                    preflight.refuse_without_storage(
+                        job["request"] if job["kind"] == "deletion"
+                        else {"untagged": bool(job["request"]["policy"].get("untagged"))}, access)
+                except errors.StorageAccessRequired as exc:
+                    job["error"] = {"code": exc.code, "message": exc.message, "details": exc.details,
+                                    "step": "preflight"}
+
+    def delete(self, job: dict[str, Any], root: str | None) -> None:
+        """Plan on a fresh snapshot (stored revisions read before the tags), then untag and delete; a dry run
+        stops after the plan. Right before each guarded delete by digest, the tags are read again: a tag that
+        reaches the manifest now (pushed since the snapshot) keeps it, and the job reports it as skipped."""
         ctx = self.ctx
         request = job["request"]
-        if self.inventory is None:
-            self.inventory = self._read_inventory(root)
-        inventory = self.inventory
-        self.inventory = None  # until this job's changes are known to be complete
-        with self.step([job], "delete") as out:
-            try:
-                plan = plan_deletion(inventory, request, ctx.settings.registry_host)
-            except errors.NotFound:
-                # Something pushed since this window read the registry? Read it again before saying 404.
-                inventory = self._read_inventory(root)
-                plan = plan_deletion(inventory, request, ctx.settings.registry_host)
-            planned = {"blobs": len(plan.blobs_freed or {}), "bytes": sum((plan.blobs_freed or {}).values())}
+        with self.step([job], "delete") as out, Reader(ctx.client, self.manifests) as reader:
+            snap, plan = self._read_inventory(reader, request, root)
             out.update(plan=plan.as_dict(), dry_run=bool(request.get("dry_run")))
-            job["result"]["planned"] = planned
+            if plan.blobs_freed is not None:  # only with the stored revisions: never a figure it cannot compute
+                job["result"]["planned"] = {"blobs": len(plan.blobs_freed), "bytes": sum(plan.blobs_freed.values())}
+            gated = approval.gate(job, plan, lambda r, t: snap.repos[r].tags.get(t), ctx.settings.approval_ttl)
+            if gated is None:  # planned only: it waits for approval, nothing changed
+                return
+            plan = gated
             if request.get("dry_run"):
-                self.inventory = inventory
                 job["result"].update(plan=plan.as_dict())
                 job.update(status=SUCCEEDED, finished_at=now())  # changes nothing: no part in GC
                 return
-            deleted: list[str] = []
-            untagged: list[str] = []
-            out.update(manifests_deleted=deleted, untagged=untagged)
-            for repo_plan in plan.repos:
-                repo = repo_plan.repository
-                for tag in repo_plan.untag:
-                    self.released_blobs |= untag(ctx.client, repo, tag)
-                    untagged.append(f"{repo}:{tag}")
-                for digest in repo_plan.delete:
-                    manifest = inventory.manifest(repo, digest)
-                    self.released_blobs |= set(manifest.blob_digests if manifest else ())
-                    try:
-                        ctx.client.delete_manifest(repo, digest)
-                    except errors.ManifestNotFound:
-                        pass  # gone since the plan (another request in this window took it)
-                    deleted.append(digest)
-                if repo_plan.remove_repository:
-                    self.remove_repos.setdefault(repo, []).append(job)
-            inventory.applied(plan)
-            self.inventory = inventory
-            job["result"].update(manifests_deleted=list(deleted), tags_removed=plan.as_dict()["tags"],
-                                 repositories_removed=[])
+            named = {(r.repository, t) for r in plan.repos for t in request.get("tags") or ()}
+            self.carry_out(job, out, reader, snap, plan, named)
 
-    def _read_inventory(self, root: str) -> Inventory:
-        return Inventory(self.ctx.client, lambda: storage.revisions(self.ctx.container, root), self.manifests)
-
-    def maintain(self, config_path: str, root: str) -> None:
-        """Fence, hold, GC, release, unfence, check: the part that needs the registry to refuse writes."""
+    def carry_out(self, job: dict[str, Any], out: dict[str, Any], reader: Reader, snap: Snapshot, plan: Plan,
+                  named: set[tuple[str, str]]) -> None:
+        """Untag and delete what a plan says, for a deletion or a policy run alike. Right before each guarded
+        delete by digest the tags are read again (TagWatch): a tag that reaches the manifest now (pushed since
+        the snapshot) keeps it, and the job reports it as skipped; the (repository, tag) pairs in `named` (the
+        request or the policy chose them) still go, alone. Blobs let go are noted per repository, so the hold
+        step never keeps them from GC. What approval skipped before (result.skipped) stays listed."""
         ctx = self.ctx
-        placed: list[holds.Hold] = []
+        deleted: list[str] = []
+        untagged: list[str] = []
+        skipped: list[dict[str, Any]] = list(job["result"].get("skipped") or [])
+        removed: set[str] = set()
+        out.update(manifests_deleted=deleted, untagged=untagged, skipped=skipped)
+
+        def untag_alone(repo: str, tag: str, planned_digest: str) -> None:
+            if ctx.client.manifest_digest(repo, tag) != planned_digest:
+                skipped.append({"repository": repo, "tag": tag,
+                                "reason": "the tag was moved or removed since the plan; left as it is"})
+                return
+            self.released_blobs.setdefault(repo, set()).update(untag(ctx.client, repo, tag))
+            untagged.append(f"{repo}:{tag}")
+            removed.add(f"{repo}:{tag}")
+
+        for repo_plan in plan.repos:
+            repo = repo_plan.repository
+            repo_snap = snap.repos[repo]
+            for tag in repo_plan.untag:
+                untag_alone(repo, tag, repo_snap.tags[tag])
+            guarded, pairs, watch = set(repo_plan.guarded), repo_plan.removed_pairs, TagWatch(reader, repo_snap)
+            for digest in repo_plan.delete:
+                holders = watch.reaching(digest, pairs) if digest in guarded else []
+                if holders:
+                    skipped.append({"repository": repo, "digest": digest, "tags": holders,
+                                    "reason": "tagged since the plan; kept"})
+                    for tag in repo_plan.tags_removed.get(digest, []):
+                        if (repo, tag) in named:  # the request named the tag: it goes, the manifest stays
+                            untag_alone(repo, tag, digest)
+                    continue
+                manifest = repo_snap.manifests.get(digest)
+                self.released_blobs.setdefault(repo, set()).update(manifest.blob_digests if manifest else ())
+                delete_by_digest(ctx.client, repo, digest)
+                deleted.append(digest)
+                removed |= {f"{repo}:{t}" for t in repo_plan.tags_removed.get(digest, [])}
+            if repo_plan.remove_repository:
+                self.remove_repos.setdefault(repo, []).append(job)
+        job["result"].update(manifests_deleted=list(deleted), tags_removed=sorted(removed),
+                             skipped=list(skipped), repositories_removed=[])
+
+    def _read_inventory(self, reader: Reader, request: dict[str, Any], root: str | None) -> tuple[Snapshot, Plan]:
+        """A snapshot for this job (storage first, then tags, then manifests) and its plan. Every job reads
+        afresh: only manifests, immutable by digest, are cached across the window. Without filesystem access
+        (root None) the registry API alone is read: untagged manifests stay unseen, no bytes are computed."""
+        ctx = self.ctx
+        stored = None if root is None else (lambda: storage.revision_times(ctx.container, root))
+        return read_and_plan(reader, request, ctx.settings.registry_host, stored, ctx.settings.untagged_min_age)
+
+    def maintain(self, config_path: str, root: str | None) -> None:
+        """Fence, hold, GC, release, unfence, check: the part that needs the registry to refuse writes.
+        Each step's changes go through the guard, which checks the lease and the window's time first."""
+        ctx, guard = self.ctx, self.guard
         fenced_at: float | None = None
         try:
             with self.step(self.alive(), "drain") as out:
-                out.update(self._drain(root))
+                out.update(self._drain(root) if root is not None else {"skipped": True, "reason": "no filesystem access"})
             with self.step(self.alive(), "fence") as out:
                 fenced_at = time.monotonic()
-                out["ready_seconds"] = round(ctx.fence.close(config_path), 3)
+                out.update(guard.close())
             with self.step(self.alive(), "hold") as out:
-                recent = holds.recent_blobs(ctx.container, root, ctx.settings.upload_grace)
-                recent = {r: b - self.released_blobs for r, b in recent.items() if b - self.released_blobs}
-                built = holds.build(recent)
-                # Recorded before they are written, so a crash here still lets recovery remove them.
-                ctx.container.write_file(config_path + HOLDS_SUFFIX, json.dumps(
-                    [{"repository": h.repository, "digest": h.digest} for h, _ in built]).encode())
-                holds.place(ctx.container, root, built)
-                placed = [h for h, _ in built]
-                out.update(holds=len(placed), blobs_held=sum(len(h.blobs) for h in placed))
-            if self.remove_repos:
+                if root is None:
+                    out.update(skipped=True, reason="no filesystem access: pushes in flight are not held")
+                else:
+                    recent = holds.recent_blobs(ctx.container, root, ctx.settings.upload_grace)
+                    built = holds.build(holds.unreleased(recent, self.released_blobs))
+                    guard.place_holds(built)
+                    out.update(holds=len(built), blobs_held=sum(len(h.blobs) for h, _ in built))
+            if self.remove_repos and root is not None:  # without filesystem access such requests are refused
                 with self.step(self.alive(), "remove_repositories") as out:
-                    held = {h.repository for h in placed}
+                    held = {h.repository for h in guard.placed}
                     for repo, jobs in sorted(self.remove_repos.items()):
                         kept = "a push into it is in flight" if repo in held else \
                             storage.remove_repository(ctx.container, root, repo)
@@ -283,26 +362,29 @@ class Window:
                             if not kept:
                                 job["result"]["repositories_removed"].append(repo)
             with self.step(self.alive(), "gc") as out:
-                if not self.lock.owned():
-                    raise errors.LockLost("the maintenance lock was lost before GC; GC did not run")
-                sizes = storage.blob_sizes(ctx.container, root)
+                sizes = storage.blob_sizes(ctx.container, root) if root is not None else None
                 started = time.monotonic()
-                summary = gc.run(ctx.container, config_path)
+                summary = guard.gc()  # lease, time, and a refused blob upload checked right before
                 summary.duration_seconds = round(time.monotonic() - started, 3)
-                summary.bytes_freed = sum(sizes.get(d, 0) for d in summary.deleted_blobs)
-                self._release(config_path, root, placed)
-                placed = []
-                storage.remove_empty_blob_dirs(ctx.container, root)
+                if sizes is not None:
+                    summary.bytes_freed = sum(sizes.get(d, 0) for d in summary.deleted_blobs)
+                guard.release_holds()
+                guard.check("cleaning up after GC")
+                if root is not None:
+                    storage.remove_empty_blob_dirs(ctx.container, root)
                 redis_cache = cache.redis_settings(ctx.container, config_path)
                 if redis_cache:  # before writes resume: nobody may be told a swept blob exists
                     out["cache_keys_removed"] = cache.forget(redis_lib.Redis(**redis_cache), summary.deleted_blobs)
-                out.update(summary.as_dict())
+                done = summary.as_dict()
+                if sizes is None:  # blob sizes unreadable: no bytes figure at all, not a zero
+                    done.pop("bytes_freed", None)
+                out.update(done)
                 for job in self.alive():
-                    job["result"].update(gc=summary.as_dict(), bytes_freed=summary.bytes_freed)
+                    job["result"].update(gc=done, **({"bytes_freed": summary.bytes_freed} if sizes is not None else {}))
         except StepError:
             pass
         finally:
-            self._unfence(config_path, root, placed, fenced_at)
+            self._unfence(fenced_at)
 
     def _drain(self, root: str) -> dict[str, Any]:
         """Give blob uploads in progress a bounded chance to finish before writes are refused."""
@@ -311,38 +393,45 @@ class Window:
         while True:
             active = storage.active_uploads(ctx.container, root, within=60, now=time.time())
             waited = time.monotonic() - start
-            if not active or waited >= ctx.settings.upload_drain:
+            if not active or waited >= min(ctx.settings.upload_drain, self.guard.remaining()):
                 return {"waited_seconds": round(waited, 3), "uploads_still_active": active}
             time.sleep(0.5)
 
-    def _release(self, config_path: str, root: str, placed: list[holds.Hold]) -> None:
-        """Holds go before writes resume; the record of them goes last."""
-        holds.release(self.ctx.container, root, placed)
-        self.ctx.container.exec(["rm", "-f", config_path + HOLDS_SUFFIX])
-
-    def _unfence(self, config_path: str, root: str, placed: list[holds.Hold], fenced_at: float | None) -> None:
-        """Always runs: holds go, the original config returns, and the registry restarts writable."""
+    def _unfence(self, fenced_at: float | None) -> None:
+        """Always runs: this window's holds go, its original config returns, the registry restarts, and a
+        write must be accepted. A window that lost its lease to another worker leaves all that to it."""
         ctx = self.ctx
         everyone = [j for j in self.jobs if j["steps"] and j["steps"][-1]["name"] in MAINTENANCE_STEPS]
-        with contextlib.suppress(StepError):
+        try:
             with self.step(everyone, "restart") as out:
-                self._release(config_path, root, placed)
-                out["ready_seconds"] = round(ctx.fence.open(config_path), 3)
+                out.update(self.guard.restore())
                 if fenced_at is not None:
                     self.info["write_refused_seconds"] = round(time.monotonic() - fenced_at, 3)
                 out["write_refused_seconds"] = self.info["write_refused_seconds"]
+        except StepError as exc:
+            if isinstance(exc.__cause__, errors.LockLost):
+                schedule_recovery(self.ctx)  # whoever takes the lease next undoes this window's fence
+                return  # not this window's registry to check any more
         with contextlib.suppress(StepError):
             with self.step(everyone, "health") as out:
                 ctx.client.ping()
-                if ctx.fence.left_closed(config_path):
-                    raise errors.ContainerError("the registry is still configured read-only after the window")
+                out["write_probe_seconds"] = round(probe.require_accepted(ctx.client, ctx.settings.registry_ready_timeout), 3)
                 out["registry"] = "answering, writable"
         with contextlib.suppress(StepError):
             with self.step(everyone, "verify") as out:
                 report = integrity.check(ctx.client, sorted(set(ctx.client.catalog())))
+                # A child of a tagged index deleted with `force` breaks that index on purpose: reported apart.
+                forced = {d for j in self.jobs if j["request"].get("force")
+                          for d in j["result"].get("manifests_deleted", [])}
+                report["broken_by_request"] = [b for b in report["broken"] if b["missing"] in forced]
+                report["broken"] = [b for b in report["broken"] if b["missing"] not in forced]
                 out.update(report)
                 for job in everyone:
                     job["result"]["integrity"] = report
                 if report["broken"]:
                     log.error("integrity check after GC found %d missing items: %s", len(report["broken"]),
                               report["broken"][:20])
+                    raise errors.IntegrityBroken(
+                        f"after the window, {len(report['broken'])} manifests or blobs of tagged images are missing "
+                        "or unreadable (result.integrity lists them); pulls of those images fail",
+                        broken=len(report["broken"]))

@@ -8,10 +8,11 @@ from flask import url_for
 from flask.views import MethodView
 from flask_smorest import Blueprint
 
-from service import maintenance
+from service import auth, maintenance
+from service.deletions.schemas import EXAMPLES, RULES, DeletionSchema
 from service.errors import ErrorSchema
-from service.deletions.schemas import DeletionSchema
 from service.jobs.schemas import JobSchema
+from service.openapi import location_header
 from service.state import state
 
 blp = Blueprint("deletions", __name__, url_prefix="/v1/deletions",
@@ -20,11 +21,29 @@ blp = Blueprint("deletions", __name__, url_prefix="/v1/deletions",
 
 @blp.route("")
 class Deletions(MethodView):
-    @blp.arguments(DeletionSchema)
-    @blp.response(202, JobSchema)
-    @blp.alt_response(404, schema=ErrorSchema, description="Repository, tag or digest unknown; nothing queued")
-    @blp.alt_response(409, schema=ErrorSchema, description="The deletion would remove more than was asked")
-    @blp.alt_response(503, schema=ErrorSchema, description="Registry or job queue unreachable")
+    @blp.doc(operationId="createDeletion", summary="Delete tags, manifests or repositories",
+             description="Scope `delete` (`admin` for `all_repositories`). Checks the request against the registry "
+                         "(unknown names: 404, a manifest a tagged index still needs: 409, a wrong `confirm`: 422) "
+                         "and queues it for the next maintenance window, which deletes, garbage-collects and "
+                         "restarts the registry. Answers 202 with the job; follow it at `Location`. With `dry_run` "
+                         "the job reports the plan and changes nothing. With `\"approval\": \"required\"` (or "
+                         "JANITOR_REQUIRE_APPROVAL) it is planned and waits as `awaiting_approval` until another "
+                         "token approves it.")
+    @blp.arguments(DeletionSchema, examples=EXAMPLES, description=RULES)
+    @blp.response(202, JobSchema, description="Queued; the job is at Location", headers=location_header("the job"))
+    @blp.alt_response(403, schema=ErrorSchema, description="The token lacks the scope (FORBIDDEN)")
+    @blp.alt_response(404, schema=ErrorSchema, description="Repository, tag or digest unknown (REPOSITORY_UNKNOWN, "
+                      "TAG_UNKNOWN, MANIFEST_UNKNOWN); nothing queued")
+    @blp.alt_response(409, schema=ErrorSchema, description="The deletion would remove more than was asked "
+                      "(REFERENCED_BY_INDEX), or needs the registry's files and its storage driver is not "
+                      "filesystem (STORAGE_ACCESS_REQUIRED); nothing queued")
+    @blp.alt_response(502, schema=ErrorSchema, description="The registry answered unexpectedly: REGISTRY_ERROR, "
+                      "REGISTRY_AUTH_FAILED (its credentials were refused) or REGISTRY_DELETE_DISABLED")
+    @blp.alt_response(503, schema=ErrorSchema, description="Registry or job queue unreachable (REGISTRY_UNAVAILABLE, "
+                      "QUEUE_UNAVAILABLE)")
+    @auth.scope("delete")
     def post(self, body: dict[str, Any]) -> tuple[dict[str, Any], int, dict[str, str]]:
-        job = maintenance.submit_deletion(state(), body)
+        if body.get("all_repositories"):
+            auth.require("admin", " to delete every repository")
+        job = maintenance.submit_deletion(state(), body, auth.caller().name)
         return job, 202, {"Location": url_for("jobs.Job", job_id=job["id"])}

@@ -2,6 +2,8 @@ from __future__ import annotations
 
 import marshmallow as ma
 
+from service.errors import code_field
+
 
 class HealthSchema(ma.Schema):
     status = ma.fields.String(required=True)
@@ -9,9 +11,15 @@ class HealthSchema(ma.Schema):
 
 class CheckSchema(ma.Schema):
     ok = ma.fields.Boolean(required=True)
-    code = ma.fields.String()
+    code = code_field(metadata={"description": "Why the check failed"})
     message = ma.fields.String()
-    at = ma.fields.String(metadata={"description": "When the worker last checked (docker only)"})
+    at = ma.fields.String(metadata={"format": "date-time", "description": "When the worker last checked (docker only)"})
+    driver = ma.fields.String(metadata={"description": "The registry's storage driver (storage only)"})
+    filesystem = ma.fields.Boolean(metadata={"description": "Whether the janitor can read the registry's files"})
+    gc_runs = ma.fields.Boolean(metadata={"description": "Whether windows run garbage-collect"})
+    protections_off = ma.fields.List(ma.fields.String(), metadata={
+        "description": "Protections the storage driver turns off: holds, untagged_listing, repository_removal, "
+                       "exact_bytes, garbage_collection"})
 
 
 class ReadinessSchema(ma.Schema):

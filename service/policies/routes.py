@@ -12,17 +12,28 @@ from flask_smorest import Blueprint
 
 from janitor import policies
 from janitor.policies import PolicyStore
-from service import pagination
+from service import auth, pagination
 from service.errors import ErrorSchema
 from service.jobs.schemas import JobSchema
 from service.maintenance import WINDOW_JOB
-from service.policies.schemas import PolicyReplaceSchema, PolicyRunSchema, PolicySchema, PolicyViewSchema
+from service.openapi import location_header
+from service.policies.schemas import (
+    POLICY_EXAMPLES,
+    RUN_EXAMPLES,
+    PolicyReplaceSchema,
+    PolicyRunSchema,
+    PolicySchema,
+    PolicyViewSchema,
+)
 from service.state import State, state
 
 blp = Blueprint("policies", __name__, url_prefix="/v1/policies",
                 description="Retention policies: which tags to keep, run on demand or on a schedule")
 
 PolicyPageSchema = pagination.page_schema(PolicyViewSchema, "PolicyPage")
+NAME_PARAMETER = [{"in": "path", "name": "name", "required": True, "description": "The policy's name",
+                   "schema": {"type": "string", "pattern": "^[a-z0-9]+(?:-[a-z0-9]+)*$", "maxLength": 63}}]
+FORBIDDEN = "The token lacks the scope (FORBIDDEN)"
 
 
 def _store(st: State) -> PolicyStore:
@@ -41,9 +52,10 @@ def _schedule(st: State):  # type: ignore[no-untyped-def]
 @blp.route("")
 class Policies(MethodView):
     @blp.doc(operationId="listPolicies", summary="List retention policies",
-             description="Every policy, from the API and from POLICIES_FILE (`source`), with its last and next run.")
+             description="Every policy, from the API and from POLICIES_FILE (`source`), with its last and next run. "
+                         "Scope `read`.")
     @blp.arguments(pagination.PageQueryArgsSchema, location="query")
-    @blp.response(200, PolicyPageSchema)
+    @blp.response(200, PolicyPageSchema, description="One page of policies")
     def get(self, args: dict[str, int]) -> dict[str, Any]:
         st = state()
         store = _store(st)
@@ -51,12 +63,15 @@ class Policies(MethodView):
         return pagination.envelope([store.view(p, st.store) for p in page], meta)
 
     @blp.doc(operationId="createPolicy", summary="Create a retention policy",
-             description="Validated whole (globs, durations, cron, RE2 expressions); its schedule starts now.")
-    @blp.arguments(PolicySchema)
-    @blp.response(201, PolicyViewSchema)
+             description="Scope `admin`. Validated whole (globs, durations, cron, RE2 expressions); its schedule "
+                         "starts now. With `\"approval\": \"required\"` its scheduled runs wait for approval.")
+    @blp.arguments(PolicySchema, examples=POLICY_EXAMPLES)
+    @blp.response(201, PolicyViewSchema, description="Created; the policy is at Location",
+                  headers=location_header("the policy"))
+    @blp.alt_response(403, schema=ErrorSchema, description=FORBIDDEN)
     @blp.alt_response(409, schema=ErrorSchema, description="A policy of that name exists (in the API or the file)")
     @blp.alt_response(422, schema=ErrorSchema, description="A field is wrong: details name it and say why")
-    def post(self, body: dict[str, Any]) -> tuple[dict[str, Any], int, dict[str, str]]:
+    def post(self, body: dict[str, Any]) -> tuple[dict[str, Any], int, dict[str, str]]:  # scope: admin (default)
         st = state()
         store = _store(st)
         policy = policies.validate(body)
@@ -66,11 +81,12 @@ class Policies(MethodView):
             "Location": url_for("policies.Policy", name=policy["name"])}
 
 
-@blp.route("/<string:name>")
+@blp.route("/<string:name>", parameters=NAME_PARAMETER)
 class Policy(MethodView):
     @blp.doc(operationId="getPolicy", summary="Show a retention policy",
-             description="Its fields, `source`, `last_run` (job id, status, when) and `next_run`.")
-    @blp.response(200, PolicyViewSchema)
+             description="Its fields, `source`, `last_run` (job id, status, when) and `next_run`. Scope `read`; "
+                         "its runs are listed by `GET /v1/jobs?policy={name}`.")
+    @blp.response(200, PolicyViewSchema, description="The policy")
     @blp.alt_response(404, schema=ErrorSchema, description="No such policy")
     def get(self, name: str) -> dict[str, Any]:
         st = state()
@@ -78,9 +94,11 @@ class Policy(MethodView):
         return store.view(store.get(name), st.store)
 
     @blp.doc(operationId="replacePolicy", summary="Replace a retention policy",
-             description="The whole policy is replaced and its schedule starts again; file policies are read-only.")
-    @blp.arguments(PolicyReplaceSchema)
-    @blp.response(200, PolicyViewSchema)
+             description="Scope `admin`. The whole policy is replaced and its schedule starts again; file policies "
+                         "are read-only.")
+    @blp.arguments(PolicyReplaceSchema, examples=POLICY_EXAMPLES)
+    @blp.response(200, PolicyViewSchema, description="The policy as it is now")
+    @blp.alt_response(403, schema=ErrorSchema, description=FORBIDDEN)
     @blp.alt_response(404, schema=ErrorSchema, description="No such policy")
     @blp.alt_response(409, schema=ErrorSchema, description="The policy comes from POLICIES_FILE")
     @blp.alt_response(422, schema=ErrorSchema, description="A field is wrong: details name it and say why")
@@ -94,32 +112,40 @@ class Policy(MethodView):
         return store.view({**policy, "source": "api"}, st.store)
 
     @blp.doc(operationId="deletePolicy", summary="Delete a retention policy",
-             description="Its schedule stops; runs already queued still happen. File policies are read-only.")
-    @blp.response(204)
+             description="Scope `admin`. Its schedule stops; runs already queued still happen. File policies are "
+                         "read-only.")
+    @blp.response(204, description="Deleted")
+    @blp.alt_response(403, schema=ErrorSchema, description=FORBIDDEN)
     @blp.alt_response(404, schema=ErrorSchema, description="No such policy")
     @blp.alt_response(409, schema=ErrorSchema, description="The policy comes from POLICIES_FILE")
     def delete(self, name: str) -> None:
         _store(state()).delete(name)
 
 
-@blp.route("/<string:name>/runs")
+@blp.route("/<string:name>/runs", parameters=NAME_PARAMETER)
 class PolicyRuns(MethodView):
     @blp.doc(operationId="createPolicyRun", summary="Run a retention policy",
-             description="A job of kind `policy` that joins the next window. `result.plan` lists per repository "
-                         "the tags to delete and every kept tag with its reason, then the manifests and bytes GC "
-                         "will free. A policy whose globs name no repository succeeds at once, changing nothing.")
-    @blp.arguments(PolicyRunSchema)
-    @blp.response(202, JobSchema)
+             description="Scope `delete`. A job of kind `policy` that joins the next window. `result.plan` lists "
+                         "per repository the tags to delete and every kept tag with its reason, then the manifests "
+                         "and bytes GC will free. A policy whose globs name no repository succeeds at once, changing "
+                         "nothing. With `\"approval\": \"required\"` (or JANITOR_REQUIRE_APPROVAL for a real run) "
+                         "the job is planned and waits as `awaiting_approval` with its plan; once approved, the "
+                         "window plans again and deletes only what is in both plans (the rest is `skipped`).")
+    @blp.arguments(PolicyRunSchema, examples=RUN_EXAMPLES)
+    @blp.response(202, JobSchema, description="Queued; the job is at Location", headers=location_header("the job"))
+    @blp.alt_response(403, schema=ErrorSchema, description=FORBIDDEN)
     @blp.alt_response(404, schema=ErrorSchema, description="No such policy")
     @blp.alt_response(503, schema=ErrorSchema, description="Registry or job queue unreachable")
+    @auth.scope("delete")
     def post(self, body: dict[str, Any], name: str) -> tuple[dict[str, Any], int, dict[str, str]]:
         st = state()
         store = _store(st)
         policy = store.get(name)
+        request = {"dry_run": body["dry_run"], "trigger": "api", "approval": body.get("approval")}
         [job] = policies.submit_runs(
-            st.conn, st.keys, st.store, store, [(policy, {"dry_run": body["dry_run"], "trigger": "api"})],
-            st.client.catalog(),
-            lambda: st.queue.enqueue(WINDOW_JOB, st.settings.registry_host, job_timeout=-1, result_ttl=3600))
+            st.conn, st.keys, st.store, store, [(policy, request)], st.client.catalog(),
+            lambda: st.queue.enqueue(WINDOW_JOB, st.settings.registry_host, job_timeout=-1, result_ttl=3600),
+            requested_by=auth.caller().name, require_approval=st.settings.require_approval)
         return job, 202, {"Location": url_for("jobs.Job", job_id=job["id"])}
 
 

@@ -8,6 +8,7 @@ from typing import Any
 import marshmallow as ma
 
 from janitor import errors, policies
+from service.jobs.schemas import time_field
 
 
 def _checked(data: Any, name_optional: bool) -> Any:
@@ -46,6 +47,9 @@ class PolicyFields(ma.Schema):
         "description": "Cron expression (5 fields, UTC) or an interval such as 15m; omitted: on demand only",
         "example": "0 3 * * *"})
     enabled = ma.fields.Boolean(metadata={"description": "false pauses the schedule", "example": True})
+    approval = ma.fields.String(allow_none=True, validate=ma.validate.OneOf(["required"]), metadata={
+        "description": "`required`: the policy's scheduled runs are planned and wait as `awaiting_approval` "
+                       "until a token with `approve` approves them", "example": "required"})
 
 
 class PolicySchema(PolicyFields):
@@ -68,15 +72,16 @@ class PolicyReplaceSchema(PolicyFields):
 class LastRunSchema(ma.Schema):
     job_id = ma.fields.String(required=True)
     status = ma.fields.String(required=True)
-    at = ma.fields.String(required=True, metadata={"description": "When the run was asked for"})
-    finished_at = ma.fields.String(allow_none=True)
+    at = time_field("When the run was asked for", required=True)
+    finished_at = time_field("When the run ended; null while it waits or runs", nullable=True)
 
 
 class PolicyViewSchema(PolicyFields):
     source = ma.fields.String(required=True, validate=ma.validate.OneOf(["api", "file"]), metadata={
         "description": "api, or file: given in POLICIES_FILE and read-only here"})
     last_run = ma.fields.Nested(LastRunSchema, allow_none=True)
-    next_run = ma.fields.String(allow_none=True, metadata={"description": "When the schedule fires next (UTC)"})
+    next_run = time_field("When the schedule fires next (UTC); null without a schedule or when paused",
+                          nullable=True)
 
 
 class PolicyRunSchema(ma.Schema):
@@ -85,9 +90,28 @@ class PolicyRunSchema(ma.Schema):
 
     dry_run = ma.fields.Boolean(required=True, metadata={
         "description": "true: report the plan and change nothing; false: carry it out in the next window"})
+    approval = ma.fields.String(allow_none=True, validate=ma.validate.OneOf(["required"]), metadata={
+        "description": "`required`: the run is planned and waits as `awaiting_approval` with its plan until "
+                       "another token approves it (JANITOR_REQUIRE_APPROVAL makes it the rule for real runs)"})
 
     @ma.pre_load
     def strict(self, data: Any, **_: Any) -> Any:
         if isinstance(data, dict) and "dry_run" in data and not isinstance(data["dry_run"], bool):
             raise ma.ValidationError({"dry_run": ["must be true or false"]})
         return data
+
+
+POLICY_EXAMPLES = {
+    "builds": {"summary": "Keep the last 10 builds, nightly", "value": {
+        "name": "app-builds", "repositories": ["team/*", "tools/ci"], "keep_last": 10, "older_than": "30d",
+        "delete_tags": "^(dev|pr|build)-", "keep_tags": "^(latest|stable|v\\d+\\.\\d+\\.\\d+)$",
+        "untagged": True, "schedule": "0 3 * * *", "enabled": True}},
+    "approved": {"summary": "Scheduled runs wait for approval", "value": {
+        "name": "old-previews", "repositories": ["previews/**"], "older_than": "2w", "schedule": "15m",
+        "approval": "required"}},
+}
+RUN_EXAMPLES = {
+    "dryRun": {"summary": "The plan only, nothing changed", "value": {"dry_run": True}},
+    "run": {"summary": "Carry it out in the next window", "value": {"dry_run": False}},
+    "approval": {"summary": "Plan now, delete once approved", "value": {"dry_run": False, "approval": "required"}},
+}

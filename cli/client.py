@@ -1,0 +1,94 @@
+"""A small HTTP client of the janitor's API, as the CLI needs it."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+import requests
+
+FINISHED = ("succeeded", "failed")
+
+
+class ApiError(Exception):
+    """The API answered with its error shape {code, message, status, details}."""
+
+    def __init__(self, status: int, code: str, message: str, details: dict[str, Any] | None = None) -> None:
+        super().__init__(f"{code} ({status}): {message}")
+        self.status, self.code, self.message, self.details = status, code, message, details or {}
+
+
+class Unreachable(Exception):
+    """No answer from JANITOR_URL."""
+
+
+class Client:
+    def __init__(self, url: str, token: str | None = None, timeout: float = 30.0) -> None:
+        self.url = url.rstrip("/")
+        self.timeout = timeout
+        self.session = requests.Session()
+        self.session.headers["User-Agent"] = "registry-janitor-cli"
+        if token:
+            self.session.headers["Authorization"] = f"Bearer {token}"
+
+    def _call(self, method: str, path: str, **kw: Any) -> Any:
+        try:
+            resp = self.session.request(method, self.url + path, timeout=self.timeout, **kw)
+        except requests.RequestException as exc:
+            raise Unreachable(f"cannot reach the janitor at {self.url} ({type(exc).__name__}); is JANITOR_URL "
+                              "right and the service running?") from exc
+        if resp.status_code >= 400:
+            try:
+                body = resp.json()
+                raise ApiError(resp.status_code, body["code"], body["message"], body.get("details"))
+            except (ValueError, KeyError, TypeError):
+                raise ApiError(resp.status_code, f"HTTP_{resp.status_code}", resp.text[:500] or resp.reason) from None
+        return resp.json()
+
+    def _pages(self, path: str) -> list[dict[str, Any]]:
+        items: list[dict[str, Any]] = []
+        page = 1
+        while True:
+            body = self._call("GET", path, params={"page": page, "page_size": 500})
+            items.extend(body["items"])
+            if not body["items"] or len(items) >= body["total"]:
+                return items
+            page += 1
+
+    def repositories(self) -> list[dict[str, Any]]:
+        return self._pages("/v1/repositories")
+
+    def tags(self, repository: str) -> list[dict[str, Any]]:
+        return self._pages(f"/v1/repositories/{repository}/tags")
+
+    def delete(self, body: dict[str, Any]) -> dict[str, Any]:
+        return self._call("POST", "/v1/deletions", json=body)
+
+    def gc(self) -> dict[str, Any]:
+        return self._call("POST", "/v1/gc", json={})
+
+    def job(self, job_id: str) -> dict[str, Any]:
+        return self._call("GET", f"/v1/jobs/{job_id}")
+
+    def jobs(self) -> list[dict[str, Any]]:
+        """Recent jobs, where the server offers a job list (GET /v1/jobs)."""
+        body = self._call("GET", "/v1/jobs")
+        return body["items"] if isinstance(body, dict) else body
+
+    def follow(self, job_id: str, on_change: Callable[[dict[str, Any]], None], interval: float = 0.5,
+               timeout: float | None = None) -> dict[str, Any]:
+        """Poll until the job finishes, calling on_change whenever its status or steps change."""
+        seen: Any = None
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            job = self.job(job_id)
+            state = (job["status"], [(s["name"], s["status"]) for s in job["steps"]])
+            if state != seen:
+                seen = state
+                on_change(job)
+            if job["status"] in FINISHED:
+                return job
+            if deadline is not None and time.monotonic() > deadline:
+                raise TimeoutError(f"job {job_id} still {job['status']} after {timeout:.0f}s")
+            time.sleep(interval)

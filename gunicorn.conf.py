@@ -1,0 +1,57 @@
+"""Read by gunicorn from the working directory (the repo root, or /app in the image).
+
+- Metrics: every gunicorn worker counts its HTTP requests into files in PROMETHEUS_MULTIPROC_DIR, and a
+  scrape sums them (prometheus-client multiprocess mode). The variable must be set before a worker imports
+  prometheus_client, hence here. Without one given, a private directory is made and removed on exit; a
+  given one is emptied at start (files of an earlier run would add old counts).
+- Logs: LOG_FORMAT=json makes gunicorn's own records JSON too (the app configures its own in create_app).
+"""
+
+import glob
+import os
+import shutil
+import tempfile
+
+_made_dir = False
+if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="registry-janitor-metrics-")
+    _made_dir = True
+
+
+def on_starting(server):  # noqa: ANN001, ANN201 - gunicorn's hook signature
+    for stale in glob.glob(os.path.join(os.environ["PROMETHEUS_MULTIPROC_DIR"], "*.db")):
+        os.remove(stale)
+
+
+def child_exit(server, worker):  # noqa: ANN001, ANN201
+    from prometheus_client import multiprocess
+
+    multiprocess.mark_process_dead(worker.pid)
+
+
+def on_exit(server):  # noqa: ANN001, ANN201
+    if _made_dir:
+        shutil.rmtree(os.environ["PROMETHEUS_MULTIPROC_DIR"], ignore_errors=True)
+
+
+if os.environ.get("LOG_FORMAT", "").strip().lower() == "json":
+    logconfig_dict = {
+        "version": 1,
+        "disable_existing_loggers": False,
+        "filters": {"context": {"()": "janitor.logs.ContextFilter"}},
+        "formatters": {"json": {"()": "janitor.logs.JanitorJsonFormatter"}},
+        "handlers": {"stderr": {"class": "logging.StreamHandler", "stream": "ext://sys.stderr",
+                                "formatter": "json", "filters": ["context"]}},
+        "loggers": {
+            "gunicorn.error": {"handlers": ["stderr"], "level": "INFO", "propagate": False},
+            # The app logs one line per request itself, with the request, job and window ids.
+            "gunicorn.access": {"handlers": [], "level": "WARNING", "propagate": False},
+        },
+        "root": {"level": "INFO", "handlers": []},
+    }
+
+# Answers gunicorn gives itself (414 for an over-long request line, 431, 400) in the JSON error shape.
+# Imported after PROMETHEUS_MULTIPROC_DIR is set: the service package loads prometheus_client.
+from service import gunicorn_errors  # noqa: E402
+
+gunicorn_errors.install()

@@ -1,0 +1,43 @@
+"""One structured log line per request that changes something: who, what, which job, and the outcome.
+Never the token: only its name."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+
+from flask import Response, g, request
+
+from service.auth import READ_METHODS, caller
+
+log = logging.getLogger("janitor.audit")
+
+
+def setup() -> None:
+    """Audit lines and token-file reports go to stderr at INFO even when nothing else configured logging
+    (gunicorn's default)."""
+    for logger in (log, logging.getLogger("janitor.tokens")):
+        if not logger.handlers:
+            handler = logging.StreamHandler(sys.stderr)
+            handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+            logger.addHandler(handler)
+            logger.setLevel(logging.INFO)
+            logger.propagate = False
+
+
+def record(response: Response) -> Response:
+    if request.method in READ_METHODS or not request.path.startswith("/v1/"):
+        return response
+    body = response.get_json(silent=True) if response.is_json else None
+    body = body if isinstance(body, dict) else {}
+    line = {
+        "who": caller().name if hasattr(g, "caller") else "unauthenticated",
+        "what": f"{request.method} {request.path}",
+        "operation": request.endpoint,
+        "job_id": body.get("id") or (request.view_args or {}).get("job_id"),
+        "status": response.status_code,
+        "outcome": body.get("status") if response.status_code < 400 else body.get("code"),
+    }
+    log.info(json.dumps(line, sort_keys=True))
+    return response

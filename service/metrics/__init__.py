@@ -1,0 +1,1 @@
+"""GET /metrics: Prometheus text format, the API's HTTP figures and the worker's figures from Redis."""

@@ -1,0 +1,97 @@
+"""Webhook deliveries on their own RQ queue, with RQ's Retry and backoff, served by a worker process of their
+own (started by `python -m worker`), so a slow or dead receiver never delays a window."""
+
+from __future__ import annotations
+
+import logging
+import os
+import subprocess
+import sys
+import threading
+import time
+from typing import Any
+
+import redis
+import requests
+from rq import Queue, Retry, SimpleWorker, get_current_job
+
+from janitor import webhooks
+from janitor.records import JobStore, Keys, now
+from janitor.settings import Settings
+
+log = logging.getLogger("worker.webhooks")
+DELIVER = "worker.webhooks.deliver"
+
+
+def enqueuer(conn: redis.Redis, settings: Settings) -> webhooks.Enqueue:
+    """The function that puts one delivery on the webhook queue; used by the worker and the API alike."""
+    queue = Queue(Keys(settings.registry_host).webhook_queue, connection=conn)
+    intervals = list(settings.webhook_retry_intervals)
+
+    def enqueue(job_id: str, delivery_id: str, url: str, event: str, raw: str) -> None:
+        queue.enqueue(DELIVER, settings.registry_host, job_id, delivery_id, url, event, raw,
+                      retry=Retry(max=len(intervals), interval=intervals) if intervals else None,
+                      job_timeout=int(settings.webhook_timeout) + 30, result_ttl=3600, failure_ttl=24 * 3600,
+                      description=f"{event} -> {url}")
+    return enqueue
+
+
+class DeliveryFailed(Exception):
+    """The receiver did not answer 2xx: RQ retries the delivery after the next interval."""
+
+
+def deliver(registry: str, job_id: str, delivery_id: str, url: str, event: str, raw: str) -> int:
+    """One attempt. Records it on the job, then raises on anything but 2xx so RQ's Retry applies."""
+    settings = Settings.from_env()
+    if registry != settings.registry_host:
+        raise ValueError(f"this worker delivers for {settings.registry_host}, not {registry}")
+    conn = redis.Redis.from_url(settings.redis_url)
+    store = JobStore(conn, settings.job_ttl)
+    record: dict[str, Any] = store.webhook(job_id, delivery_id) or {
+        "url": url, "event": event, "delivery_id": delivery_id, "attempts": 0, "queued_at": now()}
+    status: int | None = None
+    error: str | None = None
+    try:
+        status = webhooks.send(url, event, delivery_id, raw, settings.webhook_secret, settings.webhook_timeout)
+        if not 200 <= status < 300:
+            error = f"HTTP {status}"
+    except requests.RequestException as exc:
+        error = f"{type(exc).__name__}: no answer"
+    current = get_current_job()
+    retries_left = current.retries_left if current and current.retries_left is not None else 0
+    record.update(attempts=int(record.get("attempts", 0)) + 1, last_status=status, last_error=error,
+                  updated_at=now(), state="delivered" if error is None else ("retrying" if retries_left else "failed"))
+    store.record_webhook(job_id, delivery_id, record)
+    if error:
+        log.warning("webhook %s %s to %s: attempt %d failed (%s)", event, delivery_id, url, record["attempts"], error)
+        raise DeliveryFailed(error)
+    return status or 0
+
+
+def serve(settings: Settings) -> None:
+    """The webhook queue's own worker (with RQ's scheduler, which brings retries back when they are due).
+    It stops when its parent, `python -m worker`, is gone."""
+    conn = redis.Redis.from_url(settings.redis_url)
+    parent = os.getppid()
+
+    def orphaned() -> None:
+        while os.getppid() == parent:
+            time.sleep(1)
+        os._exit(0)
+    threading.Thread(target=orphaned, name="parent-watch", daemon=True).start()
+    queue = Queue(Keys(settings.registry_host).webhook_queue, connection=conn)
+    SimpleWorker([queue], connection=conn).work(with_scheduler=True)
+
+
+def start_process() -> subprocess.Popen[bytes]:
+    return subprocess.Popen([sys.executable, "-m", "worker.webhooks"])
+
+
+def main() -> None:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    serve(Settings.from_env())
+
+
+
+if __name__ == "__main__":
+    main()
