@@ -99,7 +99,9 @@ def create(stack: Stack, body: dict[str, Any]) -> dict[str, Any]:
     return resp.json()
 
 
-def test_each_rule_alone_then_combined_leaves_exactly_the_expected_tags(stack: Stack) -> None:
+def test_each_rule_alone_then_combined_leaves_exactly_the_expected_tags(
+        registry, make_stack) -> None:  # type: ignore[no-untyped-def]
+    stack = make_stack(registry, JANITOR_UNTAGGED_MIN_AGE="0")  # the untagged image was pushed a moment ago
     now = datetime.now(timezone.utc)
     with ThreadPoolExecutor(len(CASES)) as pool:  # a pusher (one HTTP session) per repository
         digests = dict(zip(CASES, pool.map(lambda name: populate(stack.pusher(), f"ret/{name}", now), CASES)))
