@@ -392,7 +392,7 @@ def test_reject_expire_and_cancel_end_as_named_and_change_nothing(
 
 def test_plan_drift_new_untagged_manifest_is_skipped_not_deleted(
         registry: Registry, chatops: Callable[..., tuple[Stack, Client, Path]]) -> None:
-    stack, c, _ = chatops(registry)
+    stack, c, _ = chatops(registry, JANITOR_UNTAGGED_MIN_AGE="0")  # everything here was pushed a moment ago
     p = images.Pusher(registry.url)
     first, second, third = images.image(), images.image(), images.image()
     p.image("team/app", first, "latest")

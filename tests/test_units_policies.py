@@ -196,3 +196,48 @@ def test_policies_file_is_validated_whole(tmp_path) -> None:  # type: ignore[no-
     twice.write_text("- {name: a, repositories: [x]}\n- {name: a, repositories: [y]}\n")
     with pytest.raises(errors.InvalidPolicy):
         policies.load_file(str(twice))
+
+
+# -- a policy planned on a hand-built snapshot (janitor/policy_plan.py on janitor/rules.py) ----------------
+
+def test_a_policy_plans_with_the_deletion_rules_on_a_snapshot() -> None:
+    from janitor import policy_plan
+    from tests.test_rules import image, index, repo, snapshot
+
+    now = datetime(2026, 1, 31, tzinfo=timezone.utc)
+    old, new, shared_old, child_a, child_b, stray = (image(n) for n in ("old", "new", "shared", "ca", "cb", "stray"))
+    multi = index("multi", [child_a, child_b])
+    other = image("other", shared=("common",))
+    app = repo("team/app", {"dev-1": old, "dev-2": shared_old, "v1": shared_old, "dev-3": new, "multi": multi},
+               [old, new, shared_old, multi, child_a, child_b, stray])
+    kept = repo("team/lib", {"dev-9": other}, [other])
+    snap = snapshot(app, kept)
+
+    class NoClient:  # every creation time is known: the planner must not read the registry
+        def image_config(self, repo: str, digest: str) -> None:
+            raise AssertionError(f"read {repo}@{digest}")
+
+    times = policy_plan.CreationTimes(NoClient(), 2)
+    days = {"old": 30, "new": 1, "shared": 20, "ca": 40, "cb": 2}
+    times.by_config = {m.config.digest: now - timedelta(days=days[n])
+                       for m, n in ((old, "old"), (new, "new"), (shared_old, "shared"), (child_a, "ca"),
+                                    (child_b, "cb")) if m.config}
+    times.by_config[other.config.digest] = None  # type: ignore[union-attr]  # no creation time: never deleted
+    times.by_config[stray.config.digest] = now  # type: ignore[union-attr]
+    policy = policies.validate({"name": "p", "repositories": ["team/*"], "delete_tags": "^dev-",
+                                "older_than": "7d", "untagged": True})
+    planned = policy_plan.plan(snap, policy, now, times)
+    by_repo = {r.repository: r for r in planned.plan.repos}
+    # dev-1 (30 days) goes with its manifest; dev-2 shares v1's manifest: untagged alone; dev-3 is too new.
+    assert by_repo["team/app"].untag == ["dev-2"]
+    assert set(by_repo["team/app"].delete) == {old.digest, stray.digest}  # untagged: the stray manifest too
+    assert planned.named() == {("team/app", "dev-1"), ("team/app", "dev-2")}
+    as_dict = planned.as_dict()
+    [app_view, lib_view] = as_dict["repositories"]
+    keep = {k["tag"]: k["reason"] for k in app_view["keep"]}
+    assert keep == {"dev-3": "newer_than", "multi": "not_matched", "v1": "not_matched"}
+    assert [(k["tag"], k["reason"]) for k in lib_view["keep"]] == [("dev-9", "no_creation_time")]
+    assert as_dict["tags"] == ["team/app:dev-1", "team/app:dev-2"] and as_dict["bytes"] > 0
+    assert not by_repo["team/lib"].delete and not by_repo["team/lib"].untag
+    # An index counts its newest child.
+    assert times.of(app, multi.digest) == now - timedelta(days=2)
