@@ -11,7 +11,8 @@ T = TypeVar("T")
 
 
 class PageQueryArgsSchema(ma.Schema):
-    page = ma.fields.Integer(load_default=1, validate=ma.validate.Range(min=1))
+    # Bounded: a page past any list is empty, and a huge one must not overflow the slice that skips to it.
+    page = ma.fields.Integer(load_default=1, validate=ma.validate.Range(min=1, max=1_000_000))
     page_size = ma.fields.Integer(load_default=50, validate=ma.validate.Range(min=1, max=500))
 
 

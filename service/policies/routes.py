@@ -88,6 +88,7 @@ class Policy(MethodView):
                          "its runs are listed by `GET /v1/jobs?policy={name}`.")
     @blp.response(200, PolicyViewSchema, description="The policy")
     @blp.alt_response(404, schema=ErrorSchema, description="No such policy")
+    @blp.alt_response(422, schema=ErrorSchema, description="Not a policy name (INVALID_REQUEST)")
     def get(self, name: str) -> dict[str, Any]:
         st = state()
         store = _store(st)
@@ -117,6 +118,7 @@ class Policy(MethodView):
     @blp.response(204, description="Deleted")
     @blp.alt_response(403, schema=ErrorSchema, description=FORBIDDEN)
     @blp.alt_response(404, schema=ErrorSchema, description="No such policy")
+    @blp.alt_response(422, schema=ErrorSchema, description="Not a policy name (INVALID_REQUEST)")
     @blp.alt_response(409, schema=ErrorSchema, description="The policy comes from POLICIES_FILE")
     def delete(self, name: str) -> None:
         _store(state()).delete(name)

@@ -26,8 +26,12 @@ class PolicyFields(ma.Schema):
     class Meta:
         unknown = ma.RAISE
 
-    name = ma.fields.String(metadata={"description": "Lowercase letters, digits and '-'; unique", "example": "app-builds"})
-    repositories = ma.fields.List(ma.fields.String(), metadata={
+    name = ma.fields.String(validate=[ma.validate.Length(min=1, max=policies.NAME_MAX),
+                                      ma.validate.Regexp(policies.NAME_RE.pattern)],
+                            metadata={"description": "Lowercase letters, digits and '-'; unique", "example": "app-builds"})
+    repositories = ma.fields.List(ma.fields.String(validate=[
+        ma.validate.Length(min=1, max=255), ma.validate.Regexp(r"^[a-z0-9._/*-]+$")]),
+        validate=ma.validate.Length(min=1, max=policies.MAX_REPOSITORY_GLOBS), metadata={
         "description": "Globs on the whole repository name: * within one path segment, ** across them",
         "example": ["team/*", "tools/ci"]})
     keep_last = ma.fields.Integer(allow_none=True, strict=True, metadata={
