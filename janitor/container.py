@@ -42,6 +42,9 @@ def config_path_from(argv: list[str], env: dict[str, str]) -> str | None:
     from_env = env.get("REGISTRY_CONFIGURATION_PATH") or None
     if "serve" in words:
         after = [w for w in words[words.index("serve") + 1:] if not w.startswith("-")]
+        if after and after[0].startswith("$"):
+            # `sh -c '... registry serve "$1"' sh <path>`: the path is a positional argument of the shell.
+            return next((w for w in words if w.endswith(_CONFIG_SUFFIXES)), from_env)
         return after[0] if after and not after[0].startswith(("&", ";", "|")) else from_env
     for word in words[1:]:
         if word.endswith(_CONFIG_SUFFIXES):

@@ -34,6 +34,9 @@ D3 = "sha256:" + "c" * 64
     (["/entrypoint.sh", "serve"], {"REGISTRY_CONFIGURATION_PATH": "/cfg/x.yml"}, "/cfg/x.yml"),
     (["/bin/registry", "serve", "/conf/registry"], {}, "/conf/registry"),  # any path, no suffix needed
     (["sh", "-c", "exec registry serve /x/c.yml"], {}, "/x/c.yml"),
+    # A wrapper shell that passes the path on as its positional argument.
+    (["/bin/sh", "-c", "export A=b; exec registry serve \"$1\"", "sh", "/y/c.yml"], {}, "/y/c.yml"),
+    (["/bin/sh", "-c", "exec registry serve \"$1\""], {"REGISTRY_CONFIGURATION_PATH": "/e.yml"}, "/e.yml"),
     (["registry", "serve"], {}, None),  # distribution itself refuses to start: say so, never guess
     (["/entrypoint.sh"], {}, None),
 ])
