@@ -10,7 +10,6 @@ from typing import TYPE_CHECKING, Any
 
 from janitor import approval, policy_plan, storage
 from janitor.records import SUCCEEDED, now
-from janitor.snapshot import Reader
 
 if TYPE_CHECKING:
     from worker.window import Window
@@ -24,8 +23,8 @@ def run(window: Window, job: dict[str, Any], root: str | None) -> None:
         window.creation_times = policy_plan.CreationTimes(
             ctx.client, ctx.settings.policy_read_concurrency, ctx.conn, ctx.keys.prefix)
     stored = None if root is None else (lambda: storage.revision_times(ctx.container, root))
-    with window.step([job], "delete") as out, \
-            Reader(ctx.client, window.manifests, ctx.settings.policy_read_concurrency) as reader:
+    with window.step([job], "delete") as out, policy_plan.PolicyReader(
+            ctx.client, window.manifests, ctx.settings.policy_read_concurrency, window.creation_times) as reader:
         snap = policy_plan.read(reader, policy, stored)
         planned = policy_plan.plan(snap, policy, datetime.now(timezone.utc), window.creation_times,
                                    ctx.settings.untagged_min_age)
