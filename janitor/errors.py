@@ -177,6 +177,8 @@ class StoragePathRefused(JanitorError, ValueError):
 # Codes sent without a class of their own: a job its window's recovery ended (INTERRUPTED), and the
 # readiness checks of /readyz. service/errors.py ERROR_CODES adds them to every class's code.
 OTHER_CODES = ("INTERRUPTED", "NO_WORKER", "REGISTRY_CONTAINER_NOT_RUNNING", "UNKNOWN")
+
+
 class Forbidden(JanitorError):
     """The token is valid but lacks the scope this needs (or may not approve its own request)."""
 
@@ -193,3 +195,23 @@ class ApprovalExpired(Conflict):
 
 class JobNotCancellable(Conflict):
     code = "JOB_NOT_CANCELLABLE"
+
+
+class InvalidPolicy(JanitorError):
+    """A policy field that cannot be used; details name each field and what is wrong with it."""
+
+    code = "INVALID_REQUEST"  # the code every other 422 for a bad field carries
+
+
+class PolicyNotFound(NotFound):
+    code = "POLICY_UNKNOWN"
+
+
+class PolicyExists(Conflict):
+    code = "POLICY_EXISTS"
+
+
+class PolicyReadOnly(Conflict):
+    """Policies from POLICIES_FILE change in the file, not through the API."""
+
+    code = "POLICY_READ_ONLY"

@@ -36,3 +36,16 @@ def claim(conn: redis.Redis, keys: Keys) -> list[str]:
 
 def waiting(conn: redis.Redis, keys: Keys) -> int:
     return int(conn.llen(keys.pending))
+
+
+def submit_many(conn: redis.Redis, keys: Keys, job_ids: list[str], schedule: Callable[[], object]) -> None:
+    """Queue several jobs at once, so a window that starts meanwhile takes all of them or none."""
+    if not job_ids:
+        return
+    conn.rpush(keys.pending, *job_ids)
+    if conn.set(keys.scheduled, "1", nx=True):
+        try:
+            schedule()
+        except Exception:
+            conn.delete(keys.scheduled)
+            raise

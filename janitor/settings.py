@@ -50,6 +50,10 @@ class Settings:
     # How long a request keeps retrying while the registry is unreachable (it restarts in every window).
     registry_retry: float = 10.0
     max_body_bytes: int = 64 * 1024
+    # Retention policies kept in git: a YAML file, read-only through the API.
+    policies_file: str | None = None
+    # Parallel registry reads when a policy reads tags, manifests and image configs.
+    policy_read_concurrency: int = 16
     # `untagged` never deletes a manifest pushed (revision link written) less than this many seconds ago, nor
     # what it uses: a manifest pushed by digest may still be getting its tag, or an index its children.
     untagged_min_age: float = 3600.0
@@ -101,6 +105,8 @@ class Settings:
             http_timeout=_float(env, "JANITOR_HTTP_TIMEOUT", d.http_timeout),
             registry_retry=_float(env, "JANITOR_REGISTRY_RETRY", d.registry_retry),
             max_body_bytes=int(_float(env, "JANITOR_MAX_BODY_BYTES", d.max_body_bytes)),
+            policies_file=env.get("POLICIES_FILE") or None,
+            policy_read_concurrency=max(1, int(_float(env, "JANITOR_POLICY_CONCURRENCY", d.policy_read_concurrency))),
             untagged_min_age=_float(env, "JANITOR_UNTAGGED_MIN_AGE", d.untagged_min_age),
             max_window=_float(env, "JANITOR_MAX_WINDOW", d.max_window),
             gc_timeout=_float(env, "JANITOR_GC_TIMEOUT", d.gc_timeout),

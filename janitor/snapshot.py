@@ -161,16 +161,29 @@ class Reader:
 
 def read(reader: Reader, request: Mapping[str, Any], storage: StorageReader | None = None) -> Snapshot:
     """Everything a deletion request is planned on. Storage (when given) is read first; see the module doc."""
+    names: list[str] | Callable[[list[str]], list[str]]
+    names = (lambda every: every) if request.get("all_repositories") else [str(request["repository"])]
+    return read_repositories(reader, names, storage, request.get("digests") or ())
+
+
+def read_repositories(reader: Reader, names: list[str] | Callable[[list[str]], list[str]],
+                      storage: StorageReader | None = None, extra: Iterable[str] = (),
+                      skip_missing: bool = False) -> Snapshot:
+    """The snapshot of several repositories, storage first. `names` is a list, or picks from every repository
+    known (the catalog and, when storage is read, the stored ones): a retention policy's globs.
+    `skip_missing`: a picked repository gone since the catalog is left out instead of failing the read."""
     read_at, stored_times = storage() if storage else (0.0, None)
-    if request.get("all_repositories"):
-        names = sorted(set(reader.client.catalog()) | set(stored_times or ()))
-    else:
-        names = [str(request["repository"])]
-    extra = list(request.get("digests") or ())
+    if callable(names):
+        names = names(sorted(set(reader.client.catalog()) | set(stored_times or ())))
+    extra = list(extra)
     repos = {}
     for name in names:
         stored = None if stored_times is None else stored_times.get(name, {})
-        repos[name] = reader.repository(name, stored, read_at, extra)
+        try:
+            repos[name] = reader.repository(name, stored, read_at, extra)
+        except errors.RepositoryNotFound:
+            if not skip_missing:
+                raise
     snapshot = Snapshot(repos)
     for repo in repos.values():
         snapshot.manifests.update(repo.manifests)

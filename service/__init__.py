@@ -66,9 +66,10 @@ def create_app(settings: Settings | None = None) -> Flask:
     from service.gc.routes import blp as gc
     from service.health.routes import blp as health
     from service.jobs.routes import blp as jobs
+    from service.policies.routes import blp as policies
     from service.repositories.routes import blp as repositories
 
-    for blp in (repositories, deletions, jobs, gc):
+    for blp in (repositories, deletions, jobs, gc, policies):
         api.register_blueprint(blp)
     app.before_request(lambda: auth.check(tokens) if request.path.startswith("/v1/") else None)
     app.after_request(audit.record)

@@ -56,11 +56,13 @@ class Image:
 
 
 def image(media_type: str = DOCKER_MANIFEST, layers: int = 2, layer_size: int = 4096,
-          platform: tuple[str, str] = ("linux", "amd64"), shared_layers: list[bytes] | None = None) -> Image:
+          platform: tuple[str, str] = ("linux", "amd64"), shared_layers: list[bytes] | None = None,
+          created: datetime | None = None) -> Image:
+    """`created` (default now) is the config's creation time, what retention policies rank images by."""
     blobs = list(shared_layers or []) + [layer(layer_size) for _ in range(layers)]
-    created = datetime.now(timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z")
+    stamp = (created or datetime.now(timezone.utc)).isoformat(timespec="seconds").replace("+00:00", "Z")
     config = json.dumps({
-        "architecture": platform[1], "os": platform[0], "created": created,
+        "architecture": platform[1], "os": platform[0], "created": stamp,
         "rootfs": {"type": "layers", "diff_ids": [sha256_digest(gzip.decompress(b)) for b in blobs]},
         "config": {}, "nonce": os.urandom(8).hex(),
     }).encode()

@@ -10,7 +10,7 @@ from rq import Queue, Worker
 from janitor import errors, heartbeat, logs, pending
 from janitor.lock import MaintenanceLock
 from janitor.settings import Settings
-from worker import events, webhooks, window
+from worker import events, schedules, webhooks, window
 from worker.context import Context
 
 log = logging.getLogger("worker")
@@ -45,7 +45,13 @@ def main() -> None:
         conn.set(ctx.keys.scheduled, "1")
         queue.enqueue("worker.jobs.run_window", settings.registry_host, job_timeout=-1)
     try:
-        Worker([queue], connection=conn).work(with_scheduler=False)
+        try:
+            for line in schedules.reconcile(settings, conn):
+                log.info("policy schedule: %s", line)
+        except (errors.JanitorError, OSError) as exc:
+            log.error("policy schedules not set: %s", getattr(exc, "message", exc))
+        # RQ's scheduler (one worker holds its lock) moves due policy moments from enqueue_at to the queue.
+        Worker([queue], connection=conn).work(with_scheduler=True)
     finally:
         deliveries.terminate()
 

@@ -29,7 +29,7 @@ from janitor.planner import TagWatch, delete_by_digest, read_and_plan
 from janitor.rules import Plan
 from janitor.snapshot import Reader, Snapshot
 from janitor.untag import untag
-from worker import events
+from worker import events, policy_window
 from worker.context import Context
 
 log = logging.getLogger(__name__)
@@ -137,6 +137,7 @@ class Window:
         self.access: preflight.StorageAccess | None = None  # what the storage driver lets the window do
         self.remove_repos: dict[str, list[dict[str, Any]]] = {}  # repository -> jobs that emptied it
         self.manifests: dict[str, Manifest] = {}  # by digest, immutable: shared by every plan in the window
+        self.creation_times: Any = None  # policy_plan.CreationTimes, made by the first policy job
 
     # -- bookkeeping ---------------------------------------------------------------------------
 
@@ -225,9 +226,12 @@ class Window:
         except StepError:
             return
         for job in self.jobs:
-            if job["kind"] == "deletion" and job["status"] == RUNNING and not job["error"]:
+            if job["kind"] in ("deletion", "policy") and job["status"] == RUNNING and not job["error"]:
                 with contextlib.suppress(StepError):
-                    self.delete(job, root)
+                    if job["kind"] == "deletion":
+                        self.delete(job, root)
+                    else:
+                        policy_window.run(self, job, root)
                 events.parked(self.ctx, job)
         if self.alive():
             if report.storage.gc_runs:
@@ -240,9 +244,11 @@ class Window:
         """Every job says which protections are off; a request that needs the registry's files fails here."""
         for job in self.jobs:
             job["result"]["storage"] = access.as_dict()
-            if job["kind"] == "deletion":
+            if job["kind"] in ("deletion", "policy"):
                 try:
-                    preflight.refuse_without_storage(job["request"], access)
+                    preflight.refuse_without_storage(
+                        job["request"] if job["kind"] == "deletion"
+                        else {"untagged": bool(job["request"]["policy"].get("untagged"))}, access)
                 except errors.StorageAccessRequired as exc:
                     job["error"] = {"code": exc.code, "message": exc.message, "details": exc.details,
                                     "step": "preflight"}
@@ -266,46 +272,56 @@ class Window:
                 job["result"].update(plan=plan.as_dict())
                 job.update(status=SUCCEEDED, finished_at=now())  # changes nothing: no part in GC
                 return
-            deleted: list[str] = []
-            untagged: list[str] = []
-            skipped: list[dict[str, Any]] = list(job["result"].get("skipped") or ())  # the approval's, if any
-            removed: set[str] = set()
-            out.update(manifests_deleted=deleted, untagged=untagged, skipped=skipped)
-            requested_tags = set(request.get("tags") or ())
+            named = {(r.repository, t) for r in plan.repos for t in request.get("tags") or ()}
+            self.carry_out(job, out, reader, snap, plan, named)
 
-            def untag_alone(repo: str, tag: str, planned_digest: str) -> None:
-                if ctx.client.manifest_digest(repo, tag) != planned_digest:
-                    skipped.append({"repository": repo, "tag": tag,
-                                    "reason": "the tag was moved or removed since the plan; left as it is"})
-                    return
-                self.released_blobs.setdefault(repo, set()).update(untag(ctx.client, repo, tag))
-                untagged.append(f"{repo}:{tag}")
-                removed.add(f"{repo}:{tag}")
+    def carry_out(self, job: dict[str, Any], out: dict[str, Any], reader: Reader, snap: Snapshot, plan: Plan,
+                  named: set[tuple[str, str]]) -> None:
+        """Untag and delete what a plan says, for a deletion or a policy run alike. Right before each guarded
+        delete by digest the tags are read again (TagWatch): a tag that reaches the manifest now (pushed since
+        the snapshot) keeps it, and the job reports it as skipped; the (repository, tag) pairs in `named` (the
+        request or the policy chose them) still go, alone. Blobs let go are noted per repository, so the hold
+        step never keeps them from GC. What approval skipped before (result.skipped) stays listed."""
+        ctx = self.ctx
+        deleted: list[str] = []
+        untagged: list[str] = []
+        skipped: list[dict[str, Any]] = list(job["result"].get("skipped") or [])
+        removed: set[str] = set()
+        out.update(manifests_deleted=deleted, untagged=untagged, skipped=skipped)
 
-            for repo_plan in plan.repos:
-                repo = repo_plan.repository
-                repo_snap = snap.repos[repo]
-                for tag in repo_plan.untag:
-                    untag_alone(repo, tag, repo_snap.tags[tag])
-                guarded, pairs, watch = set(repo_plan.guarded), repo_plan.removed_pairs, TagWatch(reader, repo_snap)
-                for digest in repo_plan.delete:
-                    holders = watch.reaching(digest, pairs) if digest in guarded else []
-                    if holders:
-                        skipped.append({"repository": repo, "digest": digest, "tags": holders,
-                                        "reason": "tagged since the plan; kept"})
-                        for tag in repo_plan.tags_removed.get(digest, []):
-                            if tag in requested_tags:  # the request named the tag: it goes, the manifest stays
-                                untag_alone(repo, tag, digest)
-                        continue
-                    manifest = repo_snap.manifests.get(digest)
-                    self.released_blobs.setdefault(repo, set()).update(manifest.blob_digests if manifest else ())
-                    delete_by_digest(ctx.client, repo, digest)
-                    deleted.append(digest)
-                    removed |= {f"{repo}:{t}" for t in repo_plan.tags_removed.get(digest, [])}
-                if repo_plan.remove_repository:
-                    self.remove_repos.setdefault(repo, []).append(job)
-            job["result"].update(manifests_deleted=list(deleted), tags_removed=sorted(removed),
-                                 skipped=list(skipped), repositories_removed=[])
+        def untag_alone(repo: str, tag: str, planned_digest: str) -> None:
+            if ctx.client.manifest_digest(repo, tag) != planned_digest:
+                skipped.append({"repository": repo, "tag": tag,
+                                "reason": "the tag was moved or removed since the plan; left as it is"})
+                return
+            self.released_blobs.setdefault(repo, set()).update(untag(ctx.client, repo, tag))
+            untagged.append(f"{repo}:{tag}")
+            removed.add(f"{repo}:{tag}")
+
+        for repo_plan in plan.repos:
+            repo = repo_plan.repository
+            repo_snap = snap.repos[repo]
+            for tag in repo_plan.untag:
+                untag_alone(repo, tag, repo_snap.tags[tag])
+            guarded, pairs, watch = set(repo_plan.guarded), repo_plan.removed_pairs, TagWatch(reader, repo_snap)
+            for digest in repo_plan.delete:
+                holders = watch.reaching(digest, pairs) if digest in guarded else []
+                if holders:
+                    skipped.append({"repository": repo, "digest": digest, "tags": holders,
+                                    "reason": "tagged since the plan; kept"})
+                    for tag in repo_plan.tags_removed.get(digest, []):
+                        if (repo, tag) in named:  # the request named the tag: it goes, the manifest stays
+                            untag_alone(repo, tag, digest)
+                    continue
+                manifest = repo_snap.manifests.get(digest)
+                self.released_blobs.setdefault(repo, set()).update(manifest.blob_digests if manifest else ())
+                delete_by_digest(ctx.client, repo, digest)
+                deleted.append(digest)
+                removed |= {f"{repo}:{t}" for t in repo_plan.tags_removed.get(digest, [])}
+            if repo_plan.remove_repository:
+                self.remove_repos.setdefault(repo, []).append(job)
+        job["result"].update(manifests_deleted=list(deleted), tags_removed=sorted(removed),
+                             skipped=list(skipped), repositories_removed=[])
 
     def _snapshot_and_plan(self, reader: Reader, request: dict[str, Any], root: str | None) -> tuple[Snapshot, Plan]:
         """A snapshot for this job (storage first, then tags, then manifests) and its plan. Every job reads

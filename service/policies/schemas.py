@@ -1,0 +1,121 @@
+"""Policy bodies. janitor.policies.validate is the one validator (the API and POLICIES_FILE share it); the
+fields here describe the shape for OpenAPI and reject wrong types first."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import marshmallow as ma
+
+from janitor import errors, policies
+from service.jobs.schemas import time_field
+
+
+def _checked(data: Any, name_optional: bool) -> Any:
+    probe = data
+    if name_optional and isinstance(data, dict) and "name" not in data:
+        probe = {**data, "name": "placeholder"}
+    try:
+        policies.validate(probe)
+    except errors.InvalidPolicy as exc:
+        raise ma.ValidationError(exc.details) from None
+    return data
+
+
+class PolicyFields(ma.Schema):
+    class Meta:
+        unknown = ma.RAISE
+
+    name = ma.fields.String(validate=[ma.validate.Length(min=1, max=policies.NAME_MAX),
+                                      ma.validate.Regexp(policies.NAME_RE.pattern)],
+                            metadata={"description": "Lowercase letters, digits and '-'; unique", "example": "app-builds"})
+    repositories = ma.fields.List(ma.fields.String(validate=[
+        ma.validate.Length(min=1, max=255), ma.validate.Regexp(r"^[a-z0-9._/*-]+$")]),
+        validate=ma.validate.Length(min=1, max=policies.MAX_REPOSITORY_GLOBS), metadata={
+        "description": "Globs on the whole repository name: * within one path segment, ** across them",
+        "example": ["team/*", "tools/ci"]})
+    keep_last = ma.fields.Integer(allow_none=True, strict=True, metadata={
+        "description": "Keep the N most recent tags of each repository (by image creation time, newest first, "
+                       "ties by name; an index counts its newest child)", "example": 10})
+    older_than = ma.fields.String(allow_none=True, metadata={
+        "description": "Delete only tags older than this: 90m, 12h, 30d, 2w", "example": "30d"})
+    delete_tags = ma.fields.String(allow_none=True, metadata={
+        "description": "RE2 regular expression (searched): only matching tags may go; default every tag",
+        "example": "^(dev|pr|build)-"})
+    keep_tags = ma.fields.String(allow_none=True, metadata={
+        "description": "RE2 regular expression (searched): matching tags always stay (keep wins)",
+        "example": "^(latest|stable|v\\d+\\.\\d+\\.\\d+)$"})
+    untagged = ma.fields.Boolean(metadata={
+        "description": "Also delete manifests no tag reaches, as the untagged deletion does", "example": True})
+    schedule = ma.fields.String(allow_none=True, metadata={
+        "description": "Cron expression (5 fields, UTC) or an interval such as 15m; omitted: on demand only",
+        "example": "0 3 * * *"})
+    enabled = ma.fields.Boolean(metadata={"description": "false pauses the schedule", "example": True})
+    approval = ma.fields.String(allow_none=True, validate=ma.validate.OneOf(["required"]), metadata={
+        "description": "`required`: the policy's scheduled runs are planned and wait as `awaiting_approval` "
+                       "until a token with `approve` approves them", "example": "required"})
+
+
+class PolicySchema(PolicyFields):
+    """A retention policy. A tag is deleted when every rule given lets it go; rules left out do not restrict.
+    A tag whose image has no creation time is never deleted by a policy."""
+
+    @ma.pre_load
+    def check(self, data: Any, **_: Any) -> Any:
+        return _checked(data, name_optional=False)
+
+
+class PolicyReplaceSchema(PolicyFields):
+    """A whole policy replacing the one at its path; `name` may be left out (it cannot change)."""
+
+    @ma.pre_load
+    def check(self, data: Any, **_: Any) -> Any:
+        return _checked(data, name_optional=True)
+
+
+class LastRunSchema(ma.Schema):
+    job_id = ma.fields.String(required=True)
+    status = ma.fields.String(required=True)
+    at = time_field("When the run was asked for", required=True)
+    finished_at = time_field("When the run ended; null while it waits or runs", nullable=True)
+
+
+class PolicyViewSchema(PolicyFields):
+    source = ma.fields.String(required=True, validate=ma.validate.OneOf(["api", "file"]), metadata={
+        "description": "api, or file: given in POLICIES_FILE and read-only here"})
+    last_run = ma.fields.Nested(LastRunSchema, allow_none=True)
+    next_run = time_field("When the schedule fires next (UTC); null without a schedule or when paused",
+                          nullable=True)
+
+
+class PolicyRunSchema(ma.Schema):
+    class Meta:
+        unknown = ma.RAISE
+
+    dry_run = ma.fields.Boolean(required=True, metadata={
+        "description": "true: report the plan and change nothing; false: carry it out in the next window"})
+    approval = ma.fields.String(allow_none=True, validate=ma.validate.OneOf(["required"]), metadata={
+        "description": "`required`: the run is planned and waits as `awaiting_approval` with its plan until "
+                       "another token approves it (JANITOR_REQUIRE_APPROVAL makes it the rule for real runs)"})
+
+    @ma.pre_load
+    def strict(self, data: Any, **_: Any) -> Any:
+        if isinstance(data, dict) and "dry_run" in data and not isinstance(data["dry_run"], bool):
+            raise ma.ValidationError({"dry_run": ["must be true or false"]})
+        return data
+
+
+POLICY_EXAMPLES = {
+    "builds": {"summary": "Keep the last 10 builds, nightly", "value": {
+        "name": "app-builds", "repositories": ["team/*", "tools/ci"], "keep_last": 10, "older_than": "30d",
+        "delete_tags": "^(dev|pr|build)-", "keep_tags": "^(latest|stable|v\\d+\\.\\d+\\.\\d+)$",
+        "untagged": True, "schedule": "0 3 * * *", "enabled": True}},
+    "approved": {"summary": "Scheduled runs wait for approval", "value": {
+        "name": "old-previews", "repositories": ["previews/**"], "older_than": "2w", "schedule": "15m",
+        "approval": "required"}},
+}
+RUN_EXAMPLES = {
+    "dryRun": {"summary": "The plan only, nothing changed", "value": {"dry_run": True}},
+    "run": {"summary": "Carry it out in the next window", "value": {"dry_run": False}},
+    "approval": {"summary": "Plan now, delete once approved", "value": {"dry_run": False, "approval": "required"}},
+}
