@@ -14,13 +14,7 @@ from janitor.records import Keys
 
 def submit(conn: redis.Redis, keys: Keys, job_id: str, schedule: Callable[[], object]) -> None:
     """Queue a job for the next window; schedule a window only when none is already waiting to start."""
-    conn.rpush(keys.pending, job_id)
-    if conn.set(keys.scheduled, "1", nx=True):
-        try:
-            schedule()
-        except Exception:
-            conn.delete(keys.scheduled)
-            raise
+    submit_many(conn, keys, [job_id], schedule)
 
 
 def claim(conn: redis.Redis, keys: Keys) -> list[str]:
