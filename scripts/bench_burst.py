@@ -10,12 +10,8 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import shutil
 import statistics
-import subprocess
 import sys
-import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -23,11 +19,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-import docker  # noqa: E402
-import redis  # noqa: E402
 
 from tests import images  # noqa: E402
-from tests.conftest import free_port, pings, start_registry, start_stack  # noqa: E402
+from scripts.benchstack import bench_stack  # noqa: E402
 
 
 def main() -> int:
@@ -35,17 +29,7 @@ def main() -> int:
     parser.add_argument("--requests", type=int, default=50)
     parser.add_argument("--concurrency", type=int, default=50)
     args = parser.parse_args()
-    image = os.environ.get("TEST_REGISTRY_IMAGE") or subprocess.run(
-        [str(ROOT / "scripts/provision.sh")], check=True, capture_output=True, text=True).stdout.split()[-1]
-
-    port, workdir = free_port(), tempfile.mkdtemp(prefix="rj-bench-redis-")
-    redis_proc = subprocess.Popen(["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
-                                   "--dir", workdir], stdout=subprocess.DEVNULL)
-    conn = redis.Redis(port=port)
-    images.wait_until(lambda: pings(conn), 20)
-    registry = start_registry(docker.from_env(), image)
-    stack = start_stack(registry, f"redis://127.0.0.1:{port}/0", conn)
-    try:
+    with bench_stack() as (registry, stack):
         pusher = stack.pusher()
         for i in range(args.requests):
             pusher.image("bench/app", images.image(layers=2, layer_size=8192), f"b{i}")
@@ -82,11 +66,6 @@ def main() -> int:
         }
         print(json.dumps(report, indent=2))
         return 0 if report["succeeded"] == args.requests else 1
-    finally:
-        stack.stop()
-        registry.container.remove(force=True, v=True)
-        redis_proc.terminate()
-        shutil.rmtree(workdir, ignore_errors=True)
 
 
 if __name__ == "__main__":

@@ -11,12 +11,8 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import shutil
 import statistics
-import subprocess
 import sys
-import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta, timezone
@@ -25,12 +21,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-import docker  # noqa: E402
-import redis  # noqa: E402
 
 from janitor.settings import Settings  # noqa: E402
 from tests import images  # noqa: E402
-from tests.conftest import free_port, pings, start_registry, start_stack  # noqa: E402
+from scripts.benchstack import bench_stack  # noqa: E402
 
 
 def _seconds(start: str, end: str) -> float:
@@ -49,18 +43,7 @@ def main() -> int:
                         help="the worker's JANITOR_POLICY_CONCURRENCY")
     parser.add_argument("--listing-first", action="store_true", help="measure the cold listing before the cold dry run")
     args = parser.parse_args()
-    image = os.environ.get("TEST_REGISTRY_IMAGE") or subprocess.run(
-        [str(ROOT / "scripts/provision.sh")], check=True, capture_output=True, text=True).stdout.split()[-1]
-
-    port, workdir = free_port(), tempfile.mkdtemp(prefix="rj-bench-redis-")
-    redis_proc = subprocess.Popen(["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
-                                   "--dir", workdir], stdout=subprocess.DEVNULL)
-    conn = redis.Redis(port=port)
-    images.wait_until(lambda: pings(conn), 20)
-    registry = start_registry(docker.from_env(), image)
-    stack = start_stack(registry, f"redis://127.0.0.1:{port}/0", conn,
-                        JANITOR_POLICY_CONCURRENCY=str(args.policy_concurrency))
-    try:
+    with bench_stack(JANITOR_POLICY_CONCURRENCY=str(args.policy_concurrency)) as (registry, stack):
         repos = [f"bench/r{i:03d}" for i in range(args.repositories)]
         now = datetime.now(timezone.utc)
 
@@ -129,11 +112,6 @@ def main() -> int:
         }
         print(json.dumps(report, indent=2))
         return 0
-    finally:
-        stack.stop()
-        registry.container.remove(force=True, v=True)
-        redis_proc.terminate()
-        shutil.rmtree(workdir, ignore_errors=True)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,48 @@
+"""The real stack for the benchmarks in scripts/: a private redis-server, a registry container and the
+service (gunicorn API and worker), all on loopback, torn down afterwards."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+import docker  # noqa: E402
+import redis  # noqa: E402
+
+from tests import images  # noqa: E402
+from tests.conftest import Registry, Stack, free_port, pings, start_registry, start_stack  # noqa: E402
+
+
+@contextlib.contextmanager
+def bench_stack(**env: str) -> Iterator[tuple[Registry, Stack]]:
+    """The registry image from TEST_REGISTRY_IMAGE, or as scripts/provision.sh provides it; `env` goes to the
+    API and the worker."""
+    image = os.environ.get("TEST_REGISTRY_IMAGE") or subprocess.run(
+        [str(ROOT / "scripts/provision.sh")], check=True, capture_output=True, text=True).stdout.split()[-1]
+    port, workdir = free_port(), tempfile.mkdtemp(prefix="rj-bench-redis-")
+    redis_proc = subprocess.Popen(["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+                                   "--dir", workdir], stdout=subprocess.DEVNULL)
+    registry: Registry | None = None
+    stack: Stack | None = None
+    try:
+        conn = redis.Redis(port=port)
+        images.wait_until(lambda: pings(conn), 20)
+        registry = start_registry(docker.from_env(), image)
+        stack = start_stack(registry, f"redis://127.0.0.1:{port}/0", conn, **env)
+        yield registry, stack
+    finally:
+        if stack is not None:
+            stack.stop()
+        if registry is not None:
+            registry.container.remove(force=True, v=True)
+        redis_proc.terminate()
+        shutil.rmtree(workdir, ignore_errors=True)
