@@ -107,9 +107,9 @@ def test_untagged_cleanups_never_take_a_push_that_lands_meanwhile(registry: Regi
                                                                     make_stack: Callable[..., Stack]) -> None:
     """Cleanups in a loop while three clients push new tags (and move one tag each, which leaves untagged
     manifests to delete). The minimum age is short (5 s): it covers a manifest PUT in progress, whose
-    revision link is written a moment before its tag link (measured: with no minimum age at all, one push in
-    this loop now and then lost its manifest that way). The read order and the check before each delete keep
-    every older manifest that gets a tag. (Uploads never stop here: the drain before the fence is short.)"""
+    revision link is written a moment before its tag link, and whose tag is listed before it resolves. The
+    read order and the check before each delete keep every older manifest that gets a tag. (Uploads never
+    stop here: the drain before the fence is short.)"""
     stack = make_stack(registry, JANITOR_UNTAGGED_MIN_AGE="5", JANITOR_UPLOAD_DRAIN="1")
     seed = stack.pusher()
     base = images.image()
