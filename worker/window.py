@@ -134,7 +134,6 @@ class Window:
         }
         # repository -> blobs this window's deletions let go there: never held from GC in that repository
         self.released_blobs: dict[str, set[str]] = {}
-        self.access: preflight.StorageAccess | None = None  # what the storage driver lets the window do
         self.remove_repos: dict[str, list[dict[str, Any]]] = {}  # repository -> jobs that emptied it
         self.manifests: dict[str, Manifest] = {}  # by digest, immutable: shared by every plan in the window
         self.creation_times: Any = None  # policy_plan.CreationTimes, made by the first policy job
@@ -219,7 +218,7 @@ class Window:
                 # Reach Docker and the container, and find the traps the fence cannot work around, before
                 # deleting anything, so nothing is left half-done.
                 report = preflight.check(self.ctx.container)
-                config_path, root, self.access = report.config_path, report.storage_root, report.storage
+                config_path, root = report.config_path, report.storage_root
                 self.guard.locate(config_path, root or "")
                 out.update(container=self.ctx.container.name, **report.as_dict())
                 self._storage_limits(report.storage)
