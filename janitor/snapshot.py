@@ -19,6 +19,7 @@ from types import TracebackType
 from typing import Any, Self, TypeVar
 
 from janitor import errors
+from janitor.contents import ContentCache
 from janitor.manifests import Manifest
 from janitor.registry import RegistryClient
 
@@ -72,12 +73,14 @@ class Snapshot:
 
 
 class Reader:
-    """Registry reads with a bounded thread pool and a manifest cache (by digest, immutable)."""
+    """Registry reads with a bounded thread pool and a manifest cache (by digest, immutable): in memory, and
+    (with `contents`) in Redis, so a manifest read once by any process is not read from the registry again."""
 
     def __init__(self, client: RegistryClient, cache: dict[str, Manifest] | None = None,
-                 workers: int = READ_WORKERS) -> None:
+                 workers: int = READ_WORKERS, contents: ContentCache | None = None) -> None:
         self.client = client
         self.cache = cache if cache is not None else {}
+        self.contents = contents
         self.pool = concurrent.futures.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="janitor-read")
 
     def __enter__(self) -> Self:
@@ -117,10 +120,23 @@ class Reader:
     def manifest(self, repository: str, digest: str) -> Manifest | None:
         if digest not in self.cache:
             try:
-                self.cache[digest] = _again(self.client.manifest, repository, digest)
+                manifest = _again(self.client.manifest, repository, digest)
             except errors.NotFound:
                 return None
+            self.cache[digest] = manifest
+            if self.contents is not None and manifest.digest == digest:
+                self.contents.put_manifests([manifest])
         return self.cache[digest]
+
+    def recall(self, digests: Iterable[str]) -> None:
+        """Bring what Redis knows of these digests into memory, in one round trip: a manifest cached there
+        is content-addressed, so it is what the registry would answer, and no request is made for it. Does
+        not say whether a repository holds it: callers learn that from tags, revisions or HEADs."""
+        if self.contents is None:
+            return
+        missing = [d for d in digests if d not in self.cache]
+        if missing:
+            self.cache.update(self.contents.manifests(missing))
 
     def manifests(self, repository: str, digests: Iterable[str],
                   present: set[str] | None = None) -> dict[str, Manifest]:
@@ -129,7 +145,11 @@ class Reader:
         index). Unreadable ones are left out."""
         found: dict[str, Manifest] = {}
         wave = list(dict.fromkeys(digests))
+        first = True
         while wave:
+            if first or present is not None:  # a child is cached but maybe deleted: only `present` says
+                self.recall(wave)
+            first = False
             for digest, manifest in zip(wave, self.pool.map(lambda d: self.manifest(repository, d), wave),
                                         strict=True):
                 if manifest is not None:

@@ -1,0 +1,96 @@
+"""What never changes, kept in Redis: manifests and image-config creation times, by digest.
+
+A digest names its content for good, so an entry here is never stale and never needs invalidating; only its
+presence changes (a manifest deleted from the registry may stay cached, which is harmless: nothing looks a
+manifest up here without a digest some tag, revision or index named). Every reader of the registry (the
+listing, a window's plan, its integrity check, a policy) asks here before the registry, so a manifest is
+fetched once per registry, not once per listing or per window.
+
+Keys live under the registry's prefix (`<prefix>:content:...`), like every other key.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import redis
+
+from janitor import manifests as mf
+from janitor.manifests import Manifest
+
+# Reads and writes go in pipelines of this many keys: one round trip per chunk, bounded memory per call.
+CHUNK = 1000
+
+
+class ContentCache:
+    """Manifests by digest (their raw bytes and media type) and `created` of image configs by config digest."""
+
+    def __init__(self, conn: redis.Redis, prefix: str) -> None:
+        self.conn = conn
+        self.prefix = prefix
+
+    def _manifest_key(self, digest: str) -> str:
+        return f"{self.prefix}:content:manifest:{digest}"
+
+    def _created_key(self, config_digest: str) -> str:
+        return f"{self.prefix}:content:created:{config_digest}"
+
+    def manifests(self, digests: Iterable[str]) -> dict[str, Manifest]:
+        """Those of `digests` cached here, parsed. An entry that does not parse (or whose bytes do not hash to
+        its digest) is treated as absent: the caller reads the registry and overwrites it."""
+        wanted = list(dict.fromkeys(digests))
+        found: dict[str, Manifest] = {}
+        for start in range(0, len(wanted), CHUNK):
+            part = wanted[start:start + CHUNK]
+            for digest, raw in zip(part, self.conn.mget([self._manifest_key(d) for d in part]), strict=True):
+                if raw:
+                    manifest = _decode(digest, raw)
+                    if manifest is not None:
+                        found[digest] = manifest
+        return found
+
+    def put_manifests(self, found: Iterable[Manifest]) -> None:
+        items = list(found)
+        for start in range(0, len(items), CHUNK):
+            with self.conn.pipeline(transaction=False) as pipe:
+                for manifest in items[start:start + CHUNK]:
+                    pipe.set(self._manifest_key(manifest.digest), _encode(manifest))
+                pipe.execute()
+
+    def created(self, config_digests: Iterable[str]) -> dict[str, str | None]:
+        """`created` of these image configs, for those known here (a known config may state no time: None)."""
+        wanted = list(dict.fromkeys(config_digests))
+        found: dict[str, str | None] = {}
+        for start in range(0, len(wanted), CHUNK):
+            part = wanted[start:start + CHUNK]
+            for digest, raw in zip(part, self.conn.mget([self._created_key(d) for d in part]), strict=True):
+                if raw is not None:
+                    value = json.loads(raw)
+                    found[digest] = value if isinstance(value, str) else None
+        return found
+
+    def put_created(self, times: Mapping[str, str | None]) -> None:
+        items = list(times.items())
+        for start in range(0, len(items), CHUNK):
+            with self.conn.pipeline(transaction=False) as pipe:
+                for digest, when in items[start:start + CHUNK]:
+                    pipe.set(self._created_key(digest), json.dumps(when))
+                pipe.execute()
+
+
+def _encode(manifest: Manifest) -> bytes:
+    header = json.dumps({"media_type": manifest.media_type}).encode()
+    return header + b"\n" + manifest.raw
+
+
+def _decode(digest: str, stored: Any) -> Manifest | None:
+    header, _, raw = bytes(stored).partition(b"\n")
+    try:
+        media_type = json.loads(header).get("media_type")
+        if mf.sha256_digest(raw) != digest:
+            return None
+        return mf.parse(raw, media_type, digest)
+    except (ValueError, KeyError, TypeError, AttributeError):
+        return None
