@@ -29,6 +29,14 @@ import requests
 LAYER = "application/vnd.oci.image.layer.v1.tar+gzip"
 CONFIG = "application/vnd.oci.image.config.v1+json"
 MANIFEST = "application/vnd.oci.image.manifest.v1+json"
+# Docker's schema 2, what a classic `docker push` stores: tools that ask only for it (registry-cli) get a 404
+# for an OCI manifest from registry 2.8.
+DOCKER_MANIFEST = "application/vnd.docker.distribution.manifest.v2+json"
+TYPES = {  # manifest media type -> (config, layer) media types
+    MANIFEST: (CONFIG, LAYER),
+    DOCKER_MANIFEST: ("application/vnd.docker.container.image.v1+json",
+                      "application/vnd.docker.image.rootfs.diff.tar.gzip"),
+}
 
 
 def _digest(data: bytes) -> str:
@@ -57,10 +65,11 @@ class Pushed:
 
 
 class Populator:
-    def __init__(self, base: str, workers: int = 16, layer_size: int = 1024) -> None:
+    def __init__(self, base: str, workers: int = 16, layer_size: int = 1024, media_type: str = MANIFEST) -> None:
         self.base = base.rstrip("/")
         self.workers = workers
         self.layer_size = layer_size
+        self.media_type = media_type
         self._local = local()
 
     @property
@@ -89,13 +98,14 @@ class Populator:
                              "nonce": os.urandom(8).hex()}).encode()
         for data in (config, own):
             self.blob(repo, data)
+        config_type, layer_type = TYPES[self.media_type]
         body = json.dumps({
-            "schemaVersion": 2, "mediaType": MANIFEST,
-            "config": {"mediaType": CONFIG, "digest": _digest(config), "size": len(config)},
-            "layers": [{"mediaType": LAYER, "digest": _digest(b), "size": len(b)} for b in layers],
+            "schemaVersion": 2, "mediaType": self.media_type,
+            "config": {"mediaType": config_type, "digest": _digest(config), "size": len(config)},
+            "layers": [{"mediaType": layer_type, "digest": _digest(b), "size": len(b)} for b in layers],
         }).encode()
         resp = self.session.put(f"{self.base}/v2/{repo}/manifests/{tag}", data=body,
-                                headers={"Content-Type": MANIFEST}, timeout=60)
+                                headers={"Content-Type": self.media_type}, timeout=60)
         resp.raise_for_status()
         return Pushed(repo, tag, resp.headers["Docker-Content-Digest"],
                       len(config) + sum(len(b) for b in layers), stamp)
@@ -113,8 +123,9 @@ class Populator:
             return [p for found in pool.map(lambda n: self.repository(n, tags), names) for p in found]
 
 
-def populate(registry_url: str, repos: int, tags: int, prefix: str = "bench/app", workers: int = 16) -> list[Pushed]:
-    return Populator(registry_url, workers).fill(repos, tags, prefix)
+def populate(registry_url: str, repos: int, tags: int, prefix: str = "bench/app", workers: int = 16,
+             media_type: str = MANIFEST) -> list[Pushed]:
+    return Populator(registry_url, workers, media_type=media_type).fill(repos, tags, prefix)
 
 
 def main() -> int:
@@ -124,9 +135,11 @@ def main() -> int:
     parser.add_argument("--tags", type=int, default=10)
     parser.add_argument("--prefix", default="bench/app")
     parser.add_argument("--workers", type=int, default=16)
+    parser.add_argument("--docker", action="store_true", help="Docker schema 2 manifests instead of OCI")
     args = parser.parse_args()
     start = time.monotonic()
-    pushed = populate(args.registry_url, args.repos, args.tags, args.prefix, args.workers)
+    pushed = populate(args.registry_url, args.repos, args.tags, args.prefix, args.workers,
+                      DOCKER_MANIFEST if args.docker else MANIFEST)
     print(json.dumps({"tags": len(pushed), "seconds": round(time.monotonic() - start, 2)}))
     return 0
 
