@@ -1,0 +1,508 @@
+#!/usr/bin/env python3
+"""Benchmark (issue 11): listing a registry of N repositories x 10 tags, side by side, on the real stack on
+loopback (a registry container, a private redis-server, the gunicorn API and the RQ worker).
+
+Per size, on one registry grown in steps (100, then 200 more, then 700 more by default):
+  registry-cli  andrey-pohilko/registry-cli `registry.py -r URL --order-by-date --layers` (every repository,
+                its tags ordered by the config's date, each tag's layers), from a patched temporary copy run
+                in a venv of its own under the state directory;
+  walk          a plain parallel walk of the registry API (16 threads: catalog, tags/list per repository,
+                manifest and config blob per tag);
+  cold          a sequential client paging through the service (GET /v1/repositories, then every
+                /v1/repositories/{name}/tags, all pages) right after the API and worker start on an empty
+                Redis (no index, no content cache);
+  warm          the same listing again with nothing changed;
+  fresh         a tag pushed and another deleted straight through the registry API: seconds until
+                GET /v1/repositories/{name}/tags shows it (polled every 50 ms), in each index mode.
+Every listing is checked against the walk (repositories, tags, digests); a listing that differs fails.
+Goals from the issue: cold <= walk; warm <= registry-cli / 10; fresh <= 2 s.
+
+    TEST_REGISTRY_IMAGE=$(scripts/provision.sh | tail -n1) .venv/bin/python scripts/bench_listing.py
+    ... scripts/bench_listing.py --sizes 100 --json /tmp/listing.json
+
+registry-cli's source: --registry-cli (a git directory, a checkout or its registry.py; REGISTRY_CLI in the
+environment), by default the mirror at /work/.mirror/andrey-pohilko+registry-cli/repo. Its requirements come
+from PyPI by name into $REGISTRY_JANITOR_STATE/bench/registry-cli-venv (default /tmp/registry-janitor). At
+its HEAD `--order-by-date` raises TypeError (get_datetime_tags has no default for `plain`): the copy gets one.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from threading import local
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+import docker  # noqa: E402
+import redis  # noqa: E402
+import requests  # noqa: E402
+
+from scripts.populate import DOCKER_MANIFEST, Populator, _layer  # noqa: E402
+from tests.conftest import Registry, Stack, free_port, pings, start_registry, wait_http  # noqa: E402
+from tests.images import wait_until  # noqa: E402
+
+MIRROR = Path("/work/.mirror/andrey-pohilko+registry-cli/repo")
+STATE = Path(os.environ.get("REGISTRY_JANITOR_STATE") or "/tmp/registry-janitor")
+ACCEPT = ", ".join([
+    "application/vnd.docker.distribution.manifest.v2+json", "application/vnd.docker.distribution.manifest.list.v2+json",
+    "application/vnd.oci.image.manifest.v1+json", "application/vnd.oci.image.index.v1+json"])
+LOGS = STATE / "bench" / "listing-logs"  # the API's and worker's output of the last run
+GOAL_FRESH_SECONDS = 2.0
+Truth = dict[str, dict[str, str]]  # repository -> tag -> digest
+
+
+def log(msg: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
+
+def load() -> list[float]:
+    return [round(x, 2) for x in os.getloadavg()]
+
+
+# -- registry-cli ---------------------------------------------------------------------------------------------------
+
+class RegistryCli:
+    """registry-cli from a temporary, patched copy, in a venv of its own (made once, kept in the state dir)."""
+
+    PATCH = ("def get_datetime_tags(registry, image_name, tags_list, plain):",
+             "def get_datetime_tags(registry, image_name, tags_list, plain=False):")
+
+    def __init__(self, source: Path) -> None:
+        self.tmp = Path(tempfile.mkdtemp(prefix="rj-bench-registry-cli-"))
+        self.script = self.tmp / "registry.py"
+        if (source / "HEAD").is_file() and (source / "objects").is_dir():  # a git directory (the mirror)
+            text = subprocess.run(["git", "--git-dir", str(source), "show", "HEAD:registry.py"], check=True,
+                                  capture_output=True, text=True).stdout
+            self.revision = subprocess.run(["git", "--git-dir", str(source), "rev-parse", "--short", "HEAD"],
+                                           check=True, capture_output=True, text=True).stdout.strip()
+        else:
+            text = (source / "registry.py" if source.is_dir() else source).read_text()
+            self.revision = "checkout"
+        self.patched = self.PATCH[0] in text
+        self.script.write_text(text.replace(*self.PATCH))
+        venv = STATE / "bench" / "registry-cli-venv"
+        self.python = venv / "bin" / "python"
+        if not self.python.exists():
+            log(f"making {venv} for registry-cli (requests, python-dateutil, www-authenticate from PyPI)")
+            subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+            subprocess.run([str(self.python), "-m", "pip", "install", "-q", "requests", "python-dateutil",
+                            "www-authenticate"], check=True, stdout=subprocess.DEVNULL)
+
+    def run(self, url: str, expected_tags: int) -> float:
+        argv = [str(self.python), str(self.script), "-r", url, "--order-by-date", "--layers"]
+        start = time.monotonic()
+        done = subprocess.run(argv, check=False, capture_output=True, text=True, timeout=3600)
+        seconds = time.monotonic() - start
+        listed = sum(1 for line in done.stdout.splitlines() if line.startswith("  tag: "))
+        errors = [line for line in done.stdout.splitlines() if "not found" in line or line.startswith("error")]
+        if done.returncode != 0 or listed != expected_tags or errors:
+            raise RuntimeError(f"registry-cli: exit {done.returncode}, {listed} of {expected_tags} tags, "
+                               f"errors {errors[:3]}; stderr: {done.stderr[-2000:]}")
+        return seconds
+
+    def close(self) -> None:
+        shutil.rmtree(self.tmp, ignore_errors=True)
+
+
+# -- the plain walk -------------------------------------------------------------------------------------------------
+
+def plain_walk(base: str, threads: int = 16) -> Truth:
+    """What a script would do: catalog, then tags/list per repository and manifest + config per tag in
+    parallel over `threads` keep-alive sessions."""
+    sessions = local()
+
+    def session() -> requests.Session:
+        if not hasattr(sessions, "s"):
+            sessions.s = requests.Session()
+        return sessions.s
+
+    repos: list[str] = []
+    path: str | None = "/v2/_catalog?n=1000"
+    while path:
+        resp = session().get(base + path, timeout=60)
+        resp.raise_for_status()
+        repos += resp.json()["repositories"]
+        link = resp.headers.get("Link")
+        path = link.split(";")[0].strip("<> ") if link else None
+
+    def tags(repo: str) -> list[tuple[str, str]]:
+        resp = session().get(f"{base}/v2/{repo}/tags/list", timeout=60)
+        resp.raise_for_status()
+        return [(repo, t) for t in resp.json().get("tags") or []]
+
+    def detail(item: tuple[str, str]) -> tuple[str, str, str]:
+        repo, tag = item
+        resp = session().get(f"{base}/v2/{repo}/manifests/{tag}", headers={"Accept": ACCEPT}, timeout=60)
+        resp.raise_for_status()
+        manifest = resp.json()
+        if "config" in manifest:
+            cfg = session().get(f"{base}/v2/{repo}/blobs/{manifest['config']['digest']}", timeout=60)
+            cfg.raise_for_status()
+            cfg.json().get("created")
+        return repo, tag, resp.headers["Docker-Content-Digest"]
+
+    truth: Truth = {r: {} for r in repos}
+    with ThreadPoolExecutor(threads) as pool:
+        items = [i for found in pool.map(tags, repos) for i in found]
+        for repo, tag, digest in pool.map(detail, items):
+            truth[repo][tag] = digest
+    return {r: t for r, t in truth.items() if t}  # emptied repositories stay in the catalog
+
+
+# -- the service ------------------------------------------------------------------------------------------------------
+
+@dataclass
+class Service:
+    """The API (gunicorn, as the tests run it: 2 workers x 4 threads) and the worker on a port of our choosing, so
+    the registry's notification endpoint can name it before the service starts; restartable."""
+
+    registry: Registry
+    redis_url: str
+    conn: redis.Redis
+    env: dict[str, str] = field(default_factory=dict)
+    stack: Stack | None = None
+
+    def start(self, port: int) -> Stack:
+        assert self.stack is None
+        env = {**os.environ, "REGISTRY_URL": self.registry.url, "REGISTRY_CONTAINER": self.registry.name,
+               "REDIS_URL": self.redis_url, "API_TOKENS": "test-token", **self.env}
+        stack = Stack(f"http://127.0.0.1:{port}", self.registry, self.conn, env)
+        self.stack = stack
+        LOGS.mkdir(parents=True, exist_ok=True)
+        with open(LOGS / "api.log", "ab") as api_log, open(LOGS / "worker.log", "ab") as worker_log:
+            stack.procs["api"] = subprocess.Popen(
+                [sys.executable, "-m", "gunicorn", "-b", f"127.0.0.1:{port}", "-w", "2", "--threads", "4",
+                 "service:create_app()"], cwd=ROOT, env=env, start_new_session=True, stdout=api_log, stderr=api_log)
+            wait_http(f"{stack.api}/healthz", 60)
+            stack.procs["worker"] = subprocess.Popen([sys.executable, "-m", "worker"], cwd=ROOT, env=env,
+                                                     start_new_session=True, stdout=worker_log, stderr=worker_log)
+        return stack
+
+    def stop(self) -> None:
+        if self.stack is not None:
+            self.stack.stop()
+            self.stack = None
+
+
+def service_listing(stack: Stack, page_size: int | None) -> Truth:
+    """A sequential client: every page of /v1/repositories, then every page of each repository's tags."""
+    s = requests.Session()
+    s.headers.update(stack.headers)
+    extra = {"page_size": page_size} if page_size else {}
+
+    def pages(path: str) -> Iterator[dict[str, Any]]:
+        page = 1
+        while True:
+            resp = s.get(stack.api + path, params={"page": page, **extra}, timeout=600)
+            if resp.status_code != 200:
+                raise RuntimeError(f"GET {path} page {page}: {resp.status_code} {resp.text[:500]}")
+            body = resp.json()
+            yield from body["items"]
+            if not body["items"] or page * body["page_size"] >= body["total"]:
+                return
+            page += 1
+
+    counts = {r["name"]: r["tag_count"] for r in pages("/v1/repositories")}
+    listed: Truth = {}
+    for name, count in counts.items():
+        listed[name] = {t["name"]: t["digest"] for t in pages(f"/v1/repositories/{name}/tags")}
+        if count != len(listed[name]):
+            listed[name]["<tag_count>"] = str(count)  # a count that disagrees with the tags shows as a difference
+    return {r: t for r, t in listed.items() if t}
+
+
+def differences(listed: Truth, truth: Truth) -> int:
+    diff = len(set(listed) ^ set(truth))
+    for repo in set(listed) & set(truth):
+        a, b = listed[repo], truth[repo]
+        diff += len(set(a) ^ set(b)) + sum(a[t] != b[t] for t in set(a) & set(b))
+    return diff
+
+
+def timed(fn: Callable[[], Truth]) -> tuple[float, Truth]:
+    start = time.monotonic()
+    result = fn()
+    return time.monotonic() - start, result
+
+
+# -- freshness ------------------------------------------------------------------------------------------------------
+
+def tag_state(stack: Stack, repo: str, tag: str) -> str | None:
+    resp = requests.get(f"{stack.api}/v1/repositories/{repo}/tags", params={"page_size": 500},
+                        headers=stack.headers, timeout=30)
+    if resp.status_code != 200:
+        return None
+    return next((t["digest"] for t in resp.json()["items"] if t["name"] == tag), None)
+
+
+def until(predicate: Callable[[], bool], start: float, timeout: float) -> float | None:
+    while True:
+        if predicate():
+            return round(time.monotonic() - start, 3)
+        if time.monotonic() - start > timeout:
+            return None
+        time.sleep(0.05)
+
+
+def freshness(stack: Stack, pop: Populator, truth: Truth, label: str, rounds: int, timeout: float) -> dict[str, Any]:
+    """Per round: push a new tag to one repository, then delete an old tag of another by its digest, both
+    straight through the registry API; seconds from the registry's answer until the service's tag list agrees."""
+    pushed, deleted = [], []
+    repos = sorted(truth)
+    for i in range(rounds):
+        repo = repos[(7 * i) % len(repos)]
+        tag = f"fresh-{label}-{i}"
+        base_layer = _layer(512)
+        pop.blob(repo, base_layer)
+        image = pop.image(repo, tag, base_layer, datetime.now(timezone.utc).replace(microsecond=0))
+        start = time.monotonic()
+        pushed.append(until(lambda r=repo, t=tag, d=image.digest: tag_state(stack, r, t) == d, start, timeout))
+        truth[repo][tag] = image.digest
+
+        victim_repo = repos[(7 * i + 3) % len(repos)]
+        victim = next(t for t in sorted(truth[victim_repo]) if not t.startswith("fresh-"))
+        digest = truth[victim_repo][victim]
+        # The registry answers 404 on a manifest another tag still names; each bench tag has its own manifest.
+        resp = pop.session.delete(f"{pop.base}/v2/{victim_repo}/manifests/{digest}", timeout=60)
+        resp.raise_for_status()
+        start = time.monotonic()
+        deleted.append(until(lambda r=victim_repo, t=victim: tag_state(stack, r, t) is None, start, timeout))
+        del truth[victim_repo][victim]
+    worst = pushed + deleted
+    return {"push_seconds": pushed, "delete_seconds": deleted,
+            "max_seconds": None if None in worst else max(worst),
+            "pass": None not in worst and max(worst) <= GOAL_FRESH_SECONDS}
+
+
+# -- modes ----------------------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Mode:
+    """How the service keeps its listing: `events` true when the registry posts its notifications to it."""
+
+    name: str
+    env: dict[str, str]
+    events: bool
+
+
+def detect_modes() -> list[Mode]:
+    """The listing in this checkout: with an events endpoint, one mode with the registry's notifications and one
+    without; otherwise the service reads the registry on every listing ("live", main before issue 11)."""
+    spec = json.loads((ROOT / "openapi" / "openapi.json").read_text())
+    if "/v1/events" not in spec.get("paths", {}):
+        return [Mode("live", {}, False)]
+    return [Mode("events", {}, True), Mode("polling", {}, False)]
+
+
+def notification_env(port: int, token: str) -> dict[str, str]:
+    """The registry's notifications (distribution reads the list as YAML from the environment) to the service's
+    POST /v1/events on `port`."""
+    endpoints = [{"name": "janitor", "url": f"http://127.0.0.1:{port}/v1/events", "timeout": "2s",
+                  "threshold": 5, "backoff": "1s", "headers": {"Authorization": [f"Bearer {token}"]}}]
+    return {"REGISTRY_NOTIFICATIONS_ENDPOINTS": json.dumps(endpoints)}  # JSON is YAML
+
+
+# -- main -----------------------------------------------------------------------------------------------------------
+
+def secs(x: float | None, tags: int | None = None) -> str:
+    if x is None:
+        return "-"
+    return f"{x:.2f} s" if tags is None else f"{x:.2f} s ({1000 * x / tags:.2f} ms/tag)"
+
+
+def table(results: list[dict[str, Any]]) -> str:
+    head = ["repos x tags", "registry-cli", "walk (16 thr)", "service cold", "service warm", "cold<=walk",
+            "warm<=cli/10", "fresh max (mode)", "fresh<=2s"]
+    rows = [head]
+    for r in results:
+        n = r["tags"]
+        fresh = r.get("fresh", {})
+        rows.append([
+            f"{r['repositories']} x {r['tags_per_repository']} = {n}",
+            secs(r.get("registry_cli_seconds"), n), secs(r["walk_seconds"], n),
+            secs(r["cold_seconds"], n), secs(r["warm_seconds"], n),
+            _pf(r["goals"]["cold_le_walk"]), _pf(r["goals"]["warm_le_cli_tenth"]),
+            ", ".join(f"{secs(f['max_seconds'])} ({m})" for m, f in fresh.items()) or "-",
+            _pf(r["goals"]["fresh_le_2s"]),
+        ])
+    widths = [max(len(row[i]) for row in rows) for i in range(len(head))]
+    lines = ["| " + " | ".join(c.ljust(w) for c, w in zip(row, widths)) + " |" for row in rows]
+    lines.insert(1, "|" + "|".join("-" * (w + 2) for w in widths) + "|")
+    return "\n".join(lines)
+
+
+def _pf(x: bool | None) -> str:
+    return "-" if x is None else ("pass" if x else "FAIL")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--sizes", default="100,300,1000", help="repository counts, increasing (default 100,300,1000)")
+    parser.add_argument("--tags", type=int, default=10, help="tags per repository")
+    parser.add_argument("--page-size", type=int, default=None, help="page_size for the service listing "
+                        "(default: the API's own defaults, as a plain client pages)")
+    parser.add_argument("--warm-rounds", type=int, default=2, help="warm listings per size (median reported)")
+    parser.add_argument("--fresh-rounds", type=int, default=3, help="pushes and deletes per size and mode")
+    parser.add_argument("--fresh-timeout", type=float, default=10.0)
+    parser.add_argument("--walk-threads", type=int, default=16)
+    parser.add_argument("--modes", default="auto", help="comma list of: live, events, polling (default: what "
+                        "this checkout has; the first mode measures cold and warm)")
+    parser.add_argument("--registry-cli", type=Path, default=Path(os.environ.get("REGISTRY_CLI") or MIRROR))
+    parser.add_argument("--no-registry-cli", action="store_true", help="skip registry-cli (and its goal)")
+    parser.add_argument("--label", default="", help="a note stored in the JSON (e.g. before/after)")
+    parser.add_argument("--json", type=Path, help="also write the JSON report here")
+    args = parser.parse_args()
+    sizes = [int(s) for s in args.sizes.split(",")]
+    if sizes != sorted(set(sizes)) or sizes[0] < 1:
+        parser.error("--sizes must be increasing")
+    known = {m.name: m for m in detect_modes()}
+    if args.modes != "auto":
+        wanted = args.modes.split(",")
+        modes = [known.get(w) or Mode(w, {}, w == "events") for w in wanted]
+    else:
+        modes = list(known.values())
+
+    # SIGTERM unwinds like Ctrl-C, so the finally blocks remove the container and stop the processes.
+    signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
+    image = os.environ.get("TEST_REGISTRY_IMAGE") or subprocess.run(
+        [str(ROOT / "scripts/provision.sh")], check=True, capture_output=True, text=True).stdout.split()[-1]
+    cli = None if args.no_registry_cli else RegistryCli(args.registry_cli)
+    report: dict[str, Any] = {
+        "label": args.label, "commit": _git("rev-parse", "--short", "HEAD"), "branch": _git("branch", "--show-current"),
+        "registry_image": image, "cpus": os.cpu_count(), "uptime_start": _uptime(), "modes": [m.name for m in modes],
+        "registry_cli": None if cli is None else {"revision": cli.revision, "patched_plain_default": cli.patched},
+        "goals": {"cold": "<= walk", "warm": "<= registry-cli / 10", "fresh": f"<= {GOAL_FRESH_SECONDS} s"},
+        "sizes": [],
+    }
+    ports = {m.name: free_port() for m in modes}
+    redis_port, redis_dir = free_port(), tempfile.mkdtemp(prefix="rj-bench-redis-")
+    redis_proc = subprocess.Popen(["redis-server", "--port", str(redis_port), "--bind", "127.0.0.1", "--save", "",
+                                   "--appendonly", "no", "--dir", redis_dir], stdout=subprocess.DEVNULL)
+    registry: Registry | None = None
+    service: Service | None = None
+    started = time.monotonic()
+    shutil.rmtree(LOGS, ignore_errors=True)
+    try:
+        conn = redis.Redis(port=redis_port)
+        if not wait_until(lambda: pings(conn), 20):
+            raise RuntimeError("redis-server did not start")
+        events_mode = next((m for m in modes if m.events), None)
+        registry_env = notification_env(ports[events_mode.name], "test-token") if events_mode else {}
+        registry = start_registry(docker.from_env(), image, **registry_env)
+        log(f"registry {registry.name} at {registry.url}; redis on {redis_port}; modes {[m.name for m in modes]}")
+        pop = Populator(registry.url, media_type=DOCKER_MANIFEST)
+        main_mode = modes[0]
+        service = Service(registry, f"redis://127.0.0.1:{redis_port}/0", conn, dict(main_mode.env))
+        service.start(ports[main_mode.name])
+        have = 0
+        for step, size in enumerate(sizes):
+            entry: dict[str, Any] = {"repositories": size, "tags_per_repository": args.tags,
+                                     "tags": size * args.tags, "load_before": load()}
+            t = time.monotonic()
+            pop.fill(size - have, args.tags, prefix=f"bench/s{step}")
+            entry["populate_seconds"] = round(time.monotonic() - t, 1)
+            have = size
+            log(f"{size} repositories: populated (+{entry['populate_seconds']} s)")
+            time.sleep(2)  # the registry's notifications of the last pushes reach the service
+
+            entry["walk_seconds"], truth = timed(lambda: plain_walk(registry.url, args.walk_threads))
+            total = sum(len(t) for t in truth.values())
+            entry["tags"] = total  # earlier sizes' freshness rounds add and remove a tag each
+            log(f"walk {entry['walk_seconds']:.2f} s over {len(truth)} repositories, {total} tags")
+            if cli is not None:
+                entry["registry_cli_seconds"] = cli.run(registry.url, total)
+                log(f"registry-cli {entry['registry_cli_seconds']:.2f} s")
+
+            # Cold: the service restarted on an empty Redis.
+            service.stop()
+            conn.flushdb()
+            stack = service.start(ports[main_mode.name])
+            entry["cold_seconds"], listed = timed(lambda s=stack: service_listing(s, args.page_size))
+            entry["cold_differences"] = differences(listed, truth)
+            log(f"cold {entry['cold_seconds']:.2f} s ({entry['cold_differences']} differences)")
+            warm = []
+            for _ in range(args.warm_rounds):
+                seconds, listed = timed(lambda s=stack: service_listing(s, args.page_size))
+                warm.append(round(seconds, 3))
+                entry.setdefault("warm_differences", []).append(differences(listed, truth))
+            entry["warm_rounds_seconds"] = warm
+            entry["warm_seconds"] = statistics.median(warm)
+            log(f"warm {warm} ({entry['warm_differences']} differences)")
+
+            entry["fresh"] = {}
+            for mode in modes:
+                if mode is not main_mode:
+                    service.stop()
+                    service.env = dict(mode.env)
+                    stack = service.start(ports[mode.name])
+                entry["fresh"][mode.name] = freshness(stack, pop, truth, f"{mode.name}-{size}", args.fresh_rounds,
+                                                      args.fresh_timeout)
+                log(f"fresh ({mode.name}) {entry['fresh'][mode.name]}")
+            if len(modes) > 1:  # back to the main mode for the next size's pushes
+                service.stop()
+                service.env = dict(main_mode.env)
+                service.start(ports[main_mode.name])
+
+            n = entry["tags"]
+            listing_ok = entry["cold_differences"] == 0 and not any(entry["warm_differences"])
+            entry["seconds_per_tag"] = {k: round(entry[f"{k}_seconds"] / n, 6) for k in
+                                        ("walk", "cold", "warm", "registry_cli") if f"{k}_seconds" in entry}
+            cli_s = entry.get("registry_cli_seconds")
+            entry["goals"] = {
+                "listing_equals_registry": listing_ok,
+                "cold_le_walk": listing_ok and entry["cold_seconds"] <= entry["walk_seconds"],
+                "warm_le_cli_tenth": None if cli_s is None else listing_ok and entry["warm_seconds"] <= cli_s / 10,
+                "fresh_le_2s": all(f["pass"] for f in entry["fresh"].values()),
+            }
+            entry["load_after"] = load()
+            for k in ("walk_seconds", "registry_cli_seconds", "cold_seconds", "warm_seconds"):
+                if k in entry:
+                    entry[k] = round(entry[k], 3)
+            report["sizes"].append(entry)
+    finally:
+        if service is not None:
+            service.stop()
+        if registry is not None:
+            registry.container.remove(force=True, v=True)
+        redis_proc.terminate()
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            redis_proc.wait(10)
+        shutil.rmtree(redis_dir, ignore_errors=True)
+        if cli is not None:
+            cli.close()
+    report["total_seconds"] = round(time.monotonic() - started, 1)
+    report["uptime_end"] = _uptime()
+    print(table(report["sizes"]))
+    print(json.dumps(report, indent=2))
+    if args.json:
+        args.json.write_text(json.dumps(report, indent=2) + "\n")
+    return 0 if all(all(v is not False for v in e["goals"].values()) for e in report["sizes"]) else 1
+
+
+def _git(*argv: str) -> str:
+    return subprocess.run(["git", *argv], check=False, cwd=ROOT, capture_output=True, text=True).stdout.strip()
+
+
+def _uptime() -> str:
+    return subprocess.run(["uptime"], check=False, capture_output=True, text=True).stdout.strip()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
