@@ -303,20 +303,41 @@ class Mode:
 
 
 def detect_modes() -> list[Mode]:
-    """The listing in this checkout: with an events endpoint, one mode with the registry's notifications and one
-    without; otherwise the service reads the registry on every listing ("live", main before issue 11)."""
+    """The listing in this checkout: with POST /v1/events, the index in its two modes (the registry sending its
+    notifications to the service, JANITOR_INDEX_MODE=auto finding them in the registry's config; and polling,
+    the registry sending nothing to it); otherwise the service reads the registry on every listing ("live", main
+    before issue 11)."""
     spec = json.loads((ROOT / "openapi" / "openapi.json").read_text())
     if "/v1/events" not in spec.get("paths", {}):
         return [Mode("live", {}, False)]
-    return [Mode("events", {}, True), Mode("polling", {}, False)]
+    return [Mode("notifications", {"JANITOR_INDEX_MODE": "auto"}, True),
+            Mode("polling", {"JANITOR_INDEX_MODE": "polling"}, False)]
 
 
-def notification_env(port: int, token: str) -> dict[str, str]:
-    """The registry's notifications (distribution reads the list as YAML from the environment) to the service's
-    POST /v1/events on `port`."""
-    endpoints = [{"name": "janitor", "url": f"http://127.0.0.1:{port}/v1/events", "timeout": "2s",
-                  "threshold": 5, "backoff": "1s", "headers": {"Authorization": [f"Bearer {token}"]}}]
-    return {"REGISTRY_NOTIFICATIONS_ENDPOINTS": json.dumps(endpoints)}  # JSON is YAML
+def notification_env(port: int, token: str, debug_port: int) -> dict[str, str]:
+    """The registry's notifications to the service's POST /v1/events on `port` (distribution reads the list as
+    YAML from the environment; JSON is YAML). Pulls and blob events are not sent: the service ignores them, and
+    every read (the walk's, registry-cli's, the service's own) would otherwise queue one. The debug address
+    serves /debug/vars, whose endpoint metrics say how many events are still pending."""
+    endpoints = [{"name": "janitor", "url": f"http://127.0.0.1:{port}/v1/events", "timeout": "5s",
+                  "threshold": 5, "backoff": "1s", "headers": {"Authorization": [f"Bearer {token}"]},
+                  "ignore": {"actions": ["pull"], "mediatypes": ["application/octet-stream"]}}]
+    return {"REGISTRY_NOTIFICATIONS_ENDPOINTS": json.dumps(endpoints),
+            "REGISTRY_HTTP_DEBUG_ADDR": f"127.0.0.1:{debug_port}"}
+
+
+def events_pending(debug_port: int) -> int:
+    """Events the registry has queued for the service and not delivered yet."""
+    found = requests.get(f"http://127.0.0.1:{debug_port}/debug/vars", timeout=10).json()
+    endpoints = found.get("registry", {}).get("notifications", {}).get("endpoints") or []
+    return sum(e.get("Metrics", {}).get("Pending", 0) for e in endpoints)
+
+
+def index_state(stack: Stack) -> dict[str, Any]:
+    """/readyz's checks.index (empty before issue 11)."""
+    with contextlib.suppress(requests.RequestException, ValueError):
+        return requests.get(f"{stack.api}/readyz", timeout=30).json().get("checks", {}).get("index") or {}
+    return {}
 
 
 # -- main -----------------------------------------------------------------------------------------------------------
@@ -404,39 +425,59 @@ def main() -> int:
         if not wait_until(lambda: pings(conn), 20):
             raise RuntimeError("redis-server did not start")
         events_mode = next((m for m in modes if m.events), None)
-        registry_env = notification_env(ports[events_mode.name], "test-token") if events_mode else {}
+        debug_port = free_port()
+        registry_env = notification_env(ports[events_mode.name], "test-token", debug_port) if events_mode else {}
         registry = start_registry(docker.from_env(), image, **registry_env)
-        log(f"registry {registry.name} at {registry.url}; redis on {redis_port}; modes {[m.name for m in modes]}")
+        log(f"registry {registry.name} at {registry.url}; redis on {redis_port}; modes {[m.name for m in modes]}; "
+            f"logs in {LOGS}")
         pop = Populator(registry.url, media_type=DOCKER_MANIFEST)
         main_mode = modes[0]
-        service = Service(registry, f"redis://127.0.0.1:{redis_port}/0", conn, dict(main_mode.env))
-        service.start(ports[main_mode.name])
+        service = Service(registry, f"redis://127.0.0.1:{redis_port}/0", conn)
+
+        def switch(mode: Mode) -> Stack:
+            assert service is not None
+            service.stop()
+            service.env = dict(mode.env)
+            return service.start(ports[mode.name])
+
         have = 0
         for step, size in enumerate(sizes):
             entry: dict[str, Any] = {"repositories": size, "tags_per_repository": args.tags,
-                                     "tags": size * args.tags, "load_before": load()}
+                                     "load_before": load()}
+            # Pushes with the service up in the main mode, as in production (events flow as they happen).
+            stack = switch(main_mode)
             t = time.monotonic()
             pop.fill(size - have, args.tags, prefix=f"bench/s{step}")
             entry["populate_seconds"] = round(time.monotonic() - t, 1)
             have = size
             log(f"{size} repositories: populated (+{entry['populate_seconds']} s)")
-            time.sleep(2)  # the registry's notifications of the last pushes reach the service
-
+            if main_mode.events:
+                t = time.monotonic()
+                drained = wait_until(lambda: events_pending(debug_port) == 0, 900, 0.5)
+                entry["events_drain_seconds"] = round(time.monotonic() - t, 1) if drained else None
+                log(f"registry's events delivered {entry['events_drain_seconds']} s after the last push")
+            # The walk and registry-cli with the service stopped: no reconcile competes with them.
+            service.stop()
             entry["walk_seconds"], truth = timed(lambda: plain_walk(registry.url, args.walk_threads))
             total = sum(len(t) for t in truth.values())
-            entry["tags"] = total  # earlier sizes' freshness rounds add and remove a tag each
+            entry["tags"] = total  # earlier sizes' freshness rounds added and removed tags
             log(f"walk {entry['walk_seconds']:.2f} s over {len(truth)} repositories, {total} tags")
             if cli is not None:
                 entry["registry_cli_seconds"] = cli.run(registry.url, total)
                 log(f"registry-cli {entry['registry_cli_seconds']:.2f} s")
 
-            # Cold: the service restarted on an empty Redis.
-            service.stop()
+            # Cold: the service started on an empty Redis (no index, no content cache).
             conn.flushdb()
-            stack = service.start(ports[main_mode.name])
+            t = time.monotonic()
+            stack = switch(main_mode)
+            entry["service_start_seconds"] = round(time.monotonic() - t, 2)
             entry["cold_seconds"], listed = timed(lambda s=stack: service_listing(s, args.page_size))
             entry["cold_differences"] = differences(listed, truth)
             log(f"cold {entry['cold_seconds']:.2f} s ({entry['cold_differences']} differences)")
+            if index_state(stack):  # warm means after the service's own first fill
+                filled = wait_until(lambda s=stack: index_state(s).get("filled_at"), 900, 0.5)
+                entry["index_filled_seconds_after_start"] = round(time.monotonic() - t, 1) if filled else None
+                log(f"index filled {entry['index_filled_seconds_after_start']} s after the service started")
             warm = []
             for _ in range(args.warm_rounds):
                 seconds, listed = timed(lambda s=stack: service_listing(s, args.page_size))
@@ -449,16 +490,12 @@ def main() -> int:
             entry["fresh"] = {}
             for mode in modes:
                 if mode is not main_mode:
-                    service.stop()
-                    service.env = dict(mode.env)
-                    stack = service.start(ports[mode.name])
-                entry["fresh"][mode.name] = freshness(stack, pop, truth, f"{mode.name}-{size}", args.fresh_rounds,
-                                                      args.fresh_timeout)
-                log(f"fresh ({mode.name}) {entry['fresh'][mode.name]}")
-            if len(modes) > 1:  # back to the main mode for the next size's pushes
-                service.stop()
-                service.env = dict(main_mode.env)
-                service.start(ports[main_mode.name])
+                    stack = switch(mode)
+                fresh = freshness(stack, pop, truth, f"{mode.name}-{size}", args.fresh_rounds, args.fresh_timeout)
+                fresh["index"] = index_state(stack)
+                entry["fresh"][mode.name] = fresh
+                log(f"fresh ({mode.name}) {fresh}")
+            service.stop()
 
             n = entry["tags"]
             listing_ok = entry["cold_differences"] == 0 and not any(entry["warm_differences"])
