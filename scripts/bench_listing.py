@@ -201,16 +201,28 @@ class Service:
             self.stack = None
 
 
-def service_listing(stack: Stack, page_size: int | None) -> Truth:
+@dataclass
+class Listing:
+    """What a sequential client saw, and where its time went."""
+
+    found: Truth
+    seconds: float = 0.0
+    breakdown: dict[str, Any] = field(default_factory=dict)
+
+
+def service_listing(stack: Stack, page_size: int | None) -> Listing:
     """A sequential client: every page of /v1/repositories, then every page of each repository's tags."""
     s = requests.Session()
     s.headers.update(stack.headers)
     extra = {"page_size": page_size} if page_size else {}
+    spent = {"repositories": [], "tags": []}  # type: dict[str, list[float]]
 
-    def pages(path: str) -> Iterator[dict[str, Any]]:
+    def pages(path: str, kind: str) -> Iterator[dict[str, Any]]:
         page = 1
         while True:
+            t = time.monotonic()
             resp = s.get(stack.api + path, params={"page": page, **extra}, timeout=600)
+            spent[kind].append(time.monotonic() - t)
             if resp.status_code != 200:
                 raise RuntimeError(f"GET {path} page {page}: {resp.status_code} {resp.text[:500]}")
             body = resp.json()
@@ -219,13 +231,21 @@ def service_listing(stack: Stack, page_size: int | None) -> Truth:
                 return
             page += 1
 
-    counts = {r["name"]: r["tag_count"] for r in pages("/v1/repositories")}
+    start = time.monotonic()
+    counts = {r["name"]: r["tag_count"] for r in pages("/v1/repositories", "repositories")}
     listed: Truth = {}
     for name, count in counts.items():
-        listed[name] = {t["name"]: t["digest"] for t in pages(f"/v1/repositories/{name}/tags")}
+        listed[name] = {t["name"]: t["digest"] for t in pages(f"/v1/repositories/{name}/tags", "tags")}
         if count != len(listed[name]):
             listed[name]["<tag_count>"] = str(count)  # a count that disagrees with the tags shows as a difference
-    return {r: t for r, t in listed.items() if t}
+    seconds = time.monotonic() - start
+    breakdown = {f"{kind}_requests": len(times) for kind, times in spent.items()}
+    for kind, times in spent.items():
+        if times:
+            breakdown[f"{kind}_seconds"] = round(sum(times), 3)
+            breakdown[f"{kind}_max_ms"] = round(1000 * max(times), 1)
+            breakdown[f"{kind}_median_ms"] = round(1000 * statistics.median(times), 1)
+    return Listing({r: t for r, t in listed.items() if t}, seconds, breakdown)
 
 
 def differences(listed: Truth, truth: Truth) -> int:
@@ -276,10 +296,11 @@ def freshness(stack: Stack, pop: Populator, truth: Truth, label: str, rounds: in
         pushed.append(until(lambda r=repo, t=tag, d=image.digest: tag_state(stack, r, t) == d, start, timeout))
         truth[repo][tag] = image.digest
 
-        victim_repo = repos[(7 * i + 3) % len(repos)]
-        victim = next(t for t in sorted(truth[victim_repo]) if not t.startswith("fresh-"))
+        victim_repo, victim = next((r, t) for k in range(len(repos))
+                                   for r in [repos[(7 * i + 3 + k) % len(repos)]]
+                                   for t in sorted(truth[r]) if not t.startswith("fresh-") and len(truth[r]) > 1)
         digest = truth[victim_repo][victim]
-        # The registry answers 404 on a manifest another tag still names; each bench tag has its own manifest.
+        # Each bench tag has its own manifest: deleting it by digest removes this one tag (as `regctl` would).
         resp = pop.session.delete(f"{pop.base}/v2/{victim_repo}/manifests/{digest}", timeout=60)
         resp.raise_for_status()
         start = time.monotonic()
@@ -383,6 +404,8 @@ def main() -> int:
     parser.add_argument("--fresh-rounds", type=int, default=3, help="pushes and deletes per size and mode")
     parser.add_argument("--fresh-timeout", type=float, default=10.0)
     parser.add_argument("--walk-threads", type=int, default=16)
+    parser.add_argument("--drain-timeout", type=float, default=600.0,
+                        help="seconds to wait for the registry to deliver its events after the pushes")
     parser.add_argument("--modes", default="auto", help="comma list of: live, events, polling (default: what "
                         "this checkout has; the first mode measures cold and warm)")
     parser.add_argument("--registry-cli", type=Path, default=Path(os.environ.get("REGISTRY_CLI") or MIRROR))
@@ -453,7 +476,7 @@ def main() -> int:
             log(f"{size} repositories: populated (+{entry['populate_seconds']} s)")
             if main_mode.events:
                 t = time.monotonic()
-                drained = wait_until(lambda: events_pending(debug_port) == 0, 900, 0.5)
+                drained = wait_until(lambda: events_pending(debug_port) == 0, args.drain_timeout, 0.5)
                 entry["events_drain_seconds"] = round(time.monotonic() - t, 1) if drained else None
                 log(f"registry's events delivered {entry['events_drain_seconds']} s after the last push")
             # The walk and registry-cli with the service stopped: no reconcile competes with them.
@@ -471,18 +494,20 @@ def main() -> int:
             t = time.monotonic()
             stack = switch(main_mode)
             entry["service_start_seconds"] = round(time.monotonic() - t, 2)
-            entry["cold_seconds"], listed = timed(lambda s=stack: service_listing(s, args.page_size))
-            entry["cold_differences"] = differences(listed, truth)
-            log(f"cold {entry['cold_seconds']:.2f} s ({entry['cold_differences']} differences)")
+            cold = service_listing(stack, args.page_size)
+            entry["cold_seconds"], entry["cold_breakdown"] = cold.seconds, cold.breakdown
+            entry["cold_differences"] = differences(cold.found, truth)
+            log(f"cold {entry['cold_seconds']:.2f} s ({entry['cold_differences']} differences) {cold.breakdown}")
             if index_state(stack):  # warm means after the service's own first fill
                 filled = wait_until(lambda s=stack: index_state(s).get("filled_at"), 900, 0.5)
                 entry["index_filled_seconds_after_start"] = round(time.monotonic() - t, 1) if filled else None
                 log(f"index filled {entry['index_filled_seconds_after_start']} s after the service started")
             warm = []
             for _ in range(args.warm_rounds):
-                seconds, listed = timed(lambda s=stack: service_listing(s, args.page_size))
-                warm.append(round(seconds, 3))
-                entry.setdefault("warm_differences", []).append(differences(listed, truth))
+                again = service_listing(stack, args.page_size)
+                warm.append(round(again.seconds, 3))
+                entry.setdefault("warm_differences", []).append(differences(again.found, truth))
+                entry["warm_breakdown"] = again.breakdown
             entry["warm_rounds_seconds"] = warm
             entry["warm_seconds"] = statistics.median(warm)
             log(f"warm {warm} ({entry['warm_differences']} differences)")
