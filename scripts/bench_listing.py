@@ -347,11 +347,17 @@ def notification_env(port: int, token: str, debug_port: int) -> dict[str, str]:
             "REGISTRY_HTTP_DEBUG_ADDR": f"127.0.0.1:{debug_port}"}
 
 
-def events_pending(debug_port: int) -> int:
-    """Events the registry has queued for the service and not delivered yet."""
+def event_metrics(debug_port: int) -> dict[str, Any]:
+    """The registry's counts for its notification endpoint: Pending (queued, not delivered yet), Events, Successes,
+    Failures, Errors (a POST that failed or timed out is retried: Events can be fewer than the POSTs made)."""
     found = requests.get(f"http://127.0.0.1:{debug_port}/debug/vars", timeout=10).json()
     endpoints = found.get("registry", {}).get("notifications", {}).get("endpoints") or []
-    return sum(e.get("Metrics", {}).get("Pending", 0) for e in endpoints)
+    totals: dict[str, Any] = {}
+    for endpoint in endpoints:
+        for k, v in (endpoint.get("Metrics") or {}).items():
+            if isinstance(v, int):
+                totals[k] = totals.get(k, 0) + v
+    return totals
 
 
 def index_state(stack: Stack) -> dict[str, Any]:
@@ -402,7 +408,8 @@ def main() -> int:
                         "(default: the API's own defaults, as a plain client pages)")
     parser.add_argument("--warm-rounds", type=int, default=2, help="warm listings per size (median reported)")
     parser.add_argument("--fresh-rounds", type=int, default=3, help="pushes and deletes per size and mode")
-    parser.add_argument("--fresh-timeout", type=float, default=10.0)
+    parser.add_argument("--fresh-timeout", type=float, default=30.0,
+                        help="seconds to wait for a change to show (past 2 s is a fail; the wait gives the figure)")
     parser.add_argument("--walk-threads", type=int, default=16)
     parser.add_argument("--drain-timeout", type=float, default=600.0,
                         help="seconds to wait for the registry to deliver its events after the pushes")
@@ -476,9 +483,11 @@ def main() -> int:
             log(f"{size} repositories: populated (+{entry['populate_seconds']} s)")
             if main_mode.events:
                 t = time.monotonic()
-                drained = wait_until(lambda: events_pending(debug_port) == 0, args.drain_timeout, 0.5)
+                drained = wait_until(lambda: event_metrics(debug_port).get("Pending") == 0, args.drain_timeout, 0.5)
                 entry["events_drain_seconds"] = round(time.monotonic() - t, 1) if drained else None
-                log(f"registry's events delivered {entry['events_drain_seconds']} s after the last push")
+                entry["registry_event_metrics"] = event_metrics(debug_port)
+                log(f"registry's events delivered {entry['events_drain_seconds']} s after the last push: "
+                    f"{entry['registry_event_metrics']}")
             # The walk and registry-cli with the service stopped: no reconcile competes with them.
             service.stop()
             entry["walk_seconds"], truth = timed(lambda: plain_walk(registry.url, args.walk_threads))
