@@ -32,6 +32,7 @@ import argparse
 import contextlib
 import json
 import os
+import re
 import shutil
 import signal
 import statistics
@@ -53,6 +54,7 @@ sys.path.insert(0, str(ROOT))
 import docker  # noqa: E402
 import redis  # noqa: E402
 import requests  # noqa: E402
+import yaml  # noqa: E402
 
 from scripts.populate import DOCKER_MANIFEST, Populator, _layer  # noqa: E402
 from tests.conftest import Registry, Stack, free_port, pings, start_registry, wait_http  # noqa: E402
@@ -65,6 +67,7 @@ ACCEPT = ", ".join([
     "application/vnd.oci.image.manifest.v1+json", "application/vnd.oci.image.index.v1+json"])
 LOGS = STATE / "bench" / "listing-logs"  # the API's and worker's output of the last run
 GOAL_FRESH_SECONDS = 2.0
+EVENTS_TOKEN = "bench-events-token"  # EVENTS_TOKENS of the service, sent by the registry
 Truth = dict[str, dict[str, str]]  # repository -> tag -> digest
 
 
@@ -331,20 +334,29 @@ def detect_modes() -> list[Mode]:
     spec = json.loads((ROOT / "openapi" / "openapi.json").read_text())
     if "/v1/events" not in spec.get("paths", {}):
         return [Mode("live", {}, False)]
-    return [Mode("notifications", {"JANITOR_INDEX_MODE": "auto"}, True),
-            Mode("polling", {"JANITOR_INDEX_MODE": "polling"}, False)]
+    return [Mode("notifications", {"JANITOR_INDEX_MODE": "auto", "EVENTS_TOKENS": EVENTS_TOKEN}, True),
+            Mode("polling", {"JANITOR_INDEX_MODE": "polling", "EVENTS_TOKENS": EVENTS_TOKEN}, False)]
 
 
-def notification_env(port: int, token: str, debug_port: int) -> dict[str, str]:
-    """The registry's notifications to the service's POST /v1/events on `port` (distribution reads the list as
-    YAML from the environment; JSON is YAML). Pulls and blob events are not sent: the service ignores them, and
-    every read (the walk's, registry-cli's, the service's own) would otherwise queue one. The debug address
-    serves /debug/vars, whose endpoint metrics say how many events are still pending."""
-    endpoints = [{"name": "janitor", "url": f"http://127.0.0.1:{port}/v1/events", "timeout": "5s",
-                  "threshold": 5, "backoff": "1s", "headers": {"Authorization": [f"Bearer {token}"]},
-                  "ignore": {"actions": ["pull"], "mediatypes": ["application/octet-stream"]}}]
-    return {"REGISTRY_NOTIFICATIONS_ENDPOINTS": json.dumps(endpoints),
-            "REGISTRY_HTTP_DEBUG_ADDR": f"127.0.0.1:{debug_port}"}
+def notification_env(port: int, debug_port: int) -> tuple[dict[str, str], str]:
+    """The registry's notifications to the service's POST /v1/events on `port`, configured as docker-compose.yml
+    configures them (its endpoint with the URL and token swapped), so the figures are the deployment's; without
+    one there, a minimal endpoint. Distribution reads the list as YAML from the environment (JSON is YAML). The
+    debug address serves /debug/vars, whose endpoint metrics say how many events are still pending."""
+    endpoint: dict[str, Any] = {"name": "janitor", "timeout": "5s", "threshold": 5, "backoff": "1s"}
+    source = "minimal"
+    with contextlib.suppress(OSError, yaml.YAMLError, AttributeError, TypeError, IndexError):
+        compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+        env = compose["services"]["registry"]["environment"]
+        raw = env["REGISTRY_NOTIFICATIONS_ENDPOINTS"] if isinstance(env, dict) else next(
+            e.split("=", 1)[1] for e in env if e.startswith("REGISTRY_NOTIFICATIONS_ENDPOINTS="))
+        # Compose's ${VAR:?message} and ${VAR} interpolation: every one stands for the token here.
+        endpoint = yaml.safe_load(re.sub(r"\$\{[^}]*\}", EVENTS_TOKEN, raw))[0]
+        source = "docker-compose.yml"
+    endpoint = {**endpoint, "url": f"http://127.0.0.1:{port}/v1/events",
+                "headers": {**(endpoint.get("headers") or {}), "Authorization": [f"Bearer {EVENTS_TOKEN}"]}}
+    return {"REGISTRY_NOTIFICATIONS_ENDPOINTS": json.dumps([endpoint]),
+            "REGISTRY_HTTP_DEBUG_ADDR": f"127.0.0.1:{debug_port}"}, source
 
 
 def event_metrics(debug_port: int) -> dict[str, Any]:
@@ -456,7 +468,11 @@ def main() -> int:
             raise RuntimeError("redis-server did not start")
         events_mode = next((m for m in modes if m.events), None)
         debug_port = free_port()
-        registry_env = notification_env(ports[events_mode.name], "test-token", debug_port) if events_mode else {}
+        registry_env: dict[str, str] = {}
+        if events_mode:
+            registry_env, source = notification_env(ports[events_mode.name], debug_port)
+            report["notifications_endpoint"] = {"from": source,
+                                                **json.loads(registry_env["REGISTRY_NOTIFICATIONS_ENDPOINTS"])[0]}
         registry = start_registry(docker.from_env(), image, **registry_env)
         log(f"registry {registry.name} at {registry.url}; redis on {redis_port}; modes {[m.name for m in modes]}; "
             f"logs in {LOGS}")
