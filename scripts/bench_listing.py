@@ -338,7 +338,7 @@ def detect_modes() -> list[Mode]:
             Mode("polling", {"JANITOR_INDEX_MODE": "polling", "EVENTS_TOKENS": EVENTS_TOKEN}, False)]
 
 
-def notification_env(port: int, debug_port: int) -> tuple[dict[str, str], str]:
+def notification_env(port: int, debug_port: int, ignore_pulls: bool = False) -> tuple[dict[str, str], str]:
     """The registry's notifications to the service's POST /v1/events on `port`, configured as docker-compose.yml
     configures them (its endpoint with the URL and token swapped), so the figures are the deployment's; without
     one there, a minimal endpoint. Distribution reads the list as YAML from the environment (JSON is YAML). The
@@ -355,6 +355,11 @@ def notification_env(port: int, debug_port: int) -> tuple[dict[str, str], str]:
         source = "docker-compose.yml"
     endpoint = {**endpoint, "url": f"http://127.0.0.1:{port}/v1/events",
                 "headers": {**(endpoint.get("headers") or {}), "Authorization": [f"Bearer {EVENTS_TOKEN}"]}}
+    if ignore_pulls:  # distribution 2.7+: no event for a pull (every manifest GET and HEAD, the service's own too)
+        ignore = dict(endpoint.get("ignore") or {})
+        ignore["actions"] = sorted({*ignore.get("actions", []), "pull"})
+        endpoint["ignore"] = ignore
+        source += " + ignore pulls"
     return {"REGISTRY_NOTIFICATIONS_ENDPOINTS": json.dumps([endpoint]),
             "REGISTRY_HTTP_DEBUG_ADDR": f"127.0.0.1:{debug_port}"}, source
 
@@ -423,6 +428,8 @@ def main() -> int:
     parser.add_argument("--fresh-timeout", type=float, default=30.0,
                         help="seconds to wait for a change to show (past 2 s is a fail; the wait gives the figure)")
     parser.add_argument("--walk-threads", type=int, default=16)
+    parser.add_argument("--ignore-pulls", action="store_true", help="the registry sends no pull events (adds "
+                        "ignore.actions: [pull] to the endpoint docker-compose.yml configures)")
     parser.add_argument("--drain-timeout", type=float, default=600.0,
                         help="seconds to wait for the registry to deliver its events after the pushes")
     parser.add_argument("--modes", default="auto", help="comma list of: live, events, polling (default: what "
@@ -470,7 +477,7 @@ def main() -> int:
         debug_port = free_port()
         registry_env: dict[str, str] = {}
         if events_mode:
-            registry_env, source = notification_env(ports[events_mode.name], debug_port)
+            registry_env, source = notification_env(ports[events_mode.name], debug_port, args.ignore_pulls)
             report["notifications_endpoint"] = {"from": source,
                                                 **json.loads(registry_env["REGISTRY_NOTIFICATIONS_ENDPOINTS"])[0]}
         registry = start_registry(docker.from_env(), image, **registry_env)
