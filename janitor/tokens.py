@@ -28,7 +28,7 @@ import yaml
 
 log = logging.getLogger(__name__)
 
-SCOPES = ("read", "delete", "approve", "admin")
+SCOPES = ("read", "delete", "approve", "admin", "events")
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,63}$")
 

@@ -63,13 +63,15 @@ def create_app(settings: Settings | None = None) -> Flask:
                                        "extra_plugins": [openapi.StandardResponses()]})
 
     from service.deletions.routes import blp as deletions
+    from service.events.routes import blp as events
     from service.gc.routes import blp as gc
     from service.health.routes import blp as health
     from service.jobs.routes import blp as jobs
     from service.policies.routes import blp as policies
     from service.repositories.routes import blp as repositories
+    from service.repositories.routes import usage_blp as usage
 
-    for blp in (repositories, deletions, jobs, gc, policies):
+    for blp in (repositories, deletions, jobs, gc, policies, usage, events):
         api.register_blueprint(blp)
     app.before_request(lambda: auth.check(tokens) if request.path.startswith("/v1/") else None)
     app.after_request(audit.record)
