@@ -25,6 +25,7 @@ from __future__ import annotations
 import concurrent.futures
 import json
 import logging
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterable, Mapping
@@ -48,6 +49,21 @@ MODES = ("auto", NOTIFICATIONS, POLLING)
 # Commits retried this often when another writer changed the repository meanwhile (the read is then redone).
 COMMIT_ATTEMPTS = 4
 CHUNK = 500
+# A pushed tag not visible yet is checked again after these pauses (seconds): within 2 s of the event.
+RECHECK_DELAYS = (0.05, 0.1, 0.2, 0.4, 0.8)
+RECHECKS_PENDING = 64
+_rechecks_lock = threading.Lock()
+_rechecks_pending = 0
+_rechecks_pool: concurrent.futures.ThreadPoolExecutor | None = None
+
+
+def _rechecker() -> concurrent.futures.ThreadPoolExecutor:
+    """One small pool per process, made on first use (after gunicorn forks)."""
+    global _rechecks_pool
+    with _rechecks_lock:
+        if _rechecks_pool is None:
+            _rechecks_pool = concurrent.futures.ThreadPoolExecutor(max_workers=2, thread_name_prefix="janitor-recheck")
+        return _rechecks_pool
 
 
 def now_iso() -> str:
@@ -161,9 +177,6 @@ class Confirm:
     digests: set[str] = field(default_factory=set)
 
 
-MANIFEST_TYPES_HINT = ("manifest", "index")  # a push of a blob is ignored: only manifests move tags
-
-
 def events_to_check(events: Iterable[Mapping[str, Any]]) -> tuple[dict[str, Confirm], int]:
     """From distribution's events (notifications/event.go: action, target.repository/tag/digest/mediaType), what
     to confirm per repository; and how many events were ignored (pulls, mounts, blob pushes, pushes by digest).
@@ -174,8 +187,7 @@ def events_to_check(events: Iterable[Mapping[str, Any]]) -> tuple[dict[str, Conf
         action = event.get("action")
         target = event.get("target") or {}
         repo, tag, digest = target.get("repository"), target.get("tag"), target.get("digest")
-        media_type = str(target.get("mediaType") or "")
-        if action == "push" and tag and any(h in media_type for h in MANIFEST_TYPES_HINT):
+        if action == "push" and tag:  # only a manifest push names a tag; blob pushes never do
             found.setdefault(repo, Confirm()).tags.add(tag)
         elif action == "delete" and (tag or digest):
             confirm = found.setdefault(repo, Confirm())
@@ -425,42 +437,70 @@ class TagIndex:
             if own:
                 reader.close()
 
-    def confirm(self, repo: str, check: Confirm) -> bool:
+    def confirm(self, repo: str, check: Confirm) -> tuple[bool, set[str]]:
         """An event's claims, checked against the registry: the tags it names and those the index has on a
         deleted digest get a HEAD each; only what the registry confirms changes. An unindexed repository is
-        read whole (so a partial view is never indexed). Returns whether anything was committed."""
+        read whole (so a partial view is never indexed). Returns whether a change was committed, and the pushed
+        tags the registry does not show (yet: distribution sends the push event before it writes the tag)."""
         if not names.is_repository(repo):
-            return False
+            return False, set()
+        pushed = {t for t in check.tags if names.is_tag(t)}
         with self.reader() as reader:
             for _ in range(COMMIT_ATTEMPTS):
                 gen = self.generation(repo)
                 current = self.tags(repo)
                 if current is None:
                     if not check.tags and not check.digests:
-                        return False
+                        return False, set()
                     state = self.read_repository(reader, repo, cold=True)
                     if state is None:
-                        return False  # the registry does not know it: a forged or stale event
+                        return False, pushed  # unknown to the registry: forged, stale, or not written yet
                     if self.commit(repo, gen, lambda tags, indexed, s=state: s):
-                        return True
+                        return True, pushed - set(state)
                     continue
-                names_ = {t for t in check.tags if names.is_tag(t)}
-                names_ |= {t for t, e in current.items() if e["digest"] in check.digests}
-                if not names_:
-                    return False
-                heads = reader.heads(repo, sorted(names_))
+                checked = pushed | {t for t, e in current.items() if e["digest"] in check.digests}
+                if not checked:
+                    return False, set()
+                heads = reader.heads(repo, sorted(checked))
                 read = reader.manifests(repo, sorted(set(heads.values())))
                 known = {d: read[d] for d in set(heads.values()) if d in read}
                 entries = self.describe(reader, repo, known)
                 found = {t: entries[d] for t, d in heads.items() if d in entries}
 
                 def patch(tags: dict[str, Any], indexed: bool, found: dict[str, Any] = found,
-                          checked: set[str] = names_) -> dict[str, Any]:
+                          checked: set[str] = checked) -> dict[str, Any]:
                     kept = {t: e for t, e in tags.items() if t not in checked}
                     return {**kept, **found}
                 if self.commit(repo, gen, patch):
-                    return True
-            return False
+                    return True, pushed - set(found)
+            return False, set()
+
+    def confirm_later(self, repo: str, tags: set[str]) -> bool:
+        """Check pushed tags the registry did not show yet again a few times within ~1.5 s, in the background
+        (the registry is not kept waiting). At most RECHECKS_PENDING at a time: beyond, the reconcile catches
+        up. Returns whether it was queued."""
+        with _rechecks_lock:
+            global _rechecks_pending
+            if _rechecks_pending >= RECHECKS_PENDING:
+                return False
+            _rechecks_pending += 1
+
+        def run() -> None:
+            global _rechecks_pending
+            missing = set(tags)
+            try:
+                for delay in RECHECK_DELAYS:
+                    time.sleep(delay)
+                    _, missing = self.confirm(repo, Confirm(tags=missing))
+                    if not missing:
+                        return
+            except (errors.JanitorError, redis.RedisError) as exc:
+                log.info("recheck of %s %s failed (%s); the reconcile catches up", repo, sorted(tags), exc)
+            finally:
+                with _rechecks_lock:
+                    _rechecks_pending -= 1
+        _rechecker().submit(run)
+        return True
 
     def ensure(self, repos: Iterable[str]) -> None:
         """Index those of `repos` not indexed yet, in parallel (bounded): the API's on-demand fill."""

@@ -32,11 +32,14 @@ class Events(MethodView):
                          "`Authorization: Bearer <token>` in its `headers`; the token needs the `events` or `admin` "
                          "scope). Pushes and deletes of tagged manifests are checked against the registry (a HEAD "
                          "per tag; a manifest only when its digest is not cached) before the index changes, so an "
-                         "event whose content is false changes nothing; pulls, mounts and blob events are ignored. "
+                         "event whose content is false changes nothing (distribution sends a push event just before "
+                         "it writes the tag: a pushed tag not visible yet is checked again in the background for "
+                         "about 1.5 s); pulls, mounts and blob events are ignored. "
                          "Takes application/vnd.docker.distribution.events.v1+json (v2 too) and application/json.")
     @blp.arguments(EnvelopeSchema, example=EXAMPLE)
     @blp.response(200, EventsResultSchema, description="Events checked and the index corrected",
-                  example={"received": 1, "ignored": 0, "repositories": ["team/app"], "changed": ["team/app"]})
+                  example={"received": 1, "ignored": 0, "repositories": ["team/app"], "changed": ["team/app"],
+                           "rechecking": []})
     @blp.alt_response(403, schema=ErrorSchema, description="The token lacks the events scope (FORBIDDEN)")
     @blp.alt_response(502, schema=ErrorSchema, description="The registry answered unexpectedly: REGISTRY_ERROR, "
                       "REGISTRY_AUTH_FAILED (its credentials were refused)")
@@ -46,6 +49,13 @@ class Events(MethodView):
         idx = state().index
         events = envelope["events"]
         checks, ignored = index.events_to_check(events)
-        changed = [repo for repo, check in sorted(checks.items()) if idx.confirm(repo, check)]
+        changed, pending = [], []
+        for repo, check in sorted(checks.items()):
+            committed, missing = idx.confirm(repo, check)
+            if committed:
+                changed.append(repo)
+            if missing and idx.confirm_later(repo, missing):
+                pending.append(repo)
         idx.note(last_event_at=index.now_iso())
-        return {"received": len(events), "ignored": ignored, "repositories": sorted(checks), "changed": changed}
+        return {"received": len(events), "ignored": ignored, "repositories": sorted(checks), "changed": changed,
+                "rechecking": pending}

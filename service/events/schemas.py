@@ -56,4 +56,6 @@ class EventsResultSchema(ma.Schema):
     repositories = ma.fields.List(ma.fields.String(), required=True, metadata={
         "description": "Repositories checked against the registry"})
     changed = ma.fields.List(ma.fields.String(), required=True, metadata={
-        "description": "Repositories whose index entry changed after the check"})
+        "description": "Repositories whose index entry was written after the check"})
+    rechecking = ma.fields.List(ma.fields.String(), required=True, metadata={
+        "description": "Repositories with a pushed tag the registry does not show yet, checked again shortly"})
