@@ -415,7 +415,8 @@ class TagIndex:
         entries = self.describe(reader, repo, known)
         return {t: entries[d] for t, d in digests.items() if d in entries}
 
-    def refresh(self, repo: str, reader: Reader | None = None, attempts: int = COMMIT_ATTEMPTS) -> bool:
+    def refresh(self, repo: str, reader: Reader | None = None, attempts: int = COMMIT_ATTEMPTS,
+                listed: bool = False) -> bool:
         """Read one repository from the registry and index it, unless a newer change landed meanwhile (then read
         again). Returns whether the registry knows it."""
         own = reader is None
@@ -426,7 +427,7 @@ class TagIndex:
                 gen = self.generation(repo)
                 cold = not self.conn.hexists(self.repos_key, repo)
                 state = self.read_repository(reader, repo, cold)
-                if state is None and cold:
+                if state is None and cold and not listed:
                     return False  # unknown and never indexed: nothing to write (no key for a made-up name)
                 # Unknown but indexed: emptied (distribution answers NAME_UNKNOWN): listed with no tags until
                 # the catalog drops it.
@@ -506,14 +507,17 @@ class TagIndex:
         """Index those of `repos` not indexed yet, in parallel (bounded): the API's on-demand fill."""
         summaries = self.summaries_of(list(dict.fromkeys(repos)))
         missing = [r for r in dict.fromkeys(repos) if r not in summaries]
-        self.refresh_many(missing)
+        self.refresh_many(missing, listed=True)
 
-    def refresh_many(self, repos: list[str]) -> None:
+    def refresh_many(self, repos: list[str], listed: bool = False) -> None:
+        """Read these repositories (8 at a time, their tags' HEADs and manifests on the reader's bounded pool).
+        `listed`: they are in the catalog, so one the registry answers NAME_UNKNOWN for (emptied) is indexed
+        with no tags, as the catalog lists it."""
         if not repos:
             return
         with self.reader() as reader, concurrent.futures.ThreadPoolExecutor(
                 max_workers=min(8, len(repos)), thread_name_prefix="janitor-index") as outer:
-            for _ in outer.map(lambda r: self.refresh(r, reader), repos):
+            for _ in outer.map(lambda r: self.refresh(r, reader, listed=listed), repos):
                 pass
 
     def verify(self, repos: list[str]) -> None:
@@ -521,8 +525,11 @@ class TagIndex:
         repository whose tag names changed is read again (a HEAD per tag)."""
         if not repos:
             return
+        with self.conn.pipeline(transaction=False) as pipe:
+            for repo in repos:
+                pipe.hkeys(self.tags_key(repo))
+            indexed = dict(zip(repos, pipe.execute(), strict=True))
         with self.reader() as reader:
-            indexed = {r: self.conn.hkeys(self.tags_key(r)) for r in repos}
             listed = list(reader.pool.map(reader.tag_names, repos))
             changed = [r for r, now in zip(repos, listed, strict=True)
                        if set(now) != {_s(t) for t in indexed[r]}]
@@ -534,7 +541,7 @@ class TagIndex:
         assert self.client is not None
         started = time.monotonic()
         listed = sorted(set(catalog if catalog is not None else _again(self.client.catalog)))
-        self.refresh_many(listed)
+        self.refresh_many(listed, listed=True)
         gone = sorted(set(self.summaries()) - set(listed))
         for repo in gone:
             gen = self.generation(repo)
@@ -587,7 +594,7 @@ class TagIndex:
         """Those not indexed are read now; in polling mode the others' tag lists are checked."""
         summaries = self.summaries_of(repos)
         missing = [r for r in repos if r not in summaries]
-        self.refresh_many(missing)
+        self.refresh_many(missing, listed=True)
         if self.mode(meta) == POLLING:
             self.verify([r for r in repos if r in summaries])
 

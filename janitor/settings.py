@@ -90,6 +90,8 @@ class Settings:
     index_mode: str = "auto"
     # Parallel registry reads when the index fills or reconciles.
     index_read_concurrency: int = 16
+    # Bearer tokens a registry sends with its notifications: the `events` scope only (POST /v1/events).
+    events_tokens: tuple[str, ...] = ()
 
     @property
     def registry_host(self) -> str:
@@ -137,4 +139,5 @@ class Settings:
             index_reconcile_interval=max(1.0, _float(env, "JANITOR_RECONCILE_INTERVAL", d.index_reconcile_interval)),
             index_mode=_index_mode(env.get("JANITOR_INDEX_MODE", d.index_mode)),
             index_read_concurrency=max(1, int(_float(env, "JANITOR_INDEX_CONCURRENCY", d.index_read_concurrency))),
+            events_tokens=tuple(t.strip() for t in env.get("EVENTS_TOKENS", "").split(",") if t.strip()),
         )

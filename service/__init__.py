@@ -58,7 +58,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     )
     app.extensions["janitor"] = State.build(settings)
     audit.setup(settings.log_format)
-    tokens = Tokens(settings.api_tokens, settings.api_tokens_file)  # reports bad token-file entries now
+    tokens = Tokens(settings.api_tokens, settings.api_tokens_file, settings.events_tokens)  # reports bad token-file entries now
     api = JanitorApi(app, spec_kwargs={"marshmallow_plugin": openapi.CodesAsOneEnum(),
                                        "extra_plugins": [openapi.StandardResponses()]})
 

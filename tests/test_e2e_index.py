@@ -157,8 +157,7 @@ def endpoints(port: int) -> str:
 
 @pytest.fixture
 def tokens_file() -> Iterator[str]:
-    entries = [{"name": "registry", "token_sha256": hashlib.sha256(EVENTS_TOKEN.encode()).hexdigest(), "scopes": ["events"]},
-               {"name": "reader", "token_sha256": hashlib.sha256(READER_TOKEN.encode()).hexdigest(), "scopes": ["read"]}]
+    entries = [{"name": "reader", "token_sha256": hashlib.sha256(READER_TOKEN.encode()).hexdigest(), "scopes": ["read"]}]
     with tempfile.NamedTemporaryFile("w", suffix=".yaml", delete=False) as f:
         json.dump({"tokens": entries}, f)
     yield f.name
@@ -173,7 +172,7 @@ def notified(make_registry: Callable[..., Registry], redis_server: str, redis_co
 
     def start(port: int) -> Stack:
         made.append(start_stack(reg, redis_server, redis_conn, port=port, API_TOKENS_FILE=tokens_file,
-                                JANITOR_RECONCILE_INTERVAL="300"))
+                                EVENTS_TOKENS=EVENTS_TOKEN, JANITOR_RECONCILE_INTERVAL="300"))
         return made[-1]
 
     port = free_port()
@@ -228,6 +227,9 @@ def test_events_reach_the_listing_and_forged_ones_change_nothing(notified: tuple
     assert post_events(stack, forged, token=None).status_code == 401
     denied = post_events(stack, forged, token=READER_TOKEN)
     assert denied.status_code == 403 and denied.json()["code"] == "FORBIDDEN"
+    # The registry's token (EVENTS_TOKENS) may send events and do nothing else.
+    events_only = requests.get(stack.api + "/v1/repositories", headers={"Authorization": f"Bearer {EVENTS_TOKEN}"}, timeout=30)
+    assert events_only.status_code == 403, events_only.text
     for body in (b"{not json", b'{"events": "x"}', b'{"events": [{"action": "push"}]}', b"[]",
                  json.dumps({"events": [{"action": "push", "target": {"repository": "UP/../x", "tag": "v1"}}]}).encode(),
                  json.dumps({"events": [{"action": "push", "target": {"repository": "a", "tag": "v" * 200}}]}).encode(),

@@ -8,6 +8,7 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 import redis
+import yaml
 
 from janitor import index, retention
 from janitor.index import Confirm, TagIndex
@@ -139,3 +140,17 @@ def test_a_stale_read_never_overwrites_a_newer_change(redis_conn: redis.Redis) -
     idx.forget_manifest("never/seen", d1)
     assert idx.tags("never/seen") is None
     assert all(k.decode().startswith("janitor:test:") for k in redis_conn.keys("*"))
+
+
+def test_compose_sends_the_registrys_events_to_the_api_with_a_token_it_accepts() -> None:
+    from tests.test_compose import environment, load_compose
+    compose = load_compose()
+    registry_env = environment(compose["services"]["registry"])
+    endpoints = yaml.safe_load(registry_env["REGISTRY_NOTIFICATIONS_ENDPOINTS"])
+    assert index.notifications_configured(registry_env, None)
+    (endpoint,) = endpoints
+    assert endpoint["url"] == "http://api:8000/v1/events"
+    (header,) = endpoint["headers"]["Authorization"]
+    token = header.removeprefix("Bearer ").split(":", 1)[0]
+    assert token == "${EVENTS_TOKEN"  # the same variable the api takes as EVENTS_TOKENS
+    assert environment(compose["services"]["api"])["EVENTS_TOKENS"].startswith("${EVENTS_TOKEN:")
