@@ -25,6 +25,7 @@ from __future__ import annotations
 import concurrent.futures
 import json
 import logging
+import re
 import threading
 import time
 import uuid
@@ -148,8 +149,14 @@ def glob_filter(names_: Iterable[str], pattern: str | None) -> list[str]:
     `**` across segments); every name without a pattern."""
     if not pattern:
         return list(names_)
-    regex = retention.compile_glob(pattern)
+    regex = query_glob(pattern)
     return [n for n in names_ if regex.match(n)]
+
+
+def query_glob(pattern: str) -> Any:
+    """A listing's `q`: janitor.retention's repository glob, with runs of three or more `*` read as `**`.
+    RuleError when it is not a glob."""
+    return retention.compile_glob(re.sub(r"\*{3,}", "**", pattern))
 
 
 def select_tags(rows: list[dict[str, Any]], sort: str, older_than: timedelta | None,

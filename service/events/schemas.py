@@ -21,8 +21,10 @@ class TargetSchema(ma.Schema):
 
     mediaType = ma.fields.String(load_default="", validate=ma.validate.Length(max=255))  # noqa: N815 - the wire name
     digest = ma.fields.String(validate=ma.validate.Regexp(r"^[a-z0-9]+(?:[+._-][a-z0-9]+)*:[a-zA-Z0-9=_-]{1,255}$"))
-    repository = ma.fields.String(required=True, validate=lambda n: _repository(n))
-    tag = ma.fields.String(validate=ma.validate.Regexp(names.TAG_RE, error="not a valid tag"))
+    # Documented as the names that always fit (as the tags path parameter is); any name the registry takes passes.
+    repository = ma.fields.String(required=True, validate=lambda n: _repository(n), metadata={
+        "pattern": names.REPOSITORY_RE.pattern, "maxLength": names.REPOSITORY_ALWAYS_FITS})
+    tag = ma.fields.String(validate=ma.validate.Regexp(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$", error="not a valid tag"))
     size = ma.fields.Integer()
     length = ma.fields.Integer()
     url = ma.fields.String()

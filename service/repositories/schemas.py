@@ -5,7 +5,7 @@ from typing import Any
 
 import marshmallow as ma
 
-from janitor import retention
+from janitor import index, retention
 from service.pagination import PageQueryArgsSchema, page_schema
 
 
@@ -17,6 +17,12 @@ def _valid(check: Any) -> Any:
         except retention.RuleError as exc:
             raise ma.ValidationError(str(exc)) from None
     return validate
+
+
+# What the validators below accept, stated as patterns so the OpenAPI document says it too.
+GLOB_RE = r"^[a-z0-9._*-]+(?:/[a-z0-9._*-]+)*$"
+# A whole number and a unit, at most 100 years whatever the unit (janitor.retention.parse_duration's limit).
+DURATION_RE = r"^(?:[1-9][0-9]{0,6}[sm]|[1-9][0-9]{0,4}h|[1-9][0-9]{0,3}d|[1-9][0-9]{0,2}w)$"
 
 
 class RepositorySchema(ma.Schema):
@@ -55,10 +61,11 @@ class TagSchema(ma.Schema):
 
 
 class RepositoryQueryArgsSchema(PageQueryArgsSchema):
-    q = ma.fields.String(validate=_valid(retention.compile_glob), metadata={
+    q = ma.fields.String(validate=[ma.validate.Length(max=255), ma.validate.Regexp(GLOB_RE), _valid(index.query_glob)], metadata={
         "description": "A glob on the whole repository name: `*` matches within one path segment (it does not "
                        "cross `/`), `**` across segments: `team/*` is team/app but not team/app/sub, `team/**` "
-                       "is everything below team/, `**/app` every repository called app at any depth",
+                       "is everything below team/, `**/app` every repository called app at any depth (three or "
+                       "more `*` act as `**`)",
         "example": "team/**"})
     sort = ma.fields.String(load_default="name", validate=ma.validate.OneOf(["name", "-size", "-tags"]), metadata={
         "description": "name (A to Z), -size (largest first) or -tags (most tags first); ties by name"})
@@ -69,7 +76,7 @@ class TagQueryArgsSchema(PageQueryArgsSchema):
     sort = ma.fields.String(load_default="name", validate=ma.validate.OneOf(["name", "created", "-created"]),
                             metadata={"description": "name, created (oldest first) or -created (newest first); "
                                                      "tags without a creation time come last"})
-    older_than = ma.fields.String(validate=_valid(retention.parse_duration), metadata={
+    older_than = ma.fields.String(validate=[ma.validate.Regexp(DURATION_RE), _valid(retention.parse_duration)], metadata={
         "description": "Only tags created longer ago than this: a whole number and a unit s, m, h, d or w (90m, "
                        "12h, 30d, 2w). Tags without a creation time are left out", "example": "30d"})
 
