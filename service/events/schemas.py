@@ -25,8 +25,8 @@ class TargetSchema(ma.Schema):
     repository = ma.fields.String(required=True, validate=lambda n: _repository(n), metadata={
         "pattern": names.REPOSITORY_RE.pattern, "maxLength": names.REPOSITORY_ALWAYS_FITS})
     tag = ma.fields.String(validate=ma.validate.Regexp(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$", error="not a valid tag"))
-    size = ma.fields.Integer()
-    length = ma.fields.Integer()
+    size = ma.fields.Integer(strict=True)
+    length = ma.fields.Integer(strict=True)
     url = ma.fields.String()
 
 
