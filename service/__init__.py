@@ -58,18 +58,20 @@ def create_app(settings: Settings | None = None) -> Flask:
     )
     app.extensions["janitor"] = State.build(settings)
     audit.setup(settings.log_format)
-    tokens = Tokens(settings.api_tokens, settings.api_tokens_file)  # reports bad token-file entries now
+    tokens = Tokens(settings.api_tokens, settings.api_tokens_file, settings.events_tokens)  # reports bad token-file entries now
     api = JanitorApi(app, spec_kwargs={"marshmallow_plugin": openapi.CodesAsOneEnum(),
                                        "extra_plugins": [openapi.StandardResponses()]})
 
     from service.deletions.routes import blp as deletions
+    from service.events.routes import blp as events
     from service.gc.routes import blp as gc
     from service.health.routes import blp as health
     from service.jobs.routes import blp as jobs
     from service.policies.routes import blp as policies
     from service.repositories.routes import blp as repositories
+    from service.repositories.routes import usage_blp as usage
 
-    for blp in (repositories, deletions, jobs, gc, policies):
+    for blp in (repositories, deletions, jobs, gc, policies, usage, events):
         api.register_blueprint(blp)
     app.before_request(lambda: auth.check(tokens) if request.path.startswith("/v1/") else None)
     app.after_request(audit.record)

@@ -9,6 +9,7 @@ from flask import current_app
 from rq import Queue
 
 from janitor.catalog import Catalog
+from janitor.index import TagIndex
 from janitor.records import JobStore, Keys
 from janitor.registry import RegistryClient
 from janitor.settings import Settings
@@ -23,6 +24,7 @@ class State:
     queue: Queue
     client: RegistryClient
     catalog: Catalog
+    index: TagIndex
 
     @classmethod
     def build(cls, settings: Settings) -> State:
@@ -37,6 +39,7 @@ class State:
             queue=Queue(keys.queue_name, connection=conn),
             client=client,
             catalog=Catalog(client),
+            index=TagIndex(conn, keys.prefix, client, settings.index_read_concurrency, settings.index_mode),
         )
 
 

@@ -10,7 +10,7 @@ from rq import Queue, Worker
 from janitor import errors, heartbeat, logs, pending
 from janitor.lock import MaintenanceLock
 from janitor.settings import Settings
-from worker import events, schedules, webhooks, window
+from worker import events, indexer, schedules, webhooks, window
 from worker.context import Context
 
 log = logging.getLogger("worker")
@@ -39,6 +39,7 @@ def main() -> None:
     recover_on_start(ctx)
     heartbeat.start(conn, ctx.keys, ctx.container)
     events.start_sweeper(ctx)  # awaiting approval past JANITOR_APPROVAL_TTL -> expired
+    indexer.start(ctx)  # the listing index: filled now, reconciled every JANITOR_RECONCILE_INTERVAL
     deliveries = webhooks.start_process()  # the webhook queue, served apart so no delivery waits on a window
     if pending.waiting(conn, ctx.keys):
         # Requests a dead worker never claimed: give them a window.
