@@ -229,8 +229,7 @@ def notifications_configured(env: Mapping[str, str], config: Mapping[str, Any] |
 # -- the index in Redis --------------------------------------------------------------------------------------------
 
 
-class Conflict(Exception):
-    """The repository changed while it was read; the read is stale."""
+UNCHANGED = object()  # read_repository: the registry shows what the index has
 
 
 class TagIndex:
@@ -394,10 +393,11 @@ class TagIndex:
             created.update(fresh)
         return {d: tag_entry(everything[d], everything, created) for d in digests if d in everything}
 
-    def read_repository(self, reader: Reader, repo: str, cold: bool = False) -> dict[str, dict[str, Any]] | None:
+    def read_repository(self, reader: Reader, repo: str, cold: bool = False,
+                        same_as: Mapping[str, str] | None = None) -> Any:
         """tag -> entry as the registry answers now; None when it does not know the repository. Cold (nothing
         indexed yet): one GET per tag gives digest and manifest together; else a HEAD per tag and manifests
-        only for digests not cached."""
+        only for digests not cached. UNCHANGED when the tags and their digests are `same_as` (tag -> digest)."""
         try:
             tag_names = _again(reader.client.tags, repo)
         except errors.RepositoryNotFound:
@@ -414,6 +414,8 @@ class TagIndex:
             known = {m.digest: m for m in got.values()}
         else:
             digests = reader.heads(repo, tag_names)
+            if same_as is not None and digests == dict(same_as):
+                return UNCHANGED
             known = {}
         wanted = sorted(set(digests.values()) - set(known))
         if wanted:
@@ -431,9 +433,16 @@ class TagIndex:
         state = None
         try:
             for _ in range(attempts):
-                gen = self.generation(repo)
-                cold = not self.conn.hexists(self.repos_key, repo)
-                state = self.read_repository(reader, repo, cold)
+                with self.conn.pipeline(transaction=False) as pipe:
+                    pipe.get(self.gen_key(repo))
+                    pipe.hexists(self.repos_key, repo)
+                    pipe.hgetall(self.tags_key(repo))
+                    raw_gen, indexed, raw_tags = pipe.execute()
+                gen, cold = int(raw_gen or 0), not indexed
+                now = {_s(t): json.loads(e)["digest"] for t, e in raw_tags.items()}
+                state = self.read_repository(reader, repo, cold, same_as=None if cold else now)
+                if state is UNCHANGED:
+                    return True  # every tag on the digest the index has: nothing to describe or write
                 if state is None and cold and not listed:
                     return False  # unknown and never indexed: nothing to write (no key for a made-up name)
                 # Unknown but indexed: emptied (distribution answers NAME_UNKNOWN): listed with no tags until
