@@ -207,9 +207,14 @@ def events_to_check(events: Iterable[Mapping[str, Any]]) -> tuple[dict[str, Conf
     return found, ignored
 
 
+# The janitor's events endpoint: the default registry's, or one registry's under /v1/registries/{registry}.
+EVENTS_URL = re.compile(r"/v1/(?:registries/[^/?#]+/)?events/?(?:[?#].*)?$")
+
+
 def notifications_configured(env: Mapping[str, str], config: Mapping[str, Any] | None) -> bool:
     """Whether the registry's config (REGISTRY_NOTIFICATIONS_ENDPOINTS, which overrides config.yml, or
-    config.yml's notifications.endpoints) sends events to a janitor's /v1/events."""
+    config.yml's notifications.endpoints) sends events to a janitor's /v1/events (or
+    /v1/registries/{registry}/events)."""
     endpoints: Any = None
     raw = env.get("REGISTRY_NOTIFICATIONS_ENDPOINTS")
     if raw:
@@ -222,8 +227,8 @@ def notifications_configured(env: Mapping[str, str], config: Mapping[str, Any] |
         endpoints = notifications.get("endpoints") if isinstance(notifications, Mapping) else None
     if not isinstance(endpoints, list):
         return False
-    return any(isinstance(e, Mapping) and not e.get("disabled") and str(e.get("url", "")).rstrip("/").endswith(
-        "/v1/events") for e in endpoints)
+    return any(isinstance(e, Mapping) and not e.get("disabled") and EVENTS_URL.search(str(e.get("url", "")))
+               for e in endpoints)
 
 
 # -- the index in Redis --------------------------------------------------------------------------------------------
