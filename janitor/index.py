@@ -207,9 +207,14 @@ def events_to_check(events: Iterable[Mapping[str, Any]]) -> tuple[dict[str, Conf
     return found, ignored
 
 
+# The janitor's events endpoint: the default registry's, or one registry's under /v1/registries/{registry}.
+EVENTS_URL = re.compile(r"/v1/(?:registries/[^/?#]+/)?events/?(?:[?#].*)?$")
+
+
 def notifications_configured(env: Mapping[str, str], config: Mapping[str, Any] | None) -> bool:
     """Whether the registry's config (REGISTRY_NOTIFICATIONS_ENDPOINTS, which overrides config.yml, or
-    config.yml's notifications.endpoints) sends events to a janitor's /v1/events."""
+    config.yml's notifications.endpoints) sends events to a janitor's /v1/events (or
+    /v1/registries/{registry}/events)."""
     endpoints: Any = None
     raw = env.get("REGISTRY_NOTIFICATIONS_ENDPOINTS")
     if raw:
@@ -222,15 +227,14 @@ def notifications_configured(env: Mapping[str, str], config: Mapping[str, Any] |
         endpoints = notifications.get("endpoints") if isinstance(notifications, Mapping) else None
     if not isinstance(endpoints, list):
         return False
-    return any(isinstance(e, Mapping) and not e.get("disabled") and str(e.get("url", "")).rstrip("/").endswith(
-        "/v1/events") for e in endpoints)
+    return any(isinstance(e, Mapping) and not e.get("disabled") and EVENTS_URL.search(str(e.get("url", "")))
+               for e in endpoints)
 
 
 # -- the index in Redis --------------------------------------------------------------------------------------------
 
 
-class Conflict(Exception):
-    """The repository changed while it was read; the read is stale."""
+UNCHANGED = object()  # read_repository: the registry shows what the index has
 
 
 class TagIndex:
@@ -394,10 +398,11 @@ class TagIndex:
             created.update(fresh)
         return {d: tag_entry(everything[d], everything, created) for d in digests if d in everything}
 
-    def read_repository(self, reader: Reader, repo: str, cold: bool = False) -> dict[str, dict[str, Any]] | None:
+    def read_repository(self, reader: Reader, repo: str, cold: bool = False,
+                        same_as: Mapping[str, str] | None = None) -> Any:
         """tag -> entry as the registry answers now; None when it does not know the repository. Cold (nothing
         indexed yet): one GET per tag gives digest and manifest together; else a HEAD per tag and manifests
-        only for digests not cached."""
+        only for digests not cached. UNCHANGED when the tags and their digests are `same_as` (tag -> digest)."""
         try:
             tag_names = _again(reader.client.tags, repo)
         except errors.RepositoryNotFound:
@@ -414,6 +419,8 @@ class TagIndex:
             known = {m.digest: m for m in got.values()}
         else:
             digests = reader.heads(repo, tag_names)
+            if same_as is not None and digests == dict(same_as):
+                return UNCHANGED
             known = {}
         wanted = sorted(set(digests.values()) - set(known))
         if wanted:
@@ -431,9 +438,16 @@ class TagIndex:
         state = None
         try:
             for _ in range(attempts):
-                gen = self.generation(repo)
-                cold = not self.conn.hexists(self.repos_key, repo)
-                state = self.read_repository(reader, repo, cold)
+                with self.conn.pipeline(transaction=False) as pipe:
+                    pipe.get(self.gen_key(repo))
+                    pipe.hexists(self.repos_key, repo)
+                    pipe.hgetall(self.tags_key(repo))
+                    raw_gen, indexed, raw_tags = pipe.execute()
+                gen, cold = int(raw_gen or 0), not indexed
+                now = {_s(t): json.loads(e)["digest"] for t, e in raw_tags.items()}
+                state = self.read_repository(reader, repo, cold, same_as=None if cold else now)
+                if state is UNCHANGED:
+                    return True  # every tag on the digest the index has: nothing to describe or write
                 if state is None and cold and not listed:
                     return False  # unknown and never indexed: nothing to write (no key for a made-up name)
                 # Unknown but indexed: emptied (distribution answers NAME_UNKNOWN): listed with no tags until

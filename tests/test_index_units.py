@@ -107,6 +107,8 @@ def test_notifications_are_detected_from_the_registry_config() -> None:
                                               {"name": "j", "url": "http://j:8000/v1/events/"}]}}
     assert index.notifications_configured({}, config)
     assert not index.notifications_configured({}, {"notifications": {"endpoints": [{"url": "http://x/hook"}]}})
+    assert index.notifications_configured({}, {"notifications": {"endpoints": [{"url": "http://j/v1/registries/b/events"}]}})
+    assert not index.notifications_configured({}, {"notifications": {"endpoints": [{"url": "http://j/v1/events/x"}]}})
     assert not index.notifications_configured({"REGISTRY_NOTIFICATIONS_ENDPOINTS": "[unclosed"}, None)
     assert not index.notifications_configured({}, None)
 
