@@ -11,9 +11,13 @@ Per size, on one registry grown in steps (100, then 200 more, then 700 more by d
   cold          a sequential client paging through the service (GET /v1/repositories, then every
                 /v1/repositories/{name}/tags, all pages) right after the API and worker start on an empty
                 Redis (no index, no content cache);
-  warm          the same listing again with nothing changed;
+  warm          the same listing again with nothing changed (after the service's first fill);
   fresh         a tag pushed and another deleted straight through the registry API: seconds until
-                GET /v1/repositories/{name}/tags shows it (polled every 50 ms), in each index mode.
+                GET /v1/repositories/{name}/tags shows it (polled every 50 ms), in each index mode: the
+                registry sending its notifications as docker-compose.yml configures them (--ignore-pulls
+                adds ignore.actions: [pull]), and polling (it sends the service nothing).
+Pushes happen with the service up (its events flow as in production; the registry's queue is drained before
+measuring); the walk and registry-cli run with it stopped, so no reconcile competes with them.
 Every listing is checked against the walk (repositories, tags, digests); a listing that differs fails.
 Goals from the issue: cold <= walk; warm <= registry-cli / 10; fresh <= 2 s.
 
