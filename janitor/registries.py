@@ -133,7 +133,7 @@ def load(base: Settings, env: dict[str, str] | None = None) -> Registries:
     except OSError as exc:
         raise RegistriesFileError(f"REGISTRIES_FILE {path}: cannot read it ({exc.strerror or exc})") from exc
     try:
-        return parse(text, base, env, source=path)
+        return parse(text, base, env, source=f"REGISTRIES_FILE {path}")
     except RegistriesFileError:
         raise
     except ValueError as exc:

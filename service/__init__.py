@@ -8,7 +8,8 @@ from flask import Flask, request
 import redis
 from flask_smorest import Api
 
-from janitor import records, registries
+from janitor import records
+from janitor.registries import load as load_registries
 from janitor.settings import Settings
 from janitor.tokens import Tokens
 from service import (
@@ -40,7 +41,7 @@ class JanitorApi(Api):
 
 def create_app(settings: Settings | None = None) -> Flask:
     settings = settings or Settings.from_env()
-    known = registries.load(settings)  # a bad REGISTRIES_FILE stops the start here, with the reason
+    known = load_registries(settings)  # a bad REGISTRIES_FILE stops the start here, with the reason
     app = registry_scope.JanitorFlask(__name__)
     app.config.update(
         API_TITLE="registry-janitor",

@@ -10,10 +10,10 @@ from flask.views import MethodView
 from flask_smorest import Blueprint
 
 from service import pagination
+from service.errors import ErrorSchema
 from service.health.routes import readiness
 from service.registries.schemas import RegistryPageSchema, RegistrySchema
 from service.registry_scope import PARAMETER, UNKNOWN
-from service.errors import ErrorSchema
 from service.state import DEFAULT, State, state, states
 
 blp = Blueprint("registries", __name__, url_prefix="/v1/registries",
