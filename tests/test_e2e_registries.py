@@ -155,6 +155,12 @@ def test_windows_of_two_registries_run_at_once_each_with_its_own_jobs_and_lock( 
     assert stack.get(f"/v1/jobs/{ids['b']}").status_code == 404
     assert images.wait_until(lambda: not redis_conn.exists("janitor:a:lock", "janitor:b:lock"), 60, 0.1)
     assert not redis_conn.exists("rq:queue:janitor")  # the old shared queue is gone
+    from prometheus_client.parser import text_string_to_metric_families
+    metrics = {(m.name, tuple(sorted(m.labels.items()))): m.value for fam in text_string_to_metric_families(
+        requests.get(f"{stack.api}/metrics", timeout=30).text) for m in fam.samples}
+    for name in ("a", "b"):
+        assert metrics[("janitor_jobs_total", (("kind", "deletion"), ("outcome", "succeeded"), ("registry", name)))] == 1
+        assert metrics[("janitor_windows_total", (("outcome", "succeeded"), ("registry", name)))] >= 1
     listed = {r["name"]: r for r in stack.get("/v1/registries").json()["items"]}
     assert listed["a"]["default"] and not listed["b"]["default"] and listed["b"]["status"] == "ready", listed
 

@@ -238,3 +238,18 @@ def test_policies_are_per_registry(two) -> None:  # type: ignore[no-untyped-def]
     assert [p["name"] for p in two.get("/v1/registries/us/policies", headers=H).get_json()["items"]] == ["nightly"]
     assert two.get("/v1/policies", headers=H).get_json()["items"] == []
     assert two.get("/v1/registries/eu/policies/nightly", headers=H).status_code == 404
+
+
+def test_metrics_carry_the_registry_label_with_a_file(two, redis_conn: redis.Redis) -> None:  # type: ignore[no-untyped-def]
+    from prometheus_client.parser import text_string_to_metric_families
+
+    assert two.post("/v1/registries/us/gc", json={}, headers=H).status_code == 202
+    text = two.get("/metrics").get_data(as_text=True)
+    samples = {(s.name, tuple(sorted(s.labels.items()))): s.value
+               for fam in text_string_to_metric_families(text) for s in fam.samples}
+    assert samples[("janitor_queue_depth", (("registry", "us"),))] == 1
+    assert samples[("janitor_queue_depth", (("registry", "eu"),))] == 0
+    assert samples[("janitor_redis_up", (("registry", "eu"),))] == 1
+    assert samples[("janitor_jobs_total", (("kind", "gc"), ("outcome", "succeeded"), ("registry", "us")))] == 0
+    assert ("janitor_window_duration_seconds_count", (("registry", "eu"),)) in samples
+    assert not [k for k in samples if k[0].startswith("janitor_queue") and not k[1]]  # no unlabelled series
