@@ -233,3 +233,36 @@ def test_a_worker_that_cannot_reach_the_docker_host_leaves_the_windows_to_one_th
     assert tags(reg) == {"t1", "t2"}
     workers_ready(stack, "a")  # the heartbeat of the worker that reaches Docker wins /readyz
     assert stack.get("/readyz").status_code == 200
+
+
+def test_a_worker_stops_listening_while_the_docker_host_is_away_and_comes_back(  # type: ignore[no-untyped-def]
+        make_registry, stacks, redis_conn: redis.Redis, tmp_path: Path) -> None:
+    from rq import Queue, Worker
+
+    from tests.test_e2e_faults import SocketProxy
+
+    reg = make_registry()
+    seed(reg)
+    proxy = SocketProxy()
+    try:
+        path = write_file(tmp_path / "registries.yaml", {"a": reg}, a={"docker_host": proxy.url})
+        stack = stacks(reg, REGISTRIES_FILE=path)
+        start_worker(stack, "worker")
+        workers_ready(stack, "a")
+        queue = Queue("janitor:a", connection=redis_conn)
+        assert images.wait_until(lambda: len(Worker.all(queue=queue)) == 1, 30, 0.2)
+        proxy.cut()
+        # Three failed looks, 5 s apart: the RQ worker stops listening on a's queue; /readyz says why.
+        assert images.wait_until(lambda: not Worker.all(queue=queue), 90, 0.5), Worker.all(queue=queue)
+        assert images.wait_until(lambda: stack.get("/v1/registries/a").json()["checks"]["docker"].get("code")
+                                 == "DOCKER_UNAVAILABLE", 60, 0.5), stack.get("/v1/registries/a").json()
+        job_id = delete(stack, "a", "t0")
+        time.sleep(6)
+        assert job(stack, "a", job_id)["status"] == "queued"  # nobody took a window it could not run
+        proxy.open()
+        done = wait_job(stack, "a", job_id, timeout=180)
+        assert done["status"] == "succeeded", done
+        assert tags(reg) == {"t1", "t2"}
+        assert stack.procs["worker"].poll() is None  # the same worker process, listening again
+    finally:
+        proxy.close()
