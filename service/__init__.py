@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import logging
 
-from flask import Flask, request
 import redis
+from flask import Flask, request
 from flask_smorest import Api
 
 from janitor import records
@@ -78,9 +78,8 @@ def create_app(settings: Settings | None = None) -> Flask:
     from service.health.routes import blp as health
     from service.jobs.routes import blp as jobs
     from service.policies.routes import blp as policies
-    from service.repositories.routes import blp as repositories
-
     from service.registries.routes import blp as registries_blp
+    from service.repositories.routes import blp as repositories
 
     # Every registry's resources: unprefixed for the default registry, and under /v1/registries/{registry}/.
     scoped = (repositories, deletions, jobs, gc, policies)
