@@ -88,6 +88,9 @@ class Settings:
     redis_namespace: str | None = None
     # The registries `python -m worker` serves (WORKER_REGISTRIES=a,b); empty: every registry it knows.
     worker_registries: tuple[str, ...] = ()
+    # How long a registry's windows wait for a worker that reaches its Docker host before a worker that cannot
+    # takes them anyway, to fail them with DOCKER_UNAVAILABLE instead of leaving them queued for good.
+    docker_grace: float = 30.0
 
     @property
     def namespace(self) -> str:
@@ -139,5 +142,6 @@ class Settings:
             ) or d.webhook_retry_intervals,
             registries_file=env.get("REGISTRIES_FILE") or None,
             docker_host=env.get("DOCKER_HOST") or None,
+            docker_grace=_float(env, "JANITOR_DOCKER_GRACE", d.docker_grace),
             worker_registries=tuple(n.strip() for n in env.get("WORKER_REGISTRIES", "").split(",") if n.strip()),
         )

@@ -216,7 +216,7 @@ def test_a_worker_that_cannot_reach_the_docker_host_leaves_the_windows_to_one_th
     # The same registry, as seen by a worker whose Docker host (a closed loopback port) does not answer.
     bad = write_file(tmp_path / "bad.yaml", {"a": reg}, a={"docker_host": f"tcp://127.0.0.1:{free_port()}"})
     stack = stacks(reg, REGISTRIES_FILE=good)
-    start_worker(stack, "worker-bad", REGISTRIES_FILE=bad)
+    start_worker(stack, "worker-bad", REGISTRIES_FILE=bad, JANITOR_DOCKER_GRACE="600")
 
     def says_unreachable() -> bool:
         return stack.get("/v1/registries/a").json()["checks"]["docker"].get("code") == "DOCKER_UNAVAILABLE"
@@ -247,7 +247,7 @@ def test_a_worker_stops_listening_while_the_docker_host_is_away_and_comes_back( 
     try:
         path = write_file(tmp_path / "registries.yaml", {"a": reg}, a={"docker_host": proxy.url})
         stack = stacks(reg, REGISTRIES_FILE=path)
-        start_worker(stack, "worker")
+        start_worker(stack, "worker", JANITOR_DOCKER_GRACE="600")
         workers_ready(stack, "a")
         queue = Queue("janitor:a", connection=redis_conn)
         assert images.wait_until(lambda: len(Worker.all(queue=queue)) == 1, 30, 0.2)

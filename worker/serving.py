@@ -5,6 +5,9 @@ A worker that cannot reach the Docker host does not listen on the registry's que
 can takes its windows), says so in the log and on /readyz (`janitor:<ns>:worker-unreachable`), and looks
 again every few seconds. When the engine goes away while it listens, the RQ worker is stopped the way RQ
 stops on SIGTERM (a window in progress ends first), and listening resumes once the engine answers again.
+When no worker has reached the engine for JANITOR_DOCKER_GRACE seconds, a worker that cannot takes the
+windows after all, so that requests fail with DOCKER_UNAVAILABLE (as with one worker) instead of waiting for
+good; it stops again as soon as a worker that reaches the engine reports.
 """
 
 from __future__ import annotations
@@ -46,27 +49,33 @@ def recover_on_start(ctx: Context) -> None:
 
 class DockerWatch:
     """Looks at the registry's Docker host every heartbeat.INTERVAL and publishes what it saw (the heartbeat
-    /readyz reads). `reachable` is set while the engine answers; `lost` once it stopped answering while the
-    RQ worker listened (then the worker is asked to stop)."""
+    /readyz reads). `reachable` is set while this worker should listen on the registry's queue: the engine
+    answers, or (`fallback`) no worker has reached it for JANITOR_DOCKER_GRACE seconds, so the windows come
+    here to fail with DOCKER_UNAVAILABLE rather than wait for good. `lost` once the RQ worker was asked to
+    stop listening."""
 
     def __init__(self, ctx: Context) -> None:
         self.ctx = ctx
         self.reachable = threading.Event()
         self.listening = False
         self.lost = False
+        self.fallback = False
         self.failures = 0
+        self.alone_since: float | None = None
         self.last_problem: str | None = None
 
     def look(self) -> None:
         try:
             found = heartbeat.report(self.ctx.conn, self.ctx.keys, self.ctx.container)
+            # Only workers that reach the engine write the heartbeat: is there one (within the last 15 s)?
+            other = found.get("code") == heartbeat.UNREACHABLE and bool(self.ctx.conn.exists(self.ctx.keys.heartbeat))
         except redis.RedisError:
             return  # Redis is down: /readyz says so on its own
         name, host = self.ctx.settings.name, self.ctx.settings.docker_host or "DOCKER_HOST"
         if found.get("code") != heartbeat.UNREACHABLE:
             if self.last_problem is not None:
                 log.info("[%s] Docker host %s answers again: taking this registry's windows", name, host)
-            self.failures, self.last_problem = 0, None
+            self.failures, self.last_problem, self.alone_since, self.fallback = 0, None, None, False
             self.reachable.set()
             return
         self.failures += 1
@@ -74,12 +83,25 @@ class DockerWatch:
             log.error("[%s] cannot reach Docker host %s (%s): not taking this registry's windows; a worker "
                       "that reaches it will", name, host, found.get("message"))
         self.last_problem = str(found.get("message"))
-        if self.listening and self.failures >= LOST_AFTER and not self.lost:
-            self.reachable.clear()
-            self.lost = True
-            log.error("[%s] Docker host %s lost: stop listening on the queue after the current window", name, host)
-            os.kill(os.getpid(), signal.SIGTERM)  # RQ's warm shutdown, in the main thread
-        elif not self.listening:
+        now = time.monotonic()
+        self.alone_since = None if other else (self.alone_since or now)
+        fallback = self.alone_since is not None and now - self.alone_since >= self.ctx.settings.docker_grace
+        if self.listening:
+            if not fallback and self.failures >= LOST_AFTER and not self.lost:
+                self.reachable.clear()
+                self.lost = True
+                log.error("[%s] Docker host %s lost: stop listening on the queue after the current window",
+                          name, host)
+                os.kill(os.getpid(), signal.SIGTERM)  # RQ's warm shutdown, in the main thread
+        elif fallback:
+            if not self.fallback:
+                log.warning("[%s] no worker has reached Docker host %s for %.0fs: taking this registry's windows "
+                            "so that they fail with DOCKER_UNAVAILABLE instead of waiting", name, host,
+                            self.ctx.settings.docker_grace)
+            self.fallback = True
+            self.reachable.set()
+        else:
+            self.fallback = False
             self.reachable.clear()
 
     def start(self) -> threading.Thread:
@@ -93,7 +115,6 @@ class DockerWatch:
         thread = threading.Thread(target=loop, name=f"docker-watch-{self.ctx.settings.name}", daemon=True)
         thread.start()
         return thread
-
 
 def serve(settings: Settings) -> None:
     """Serve one registry in this process until stopped (SIGTERM/SIGINT: RQ's warm shutdown)."""
