@@ -161,6 +161,13 @@ def test_windows_of_two_registries_run_at_once_each_with_its_own_jobs_and_lock( 
     for name in ("a", "b"):
         assert metrics[("janitor_jobs_total", (("kind", "deletion"), ("outcome", "succeeded"), ("registry", name)))] == 1
         assert metrics[("janitor_windows_total", (("outcome", "succeeded"), ("registry", name)))] >= 1
+    # The CLI acts on one registry with --registry (or JANITOR_REGISTRY).
+    cli = [str(Path(sys.executable).parent / "registry-janitor"), "--url", stack.api, "--token", stack.token]
+    out = subprocess.run([*cli, "--registry", "b", "--json", "jobs"], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert [j["id"] for j in json.loads(out.stdout)] == [ids["b"]]
+    out = subprocess.run([*cli, "--registry", "mars", "jobs"], capture_output=True, text=True, timeout=60)
+    assert out.returncode != 0 and "REGISTRY_UNKNOWN" in out.stdout + out.stderr
     listed = {r["name"]: r for r in stack.get("/v1/registries").json()["items"]}
     assert listed["a"]["default"] and not listed["b"]["default"] and listed["b"]["status"] == "ready", listed
 
