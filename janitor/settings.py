@@ -24,6 +24,13 @@ def _log_format(raw: str) -> str:
     return fmt
 
 
+def _index_mode(raw: str) -> str:
+    mode = raw.strip().lower() or "auto"
+    if mode not in ("auto", "notifications", "polling"):
+        raise ValueError(f"JANITOR_INDEX_MODE must be auto, notifications or polling, not {raw!r}")
+    return mode
+
+
 @dataclass(frozen=True)
 class Settings:
     registry_url: str = "http://localhost:5000"
@@ -96,6 +103,14 @@ class Settings:
     def namespace(self) -> str:
         """The registry's identity in Redis: every key, the RQ queue and the webhook queue derive from it."""
         return self.redis_namespace or self.registry_host
+    # The listing index (janitor/index.py): the worker reads the whole registry again this often (seconds).
+    index_reconcile_interval: float = 60.0
+    # auto (notifications when the registry's config sends events to /v1/events), notifications or polling.
+    index_mode: str = "auto"
+    # Parallel registry reads when the index fills or reconciles.
+    index_read_concurrency: int = 16
+    # Bearer tokens a registry sends with its notifications: the `events` scope only (POST /v1/events).
+    events_tokens: tuple[str, ...] = ()
 
     @property
     def registry_host(self) -> str:
@@ -144,4 +159,8 @@ class Settings:
             docker_host=env.get("DOCKER_HOST") or None,
             docker_grace=_float(env, "JANITOR_DOCKER_GRACE", d.docker_grace),
             worker_registries=tuple(n.strip() for n in env.get("WORKER_REGISTRIES", "").split(",") if n.strip()),
+            index_reconcile_interval=max(1.0, _float(env, "JANITOR_RECONCILE_INTERVAL", d.index_reconcile_interval)),
+            index_mode=_index_mode(env.get("JANITOR_INDEX_MODE", d.index_mode)),
+            index_read_concurrency=max(1, int(_float(env, "JANITOR_INDEX_CONCURRENCY", d.index_read_concurrency))),
+            events_tokens=tuple(t.strip() for t in env.get("EVENTS_TOKENS", "").split(",") if t.strip()),
         )

@@ -211,6 +211,7 @@ setsid "$PY" -m worker &
 worker_pid=$!
 
 log "API on http://127.0.0.1:$PORT (docs: http://127.0.0.1:$PORT/docs)"
+# Concurrency from gunicorn.conf.py (read from this directory): WEB_CONCURRENCY processes x GUNICORN_THREADS threads.
 "$VENV/bin/gunicorn" -b "127.0.0.1:$PORT" "service:create_app()" &
 api_pid=$!
 

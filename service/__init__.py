@@ -68,21 +68,23 @@ def create_app(settings: Settings | None = None) -> Flask:
         except redis.RedisError:
             pass  # Redis away: the worker does it when it starts
     audit.setup(settings.log_format)
-    tokens = Tokens(settings.api_tokens, settings.api_tokens_file)  # reports bad token-file entries now
+    tokens = Tokens(settings.api_tokens, settings.api_tokens_file, settings.events_tokens)  # reports bad token-file entries now
     api = JanitorApi(app, spec_kwargs={"marshmallow_plugin": openapi.CodesAsOneEnum(),
                                        "extra_plugins": [openapi.StandardResponses(),
                                                          registry_scope.RegistryScopedDocs()]})
 
     from service.deletions.routes import blp as deletions
+    from service.events.routes import blp as events
     from service.gc.routes import blp as gc
     from service.health.routes import blp as health
     from service.jobs.routes import blp as jobs
     from service.policies.routes import blp as policies
     from service.registries.routes import blp as registries_blp
     from service.repositories.routes import blp as repositories
+    from service.repositories.routes import usage_blp as usage
 
     # Every registry's resources: unprefixed for the default registry, and under /v1/registries/{registry}/.
-    scoped = (repositories, deletions, jobs, gc, policies)
+    scoped = (repositories, deletions, jobs, gc, policies, usage, events)
     for blp in scoped:
         api.register_blueprint(blp)
     registry_scope.register_scoped(api, scoped)

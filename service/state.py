@@ -12,6 +12,7 @@ from flask import current_app, g, has_request_context
 from rq import Queue
 
 from janitor.catalog import Catalog
+from janitor.index import TagIndex
 from janitor.records import JobStore, Keys
 from janitor.registry import RegistryClient
 from janitor.settings import Settings
@@ -29,6 +30,7 @@ class State:
     queue: Queue
     client: RegistryClient
     catalog: Catalog
+    index: TagIndex
 
     @classmethod
     def build(cls, settings: Settings, conn: redis.Redis | None = None) -> State:
@@ -44,6 +46,7 @@ class State:
             queue=Queue(keys.queue_name, connection=conn),
             client=client,
             catalog=Catalog(client),
+            index=TagIndex(conn, keys.prefix, client, settings.index_read_concurrency, settings.index_mode),
         )
 
 

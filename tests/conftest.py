@@ -244,8 +244,10 @@ class Stack:
         self.procs.clear()
 
 
-def start_stack(registry: Registry, redis_url: str, conn: redis.Redis, worker: bool = True, **extra: str) -> Stack:
-    port = free_port()
+def start_stack(registry: Registry, redis_url: str, conn: redis.Redis, worker: bool = True, port: int | None = None,
+                **extra: str) -> Stack:
+    """`port`: the API's, when something must know it beforehand (a registry sending it notifications)."""
+    port = port or free_port()
     env = {**os.environ, "REGISTRY_URL": registry.url, "REGISTRY_CONTAINER": registry.name, "REDIS_URL": redis_url,
            "API_TOKENS": "test-token,other-token", "JANITOR_LOCK_TTL": "6", **extra}
     stack = Stack(f"http://127.0.0.1:{port}", registry, conn, env)

@@ -24,7 +24,7 @@ from rq import Queue, Worker
 from janitor import errors, heartbeat, pending, records
 from janitor.lock import MaintenanceLock
 from janitor.settings import Settings
-from worker import events, schedules, window
+from worker import events, indexer, schedules, window
 from worker.context import Context
 
 log = logging.getLogger("worker")
@@ -127,6 +127,7 @@ def serve(settings: Settings) -> None:
     watch.look()
     watch.start()
     events.start_sweeper(ctx)  # awaiting approval past JANITOR_APPROVAL_TTL -> expired
+    indexer.start(ctx)  # the listing index: filled now, reconciled every JANITOR_RECONCILE_INTERVAL
     while True:
         if not watch.reachable.is_set():
             signal.signal(signal.SIGTERM, signal.SIG_DFL)  # nothing in progress: a stop request ends us now
