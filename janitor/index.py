@@ -39,7 +39,7 @@ import yaml
 
 from janitor import errors, names, retention
 from janitor.contents import ContentCache
-from janitor.manifests import INDEX_TYPES, Manifest
+from janitor.manifests import Manifest
 from janitor.registry import RegistryClient
 from janitor.snapshot import Reader, _again
 
@@ -194,6 +194,9 @@ def events_to_check(events: Iterable[Mapping[str, Any]]) -> tuple[dict[str, Conf
         action = event.get("action")
         target = event.get("target") or {}
         repo, tag, digest = target.get("repository"), target.get("tag"), target.get("digest")
+        if not isinstance(repo, str):
+            ignored += 1  # the schema requires it; never index under a non-name
+            continue
         if action == "push" and tag:  # only a manifest push names a tag; blob pushes never do
             found.setdefault(repo, Confirm()).tags.add(tag)
         elif action == "delete" and (tag or digest):
@@ -368,7 +371,7 @@ class TagIndex:
         self.conn.set(self.reconcile_key, now_iso())
 
     def note(self, **fields: str) -> None:
-        self.conn.hset(self.meta_key, mapping=fields)
+        self.conn.hset(self.meta_key, mapping=dict(fields))  # type: ignore[arg-type]
 
     # -- reading the registry ---------------------------------------------------------------------------------
 
@@ -452,7 +455,7 @@ class TagIndex:
                     return False  # unknown and never indexed: nothing to write (no key for a made-up name)
                 # Unknown but indexed: emptied (distribution answers NAME_UNKNOWN): listed with no tags until
                 # the catalog drops it.
-                if self.commit(repo, gen, lambda tags, indexed, s=state: s if s is not None else {}):
+                if self.commit(repo, gen, lambda tags, indexed, s=state: s if s is not None else {}):  # type: ignore[misc]
                     return state is not None
             return state is not None
         finally:
@@ -477,7 +480,7 @@ class TagIndex:
                     state = self.read_repository(reader, repo, cold=True)
                     if state is None:
                         return False, pushed  # unknown to the registry: forged, stale, or not written yet
-                    if self.commit(repo, gen, lambda tags, indexed, s=state: s):
+                    if self.commit(repo, gen, lambda tags, indexed, s=state: s):  # type: ignore[misc]
                         return True, pushed - set(state)
                     continue
                 checked = pushed | {t for t, e in current.items() if e["digest"] in check.digests}

@@ -11,7 +11,6 @@ import redis
 from flask import current_app, g, has_request_context
 from rq import Queue
 
-from janitor.catalog import Catalog
 from janitor.index import TagIndex
 from janitor.records import JobStore, Keys
 from janitor.registry import RegistryClient
@@ -29,7 +28,6 @@ class State:
     keys: Keys
     queue: Queue
     client: RegistryClient
-    catalog: Catalog
     index: TagIndex
 
     @classmethod
@@ -45,7 +43,6 @@ class State:
             keys=keys,
             queue=Queue(keys.queue_name, connection=conn),
             client=client,
-            catalog=Catalog(client),
             index=TagIndex(conn, keys.prefix, client, settings.index_read_concurrency, settings.index_mode),
         )
 
