@@ -39,7 +39,7 @@ import yaml
 
 from janitor import errors, names, retention
 from janitor.contents import ContentCache
-from janitor.manifests import INDEX_TYPES, Manifest
+from janitor.manifests import Manifest
 from janitor.registry import RegistryClient
 from janitor.snapshot import Reader, _again
 
@@ -53,6 +53,9 @@ CHUNK = 500
 # A pushed tag not visible yet is checked again after these pauses (seconds): within 2 s of the event.
 RECHECK_DELAYS = (0.05, 0.1, 0.2, 0.4, 0.8)
 RECHECKS_PENDING = 64
+# Polling mode: a repository read from the registry this recently (seconds) is listed from the index as is, so
+# a listing that just filled it does not read it again; any later request reads it again.
+RECENTLY_READ = 1.0
 _rechecks_lock = threading.Lock()
 _rechecks_pending = 0
 _rechecks_pool: concurrent.futures.ThreadPoolExecutor | None = None
@@ -194,6 +197,9 @@ def events_to_check(events: Iterable[Mapping[str, Any]]) -> tuple[dict[str, Conf
         action = event.get("action")
         target = event.get("target") or {}
         repo, tag, digest = target.get("repository"), target.get("tag"), target.get("digest")
+        if not isinstance(repo, str):
+            ignored += 1  # the schema requires it; never index under a non-name
+            continue
         if action == "push" and tag:  # only a manifest push names a tag; blob pushes never do
             found.setdefault(repo, Confirm()).tags.add(tag)
         elif action == "delete" and (tag or digest):
@@ -253,6 +259,7 @@ class TagIndex:
         self.meta_key = f"{prefix}:index:meta"
         self.reconcile_key = f"{prefix}:index:reconcile"
         self.lock_key = f"{prefix}:index:lock"
+        self.checked_key = f"{prefix}:index:checked"  # repo -> when its last registry read began (epoch s)
 
     def tags_key(self, repo: str) -> str:
         return f"{self.prefix}:index:tags:{repo}"
@@ -337,6 +344,7 @@ class TagIndex:
                     pipe.delete(tags_key)
                     if new is None:
                         pipe.hdel(self.repos_key, repo)
+                        pipe.hdel(self.checked_key, repo)
                         pipe.hdel(self.blobs_key, repo)
                     else:
                         if new:
@@ -368,7 +376,7 @@ class TagIndex:
         self.conn.set(self.reconcile_key, now_iso())
 
     def note(self, **fields: str) -> None:
-        self.conn.hset(self.meta_key, mapping=fields)
+        self.conn.hset(self.meta_key, mapping=dict(fields))  # type: ignore[arg-type]
 
     # -- reading the registry ---------------------------------------------------------------------------------
 
@@ -438,6 +446,7 @@ class TagIndex:
         state = None
         try:
             for _ in range(attempts):
+                began = time.time()
                 with self.conn.pipeline(transaction=False) as pipe:
                     pipe.get(self.gen_key(repo))
                     pipe.hexists(self.repos_key, repo)
@@ -447,17 +456,27 @@ class TagIndex:
                 now = {_s(t): json.loads(e)["digest"] for t, e in raw_tags.items()}
                 state = self.read_repository(reader, repo, cold, same_as=None if cold else now)
                 if state is UNCHANGED:
+                    self._checked(repo, began)
                     return True  # every tag on the digest the index has: nothing to describe or write
                 if state is None and cold and not listed:
                     return False  # unknown and never indexed: nothing to write (no key for a made-up name)
                 # Unknown but indexed: emptied (distribution answers NAME_UNKNOWN): listed with no tags until
                 # the catalog drops it.
-                if self.commit(repo, gen, lambda tags, indexed, s=state: s if s is not None else {}):
+                if self.commit(repo, gen, lambda tags, indexed, s=state: s if s is not None else {}):  # type: ignore[misc]
+                    self._checked(repo, began)
                     return state is not None
             return state is not None
         finally:
             if own:
                 reader.close()
+
+    def _checked(self, repo: str, began: float) -> None:
+        self.conn.hset(self.checked_key, repo, repr(began))
+
+    def read_recently(self, repo: str, within: float = RECENTLY_READ) -> bool:
+        """The index shows this repository as the registry answered a read begun less than `within` s ago."""
+        raw = self.conn.hget(self.checked_key, repo)
+        return raw is not None and time.time() - float(raw) < within
 
     def confirm(self, repo: str, check: Confirm) -> tuple[bool, set[str]]:
         """An event's claims, checked against the registry: the tags it names and those the index has on a
@@ -477,7 +496,7 @@ class TagIndex:
                     state = self.read_repository(reader, repo, cold=True)
                     if state is None:
                         return False, pushed  # unknown to the registry: forged, stale, or not written yet
-                    if self.commit(repo, gen, lambda tags, indexed, s=state: s):
+                    if self.commit(repo, gen, lambda tags, indexed, s=state: s):  # type: ignore[misc]
                         return True, pushed - set(state)
                     continue
                 checked = pushed | {t for t, e in current.items() if e["digest"] in check.digests}
@@ -621,9 +640,14 @@ class TagIndex:
 
     def list_tags(self, repo: str) -> list[dict[str, Any]]:
         """Every tag of a repository with its details. Polling mode (or not indexed yet): the repository is read
-        now (tag list, a HEAD per tag, details from the content cache); notifications mode: from the index."""
+        now (tag list, a HEAD per tag, details from the content cache) unless a read of it began less than
+        RECENTLY_READ ago; notifications mode: from the index."""
         meta = self.meta()
-        if not self.served_from_index(meta) or not self.conn.hexists(self.repos_key, repo):
+        indexed = bool(self.conn.hexists(self.repos_key, repo))
+        # Notifications: an indexed repository is kept current by events from the moment it was indexed (the
+        # whole registry need not be filled yet). Polling: read again unless a read began within RECENTLY_READ.
+        current = indexed and (self.mode(meta) == NOTIFICATIONS or self.read_recently(repo))
+        if not current:
             if not self.refresh(repo):
                 raise errors.RepositoryNotFound(f"repository {repo} unknown to the registry", repository=repo)
         found = self.tags(repo)

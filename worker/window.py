@@ -82,7 +82,7 @@ def schedule_recovery(ctx: Context, attempts: int = 20) -> None:
     for attempt in range(attempts):
         try:
             Queue(ctx.keys.queue_name, connection=ctx.conn).enqueue(
-                "worker.jobs.run_window", ctx.settings.registry_host, job_timeout=-1, result_ttl=3600)
+                "worker.jobs.run_window", ctx.settings.name, job_timeout=-1, result_ttl=3600)
             return
         except redis_lib.RedisError as exc:
             log.warning("cannot queue a recovery window yet (%s)", exc)
