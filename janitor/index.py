@@ -56,6 +56,9 @@ RECHECKS_PENDING = 64
 # Polling mode: a repository read from the registry this recently (seconds) is listed from the index as is, so
 # a listing that just filled it does not read it again; any later request reads it again.
 RECENTLY_READ = 1.0
+# Longest one reader holds a repository (its claim expires then): others wait at most this long for its read.
+READ_CLAIM = 30.0
+_RELEASE = "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) end return 0"
 _rechecks_lock = threading.Lock()
 _rechecks_pending = 0
 _rechecks_pool: concurrent.futures.ThreadPoolExecutor | None = None
@@ -440,7 +443,37 @@ class TagIndex:
     def refresh(self, repo: str, reader: Reader | None = None, attempts: int = COMMIT_ATTEMPTS,
                 listed: bool = False) -> bool:
         """Read one repository from the registry and index it, unless a newer change landed meanwhile (then read
-        again). Returns whether the registry knows it."""
+        again). Returns whether the registry knows it. One reader of a repository at a time across processes:
+        while another (the worker's fill, another API thread) reads it, this waits for that read and uses it
+        when it began less than RECENTLY_READ ago, so a cold listing and the fill never read it twice."""
+        claim = self._claim(repo)
+        if claim is None:
+            self._await_read(repo)
+            if self.read_recently(repo):
+                return bool(self.conn.hexists(self.repos_key, repo))
+            claim = self._claim(repo) or ""  # still busy after the wait: read anyway, the commit guard holds
+        try:
+            return self._refresh(repo, reader, attempts, listed)
+        finally:
+            if claim:
+                self._release(repo, claim)
+
+    def _reading_key(self, repo: str) -> str:
+        return f"{self.prefix}:index:reading:{repo}"
+
+    def _claim(self, repo: str) -> str | None:
+        owner = uuid.uuid4().hex
+        return owner if self.conn.set(self._reading_key(repo), owner, nx=True, px=int(READ_CLAIM * 1000)) else None
+
+    def _release(self, repo: str, owner: str) -> None:
+        self.conn.eval(_RELEASE, 1, self._reading_key(repo), owner)
+
+    def _await_read(self, repo: str) -> None:
+        deadline = time.monotonic() + READ_CLAIM
+        while self.conn.exists(self._reading_key(repo)) and time.monotonic() < deadline:
+            time.sleep(0.02)
+
+    def _refresh(self, repo: str, reader: Reader | None, attempts: int, listed: bool) -> bool:
         own = reader is None
         reader = reader or self.reader()
         state = None
@@ -549,15 +582,30 @@ class TagIndex:
         missing = [r for r in dict.fromkeys(repos) if r not in summaries]
         self.refresh_many(missing, listed=True)
 
-    def refresh_many(self, repos: list[str], listed: bool = False) -> None:
+    def read_since(self, repos: list[str], when: float) -> set[str]:
+        """Those of `repos` whose last registry read began at or after `when` (epoch s)."""
+        found: set[str] = set()
+        for start in range(0, len(repos), CHUNK):
+            part = repos[start:start + CHUNK]
+            found |= {r for r, raw in zip(part, self.conn.hmget(self.checked_key, part), strict=True)
+                      if raw is not None and float(raw) >= when}
+        return found
+
+    def refresh_many(self, repos: list[str], listed: bool = False, since: float | None = None) -> None:
         """Read these repositories (8 at a time, their tags' HEADs and manifests on the reader's bounded pool).
         `listed`: they are in the catalog, so one the registry answers NAME_UNKNOWN for (emptied) is indexed
-        with no tags, as the catalog lists it."""
+        with no tags, as the catalog lists it. `since` (epoch s): a repository someone read after that (the
+        API filling a listing meanwhile) is not read again."""
         if not repos:
             return
+
+        def one(repo: str) -> None:
+            if since is not None and self.read_since([repo], since):
+                return
+            self.refresh(repo, reader, listed=listed)
         with self.reader() as reader, concurrent.futures.ThreadPoolExecutor(
                 max_workers=min(8, len(repos)), thread_name_prefix="janitor-index") as outer:
-            for _ in outer.map(lambda r: self.refresh(r, reader, listed=listed), repos):
+            for _ in outer.map(one, repos):
                 pass
 
     def verify(self, repos: list[str]) -> None:
@@ -579,9 +627,9 @@ class TagIndex:
         """Read the whole registry (catalog, then each repository in parallel) and repair the index: what
         events missed, what others deleted. Each repository commits only if unchanged since its read."""
         assert self.client is not None
-        started = time.monotonic()
+        started, began = time.monotonic(), time.time()
         listed = sorted(set(catalog if catalog is not None else _again(self.client.catalog)))
-        self.refresh_many(listed, listed=True)
+        self.refresh_many(listed, listed=True, since=began)
         gone = sorted(set(self.summaries()) - set(listed))
         for repo in gone:
             gen = self.generation(repo)
