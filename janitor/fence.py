@@ -24,6 +24,8 @@ from janitor.container import RegistryContainer
 
 MARKER = b"# registry-janitor: read-only for maintenance"
 BACKUP_SUFFIX = ".janitor-original"
+# Between polls of /v2/ after a restart: every poll saved is time writes stay refused.
+READY_POLL = 0.02
 _MARKER_LINE = re.compile(rb"^# registry-janitor: read-only for maintenance(?: by (\S+))?;")
 
 
@@ -60,7 +62,7 @@ def wait_ready(registry_url: str, timeout: float) -> float:
             pass
         if time.monotonic() - start > timeout:
             raise errors.RegistryUnavailable(f"the registry did not answer /v2/ within {timeout:.0f}s of its restart")
-        time.sleep(0.1)
+        time.sleep(READY_POLL)
 
 
 class WriteFence:
@@ -71,6 +73,7 @@ class WriteFence:
         self.registry_url = registry_url
         self.stop_timeout = stop_timeout
         self.ready_timeout = ready_timeout
+        self.stopped_at: float | None = None  # monotonic: when `close` began to stop the writable registry
 
     def restart(self) -> float:
         """Restart (or start, after a kill) the registry; seconds until it answers."""
@@ -85,6 +88,7 @@ class WriteFence:
         backup = config_path + BACKUP_SUFFIX
         self.container.write_file(backup, original)
         self.container.write_file(config_path, readonly_config(original, backup, owner))
+        self.stopped_at = time.monotonic()  # until now the writable registry ran: writes refused from here
         return self.restart()
 
     def owner(self, config_path: str) -> str | None:

@@ -44,6 +44,7 @@ class WindowGuard:
         self.deadline = float("inf")
         self.fenced = False  # this window wrote (or began to write) the read-only config
         self.placed: list[holds.Hold] = []  # holds this window placed and has not released
+        self.accepted_at: float | None = None  # monotonic: when `restore` saw a write accepted again
 
     # -- identity and limits ---------------------------------------------------------------------
 
@@ -173,9 +174,17 @@ class WindowGuard:
         if self.placed:  # the container was down: its holds can only go now
             self._retry_docker(self.release_holds)
         out["write_probe_seconds"] = round(probe.require_accepted(self.client, self.settings.registry_ready_timeout), 3)
+        self.accepted_at = time.monotonic()
         self._retry_docker(lambda: self.fence.drop_backup(self.config_path))
         self.fenced = False
         return out
+
+    def write_refused_seconds(self) -> float | None:
+        """From the moment the fence stopped the writable registry to the moment a write was accepted again
+        (now, if none was yet); None when this window never stopped it."""
+        if self.fence.stopped_at is None:
+            return None
+        return (self.accepted_at or time.monotonic()) - self.fence.stopped_at
 
     def recover(self) -> list[str]:
         """Under this lease: undo a fence and holds whose owner's lease is gone. Says what it did."""

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import io
 import json
+import math
 import tarfile
 import time
 from collections.abc import Mapping
@@ -35,10 +36,15 @@ class Hold:
 
 
 def recent_blobs(container: RegistryContainer, root: str, grace: float, now: float | None = None) -> dict[str, set[str]]:
-    """Blobs linked into each repository within the last `grace` seconds (link mtime = upload time)."""
+    """Blobs linked into each repository within the last `grace` seconds (link mtime = upload time).
+
+    `find` skips the manifests and uploads of every repository and keeps only links younger than the grace
+    (to the minute, rounded up), so only those are printed and stat-ed; the cutoff is then exact."""
     layout = Layout(root)
-    result = checked(container, ["find", layout.repositories, "-path", "*/_layers/sha256/*/link", "-type", "f",
-                                 "-exec", "stat", "-c", "%Y %n", "{}", "+"])
+    minutes = max(1, math.ceil(grace / 60) + 1)
+    result = checked(container, ["find", layout.repositories, "(", "-name", "_manifests", "-o", "-name", "_uploads",
+                                 ")", "-prune", "-o", "-type", "f", "-path", "*/_layers/sha256/*/link",
+                                 "-mmin", f"-{minutes}", "-exec", "stat", "-c", "%Y %n", "{}", "+"])
     cutoff = (now or time.time()) - grace
     found: dict[str, set[str]] = {}
     for line in result.stdout.splitlines():

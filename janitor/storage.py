@@ -52,10 +52,13 @@ def checked(container: RegistryContainer, argv: list[str], missing_ok: bool = Tr
         argv=argv, exit_code=result.exit_code, stderr=result.stderr[-2000:])
 
 
-def blob_sizes(container: RegistryContainer, storage_root: str) -> dict[str, int]:
-    """Size of every blob in storage, in one exec, so what GC deletes can be counted in bytes."""
+def blob_sizes(container: RegistryContainer, storage_root: str, within_minutes: int | None = None) -> dict[str, int]:
+    """Size of blobs in storage, in one exec: every blob, or (`within_minutes`) only those whose data was
+    written in the last that many minutes. `find` still looks at each blob's directory entry, but prints and
+    stats only the recent ones, so the cost of the answer grows with what was uploaded, not with the store."""
     layout = Layout(storage_root)
-    result = checked(container, ["find", layout.blobs, "-type", "f", "-name", "data",
+    recent = ["-mmin", f"-{within_minutes}"] if within_minutes is not None else []
+    result = checked(container, ["find", layout.blobs, "-type", "f", "-name", "data", *recent,
                                  "-exec", "stat", "-c", "%s %n", "{}", "+"])
     sizes: dict[str, int] = {}
     for line in result.stdout.splitlines():
@@ -72,9 +75,12 @@ def revision_times(container: RegistryContainer, storage_root: str) -> tuple[flo
     cannot list untagged manifests; only its files can."""
     layout = Layout(storage_root)
     repos = layout.repositories
-    result = checked(container, ["find", repos, "-path", repos, "-exec", "date", "+%s", ";", "-o", "-type", "f",
-                                 "-path", "*/_manifests/revisions/sha256/*/link", "-exec", "stat", "-c", "%Y %n",
-                                 "{}", "+"])
+    # Layer links, uploads and tag directories hold most entries of a repository and no revision: pruned.
+    result = checked(container, ["find", repos, "-path", repos, "-exec", "date", "+%s", ";",
+                                 "-o", "(", "-name", "_layers", "-o", "-name", "_uploads", "-o", "-path",
+                                 "*/_manifests/tags", ")", "-prune",
+                                 "-o", "-type", "f", "-path", "*/_manifests/revisions/sha256/*/link",
+                                 "-exec", "stat", "-c", "%Y %n", "{}", "+"])
     lines = result.stdout.splitlines()
     read_at = float(lines[0]) if lines and lines[0].strip().isdigit() else 0.0
     found: dict[str, dict[str, float]] = {}
@@ -92,16 +98,33 @@ def revisions(container: RegistryContainer, storage_root: str) -> dict[str, set[
 
 
 def remove_empty_blob_dirs(container: RegistryContainer, storage_root: str) -> None:
-    """GC leaves empty blobs/sha256/xx/<hex> directories behind; remove them, deepest first."""
+    """GC leaves empty blobs/sha256/xx/<hex> directories behind; remove them, deepest first. Walks every
+    blob directory: `remove_blob_dirs` does the same for the blobs a GC named, touching only theirs."""
     blobs = Layout(storage_root).blobs
     for depth in ("3", "2"):  # busybox find has no -delete
         checked(container, ["find", blobs, "-mindepth", depth, "-maxdepth", depth, "-type", "d",
                             "-empty", "-exec", "rmdir", "{}", "+"])
 
 
+def remove_blob_dirs(container: RegistryContainer, storage_root: str, digests: list[str]) -> None:
+    """The directories of blobs GC swept, and their two-hex-digit parents, when left empty. GC removes a
+    blob's own directory; its parent stays behind, empty once its last blob went. Only these are touched:
+    one rmdir, which leaves any directory that is not empty (a blob stored since) in place."""
+    if not digests:
+        return
+    layout = Layout(storage_root)
+    own = sorted({layout.blob(d) for d in digests})
+    parents = sorted({posixpath.dirname(p) for p in own})
+    for start in range(0, len(own) + len(parents), 500):
+        part = (own + parents)[start:start + 500]  # own directories before their parents
+        checked(container, ["rmdir", "--ignore-fail-on-non-empty", *part])
+
+
 def active_uploads(container: RegistryContainer, storage_root: str, within: float, now: float) -> int:
     """Upload sessions written to within the last `within` seconds: pushes in the middle of a blob."""
-    result = checked(container, ["find", Layout(storage_root).repositories, "-type", "f", "-path",
+    # Manifests and layer links are most of a repository's entries and never an upload: pruned.
+    result = checked(container, ["find", Layout(storage_root).repositories, "(", "-name", "_manifests", "-o",
+                                 "-name", "_layers", ")", "-prune", "-o", "-type", "f", "-path",
                                  "*/_uploads/*/data", "-exec", "stat", "-c", "%Y", "{}", "+"])
     return sum(1 for line in result.stdout.split() if line.isdigit() and int(line) >= now - within)
 

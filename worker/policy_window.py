@@ -24,7 +24,8 @@ def run(window: Window, job: dict[str, Any], root: str | None) -> None:
             ctx.client, ctx.settings.policy_read_concurrency, ctx.conn, ctx.keys.prefix)
     stored = None if root is None else (lambda: storage.revision_times(ctx.container, root))
     with window.step([job], "delete") as out, policy_plan.PolicyReader(
-            ctx.client, window.manifests, ctx.settings.policy_read_concurrency, window.creation_times) as reader:
+            ctx.client, window.manifests, ctx.settings.policy_read_concurrency, window.creation_times,
+            contents=ctx.contents) as reader:
         snap = policy_plan.read(reader, policy, stored)
         planned = policy_plan.plan(snap, policy, datetime.now(timezone.utc), window.creation_times,
                                    ctx.settings.untagged_min_age)

@@ -20,16 +20,16 @@ from typing import Any
 import redis as redis_lib
 from rq import Queue
 
-from janitor import approval, cache, errors, holds, integrity, logs, pending, preflight, probe, storage, telemetry
+from janitor import approval, cache, errors, freed, holds, logs, pending, preflight, probe, storage, telemetry
 from janitor.guard import WindowGuard
 from janitor.lock import MaintenanceLock
 from janitor.records import FAILED, RUNNING, SUCCEEDED, now
 from janitor.manifests import Manifest
 from janitor.planner import TagWatch, delete_by_digest, read_and_plan
 from janitor.rules import Plan
-from janitor.snapshot import Reader, Snapshot
+from janitor.snapshot import Reader, Snapshot, read_repositories
 from janitor.untag import untag
-from worker import events, policy_window
+from worker import events, policy_window, verify
 from worker.context import Context
 
 log = logging.getLogger(__name__)
@@ -136,6 +136,8 @@ class Window:
         self.released_blobs: dict[str, set[str]] = {}
         self.remove_repos: dict[str, list[dict[str, Any]]] = {}  # repository -> jobs that emptied it
         self.manifests: dict[str, Manifest] = {}  # by digest, immutable: shared by every plan in the window
+        self.deleted: dict[str, set[str]] = {}  # repository -> manifests this window deleted there
+        self.swept: list[str] | None = None  # blobs GC deleted; None while GC has not run
         self.creation_times: Any = None  # policy_plan.CreationTimes, made by the first policy job
 
     # -- bookkeeping ---------------------------------------------------------------------------
@@ -258,7 +260,7 @@ class Window:
         reaches the manifest now (pushed since the snapshot) keeps it, and the job reports it as skipped."""
         ctx = self.ctx
         request = job["request"]
-        with self.step([job], "delete") as out, Reader(ctx.client, self.manifests) as reader:
+        with self.step([job], "delete") as out, Reader(ctx.client, self.manifests, contents=ctx.contents) as reader:
             snap, plan = self._snapshot_and_plan(reader, request, root)
             out.update(plan=plan.as_dict(), dry_run=bool(request.get("dry_run")))
             if plan.blobs_freed is not None:  # only with the stored revisions: never a figure it cannot compute
@@ -316,6 +318,7 @@ class Window:
                 self.released_blobs.setdefault(repo, set()).update(manifest.blob_digests if manifest else ())
                 delete_by_digest(ctx.client, repo, digest)
                 deleted.append(digest)
+                self.deleted.setdefault(repo, set()).add(digest)
                 removed |= {f"{repo}:{t}" for t in repo_plan.tags_removed.get(digest, [])}
             if repo_plan.remove_repository:
                 self.remove_repos.setdefault(repo, []).append(job)
@@ -331,15 +334,17 @@ class Window:
         return read_and_plan(reader, request, ctx.settings.registry_host, stored, ctx.settings.untagged_min_age)
 
     def maintain(self, config_path: str, root: str | None) -> None:
-        """Fence, hold, GC, release, unfence, check: the part that needs the registry to refuse writes.
-        Each step's changes go through the guard, which checks the lease and the window's time first."""
+        """Drain and prepare, then fence, hold, GC, release, unfence, check. Whatever needs no fence (blob
+        sizes, the cache settings, learning the stored manifests) is done before it, so writes are refused for
+        GC and what must surround it only. Each step's changes go through the guard, which checks the lease and
+        the window's time first."""
         ctx, guard = self.ctx, self.guard
-        fenced_at: float | None = None
         try:
             with self.step(self.alive(), "drain") as out:
                 out.update(self._drain(root) if root is not None else {"skipped": True, "reason": "no filesystem access"})
+                sizes = self._prepare_sizes(root, out) if root is not None else None
+                redis_cache = cache.redis_settings(ctx.container, config_path)
             with self.step(self.alive(), "fence") as out:
-                fenced_at = time.monotonic()
                 out.update(guard.close())
             with self.step(self.alive(), "hold") as out:
                 if root is None:
@@ -361,29 +366,59 @@ class Window:
                             if not kept:
                                 job["result"]["repositories_removed"].append(repo)
             with self.step(self.alive(), "gc") as out:
-                sizes = storage.blob_sizes(ctx.container, root) if root is not None else None
-                started = time.monotonic()
-                summary = guard.gc()  # lease, time, and a refused blob upload checked right before
-                summary.duration_seconds = round(time.monotonic() - started, 3)
-                if sizes is not None:
-                    summary.bytes_freed = sum(sizes.get(d, 0) for d in summary.deleted_blobs)
-                guard.release_holds()
-                guard.check("cleaning up after GC")
-                if root is not None:
-                    storage.remove_empty_blob_dirs(ctx.container, root)
-                redis_cache = cache.redis_settings(ctx.container, config_path)
-                if redis_cache:  # before writes resume: nobody may be told a swept blob exists
-                    out["cache_keys_removed"] = cache.forget(redis_lib.Redis(**redis_cache), summary.deleted_blobs)
-                done = summary.as_dict()
-                if sizes is None:  # blob sizes unreadable: no bytes figure at all, not a zero
-                    done.pop("bytes_freed", None)
-                out.update(done)
-                for job in self.alive():
-                    job["result"].update(gc=done, **({"bytes_freed": summary.bytes_freed} if sizes is not None else {}))
+                self._gc(root, sizes, redis_cache, out)
         except StepError:
             pass
         finally:
-            self._unfence(fenced_at)
+            self._unfence()
+
+    def _prepare_sizes(self, root: str, out: dict[str, Any]) -> dict[str, int]:
+        """Before the fence: the size of every blob GC may sweep. Sizes from the manifests this window knows
+        (a GC-only window learns the stored ones first, from the content cache) go into the size book; blob
+        files written since the last GC (less the upload grace) are stat-ed, and only those."""
+        ctx = self.ctx
+        if not self.manifests:  # no plan read the stored manifests: learn them (cache first, registry for new)
+            with Reader(ctx.client, self.manifests, contents=ctx.contents) as reader:
+                snapshot_read = read_repositories(reader, [], lambda: storage.revision_times(ctx.container, root))
+                out["stored_manifests"] = len(snapshot_read.manifests)
+        known = freed.known_sizes(self.manifests.values())
+        ctx.sizes.remember(known)
+        minutes = freed.stat_minutes(ctx.sizes.last_gc(), time.time(), ctx.settings.upload_grace)
+        statted = storage.blob_sizes(ctx.container, root, minutes)
+        out.update(blob_sizes_known=len(known), blob_files_stat=len(statted), stat_within_minutes=minutes)
+        return {**known, **statted}
+
+    def _gc(self, root: str | None, sizes: dict[str, int] | None, redis_cache: dict[str, Any] | None,
+            out: dict[str, Any]) -> None:
+        """garbage-collect, then what must happen before writes resume: holds released, the directories of
+        swept blobs removed, their registry cache keys forgotten."""
+        ctx, guard = self.ctx, self.guard
+        started, started_at = time.monotonic(), time.time()
+        summary = guard.gc()  # lease, time, and a refused blob upload checked right before
+        summary.duration_seconds = round(time.monotonic() - started, 3)
+        if sizes is not None:  # only a GC that finished swept what it found unreferenced
+            ctx.sizes.gc_started(started_at)
+        self.swept = list(summary.deleted_blobs)
+        guard.release_holds()
+        guard.check("cleaning up after GC")
+        if root is not None:
+            storage.remove_blob_dirs(ctx.container, root, summary.deleted_blobs)
+        if redis_cache:  # before writes resume: nobody may be told a swept blob exists
+            out["cache_keys_removed"] = cache.forget(redis_lib.Redis(**redis_cache), summary.deleted_blobs)
+        unknown: list[str] = []
+        if sizes is not None:
+            missing = [d for d in summary.deleted_blobs if d not in sizes]
+            summary.bytes_freed, unknown = freed.count(summary.deleted_blobs, {**sizes, **ctx.sizes.lookup(missing)})
+            ctx.sizes.forget(summary.deleted_blobs)
+        done = summary.as_dict()
+        if sizes is None:  # blob sizes unreadable: no bytes figure at all, not a zero
+            done.pop("bytes_freed", None)
+        if unknown:  # never expected: said, not hidden in a smaller figure
+            done["blobs_of_unknown_size"] = unknown
+            log.error("GC swept %d blobs whose size was not known: %s", len(unknown), unknown[:20])
+        out.update(done)
+        for job in self.alive():
+            job["result"].update(gc=done, **({"bytes_freed": summary.bytes_freed} if sizes is not None else {}))
 
     def _drain(self, root: str) -> dict[str, Any]:
         """Give blob uploads in progress a bounded chance to finish before writes are refused."""
@@ -396,7 +431,7 @@ class Window:
                 return {"waited_seconds": round(waited, 3), "uploads_still_active": active}
             time.sleep(0.5)
 
-    def _unfence(self, fenced_at: float | None) -> None:
+    def _unfence(self) -> None:
         """Always runs: this window's holds go, its original config returns, the registry restarts, and a
         write must be accepted. A window that lost its lease to another worker leaves all that to it."""
         ctx = self.ctx
@@ -404,10 +439,12 @@ class Window:
         try:
             with self.step(everyone, "restart") as out:
                 out.update(self.guard.restore())
-                if fenced_at is not None:
-                    self.info["write_refused_seconds"] = round(time.monotonic() - fenced_at, 3)
+                refused = self.guard.write_refused_seconds()
+                self.info["write_refused_seconds"] = None if refused is None else round(refused, 3)
                 out["write_refused_seconds"] = self.info["write_refused_seconds"]
         except StepError as exc:
+            refused = self.guard.write_refused_seconds()
+            self.info["write_refused_seconds"] = None if refused is None else round(refused, 3)
             if isinstance(exc.__cause__, errors.LockLost):
                 schedule_recovery(self.ctx)  # whoever takes the lease next undoes this window's fence
                 return  # not this window's registry to check any more
@@ -418,19 +455,27 @@ class Window:
                 out["registry"] = "answering, writable"
         with contextlib.suppress(StepError):
             with self.step(everyone, "verify") as out:
-                report = integrity.check(ctx.client, sorted(set(ctx.client.catalog())))
-                # A child of a tagged index deleted with `force` breaks that index on purpose: reported apart.
-                forced = {d for j in self.jobs if j["request"].get("force")
-                          for d in j["result"].get("manifests_deleted", [])}
-                report["broken_by_request"] = [b for b in report["broken"] if b["missing"] in forced]
-                report["broken"] = [b for b in report["broken"] if b["missing"] not in forced]
-                out.update(report)
-                for job in everyone:
-                    job["result"]["integrity"] = report
-                if report["broken"]:
-                    log.error("integrity check after GC found %d missing items: %s", len(report["broken"]),
-                              report["broken"][:20])
-                    raise errors.IntegrityBroken(
-                        f"after the window, {len(report['broken'])} manifests or blobs of tagged images are missing "
-                        "or unreadable (result.integrity lists them); pulls of those images fail",
-                        broken=len(report["broken"]))
+                self._verify(everyone, out)
+
+    def _verify(self, everyone: list[dict[str, Any]], out: dict[str, Any]) -> None:
+        """What this window could have broken (or everything, on request) is checked; a child of a tagged
+        index deleted with `force` breaks that index on purpose, and is reported apart."""
+        if verify.wanted_mode(self.jobs) == "full" or not self.guard.root:
+            # Without filesystem access the surviving manifests cannot be listed: everything is walked.
+            report = verify.full(self, out, lambda: self.save(everyone))
+        else:
+            report = verify.targeted(self, self.guard.root)
+        forced = {d for j in self.jobs if j["request"].get("force")
+                  for d in j["result"].get("manifests_deleted", [])}
+        report["broken_by_request"] = [b for b in report["broken"] if b["missing"] in forced]
+        report["broken"] = [b for b in report["broken"] if b["missing"] not in forced]
+        out.update(report)
+        for job in everyone:
+            job["result"]["integrity"] = report
+        if report["broken"]:
+            log.error("integrity check after GC found %d missing items: %s", len(report["broken"]),
+                      report["broken"][:20])
+            raise errors.IntegrityBroken(
+                f"after the window, {len(report['broken'])} manifests or blobs of tagged images are missing "
+                "or unreadable (result.integrity lists them); pulls of those images fail",
+                broken=len(report["broken"]))

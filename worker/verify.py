@@ -1,0 +1,81 @@
+"""The window's last step: after writes resume, check what the window could have broken, or (on request,
+`POST /v1/gc` with `"verify": "full"`) every tag of every repository.
+
+The targeted check's scope is in janitor/integrity.py: the surviving stored manifests come from one read of
+the storage's revision links and their content from the window's memory and the content cache in Redis (only
+a manifest pushed since is read from the registry); only the affected ones are read through the API.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from janitor import errors, integrity, storage
+from janitor.manifests import Manifest
+from janitor.snapshot import Reader
+
+if TYPE_CHECKING:
+    from worker.window import Window
+
+# How often a full walk writes its progress into the job records.
+PROGRESS_EVERY = 1.0
+
+
+def wanted_mode(jobs: list[dict[str, Any]]) -> str:
+    """"full" when a job of the window asked for the full walk, else "targeted"."""
+    return "full" if any(j["request"].get("verify") == "full" for j in jobs) else "targeted"
+
+
+def full(window: Window, out: dict[str, Any], save: Callable[[], None]) -> dict[str, Any]:
+    """Every tag of every repository, with its progress in the step's outcome as it goes."""
+    client = window.ctx.client
+    last = 0.0
+
+    def progress(done: int, total: int, manifests: int) -> None:
+        nonlocal last
+        out.update(mode="full", repositories_total=total, repositories_checked=done, manifests_checked=manifests)
+        if time.monotonic() - last >= PROGRESS_EVERY or done == total:
+            last = time.monotonic()
+            save()
+
+    return integrity.check(client, sorted(set(client.catalog())), progress)
+
+
+def targeted(window: Window, root: str) -> dict[str, Any]:
+    """What this window deleted, let go and swept, checked against what survives."""
+    ctx = window.ctx
+    _, stored = storage.revision_times(ctx.container, root)
+    with Reader(ctx.client, window.manifests, contents=ctx.contents) as reader:
+        reader.recall(d for digests in stored.values() for d in digests)
+        surviving: dict[str, dict[str, Manifest]] = {}
+        for repo, times in sorted(stored.items()):
+            present = set(times)
+            missing = sorted(d for d in present if d not in reader.cache)
+            if missing:  # pushed since the plan: read once, cached for the next window
+                reader.manifests(repo, missing, present)
+            surviving[repo] = {d: reader.cache[d] for d in present if d in reader.cache}
+        deleted = {d for digests in window.deleted.values() for d in digests}
+        touched = {b for d in deleted if d in window.manifests for b in window.manifests[d].blob_digests}
+        touched |= {b for blobs in window.released_blobs.values() for b in blobs}
+        swept = set(window.swept or ())
+        touched |= swept
+        hit = integrity.affected(surviving, touched, deleted | swept)
+        tags = {repo: _tags(reader, repo) for repo in hit}
+    report = integrity.check_targets(ctx.client, integrity.targets(hit, tags, surviving))
+    seen = {(b["repository"], b["missing"]) for b in report["broken"]}
+    for item in integrity.swept_still_used(surviving, swept):
+        if (item["repository"], item["missing"]) not in seen:
+            seen.add((item["repository"], item["missing"]))
+            report["broken"].append({"repository": item["repository"], "tag": None, "manifest": item["manifest"],
+                                     "missing": item["missing"], "kind": item["kind"]})
+    return {"mode": "targeted", "surviving_manifests": sum(len(m) for m in surviving.values()),
+            "blobs_swept_checked": len(swept), "affected_manifests": sum(len(h) for h in hit.values()), **report}
+
+
+def _tags(reader: Reader, repo: str) -> dict[str, str]:
+    try:
+        return reader.tags(repo)
+    except errors.RepositoryNotFound:
+        return {}  # only untagged manifests left: they are checked by digest
