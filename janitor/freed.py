@@ -8,7 +8,8 @@ that survived the previous GC, so a manifest used it then (or a hold kept it, an
 linked within the upload grace), and that manifest was known to the window that ran that GC.
 
 The book (`<prefix>:window:blob-sizes`, digest -> bytes) loses what GC sweeps, so it stays the size of the
-store; `<prefix>:window:last-gc` is when the last GC started (epoch seconds).
+store; `<prefix>:window:last-gc` is when the window of the last GC that finished prepared it (epoch seconds):
+blobs linked from that time less the upload grace were held or seen by it.
 """
 
 from __future__ import annotations
@@ -21,8 +22,8 @@ import redis
 from janitor.manifests import Manifest
 
 CHUNK = 1000
-# Minutes of slack on top of the grace: clocks, and an upload's data written a little before its link.
-MARGIN_MINUTES = 5
+# Slack on top of the grace: an upload's data is written a little before its link.
+MARGIN_SECONDS = 30
 
 
 def known_sizes(manifests: Iterable[Manifest]) -> dict[str, int]:
@@ -37,12 +38,12 @@ def known_sizes(manifests: Iterable[Manifest]) -> dict[str, int]:
     return sizes
 
 
-def stat_minutes(last_gc: float | None, now: float, grace: float) -> int | None:
-    """How far back blob files must be stat-ed before GC: since the last GC, less the upload grace its holds
-    covered, plus a margin. None (every blob) when no GC is on record."""
+def stat_since(last_gc: float | None, now: float, grace: float) -> float | None:
+    """From when blob files must be stat-ed before GC: the last GC's window start, less the upload grace its
+    holds covered, less a margin. None (every blob) when no GC is on record."""
     if last_gc is None or last_gc > now:
         return None
-    return math.ceil((now - last_gc + grace) / 60) + MARGIN_MINUTES
+    return last_gc - grace - MARGIN_SECONDS
 
 
 def count(deleted: Iterable[str], sizes: Mapping[str, int]) -> tuple[int, list[str]]:

@@ -35,16 +35,18 @@ class Hold:
     blobs: tuple[str, ...]
 
 
-def recent_blobs(container: RegistryContainer, root: str, grace: float, now: float | None = None) -> dict[str, set[str]]:
-    """Blobs linked into each repository within the last `grace` seconds (link mtime = upload time).
+def recent_blobs(container: RegistryContainer, root: str, grace: float, now: float | None = None,
+                 newer_than: str | None = None) -> dict[str, set[str]]:
+    """Blobs linked into each repository within `grace` seconds before `now` (link mtime = upload time).
 
-    `find` skips the manifests and uploads of every repository and keeps only links younger than the grace
-    (to the minute, rounded up), so only those are printed and stat-ed; the cutoff is then exact."""
+    `find` skips the manifests and uploads of every repository and keeps only links newer than the file
+    `newer_than` (a mark written with mtime `now - grace - 1`), or else younger than the grace to the minute,
+    rounded up; only those are printed and stat-ed, and the cutoff is then exact."""
     layout = Layout(root)
-    minutes = max(1, math.ceil(grace / 60) + 1)
+    recent = ["-newer", newer_than] if newer_than else ["-mmin", f"-{max(1, math.ceil(grace / 60) + 1)}"]
     result = checked(container, ["find", layout.repositories, "(", "-name", "_manifests", "-o", "-name", "_uploads",
                                  ")", "-prune", "-o", "-type", "f", "-path", "*/_layers/sha256/*/link",
-                                 "-mmin", f"-{minutes}", "-exec", "stat", "-c", "%Y %n", "{}", "+"])
+                                 *recent, "-exec", "stat", "-c", "%Y %n", "{}", "+"])
     cutoff = (now or time.time()) - grace
     found: dict[str, set[str]] = {}
     for line in result.stdout.splitlines():

@@ -52,12 +52,12 @@ def checked(container: RegistryContainer, argv: list[str], missing_ok: bool = Tr
         argv=argv, exit_code=result.exit_code, stderr=result.stderr[-2000:])
 
 
-def blob_sizes(container: RegistryContainer, storage_root: str, within_minutes: int | None = None) -> dict[str, int]:
-    """Size of blobs in storage, in one exec: every blob, or (`within_minutes`) only those whose data was
-    written in the last that many minutes. `find` still looks at each blob's directory entry, but prints and
-    stats only the recent ones, so the cost of the answer grows with what was uploaded, not with the store."""
+def blob_sizes(container: RegistryContainer, storage_root: str, newer_than: str | None = None) -> dict[str, int]:
+    """Size of blobs in storage, in one exec: every blob, or only those whose data is newer than the file
+    `newer_than` (a mark, see `marks`). `find` still looks at each blob's directory entry, but prints and
+    stats only the recent ones, so the answer grows with what was uploaded, not with the store."""
     layout = Layout(storage_root)
-    recent = ["-mmin", f"-{within_minutes}"] if within_minutes is not None else []
+    recent = ["-newer", newer_than] if newer_than is not None else []
     result = checked(container, ["find", layout.blobs, "-type", "f", "-name", "data", *recent,
                                  "-exec", "stat", "-c", "%s %n", "{}", "+"])
     sizes: dict[str, int] = {}
@@ -152,3 +152,23 @@ def remove_repository(container: RegistryContainer, storage_root: str, name: str
     while path != layout.repositories and container.exec(["rmdir", path]).exit_code == 0:
         path = posixpath.dirname(path)
     return None
+
+
+# Where a window keeps its reference files for `find -newer`: the container's own temporary directory.
+MARK_DIR = "/tmp"
+
+
+def marks(container: RegistryContainer, window_id: str, times: dict[str, float]) -> dict[str, str]:
+    """Write one empty file per name, modified at the given time, and return name -> path. Empty when the
+    container has no writable /tmp: callers then fall back to coarser filters."""
+    named = {name: f"registry-janitor-{window_id}-{name}" for name in times}
+    try:
+        container.write_marks(MARK_DIR, {named[n]: t for n, t in times.items()})
+    except errors.ContainerError:
+        return {}
+    return {n: f"{MARK_DIR}/{f}" for n, f in named.items()}
+
+
+def drop_marks(container: RegistryContainer, paths: list[str]) -> None:
+    if paths:
+        container.exec(["rm", "-f", *paths])

@@ -2,7 +2,8 @@
 """Benchmark: what one maintenance window costs as the registry grows (issue 12). For each size, a registry
 of N repositories x 10 tags is filled through its API (scripts/populate.py), then one tag is deleted through
 the service, twice: the first window after the fill (`cold`: nothing of the registry is known in Redis yet)
-and the next one (`warm`: what every later window costs). Per-step durations come from the job record; GC's
+and the next one (`warm`: what every later window costs). The service runs with a short upload grace
+(--grace, 10 s) and the windows start once the fill is older than it: see run_size. Per-step durations come from the job record; GC's
 own duration is the `garbage-collect` exec's; writes refused is the window's `write_refused_seconds`.
 
     TEST_REGISTRY_IMAGE=registry-janitor/test-registry:2.8.2 .venv/bin/python scripts/bench_window.py --repos 50 400
@@ -22,6 +23,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from janitor import freed  # noqa: E402
 from scripts.benchstack import bench_stack  # noqa: E402
 from scripts.populate import populate  # noqa: E402
 
@@ -51,11 +53,15 @@ def window_figures(job: dict[str, Any], wall: float) -> dict[str, Any]:
     }
 
 
-def run_size(repos: int, tags: int) -> dict[str, Any]:
-    with bench_stack() as (registry, stack):
+def run_size(repos: int, tags: int, grace: float) -> dict[str, Any]:
+    with bench_stack(JANITOR_UPLOAD_GRACE=str(grace)) as (registry, stack):
         start = time.monotonic()
         populate(registry.url, repos, tags)
         filled = time.monotonic() - start
+        # Blobs linked within the upload grace are held from GC (pushes in flight), and blob files written
+        # since the last GC (less the grace) are stat-ed: both follow what was pushed lately. Waiting past
+        # them measures a registry of this size, not a fill of this size.
+        time.sleep(grace + freed.MARGIN_SECONDS + 5)
         out: dict[str, Any] = {"repositories": repos, "tags": repos * tags, "fill_seconds": round(filled, 1)}
         for label, tag in (("cold", "v0"), ("warm", "v1")):
             start = time.monotonic()
@@ -75,11 +81,12 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--repos", type=int, nargs="+", default=[50, 400])
     parser.add_argument("--tags", type=int, default=10)
+    parser.add_argument("--grace", type=float, default=10.0, help="JANITOR_UPLOAD_GRACE for the service")
     args = parser.parse_args()
     results = []
     for repos in args.repos:
         before = load()
-        result = run_size(repos, args.tags)
+        result = run_size(repos, args.tags, args.grace)
         result["loadavg_before_after"] = [before, load()]
         results.append(result)
         print(json.dumps(result), flush=True)

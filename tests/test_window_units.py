@@ -105,7 +105,6 @@ def test_count_adds_known_sizes_and_names_unknown_blobs() -> None:
 
 
 def test_blob_files_are_stat_ed_back_to_the_last_gc_less_the_grace() -> None:
-    assert freed.stat_minutes(None, 10_000.0, 3600) is None  # no GC on record: every blob
-    assert freed.stat_minutes(20_000.0, 10_000.0, 3600) is None  # a clock gone backwards: every blob
-    # 10 minutes since the last GC, one hour of grace, five of margin
-    assert freed.stat_minutes(10_000.0 - 600, 10_000.0, 3600) == 70 + freed.MARGIN_MINUTES
+    assert freed.stat_since(None, 10_000.0, 3600) is None  # no GC on record: every blob
+    assert freed.stat_since(20_000.0, 10_000.0, 3600) is None  # a clock gone backwards: every blob
+    assert freed.stat_since(9_400.0, 10_000.0, 3600) == 9_400.0 - 3600 - freed.MARGIN_SECONDS

@@ -138,6 +138,8 @@ class Window:
         self.manifests: dict[str, Manifest] = {}  # by digest, immutable: shared by every plan in the window
         self.deleted: dict[str, set[str]] = {}  # repository -> manifests this window deleted there
         self.swept: list[str] | None = None  # blobs GC deleted; None while GC has not run
+        self.prepared_at = 0.0  # epoch seconds: when the drain step prepared for the fence
+        self.marks: dict[str, str] = {}  # name -> reference file in the container, for `find -newer`
         self.creation_times: Any = None  # policy_plan.CreationTimes, made by the first policy job
 
     # -- bookkeeping ---------------------------------------------------------------------------
@@ -342,6 +344,7 @@ class Window:
         try:
             with self.step(self.alive(), "drain") as out:
                 out.update(self._drain(root) if root is not None else {"skipped": True, "reason": "no filesystem access"})
+                self.prepared_at = time.time()
                 sizes = self._prepare_sizes(root, out) if root is not None else None
                 redis_cache = cache.redis_settings(ctx.container, config_path)
             with self.step(self.alive(), "fence") as out:
@@ -350,7 +353,10 @@ class Window:
                 if root is None:
                     out.update(skipped=True, reason="no filesystem access: pushes in flight are not held")
                 else:
-                    recent = holds.recent_blobs(ctx.container, root, ctx.settings.upload_grace)
+                    # Links since the grace before the drain step's mark: a superset of those since the grace
+                    # before now, found without stat-ing every link.
+                    recent = holds.recent_blobs(ctx.container, root, ctx.settings.upload_grace, now=self.prepared_at,
+                                                newer_than=self.marks.get("grace"))
                     built = holds.build(holds.unreleased(recent, self.released_blobs))
                     guard.place_holds(built)
                     out.update(holds=len(built), blobs_held=sum(len(h.blobs) for h, _ in built))
@@ -371,6 +377,8 @@ class Window:
             pass
         finally:
             self._unfence()
+            with contextlib.suppress(errors.JanitorError):
+                storage.drop_marks(ctx.container, list(self.marks.values()))
 
     def _prepare_sizes(self, root: str, out: dict[str, Any]) -> dict[str, int]:
         """Before the fence: the size of every blob GC may sweep. Sizes from the manifests this window knows
@@ -383,9 +391,13 @@ class Window:
                 out["stored_manifests"] = len(snapshot_read.manifests)
         known = freed.known_sizes(self.manifests.values())
         ctx.sizes.remember(known)
-        minutes = freed.stat_minutes(ctx.sizes.last_gc(), time.time(), ctx.settings.upload_grace)
-        statted = storage.blob_sizes(ctx.container, root, minutes)
-        out.update(blob_sizes_known=len(known), blob_files_stat=len(statted), stat_within_minutes=minutes)
+        grace = ctx.settings.upload_grace
+        since = freed.stat_since(ctx.sizes.last_gc(), self.prepared_at, grace)
+        wanted = {"grace": self.prepared_at - grace - 1, **({"sizes": since - 1} if since is not None else {})}
+        self.marks = storage.marks(ctx.container, self.guard.window_id, wanted)
+        statted = storage.blob_sizes(ctx.container, root, self.marks.get("sizes"))
+        out.update(blob_sizes_known=len(known), blob_files_stat=len(statted),
+                   stat_since=None if "sizes" not in self.marks else round(since or 0.0, 3))
         return {**known, **statted}
 
     def _gc(self, root: str | None, sizes: dict[str, int] | None, redis_cache: dict[str, Any] | None,
@@ -393,11 +405,11 @@ class Window:
         """garbage-collect, then what must happen before writes resume: holds released, the directories of
         swept blobs removed, their registry cache keys forgotten."""
         ctx, guard = self.ctx, self.guard
-        started, started_at = time.monotonic(), time.time()
+        started = time.monotonic()
         summary = guard.gc()  # lease, time, and a refused blob upload checked right before
         summary.duration_seconds = round(time.monotonic() - started, 3)
         if sizes is not None:  # only a GC that finished swept what it found unreferenced
-            ctx.sizes.gc_started(started_at)
+            ctx.sizes.gc_started(self.prepared_at)
         self.swept = list(summary.deleted_blobs)
         guard.release_holds()
         guard.check("cleaning up after GC")
