@@ -160,16 +160,17 @@ def swept_still_used(surviving: Mapping[str, Mapping[str, Manifest]], swept: Ite
     return out
 
 
-def targets(hit: Mapping[str, set[str]], tags: Mapping[str, Mapping[str, str]],
+def targets(hit: Mapping[str, set[str]], tags: Mapping[str, Mapping[str, str | None]],
             manifests: Mapping[str, Mapping[str, Manifest]]) -> dict[str, list[tuple[str, str | None]]]:
-    """What to read, per repository: each tag on an affected manifest (by tag, as a pull by tag reads it),
-    then each affected manifest no such tag reaches (by digest, labelled with no tag)."""
+    """What to read, per repository: each tag on an affected manifest (by tag, as a pull by tag reads it) or
+    whose digest could not be told (None), then each affected manifest no such tag reaches (by digest,
+    labelled with no tag)."""
     out: dict[str, list[tuple[str, str | None]]] = {}
     for repo, digests in sorted(hit.items()):
         repo_tags = tags.get(repo, {})
-        by_tag = [(t, t) for t, d in sorted(repo_tags.items()) if d in digests]
+        by_tag = [(t, t) for t, d in sorted(repo_tags.items()) if d is None or d in digests]
         reached: set[str] = set()
-        pending = [d for _, d in sorted(repo_tags.items()) if d in digests]
+        pending = [d for _, d in sorted(repo_tags.items()) if d is not None and d in digests]
         while pending:
             d = pending.pop()
             if d in reached:

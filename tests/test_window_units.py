@@ -83,10 +83,12 @@ def test_targets_read_tags_on_affected_manifests_and_untagged_ones_by_digest() -
     idx = index(c)
     surviving = {"team/app": by_digest(a, b, c, idx)}
     hit = {"team/app": {a.digest, b.digest, c.digest, idx.digest}}
-    tags = {"team/app": {"v1": a.digest, "latest": a.digest, "multi": idx.digest, "other": "sha256:" + "0" * 64}}
+    tags: dict[str, dict[str, str | None]] = {"team/app": {
+        "v1": a.digest, "latest": a.digest, "multi": idx.digest, "other": "sha256:" + "0" * 64, "odd": None}}
     wanted = integrity.targets(hit, tags, surviving)
-    # a by its two tags, c through the tagged index, b (untagged) by digest
-    assert wanted == {"team/app": [("latest", "latest"), ("multi", "multi"), ("v1", "v1"), (b.digest, None)]}
+    # a by its two tags, c through the tagged index, b (untagged) by digest, `odd` (HEAD failed) read anyway
+    assert wanted == {"team/app": [("latest", "latest"), ("multi", "multi"), ("odd", "odd"), ("v1", "v1"),
+                                   (b.digest, None)]}
 
 
 # -- bytes freed -----------------------------------------------------------------------------------------

@@ -48,20 +48,15 @@ def targeted(window: Window, root: str) -> dict[str, Any]:
     ctx = window.ctx
     _, stored = storage.revision_times(ctx.container, root)
     with Reader(ctx.client, window.manifests, contents=ctx.contents) as reader:
-        reader.recall(d for digests in stored.values() for d in digests)
-        surviving: dict[str, dict[str, Manifest]] = {}
-        for repo, times in sorted(stored.items()):
-            present = set(times)
-            missing = sorted(d for d in present if d not in reader.cache)
-            if missing:  # pushed since the plan: read once, cached for the next window
-                reader.manifests(repo, missing, present)
-            surviving[repo] = {d: reader.cache[d] for d in present if d in reader.cache}
+        surviving, unreadable = stored_manifests(reader, {repo: set(times) for repo, times in stored.items()})
         deleted = {d for digests in window.deleted.values() for d in digests}
         touched = {b for d in deleted if d in window.manifests for b in window.manifests[d].blob_digests}
         touched |= {b for blobs in window.released_blobs.values() for b in blobs}
         swept = set(window.swept or ())
         touched |= swept
         hit = integrity.affected(surviving, touched, deleted | swept)
+        for repo, digests in unreadable.items():  # what they use is unknown: read as a pull would
+            hit.setdefault(repo, set()).update(digests)
         tags = {repo: _tags(reader, repo) for repo in hit}
     report = integrity.check_targets(ctx.client, integrity.targets(hit, tags, surviving))
     seen = {(b["repository"], b["missing"]) for b in report["broken"]}
@@ -74,8 +69,37 @@ def targeted(window: Window, root: str) -> dict[str, Any]:
             "blobs_swept_checked": len(swept), "affected_manifests": sum(len(h) for h in hit.values()), **report}
 
 
-def _tags(reader: Reader, repo: str) -> dict[str, str]:
-    try:
-        return reader.tags(repo)
-    except errors.RepositoryNotFound:
-        return {}  # only untagged manifests left: they are checked by digest
+def _tags(reader: Reader, repo: str) -> dict[str, str | None]:
+    """tag -> digest; None for a tag whose HEAD fails (it is read like a pull would, and reported)."""
+    def head(tag: str) -> str | None:
+        try:
+            return reader.client.manifest_digest(repo, tag) or ""
+        except (errors.RegistryError, errors.RegistryUnavailable) as exc:
+            if isinstance(exc, errors.RegistryUnavailable) and "status" not in exc.details:
+                raise
+            return None
+
+    names = reader.tag_names(repo)  # [] when only untagged manifests are left: checked by digest
+    found = dict(zip(names, reader.pool.map(head, names), strict=True))
+    return {t: d for t, d in found.items() if d != ""}  # "": removed since the tag list
+
+
+def stored_manifests(reader: Reader, stored: dict[str, set[str]]) -> tuple[dict[str, dict[str, Manifest]],
+                                                                           dict[str, set[str]]]:
+    """The content of these stored manifests (repository -> digests): from memory and the content cache in
+    one go, and from the registry for those never seen (each read once, then cached). One the registry
+    cannot serve is left out and named in the second map, per repository."""
+    reader.recall(d for digests in stored.values() for d in digests)
+    found: dict[str, dict[str, Manifest]] = {}
+    unreadable: dict[str, set[str]] = {}
+    for repo, present in sorted(stored.items()):
+        for digest in sorted(d for d in present if d not in reader.cache):
+            try:
+                reader.manifest(repo, digest)
+            except (errors.RegistryError, errors.RegistryUnavailable) as exc:
+                if isinstance(exc, errors.RegistryUnavailable) and "status" not in exc.details:
+                    raise  # the registry itself is away
+            if digest not in reader.cache:
+                unreadable.setdefault(repo, set()).add(digest)
+        found[repo] = {d: reader.cache[d] for d in present if d in reader.cache}
+    return found, unreadable

@@ -27,7 +27,7 @@ from janitor.records import FAILED, RUNNING, SUCCEEDED, now
 from janitor.manifests import Manifest
 from janitor.planner import TagWatch, delete_by_digest, read_and_plan
 from janitor.rules import Plan
-from janitor.snapshot import Reader, Snapshot, read_repositories
+from janitor.snapshot import Reader, Snapshot
 from janitor.untag import untag
 from worker import events, policy_window, verify
 from worker.context import Context
@@ -387,8 +387,10 @@ class Window:
         ctx = self.ctx
         if not self.manifests:  # no plan read the stored manifests: learn them (cache first, registry for new)
             with Reader(ctx.client, self.manifests, contents=ctx.contents) as reader:
-                snapshot_read = read_repositories(reader, [], lambda: storage.revision_times(ctx.container, root))
-                out["stored_manifests"] = len(snapshot_read.manifests)
+                _, stored = storage.revision_times(ctx.container, root)
+                found, unreadable = verify.stored_manifests(reader, {r: set(t) for r, t in stored.items()})
+                out.update(stored_manifests=sum(len(m) for m in found.values()),
+                           unreadable_manifests=sum(len(u) for u in unreadable.values()))
         known = freed.known_sizes(self.manifests.values())
         ctx.sizes.remember(known)
         grace = ctx.settings.upload_grace
@@ -411,10 +413,11 @@ class Window:
         if sizes is not None:  # only a GC that finished swept what it found unreferenced
             ctx.sizes.gc_started(self.prepared_at)
         self.swept = list(summary.deleted_blobs)
+        held = [h.digest for h in guard.placed]  # each hold's own blob goes with it
         guard.release_holds()
         guard.check("cleaning up after GC")
         if root is not None:
-            storage.remove_blob_dirs(ctx.container, root, summary.deleted_blobs)
+            storage.remove_blob_dirs(ctx.container, root, [*summary.deleted_blobs, *held])
         if redis_cache:  # before writes resume: nobody may be told a swept blob exists
             out["cache_keys_removed"] = cache.forget(redis_lib.Redis(**redis_cache), summary.deleted_blobs)
         unknown: list[str] = []
