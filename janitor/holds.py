@@ -43,10 +43,18 @@ def recent_blobs(container: RegistryContainer, root: str, grace: float, now: flo
     `newer_than` (a mark written with mtime `now - grace - 1`), or else younger than the grace to the minute,
     rounded up; only those are printed and stat-ed, and the cutoff is then exact."""
     layout = Layout(root)
-    recent = ["-newer", newer_than] if newer_than else ["-mmin", f"-{max(1, math.ceil(grace / 60) + 1)}"]
+    if newer_than:
+        # A blob linked for the first time adds a directory to its repository's _layers/sha256, which makes
+        # that directory newer than the mark: the layer links of every other repository are never looked at.
+        # (A link rewritten in place, a blob uploaded again into a repository that had it linked already,
+        # leaves the directory as it was: the registry answered that blob as present all along, so clients
+        # skip its upload; such a blob is not held.)
+        recent = ["-path", "*/_layers/sha256", "!", "-newer", newer_than, "-prune", "-o", "-type", "f",
+                  "-path", "*/_layers/sha256/*/link", "-newer", newer_than]
+    else:
+        recent = ["-type", "f", "-path", "*/_layers/sha256/*/link", "-mmin", f"-{max(1, math.ceil(grace / 60) + 1)}"]
     result = checked(container, ["find", layout.repositories, "(", "-name", "_manifests", "-o", "-name", "_uploads",
-                                 ")", "-prune", "-o", "-type", "f", "-path", "*/_layers/sha256/*/link",
-                                 *recent, "-exec", "stat", "-c", "%Y %n", "{}", "+"])
+                                 ")", "-prune", "-o", *recent, "-exec", "stat", "-c", "%Y %n", "{}", "+"])
     cutoff = (now or time.time()) - grace
     found: dict[str, set[str]] = {}
     for line in result.stdout.splitlines():

@@ -213,5 +213,8 @@ def read_repositories(reader: Reader, names: list[str] | Callable[[list[str]], l
         snapshot.stored = {name: set(times) for name, times in stored_times.items()}
         for name, digests in sorted(snapshot.stored.items()):
             if name not in repos:  # other repositories: only to know which blobs they keep
-                snapshot.manifests.update(reader.manifests(name, sorted(digests - set(snapshot.manifests)), digests))
+                missing = sorted(d for d in digests if d not in reader.cache)
+                if missing:  # never seen (recalled above otherwise): read, with their children
+                    reader.manifests(name, missing, digests)
+                snapshot.manifests.update((d, reader.cache[d]) for d in digests if d in reader.cache)
     return snapshot

@@ -57,9 +57,11 @@ def blob_sizes(container: RegistryContainer, storage_root: str, newer_than: str 
     `newer_than` (a mark, see `marks`). `find` still looks at each blob's directory entry, but prints and
     stats only the recent ones, so the answer grows with what was uploaded, not with the store."""
     layout = Layout(storage_root)
-    recent = ["-newer", newer_than] if newer_than is not None else []
-    result = checked(container, ["find", layout.blobs, "-type", "f", "-name", "data", *recent,
-                                 "-exec", "stat", "-c", "%s %n", "{}", "+"])
+    # A blob stored for the first time adds its directory to blobs/sha256/<xx>, which makes <xx> newer than
+    # the mark; a blob uploaded again is not moved over the stored one. So only newer <xx> are walked.
+    recent = ["-path", "*/blobs/sha256/??", "!", "-newer", newer_than, "-prune", "-o", "-type", "f", "-name", "data",
+              "-newer", newer_than] if newer_than is not None else ["-type", "f", "-name", "data"]
+    result = checked(container, ["find", layout.blobs, *recent, "-exec", "stat", "-c", "%s %n", "{}", "+"])
     sizes: dict[str, int] = {}
     for line in result.stdout.splitlines():
         size, _, path = line.strip().partition(" ")
@@ -90,6 +92,32 @@ def revision_times(container: RegistryContainer, storage_root: str) -> tuple[flo
         if parsed and mtime.isdigit():
             found.setdefault(parsed[0], {})[parsed[1]] = float(mtime)
     return read_at, found
+
+
+def revisions_since(container: RegistryContainer, storage_root: str, mark: str,
+                    known: dict[str, set[str]]) -> dict[str, set[str]] | None:
+    """Every stored manifest of every repository, given `known` (read when the file `mark` was last
+    modified): a repository whose revisions directory is not newer than the mark had no manifest added or
+    removed since (each adds or removes a directory there), so only the others are listed again. None when
+    a repository unchanged since is missing from `known`: the caller reads everything instead."""
+    layout = Layout(storage_root)
+    result = checked(container, ["find", layout.repositories, "(", "-name", "_layers", "-o", "-name", "_uploads",
+                                 "-o", "-path", "*/_manifests/tags", ")", "-prune",
+                                 "-o", "-path", "*/_manifests/revisions/sha256", "!", "-newer", mark, "-print", "-prune",
+                                 "-o", "-type", "f", "-path", "*/_manifests/revisions/sha256/*/link", "-print"])
+    found: dict[str, set[str]] = {}
+    for line in result.stdout.splitlines():
+        path = line.strip()
+        if path.endswith("/_manifests/revisions/sha256") and path.startswith(layout.repositories + "/"):
+            name = path[len(layout.repositories) + 1:-len("/_manifests/revisions/sha256")]
+            if name not in known:
+                return None
+            found[name] = set(known[name]) | found.get(name, set())
+            continue
+        parsed = layout.parse_revision_link(path)
+        if parsed:
+            found.setdefault(parsed[0], set()).add(parsed[1])
+    return {name: digests for name, digests in found.items() if digests}
 
 
 def revisions(container: RegistryContainer, storage_root: str) -> dict[str, set[str]]:

@@ -46,9 +46,8 @@ def full(window: Window, out: dict[str, Any], save: Callable[[], None]) -> dict[
 def targeted(window: Window, root: str) -> dict[str, Any]:
     """What this window deleted, let go and swept, checked against what survives."""
     ctx = window.ctx
-    _, stored = storage.revision_times(ctx.container, root)
     with Reader(ctx.client, window.manifests, contents=ctx.contents) as reader:
-        surviving, unreadable = stored_manifests(reader, {repo: set(times) for repo, times in stored.items()})
+        surviving, unreadable = stored_manifests(reader, _stored_now(window, root))
         deleted = {d for digests in window.deleted.values() for d in digests}
         touched = {b for d in deleted if d in window.manifests for b in window.manifests[d].blob_digests}
         touched |= {b for blobs in window.released_blobs.values() for b in blobs}
@@ -103,3 +102,20 @@ def stored_manifests(reader: Reader, stored: dict[str, set[str]]) -> tuple[dict[
                 unreadable.setdefault(repo, set()).add(digest)
         found[repo] = {d: reader.cache[d] for d in present if d in reader.cache}
     return found, unreadable
+
+
+def _stored_now(window: Window, root: str) -> dict[str, set[str]]:
+    """Every stored manifest now: the repositories changed since this window read them are listed again,
+    the others taken from that read (see storage.revisions_since); everything is read without one."""
+    ctx = window.ctx
+    if window.stored is not None:
+        marks = storage.marks(ctx.container, window.guard.window_id, {"revisions": window.stored_read_at - 1})
+        if marks:
+            try:
+                found = storage.revisions_since(ctx.container, root, marks["revisions"], window.stored)
+            finally:
+                storage.drop_marks(ctx.container, list(marks.values()))
+            if found is not None:
+                return found
+    _, stored = storage.revision_times(ctx.container, root)
+    return {repo: set(times) for repo, times in stored.items()}

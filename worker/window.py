@@ -139,6 +139,10 @@ class Window:
         self.deleted: dict[str, set[str]] = {}  # repository -> manifests this window deleted there
         self.swept: list[str] | None = None  # blobs GC deleted; None while GC has not run
         self.prepared_at = 0.0  # epoch seconds: when the drain step prepared for the fence
+        # Every stored manifest per repository at the window's last read of them, and that read's time (the
+        # container's clock): the check after GC lists again only the repositories changed since.
+        self.stored: dict[str, set[str]] | None = None
+        self.stored_read_at = 0.0
         self.marks: dict[str, str] = {}  # name -> reference file in the container, for `find -newer`
         self.creation_times: Any = None  # policy_plan.CreationTimes, made by the first policy job
 
@@ -332,8 +336,14 @@ class Window:
         afresh: only manifests, immutable by digest, are cached across the window. Without filesystem access
         (root None) the registry API alone is read: untagged manifests stay unseen, no bytes are computed."""
         ctx = self.ctx
-        stored = None if root is None else (lambda: storage.revision_times(ctx.container, root))
+        stored = None if root is None else (lambda: self.read_stored(root))
         return read_and_plan(reader, request, ctx.settings.registry_host, stored, ctx.settings.untagged_min_age)
+
+    def read_stored(self, root: str) -> tuple[float, dict[str, dict[str, float]]]:
+        """storage.revision_times, remembered for the check after GC."""
+        read_at, times = storage.revision_times(self.ctx.container, root)
+        self.stored, self.stored_read_at = {r: set(t) for r, t in times.items()}, read_at
+        return read_at, times
 
     def maintain(self, config_path: str, root: str | None) -> None:
         """Drain and prepare, then fence, hold, GC, release, unfence, check. Whatever needs no fence (blob
@@ -387,8 +397,8 @@ class Window:
         ctx = self.ctx
         if not self.manifests:  # no plan read the stored manifests: learn them (cache first, registry for new)
             with Reader(ctx.client, self.manifests, contents=ctx.contents) as reader:
-                _, stored = storage.revision_times(ctx.container, root)
-                found, unreadable = verify.stored_manifests(reader, {r: set(t) for r, t in stored.items()})
+                self.read_stored(root)
+                found, unreadable = verify.stored_manifests(reader, dict(self.stored or {}))
                 out.update(stored_manifests=sum(len(m) for m in found.values()),
                            unreadable_manifests=sum(len(u) for u in unreadable.values()))
         known = freed.known_sizes(self.manifests.values())
