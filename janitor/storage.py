@@ -95,28 +95,39 @@ def revision_times(container: RegistryContainer, storage_root: str) -> tuple[flo
 
 
 def revisions_since(container: RegistryContainer, storage_root: str, mark: str,
-                    known: dict[str, set[str]]) -> dict[str, set[str]] | None:
+                    known: dict[str, set[str]]) -> dict[str, set[str]]:
     """Every stored manifest of every repository, given `known` (read when the file `mark` was last
-    modified): a repository whose revisions directory is not newer than the mark had no manifest added or
-    removed since (each adds or removes a directory there), so only the others are listed again. None when
-    a repository unchanged since is missing from `known`: the caller reads everything instead."""
+    modified), in one exec that prints only what changed since. A manifest pushed creates its revision's
+    directory or writes its link into it, a manifest deleted removes that link: either makes the revision's
+    own directory newer than the mark. Unchanged revisions are neither printed nor descended into. Every
+    repository's revisions directory is printed, so a repository removed since is gone from the answer."""
     layout = Layout(storage_root)
+    revs = "*/_manifests/revisions/sha256"
     result = checked(container, ["find", layout.repositories, "(", "-name", "_layers", "-o", "-name", "_uploads",
                                  "-o", "-path", "*/_manifests/tags", ")", "-prune",
-                                 "-o", "-path", "*/_manifests/revisions/sha256", "!", "-newer", mark, "-print", "-prune",
-                                 "-o", "-type", "f", "-path", "*/_manifests/revisions/sha256/*/link", "-print"])
+                                 "-o", "-path", revs, "-print",
+                                 "-o", "-type", "d", "-path", revs + "/*", "!", "-newer", mark, "-prune",
+                                 "-o", "-type", "d", "-path", revs + "/*", "-print",
+                                 "-o", "-type", "f", "-path", revs + "/*/link", "-print"])
     found: dict[str, set[str]] = {}
+    changed: list[tuple[str, str]] = []
+    linked: list[tuple[str, str]] = []
+    prefix, suffix = layout.repositories + "/", "/_manifests/revisions/sha256"
     for line in result.stdout.splitlines():
         path = line.strip()
-        if path.endswith("/_manifests/revisions/sha256") and path.startswith(layout.repositories + "/"):
-            name = path[len(layout.repositories) + 1:-len("/_manifests/revisions/sha256")]
-            if name not in known:
-                return None
-            found[name] = set(known[name]) | found.get(name, set())
-            continue
-        parsed = layout.parse_revision_link(path)
-        if parsed:
-            found.setdefault(parsed[0], set()).add(parsed[1])
+        if path.endswith(suffix) and path.startswith(prefix):
+            name = path[len(prefix):-len(suffix)]
+            found[name] = set(known.get(name, ()))
+        elif (parsed := layout.parse_revision_link(path)) is not None:
+            linked.append(parsed)
+        elif path.startswith(prefix) and f"{suffix}/" in path:
+            name, _, hexd = path[len(prefix):].rpartition(f"{suffix}/")
+            if len(hexd) == 64:
+                changed.append((name, "sha256:" + hexd))
+    for name, digest in changed:  # removed unless its link is there now
+        found.get(name, set()).discard(digest)
+    for name, digest in linked:
+        found.setdefault(name, set()).add(digest)
     return {name: digests for name, digests in found.items() if digests}
 
 

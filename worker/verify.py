@@ -112,10 +112,8 @@ def _stored_now(window: Window, root: str) -> dict[str, set[str]]:
         marks = storage.marks(ctx.container, window.guard.window_id, {"revisions": window.stored_read_at - 1})
         if marks:
             try:
-                found = storage.revisions_since(ctx.container, root, marks["revisions"], window.stored)
+                return storage.revisions_since(ctx.container, root, marks["revisions"], window.stored)
             finally:
                 storage.drop_marks(ctx.container, list(marks.values()))
-            if found is not None:
-                return found
     _, stored = storage.revision_times(ctx.container, root)
     return {repo: set(times) for repo, times in stored.items()}
