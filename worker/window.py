@@ -424,12 +424,13 @@ class Window:
             ctx.sizes.gc_started(self.prepared_at)
         self.swept = list(summary.deleted_blobs)
         held = [h.digest for h in guard.placed]  # each hold's own blob goes with it
+        named = sorted({*self.released_blobs, *self.deleted, *(h.repository for h in guard.placed)})
         guard.release_holds()
         guard.check("cleaning up after GC")
         if root is not None:
             storage.remove_blob_dirs(ctx.container, root, [*summary.deleted_blobs, *held])
         if redis_cache:  # before writes resume: nobody may be told a swept blob exists
-            out["cache_keys_removed"] = cache.forget(redis_lib.Redis(**redis_cache), summary.deleted_blobs)
+            out["cache_keys_removed"] = cache.forget(redis_lib.Redis(**redis_cache), summary.deleted_blobs, named)
         unknown: list[str] = []
         if sizes is not None:
             missing = [d for d in summary.deleted_blobs if d not in sizes]
