@@ -95,15 +95,20 @@ def revision_times(container: RegistryContainer, storage_root: str) -> tuple[flo
 
 
 def revisions_since(container: RegistryContainer, storage_root: str, mark: str,
-                    known: dict[str, set[str]]) -> dict[str, set[str]]:
+                    known: dict[str, set[str]]) -> tuple[float, dict[str, set[str]]]:
     """Every stored manifest of every repository, given `known` (read when the file `mark` was last
     modified), in one exec that prints only what changed since. A manifest pushed creates its revision's
     directory or writes its link into it, a manifest deleted removes that link: either makes the revision's
     own directory newer than the mark. Unchanged revisions are neither printed nor descended into. Every
-    repository's revisions directory is printed, so a repository removed since is gone from the answer."""
+    repository's revisions directory is printed, so a repository removed since is gone from the answer.
+    Also returns the container's clock at the read, like `revision_times`. (A link rewritten in place, the
+    same manifest pushed again, keeps its directory's time: the set of manifests is exact, their push times
+    are not, so callers that need ages use `revision_times`.)"""
     layout = Layout(storage_root)
     revs = "*/_manifests/revisions/sha256"
-    result = checked(container, ["find", layout.repositories, "(", "-name", "_layers", "-o", "-name", "_uploads",
+    repos = layout.repositories
+    result = checked(container, ["find", repos, "-path", repos, "-exec", "date", "+%s", ";",
+                                 "-o", "(", "-name", "_layers", "-o", "-name", "_uploads",
                                  "-o", "-path", "*/_manifests/tags", ")", "-prune",
                                  "-o", "-path", revs, "-print",
                                  "-o", "-type", "d", "-path", revs + "/*", "!", "-newer", mark, "-prune",
@@ -113,7 +118,9 @@ def revisions_since(container: RegistryContainer, storage_root: str, mark: str,
     changed: list[tuple[str, str]] = []
     linked: list[tuple[str, str]] = []
     prefix, suffix = layout.repositories + "/", "/_manifests/revisions/sha256"
-    for line in result.stdout.splitlines():
+    lines = result.stdout.splitlines()
+    read_at = float(lines[0]) if lines and lines[0].strip().isdigit() else 0.0
+    for line in lines[1:]:
         path = line.strip()
         if path.endswith(suffix) and path.startswith(prefix):
             name = path[len(prefix):-len(suffix)]
@@ -128,7 +135,7 @@ def revisions_since(container: RegistryContainer, storage_root: str, mark: str,
         found.get(name, set()).discard(digest)
     for name, digest in linked:
         found.setdefault(name, set()).add(digest)
-    return {name: digests for name, digests in found.items() if digests}
+    return read_at, {name: digests for name, digests in found.items() if digests}
 
 
 def revisions(container: RegistryContainer, storage_root: str) -> dict[str, set[str]]:

@@ -11,6 +11,7 @@ from janitor.contents import ContentCache
 from janitor.fence import WriteFence
 from janitor.freed import SizeBook
 from janitor.records import JobStore, Keys
+from janitor.revisions import RevisionBook
 from janitor.registry import RegistryClient
 from janitor.settings import Settings
 
@@ -26,6 +27,7 @@ class Context:
     fence: WriteFence
     contents: ContentCache  # manifests by digest: each read from the registry once
     sizes: SizeBook  # blob sizes learned from manifests, and when the last GC ran
+    revisions: RevisionBook  # the stored manifests as the last window listed them
 
     @classmethod
     def build(cls, settings: Settings, conn: redis.Redis | None = None) -> Context:
@@ -44,4 +46,5 @@ class Context:
                              settings.registry_ready_timeout),
             contents=ContentCache(conn, keys.prefix),
             sizes=SizeBook(conn, keys.prefix),
+            revisions=RevisionBook(conn, keys.prefix),
         )

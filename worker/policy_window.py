@@ -22,7 +22,7 @@ def run(window: Window, job: dict[str, Any], root: str | None) -> None:
     if window.creation_times is None:
         window.creation_times = policy_plan.CreationTimes(
             ctx.client, ctx.settings.policy_read_concurrency, ctx.conn, ctx.keys.prefix)
-    stored = None if root is None else (lambda: window.read_stored(root))
+    stored = None if root is None else (lambda: window.read_stored(root, bool(policy.get("untagged"))))
     with window.step([job], "delete") as out, policy_plan.PolicyReader(
             ctx.client, window.manifests, ctx.settings.policy_read_concurrency, window.creation_times,
             contents=ctx.contents) as reader:

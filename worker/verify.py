@@ -112,7 +112,7 @@ def _stored_now(window: Window, root: str) -> dict[str, set[str]]:
         marks = storage.marks(ctx.container, window.guard.window_id, {"revisions": window.stored_read_at - 1})
         if marks:
             try:
-                return storage.revisions_since(ctx.container, root, marks["revisions"], window.stored)
+                return storage.revisions_since(ctx.container, root, marks["revisions"], window.stored)[1]
             finally:
                 storage.drop_marks(ctx.container, list(marks.values()))
     _, stored = storage.revision_times(ctx.container, root)

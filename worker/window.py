@@ -336,13 +336,29 @@ class Window:
         afresh: only manifests, immutable by digest, are cached across the window. Without filesystem access
         (root None) the registry API alone is read: untagged manifests stay unseen, no bytes are computed."""
         ctx = self.ctx
-        stored = None if root is None else (lambda: self.read_stored(root))
+        stored = None if root is None else (lambda: self.read_stored(root, bool(request.get("untagged"))))
         return read_and_plan(reader, request, ctx.settings.registry_host, stored, ctx.settings.untagged_min_age)
 
-    def read_stored(self, root: str) -> tuple[float, dict[str, dict[str, float]]]:
-        """storage.revision_times, remembered for the check after GC."""
-        read_at, times = storage.revision_times(self.ctx.container, root)
-        self.stored, self.stored_read_at = {r: set(t) for r, t in times.items()}, read_at
+    def read_stored(self, root: str, ages: bool = True) -> tuple[float, dict[str, dict[str, float]]]:
+        """Every stored manifest of every repository (storage.revision_times), remembered for the check after
+        GC and for the next window. Without `ages` (only an `untagged` plan uses them: every other plan needs
+        the set of stored manifests alone), the revisions the last window listed are taken from the revision
+        book and only what changed since is listed again; each then reads as pushed at the read."""
+        ctx = self.ctx
+        book = None if ages else ctx.revisions.load()
+        marks = {} if book is None else storage.marks(ctx.container, self.guard.window_id + "-book",
+                                                       {"revisions": book[0] - 1})
+        if book is not None and marks:
+            try:
+                read_at, sets = storage.revisions_since(ctx.container, root, marks["revisions"], book[1])
+            finally:
+                storage.drop_marks(ctx.container, list(marks.values()))
+            times = {r: dict.fromkeys(ds, read_at) for r, ds in sets.items()}
+        else:
+            read_at, times = storage.revision_times(ctx.container, root)
+            sets = {r: set(t) for r, t in times.items()}
+        self.stored, self.stored_read_at = sets, read_at
+        ctx.revisions.save(read_at, sets)
         return read_at, times
 
     def maintain(self, config_path: str, root: str | None) -> None:
@@ -397,7 +413,7 @@ class Window:
         ctx = self.ctx
         if not self.manifests:  # no plan read the stored manifests: learn them (cache first, registry for new)
             with Reader(ctx.client, self.manifests, contents=ctx.contents) as reader:
-                self.read_stored(root)
+                self.read_stored(root, ages=False)
                 found, unreadable = verify.stored_manifests(reader, dict(self.stored or {}))
                 out.update(stored_manifests=sum(len(m) for m in found.values()),
                            unreadable_manifests=sum(len(u) for u in unreadable.values()))
