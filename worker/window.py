@@ -407,23 +407,18 @@ class Window:
                 storage.drop_marks(ctx.container, list(self.marks.values()))
 
     def _prepare_sizes(self, root: str, out: dict[str, Any]) -> dict[str, int]:
-        """Before the fence: the size of every blob GC may sweep. Sizes from the manifests this window knows
-        (a GC-only window learns the stored ones first, from the content cache) go into the size book; blob
-        files written since the last GC (less the upload grace) are stat-ed, and only those."""
+        """Before the fence: the size of every blob GC may sweep. Sizes from the manifests this window's plans
+        read go into the size book; blob files written since the last GC (less the upload grace) are stat-ed,
+        and only those. A window of GC alone planned nothing: it stats every blob file (what GC itself reads
+        in full anyway) and fills the book with them, reading no manifest from the registry."""
         ctx = self.ctx
-        if not self.manifests:  # no plan read the stored manifests: learn them (cache first, registry for new)
-            with Reader(ctx.client, self.manifests, contents=ctx.contents) as reader:
-                self.read_stored(root, ages=False)
-                found, unreadable = verify.stored_manifests(reader, dict(self.stored or {}))
-                out.update(stored_manifests=sum(len(m) for m in found.values()),
-                           unreadable_manifests=sum(len(u) for u in unreadable.values()))
         known = freed.known_sizes(self.manifests.values())
-        ctx.sizes.remember(known)
         grace = ctx.settings.upload_grace
-        since = freed.stat_since(ctx.sizes.last_gc(), self.prepared_at, grace)
+        since = freed.stat_since(ctx.sizes.last_gc(), self.prepared_at, grace) if self.manifests else None
         wanted = {"grace": self.prepared_at - grace - 1, **({"sizes": since - 1} if since is not None else {})}
         self.marks = storage.marks(ctx.container, self.guard.window_id, wanted)
         statted = storage.blob_sizes(ctx.container, root, self.marks.get("sizes"))
+        ctx.sizes.remember({**known, **statted})
         out.update(blob_sizes_known=len(known), blob_files_stat=len(statted),
                    stat_since=None if "sizes" not in self.marks else round(since or 0.0, 3))
         return {**known, **statted}
