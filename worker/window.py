@@ -363,8 +363,8 @@ class Window:
 
     def maintain(self, config_path: str, root: str | None) -> None:
         """Drain and prepare, then fence, hold, GC, release, unfence, check. Whatever needs no fence (blob
-        sizes, the cache settings, learning the stored manifests) is done before it, so writes are refused for
-        GC and what must surround it only. Each step's changes go through the guard, which checks the lease and
+        sizes, the cache settings, the reference files for `find -newer`) is done before it, so writes are
+        refused for GC and what must surround it only. Each step's changes go through the guard, which checks the lease and
         the window's time first."""
         ctx, guard = self.ctx, self.guard
         try:
