@@ -87,3 +87,40 @@ def test_a_force_deleted_child_is_found_by_the_targeted_check_and_reported_apart
     assert report["broken_by_request"] == [
         {"repository": "team/app", "tag": "multi", "missing": amd.digest, "kind": "manifest"}], report
     assert report["affected_manifests"] == 1  # the index; not the three other repositories
+
+
+def test_revisions_listed_again_only_where_changed_equal_a_full_listing(registry: Registry) -> None:
+    """storage.revisions_since, from an earlier listing and a mark, against the registry's own files: pushes,
+    deletions, a manifest pushed again after its deletion, a repository created since."""
+    import time
+
+    import requests
+
+    from janitor import storage
+    from janitor.container import RegistryContainer
+
+    container, root = RegistryContainer(registry.name), "/var/lib/registry"
+    p = images.Pusher(registry.url)
+    a, b, c = images.image(), images.image(), images.image()
+    p.image("team/app", a, "a")
+    p.image("team/app", b, "b")
+    p.image("team/web", c, "c")
+    read_at, times = storage.revision_times(container, root)
+    known = {r: set(t) for r, t in times.items()}
+    assert known == registry.revisions()
+    time.sleep(1.2)  # past the listing's second: what follows is newer than the mark
+    marks = storage.marks(container, "test", {"revisions": read_at - 1})
+    assert marks
+
+    def delete(repo: str, digest: str) -> None:
+        assert requests.delete(f"{registry.url}/v2/{repo}/manifests/{digest}", timeout=30).status_code == 202
+
+    delete("team/app", a.digest)
+    delete("team/web", c.digest)
+    p.image("team/web", c, "again")  # pushed again: its link is written into the directory it had
+    p.image("team/app", images.image(), "new")
+    p.image("team/new", images.image(), "v1")
+    _, found = storage.revisions_since(container, root, marks["revisions"], known)
+    assert found == registry.revisions()
+    assert a.digest not in found["team/app"] and c.digest in found["team/web"]
+    storage.drop_marks(container, list(marks.values()))
