@@ -26,5 +26,6 @@ RUN pip install . \
 USER janitor
 EXPOSE 8000
 
-# Extra gunicorn options (workers, threads, timeouts) go in GUNICORN_CMD_ARGS, which gunicorn reads itself.
+# gunicorn.conf.py runs WEB_CONCURRENCY processes (2) x GUNICORN_THREADS threads (8), so a slow listing holds up
+# nothing else. Extra gunicorn options (timeouts, ...) go in GUNICORN_CMD_ARGS, which gunicorn reads itself.
 CMD ["gunicorn", "-b", "0.0.0.0:8000", "service:create_app()"]

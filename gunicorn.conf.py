@@ -4,6 +4,10 @@
   scrape sums them (prometheus-client multiprocess mode). The variable must be set before a worker imports
   prometheus_client, hence here. Without one given, a private directory is made and removed on exit; a
   given one is emptied at start (files of an earlier run would add old counts).
+- Concurrency: several worker processes, each with threads (gthread), so a slow listing never holds up
+  /healthz, /readyz or a job poll. WEB_CONCURRENCY (processes, default 2) and GUNICORN_THREADS (threads per
+  process, default 8); GUNICORN_CMD_ARGS or the command line still override both. State is per process
+  (each builds its own connections); metrics are summed across processes (above); the listing index is in Redis.
 - Logs: LOG_FORMAT=json makes gunicorn's own records JSON too (the app configures its own in create_app).
 """
 
@@ -16,6 +20,11 @@ _made_dir = False
 if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="registry-janitor-metrics-")
     _made_dir = True
+
+
+workers = int(os.environ.get("WEB_CONCURRENCY") or 2)
+threads = int(os.environ.get("GUNICORN_THREADS") or 8)
+worker_class = "gthread"
 
 
 def on_starting(server):  # noqa: ANN001, ANN201 - gunicorn's hook signature

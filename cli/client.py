@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from typing import Any
+from urllib.parse import quote
 
 import requests
 
@@ -24,15 +25,20 @@ class Unreachable(Exception):
 
 
 class Client:
-    def __init__(self, url: str, token: str | None = None, timeout: float = 30.0) -> None:
+    def __init__(self, url: str, token: str | None = None, timeout: float = 30.0,
+                 registry: str | None = None) -> None:
         self.url = url.rstrip("/")
         self.timeout = timeout
+        # With a registry name, every /v1/... call goes to /v1/registries/<registry>/... (REGISTRIES_FILE).
+        self.registry = registry
         self.session = requests.Session()
         self.session.headers["User-Agent"] = "registry-janitor-cli"
         if token:
             self.session.headers["Authorization"] = f"Bearer {token}"
 
     def _call(self, method: str, path: str, **kw: Any) -> Any:
+        if self.registry and path.startswith("/v1/"):
+            path = f"/v1/registries/{quote(self.registry, safe='')}/{path[len('/v1/'):]}"
         try:
             resp = self.session.request(method, self.url + path, timeout=self.timeout, **kw)
         except requests.RequestException as exc:

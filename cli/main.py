@@ -48,10 +48,13 @@ def _json_option(f: Callable[..., Any]) -> Callable[..., Any]:
               help="The janitor API (env JANITOR_URL).")
 @click.option("--token", envvar="JANITOR_TOKEN", default=None, help="Bearer token for /v1 (env JANITOR_TOKEN).")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts instead of tables.")
+@click.option("--registry", envvar="JANITOR_REGISTRY", default=None,
+              help="With several registries (REGISTRIES_FILE): act on this one, by name, not the default "
+                   "(env JANITOR_REGISTRY).")
 @click.pass_context
-def cli(ctx: click.Context, url: str, token: str | None, as_json: bool) -> None:
+def cli(ctx: click.Context, url: str, token: str | None, as_json: bool, registry: str | None) -> None:
     """Safe maintenance of a registry: list, delete, garbage-collect, and follow the jobs."""
-    ctx.obj = Ctx(Client(url, token), as_json, Console(), Console(stderr=True))
+    ctx.obj = Ctx(Client(url, token, registry=registry), as_json, Console(), Console(stderr=True))
 
 
 pass_ctx = click.make_pass_decorator(Ctx)
@@ -174,7 +177,7 @@ def jobs(c: Ctx, job_id: str | None, watch: bool) -> None:
         try:
             items = c.client.jobs()
         except ApiError as exc:
-            if exc.status in (404, 405):
+            if exc.status in (404, 405) and exc.code != "REGISTRY_UNKNOWN":
                 raise click.UsageError("this server has no job list; give a JOB_ID") from None
             raise
         if c.json:

@@ -60,26 +60,38 @@ class ExecResult:
     stderr: str
 
 
-def docker_client() -> docker.DockerClient:
-    """From DOCKER_HOST and friends, as the docker CLI reads them."""
+def docker_client(base_url: str | None = None) -> docker.DockerClient:
+    """The engine at `base_url` (a registry's `docker_host`), else from DOCKER_HOST and friends, as the docker
+    CLI reads them."""
     try:
-        return docker.from_env()
+        return docker.DockerClient(base_url=base_url) if base_url else docker.from_env()
     except docker.errors.DockerException as exc:
-        raise errors.DockerUnavailable(f"Docker engine unreachable: {exc}") from exc
+        raise errors.DockerUnavailable(f"Docker engine {base_url or '(DOCKER_HOST)'} unreachable: {exc}") from exc
 
 
 class RegistryContainer:
     """The engine is reached lazily, so an unreachable one fails the step that needs it, with a reason."""
 
-    def __init__(self, name: str, client: docker.DockerClient | None = None) -> None:
+    def __init__(self, name: str, client: docker.DockerClient | None = None, docker_host: str | None = None) -> None:
         self.name = name
         self._client = client
+        self.docker_host = docker_host
 
     @property
     def client(self) -> docker.DockerClient:
         if self._client is None:
-            self._client = docker_client()
+            self._client = docker_client(self.docker_host)
         return self._client
+
+    def ping(self) -> None:
+        """Raises DockerUnavailable unless the engine answers: a worker that cannot reach it leaves this
+        registry's windows to one that can."""
+        try:
+            self.client.ping()
+        except (docker.errors.DockerException, OSError) as exc:
+            self._client = None  # a new connection next time (the engine may come back elsewhere)
+            raise errors.DockerUnavailable(
+                f"Docker engine {self.docker_host or '(DOCKER_HOST)'} unreachable: {exc}") from exc
 
     def get(self) -> Container:
         try:

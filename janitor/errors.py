@@ -215,3 +215,9 @@ class PolicyReadOnly(Conflict):
     """Policies from POLICIES_FILE change in the file, not through the API."""
 
     code = "POLICY_READ_ONLY"
+
+
+class RegistryNotKnown(NotFound):
+    """A /v1/registries/{registry}/... path naming a registry REGISTRIES_FILE does not list."""
+
+    code = "REGISTRY_UNKNOWN"

@@ -15,6 +15,7 @@ from janitor.container import RegistryContainer
 from janitor.records import Keys, now
 
 INTERVAL = 5.0
+UNREACHABLE = "DOCKER_UNAVAILABLE"
 
 
 def check(container: RegistryContainer) -> dict[str, Any]:
@@ -44,6 +45,18 @@ def publish(conn: redis.Redis, keys: Keys, container: RegistryContainer) -> None
     conn.set(keys.heartbeat, json.dumps({**check(container), "at": now()}), px=int(INTERVAL * 3000))
 
 
+def report(conn: redis.Redis, keys: Keys, container: RegistryContainer) -> dict[str, Any]:
+    """One look at Docker, published: on the heartbeat when the engine answers (the container's state, good
+    or bad), apart (`publish_unreachable`) when it does not. Returns what was seen; `code` DOCKER_UNAVAILABLE
+    means this worker must not take the registry's windows."""
+    found = check(container)
+    if found.get("code") == UNREACHABLE:
+        publish_unreachable(conn, keys, found.get("message", "Docker engine unreachable"))
+    else:
+        conn.set(keys.heartbeat, json.dumps({**found, "at": now()}), px=int(INTERVAL * 3000))
+    return found
+
+
 def storage(conn: redis.Redis, keys: Keys) -> dict[str, Any] | None:
     """The storage driver the worker last saw (None when unknown): the API refuses requests it cannot serve."""
     found = read(conn, keys).get("storage")
@@ -53,9 +66,20 @@ def storage(conn: redis.Redis, keys: Keys) -> dict[str, Any] | None:
 def read(conn: redis.Redis, keys: Keys) -> dict[str, Any]:
     raw = conn.get(keys.heartbeat)
     if not raw:
+        unreachable = conn.get(keys.unreachable)
+        if unreachable:
+            # Workers serve this registry but none reaches its Docker host: they do not take its windows.
+            return json.loads(unreachable)
         return {"ok": False, "code": "NO_WORKER", "message": "no worker has reported in the last "
                 f"{INTERVAL * 3:.0f}s: is `python -m worker` running?"}
     return json.loads(raw)
+
+
+def publish_unreachable(conn: redis.Redis, keys: Keys, message: str) -> None:
+    """A worker that cannot reach this registry's Docker host says so apart from the heartbeat, which only
+    workers serving the registry write: one that can reach it wins /readyz, one that cannot never hides it."""
+    conn.set(keys.unreachable, json.dumps({"ok": False, "code": UNREACHABLE, "message": message,
+                                           "at": now()}), px=int(INTERVAL * 3000))
 
 
 def start(conn: redis.Redis, keys: Keys, container: RegistryContainer) -> threading.Thread:

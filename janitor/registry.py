@@ -16,6 +16,9 @@ from janitor import errors
 from janitor.manifests import ACCEPT, Manifest, parse, sha256_digest
 from janitor.settings import Settings
 
+# Connections kept per registry: as many as the widest pool of parallel reads (index fill, API threads).
+POOL_SIZE = 32
+
 _CHALLENGE_PARAM = re.compile(r'(\w+)="([^"]*)"')
 _NEXT_LINK = re.compile(r"<([^>]+)>;\s*rel=\"?next\"?")
 _REDIRECTS = (301, 302, 303, 307, 308)
@@ -88,6 +91,10 @@ class RegistryClient:
         self.password = password
         self.timeout = timeout
         self.session = requests.Session()
+        # Parallel readers (the index fill, policies) share this session: keep that many connections alive.
+        adapter = requests.adapters.HTTPAdapter(pool_connections=4, pool_maxsize=POOL_SIZE)
+        self.session.mount("http://", adapter)
+        self.session.mount("https://", adapter)
         self._tokens: dict[str, str] = {}
         self._basic = False
         self._lock = threading.Lock()

@@ -24,6 +24,13 @@ def _log_format(raw: str) -> str:
     return fmt
 
 
+def _index_mode(raw: str) -> str:
+    mode = raw.strip().lower() or "auto"
+    if mode not in ("auto", "notifications", "polling"):
+        raise ValueError(f"JANITOR_INDEX_MODE must be auto, notifications or polling, not {raw!r}")
+    return mode
+
+
 @dataclass(frozen=True)
 class Settings:
     registry_url: str = "http://localhost:5000"
@@ -77,6 +84,33 @@ class Settings:
     webhook_timeout: float = 10.0
     # Seconds between delivery attempts after a failure; one retry per entry.
     webhook_retry_intervals: tuple[int, ...] = (5, 30, 120, 600, 1800)
+    # Many registries (janitor/registries.py): the YAML file naming them; without it one registry, from REGISTRY_*.
+    registries_file: str | None = None
+    # This registry's name, in /v1/registries/{name}/..., job records, webhooks and logs.
+    name: str = "default"
+    # The Docker engine that runs this registry's container; None: DOCKER_HOST, as the docker CLI reads it.
+    docker_host: str | None = None
+    # What this registry's Redis keys are namespaced by (`janitor:<namespace>:...`); None: its host[:port],
+    # which is what a deployment without REGISTRIES_FILE always used, so its jobs and policies carry over.
+    redis_namespace: str | None = None
+    # The registries `python -m worker` serves (WORKER_REGISTRIES=a,b); empty: every registry it knows.
+    worker_registries: tuple[str, ...] = ()
+    # How long a registry's windows wait for a worker that reaches its Docker host before a worker that cannot
+    # takes them anyway, to fail them with DOCKER_UNAVAILABLE instead of leaving them queued for good.
+    docker_grace: float = 30.0
+
+    @property
+    def namespace(self) -> str:
+        """The registry's identity in Redis: every key, the RQ queue and the webhook queue derive from it."""
+        return self.redis_namespace or self.registry_host
+    # The listing index (janitor/index.py): the worker reads the whole registry again this often (seconds).
+    index_reconcile_interval: float = 60.0
+    # auto (notifications when the registry's config sends events to /v1/events), notifications or polling.
+    index_mode: str = "auto"
+    # Parallel registry reads when the index fills or reconciles.
+    index_read_concurrency: int = 16
+    # Bearer tokens a registry sends with its notifications: the `events` scope only (POST /v1/events).
+    events_tokens: tuple[str, ...] = ()
 
     @property
     def registry_host(self) -> str:
@@ -121,4 +155,12 @@ class Settings:
             webhook_retry_intervals=tuple(
                 int(float(x)) for x in env.get("WEBHOOK_RETRY_INTERVALS", "").split(",") if x.strip()
             ) or d.webhook_retry_intervals,
+            registries_file=env.get("REGISTRIES_FILE") or None,
+            docker_host=env.get("DOCKER_HOST") or None,
+            docker_grace=_float(env, "JANITOR_DOCKER_GRACE", d.docker_grace),
+            worker_registries=tuple(n.strip() for n in env.get("WORKER_REGISTRIES", "").split(",") if n.strip()),
+            index_reconcile_interval=max(1.0, _float(env, "JANITOR_RECONCILE_INTERVAL", d.index_reconcile_interval)),
+            index_mode=_index_mode(env.get("JANITOR_INDEX_MODE", d.index_mode)),
+            index_read_concurrency=max(1, int(_float(env, "JANITOR_INDEX_CONCURRENCY", d.index_read_concurrency))),
+            events_tokens=tuple(t.strip() for t in env.get("EVENTS_TOKENS", "").split(",") if t.strip()),
         )

@@ -28,7 +28,7 @@ import yaml
 
 log = logging.getLogger(__name__)
 
-SCOPES = ("read", "delete", "approve", "admin")
+SCOPES = ("read", "delete", "approve", "admin", "events")
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,63}$")
 
@@ -111,8 +111,10 @@ class Tokens:
     """Every token the API accepts. The file is checked (one stat) on each lookup and parsed again when it
     changed, so revoking a token needs no restart."""
 
-    def __init__(self, bare: tuple[str, ...] = (), path: str | None = None) -> None:
+    def __init__(self, bare: tuple[str, ...] = (), path: str | None = None, events: tuple[str, ...] = ()) -> None:
         self.bare = [Entry(Caller(f"api-token-{i}", frozenset({"admin"})), sha256(t)) for i, t in enumerate(bare, 1)]
+        # EVENTS_TOKENS: what a registry sends with its notifications; they may POST /v1/events and nothing else.
+        self.bare += [Entry(Caller(f"events-token-{i}", frozenset({"events"})), sha256(t)) for i, t in enumerate(events, 1)]
         self.path = path
         self._stamp: tuple[int, int, int] | None = None
         self._file: list[Entry] = []

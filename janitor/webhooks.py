@@ -104,8 +104,8 @@ def summary(job: dict[str, Any]) -> str:
 
 
 def body(event: str, job: dict[str, Any]) -> str:
-    return json.dumps({"event": event, "delivered_at": now(), "job": job, "summary": job.get("summary")},
-                      sort_keys=True)
+    return json.dumps({"event": event, "delivered_at": now(), "job": job, "summary": job.get("summary"),
+                       "registry": job.get("registry")}, sort_keys=True)
 
 
 def signature(secret: str, raw: bytes) -> str:

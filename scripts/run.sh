@@ -10,7 +10,7 @@
 #   image scripts/provision.sh provides, network host on 127.0.0.1:${REGISTRY_PORT:-5000} (a free port if
 #   that one is taken), named ${REGISTRY_CONTAINER:-registry-janitor-registry}. On exit it is stopped, not
 #   removed, so what you pushed is still there next time (`docker rm -f -v <name>` throws it away).
-#   With REGISTRY_URL set, no registry is started.
+#   With REGISTRY_URL set, no registry is started; nor with REGISTRIES_FILE (many registries, see README).
 # Configuration is the environment: REGISTRY_URL, REGISTRY_CONTAINER, API_TOKENS, ... (see README.md).
 set -euo pipefail
 
@@ -138,7 +138,7 @@ fi
 
 # -- 4. The registry: a local one when REGISTRY_URL is unset, else hints about the given one -------------------
 LOCAL_LABEL="registry-janitor.local-registry"
-if [ -z "${REGISTRY_URL:-}" ]; then
+if [ -z "${REGISTRY_URL:-}" ] && [ -z "${REGISTRIES_FILE:-}" ]; then
     name="${REGISTRY_CONTAINER:-registry-janitor-registry}"
     command -v docker >/dev/null 2>&1 && docker info >/dev/null 2>&1 || {
         log "no REGISTRY_URL given, so a local registry would be started, but the Docker engine is not reachable"
@@ -185,7 +185,7 @@ PYEOF
     log "local registry ready: push with e.g. docker push $addr/team/app:1 (localhost registries need no TLS)"
 fi
 container="${REGISTRY_CONTAINER:-registry}"
-"$PY" - "$container" <<'PYEOF' || true
+[ -n "${REGISTRIES_FILE:-}" ] || "$PY" - "$container" <<'PYEOF' || true
 import sys
 import docker
 try:
@@ -201,12 +201,17 @@ if [ -z "${API_TOKENS:-}" ]; then
 fi
 
 # -- 5. Worker and API ------------------------------------------------------------------------------------------
-log "registry: ${REGISTRY_URL:-http://localhost:5000} (container $container), redis: $REDIS_URL"
+if [ -n "${REGISTRIES_FILE:-}" ]; then
+    log "registries: those of $REGISTRIES_FILE, redis: $REDIS_URL"
+else
+    log "registry: ${REGISTRY_URL:-http://localhost:5000} (container $container), redis: $REDIS_URL"
+fi
 # In its own process group, so a stuck worker can be killed together with its RQ work horse.
 setsid "$PY" -m worker &
 worker_pid=$!
 
 log "API on http://127.0.0.1:$PORT (docs: http://127.0.0.1:$PORT/docs)"
+# Concurrency from gunicorn.conf.py (read from this directory): WEB_CONCURRENCY processes x GUNICORN_THREADS threads.
 "$VENV/bin/gunicorn" -b "127.0.0.1:$PORT" "service:create_app()" &
 api_pid=$!
 

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import logging
 
+import redis
 from flask import Flask, request
 from flask_smorest import Api
 
+from janitor import records
+from janitor.registries import load as load_registries
 from janitor.settings import Settings
 from janitor.tokens import Tokens
 from service import (
@@ -16,8 +19,8 @@ from service import (
     docs,
     errors,
     openapi,
+    registry_scope,
 )
-from service.state import State
 
 log = logging.getLogger(__name__)
 
@@ -38,7 +41,8 @@ class JanitorApi(Api):
 
 def create_app(settings: Settings | None = None) -> Flask:
     settings = settings or Settings.from_env()
-    app = Flask(__name__)
+    known = load_registries(settings)  # a bad REGISTRIES_FILE stops the start here, with the reason
+    app = registry_scope.JanitorFlask(__name__)
     app.config.update(
         API_TITLE="registry-janitor",
         API_VERSION=openapi.package_version(),
@@ -56,22 +60,37 @@ def create_app(settings: Settings | None = None) -> Flask:
             "security": [{"bearerAuth": []}],
         },
     )
-    app.extensions["janitor"] = State.build(settings)
+    states = registry_scope.build_states(known)
+    registry_scope.install(app, known, states)
+    for st in states.values():
+        try:
+            records.adopt_legacy(st.conn, st.keys)  # upgrade: job records move under the registry's prefix
+        except redis.RedisError:
+            pass  # Redis away: the worker does it when it starts
     audit.setup(settings.log_format)
-    tokens = Tokens(settings.api_tokens, settings.api_tokens_file)  # reports bad token-file entries now
+    tokens = Tokens(settings.api_tokens, settings.api_tokens_file, settings.events_tokens)  # reports bad token-file entries now
     api = JanitorApi(app, spec_kwargs={"marshmallow_plugin": openapi.CodesAsOneEnum(),
-                                       "extra_plugins": [openapi.StandardResponses()]})
+                                       "extra_plugins": [openapi.StandardResponses(),
+                                                         registry_scope.RegistryScopedDocs()]})
 
     from service.deletions.routes import blp as deletions
+    from service.events.routes import blp as events
     from service.gc.routes import blp as gc
     from service.health.routes import blp as health
     from service.jobs.routes import blp as jobs
     from service.policies.routes import blp as policies
+    from service.registries.routes import blp as registries_blp
     from service.repositories.routes import blp as repositories
+    from service.repositories.routes import usage_blp as usage
 
-    for blp in (repositories, deletions, jobs, gc, policies):
+    # Every registry's resources: unprefixed for the default registry, and under /v1/registries/{registry}/.
+    scoped = (repositories, deletions, jobs, gc, policies, usage, events)
+    for blp in scoped:
         api.register_blueprint(blp)
+    registry_scope.register_scoped(api, scoped)
+    api.register_blueprint(registries_blp)
     app.before_request(lambda: auth.check(tokens) if request.path.startswith("/v1/") else None)
+    app.before_request(registry_scope.check_registry)
     app.after_request(audit.record)
     api.register_blueprint(health)
     app.register_blueprint(docs.blp)

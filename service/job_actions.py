@@ -54,7 +54,7 @@ def approve(st: State, job_id: str, who: Caller) -> dict[str, Any]:
     if not changed or late:
         raise _refuse_state(found, "approved")
     pending.submit(st.conn, st.keys, job_id, lambda: st.queue.enqueue(
-        WINDOW_JOB, st.settings.registry_host, job_timeout=-1, result_ttl=3600))
+        WINDOW_JOB, st.settings.name, job_timeout=-1, result_ttl=3600))
     return found
 
 

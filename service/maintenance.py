@@ -22,7 +22,7 @@ def _enqueue(st: State, kind: str, request: dict[str, Any], requested_by: str | 
     job = st.store.create(kind, request, requested_by=requested_by, **fields)
     pending.submit(
         st.conn, st.keys, job["id"],
-        lambda: st.queue.enqueue(WINDOW_JOB, st.settings.registry_host, job_timeout=-1, result_ttl=3600),
+        lambda: st.queue.enqueue(WINDOW_JOB, st.settings.name, job_timeout=-1, result_ttl=3600),
     )
     return job
 

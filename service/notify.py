@@ -21,7 +21,7 @@ def announce(st: State, job: dict[str, Any]) -> None:
     intervals = list(st.settings.webhook_retry_intervals)
 
     def enqueue(job_id: str, delivery_id: str, url: str, event: str, raw: str) -> None:
-        queue.enqueue(DELIVER, st.settings.registry_host, job_id, delivery_id, url, event, raw,
+        queue.enqueue(DELIVER, st.settings.name, job_id, delivery_id, url, event, raw,
                       retry=Retry(max=len(intervals), interval=intervals) if intervals else None,
                       job_timeout=int(st.settings.webhook_timeout) + 30, result_ttl=3600, failure_ttl=24 * 3600,
                       description=f"{event} -> {url}")

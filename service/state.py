@@ -1,17 +1,23 @@
-"""Per-app connections (Redis, the RQ queue, the registry client), built once by create_app."""
+"""Per-registry connections (Redis, the RQ queue, the registry client), built once per registry by create_app.
+
+`state()` is the State of the registry the request is about: the one named in /v1/registries/{registry}/...
+(`g.registry`, set by service/registry_scope.py), else the default registry (the unprefixed paths)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
 import redis
-from flask import current_app
+from flask import current_app, g, has_request_context
 from rq import Queue
 
-from janitor.catalog import Catalog
+from janitor.index import TagIndex
 from janitor.records import JobStore, Keys
 from janitor.registry import RegistryClient
 from janitor.settings import Settings
+
+STATES = "janitor_registries"  # app.extensions key: registry name -> State, in REGISTRIES_FILE's order
+DEFAULT = "janitor"  # app.extensions key: the default registry's State
 
 
 @dataclass
@@ -22,12 +28,13 @@ class State:
     keys: Keys
     queue: Queue
     client: RegistryClient
-    catalog: Catalog
+    index: TagIndex
 
     @classmethod
-    def build(cls, settings: Settings) -> State:
-        conn = redis.Redis.from_url(settings.redis_url, socket_timeout=5, socket_connect_timeout=5)
-        keys = Keys(settings.registry_host)
+    def build(cls, settings: Settings, conn: redis.Redis | None = None) -> State:
+        """`conn`: one Redis connection pool shared by every registry on the same Redis."""
+        conn = conn or redis.Redis.from_url(settings.redis_url, socket_timeout=5, socket_connect_timeout=5)
+        keys = Keys.of(settings)
         client = RegistryClient.from_settings(settings)
         return cls(
             settings=settings,
@@ -36,9 +43,17 @@ class State:
             keys=keys,
             queue=Queue(keys.queue_name, connection=conn),
             client=client,
-            catalog=Catalog(client),
+            index=TagIndex(conn, keys.prefix, client, settings.index_read_concurrency, settings.index_mode),
         )
 
 
 def state() -> State:
-    return current_app.extensions["janitor"]
+    name = g.get("registry") if has_request_context() else None
+    if name is None:
+        return current_app.extensions[DEFAULT]
+    return current_app.extensions[STATES][name]  # known: checked before the view runs
+
+
+def states() -> dict[str, State]:
+    """Every registry's State, by name."""
+    return current_app.extensions[STATES]

@@ -210,8 +210,8 @@ class Stack:
 
     def nothing_queued(self) -> bool:
         """No job record, no waiting request, no RQ job: what a refused request must leave behind."""
-        return not self.redis.keys("janitor:job:*") and not self.redis.keys("janitor:*:pending") \
-            and not self.redis.llen("rq:queue:janitor")
+        return not self.redis.keys("janitor:*:job:*") and not self.redis.keys("janitor:*:pending") \
+            and not any(self.redis.llen(q) for q in self.redis.keys("rq:queue:janitor*"))
 
     def pusher(self) -> Pusher:
         return Pusher(self.registry.url)
@@ -244,8 +244,10 @@ class Stack:
         self.procs.clear()
 
 
-def start_stack(registry: Registry, redis_url: str, conn: redis.Redis, worker: bool = True, **extra: str) -> Stack:
-    port = free_port()
+def start_stack(registry: Registry, redis_url: str, conn: redis.Redis, worker: bool = True, port: int | None = None,
+                **extra: str) -> Stack:
+    """`port`: the API's, when something must know it beforehand (a registry sending it notifications)."""
+    port = port or free_port()
     env = {**os.environ, "REGISTRY_URL": registry.url, "REGISTRY_CONTAINER": registry.name, "REDIS_URL": redis_url,
            "API_TOKENS": "test-token,other-token", "JANITOR_LOCK_TTL": "6", **extra}
     stack = Stack(f"http://127.0.0.1:{port}", registry, conn, env)
@@ -275,3 +277,14 @@ def make_stack(redis_server: str, redis_conn: redis.Redis) -> Iterator[Callable[
 @pytest.fixture
 def stack(registry: Registry, make_stack: Callable[..., Stack]) -> Stack:
     return make_stack(registry)
+
+
+def job_key(conn: redis.Redis, job_id: str) -> str | None:
+    """Where a job's record is: `janitor:<registry namespace>:job:<id>` (records are namespaced by registry)."""
+    found = conn.keys(f"janitor:*:job:{job_id}")
+    return found[0].decode() if found else None
+
+
+def job_record(conn: redis.Redis, job_id: str) -> bytes | None:
+    key = job_key(conn, job_id)
+    return conn.get(key) if key else None

@@ -199,7 +199,7 @@ def test_job_store_transitions_claims_and_history_on_real_redis(redis_conn) -> N
     def cancel(job: dict) -> None:
         job.update(status="cancelled")
     job, changed = store.transition(b["id"], {"queued", "awaiting_approval"}, cancel)
-    assert changed and job["status"] == "cancelled" and redis_conn.ttl(Keys.job(b["id"])) > 0
+    assert changed and job["status"] == "cancelled" and redis_conn.ttl(keys.job(b["id"])) > 0
     assert store.transition(b["id"], {"queued"}, cancel) == (store.get(b["id"]), False)  # only once
     assert [j["id"] for j in store.claim([a["id"], b["id"], c["id"], "missing"])] == [a["id"], c["id"]]
     assert store.get(b["id"])["status"] == "cancelled" and store.get(a["id"])["status"] == "running"
@@ -214,8 +214,8 @@ def test_job_store_transitions_claims_and_history_on_real_redis(redis_conn) -> N
 
     store.record_webhook(a["id"], "d1", {"url": "u", "queued_at": "1", "attempts": 2})
     assert store.get(a["id"])["webhooks"] == [{"url": "u", "queued_at": "1", "attempts": 2}]
-    assert "webhooks" not in json.loads(redis_conn.get(Keys.job(a["id"])))  # kept apart from the record
+    assert "webhooks" not in json.loads(redis_conn.get(keys.job(a["id"])))  # kept apart from the record
 
-    redis_conn.delete(Keys.job(b["id"]))  # its record expired
+    redis_conn.delete(keys.job(b["id"]))  # its record expired
     assert [j["id"] for j in store.history()] == [c["id"], a["id"]]
     assert redis_conn.zcard(keys.jobs) == 2  # and the index forgot it

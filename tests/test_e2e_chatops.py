@@ -140,7 +140,8 @@ def verify(delivery: dict[str, Any]) -> dict[str, Any]:
     assert hmac.compare_digest(hdrs["X-Janitor-Signature-256"], expected)
     body = json.loads(raw)
     assert hdrs["X-Janitor-Event"] == body["event"] and hdrs["X-Janitor-Delivery"]
-    assert set(body) == {"event", "delivered_at", "job", "summary"} and body["summary"] == body["job"]["summary"]
+    assert set(body) == {"event", "delivered_at", "job", "summary", "registry"} and body["summary"] == body["job"]["summary"]
+    assert body["registry"] == body["job"]["registry"] == "default"
     return body
 
 

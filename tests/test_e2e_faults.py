@@ -32,7 +32,7 @@ import redis
 import requests
 
 from tests import images
-from tests.conftest import ROOT, Registry, Stack, free_port, pings, start_stack, wait_http
+from tests.conftest import ROOT, Registry, Stack, free_port, job_record, pings, start_stack, wait_http
 
 pytestmark = pytest.mark.e2e
 CONFIG_DIR = "/etc/docker/registry"
@@ -147,7 +147,7 @@ def step_reached(conn: redis.Redis, job_id: str, step: str, timeout: float = 120
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         with contextlib.suppress(redis.RedisError):
-            raw = conn.get(f"janitor:job:{job_id}")
+            raw = job_record(conn, job_id)
             if raw:
                 job = json.loads(raw)
                 if any(s["name"] == step for s in job["steps"]):

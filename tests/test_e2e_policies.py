@@ -177,7 +177,7 @@ def test_globs_select_exactly_the_intended_nested_repositories(stack: Stack) -> 
 
 def policy_jobs(stack: Stack) -> list[dict[str, Any]]:
     found = []
-    for key in stack.redis.scan_iter(match="janitor:job:*"):
+    for key in stack.redis.scan_iter(match="janitor:*:job:*"):
         raw = stack.redis.get(key)
         if raw:
             job = json.loads(raw)

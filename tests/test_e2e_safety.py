@@ -20,7 +20,7 @@ import requests
 
 from janitor.lock import MaintenanceLock
 from tests import images
-from tests.conftest import Registry, Stack, free_port, pings, start_stack
+from tests.conftest import Registry, Stack, free_port, job_record, pings, start_stack
 
 pytestmark = pytest.mark.e2e
 CONFIG = "/etc/docker/registry/config.yml"
@@ -40,7 +40,7 @@ def _writable(reg: Registry) -> bool:
 
 
 def _job(conn: redis.Redis, job_id: str) -> dict:
-    return json.loads(conn.get(f"janitor:job:{job_id}"))
+    return json.loads(job_record(conn, job_id))
 
 
 def test_requests_that_wait_share_one_window(stack: Stack) -> None:
@@ -86,7 +86,7 @@ def test_the_lock_has_one_owner_expires_and_renews(redis_conn: redis.Redis) -> N
 def _wait_step(conn: redis.Redis, job_id: str, step: str, timeout: float = 60) -> bool:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        raw = conn.get(f"janitor:job:{job_id}")
+        raw = job_record(conn, job_id)
         if raw:
             job = json.loads(raw)
             if job["steps"] and job["steps"][-1]["name"] == step:

@@ -33,8 +33,8 @@ class Context:
     def build(cls, settings: Settings, conn: redis.Redis | None = None) -> Context:
         # With timeouts: a paused or partitioned Redis makes a record's save fail and retry, not hang the window.
         conn = conn or redis.Redis.from_url(settings.redis_url, socket_timeout=15, socket_connect_timeout=5)
-        container = RegistryContainer(settings.registry_container)
-        keys = Keys(settings.registry_host)
+        container = RegistryContainer(settings.registry_container, docker_host=settings.docker_host)
+        keys = Keys.of(settings)
         return cls(
             settings=settings,
             conn=conn,

@@ -4,22 +4,27 @@ from __future__ import annotations
 
 import redis
 
+from janitor import registries
 from janitor.settings import Settings
 from worker import schedules, window
 from worker.context import Context
 
 
+def settings_of(registry: str) -> Settings:
+    """The settings of the registry named `registry` (REGISTRIES_FILE, or the one of REGISTRY_URL).
+    A job for a registry this deployment does not know fails instead of touching another registry."""
+    found = registries.load(Settings.from_env()).find(registry)
+    if found is None:
+        raise ValueError(f"this worker does not know a registry named {registry!r}")
+    return found
+
+
 def run_window(registry: str) -> None:
     """Run every request waiting for `registry` in one maintenance window."""
-    settings = Settings.from_env()
-    if registry != settings.registry_host:
-        raise ValueError(f"this worker maintains {settings.registry_host}, not {registry}")
-    window.run(Context.build(settings))
+    window.run(Context.build(settings_of(registry)))
 
 
 def policy_tick(registry: str) -> list[str]:
     """Fire the retention policies due now (scheduled by RQ's enqueue_at); returns the job ids it queued."""
-    settings = Settings.from_env()
-    if registry != settings.registry_host:
-        raise ValueError(f"this worker maintains {settings.registry_host}, not {registry}")
+    settings = settings_of(registry)
     return schedules.tick(settings, redis.Redis.from_url(settings.redis_url))

@@ -23,10 +23,11 @@ WINDOW_JOB = "worker.jobs.run_window"
 SCHEDULE = "schedule"  # requested_by of a scheduled run: no token asked for it
 
 
-def scheduler(queue: Queue, registry: str):  # type: ignore[no-untyped-def]
-    """What puts a moment on RQ's schedule: one job per registry and moment, fired by the worker."""
+def scheduler(queue: Queue, settings: Settings):  # type: ignore[no-untyped-def]
+    """What puts a moment on RQ's schedule: one job per registry (its Redis namespace) and moment, fired by a
+    worker serving that registry."""
     def schedule(when: datetime) -> None:
-        queue.enqueue_at(when, policies.TICK_JOB, registry, job_id=policies.tick_id(registry, when),
+        queue.enqueue_at(when, policies.TICK_JOB, settings.name, job_id=policies.tick_id(settings.namespace, when),
                          job_timeout=600, result_ttl=3600, failure_ttl=7 * 24 * 3600)
     return schedule
 
@@ -35,9 +36,9 @@ def reconcile(settings: Settings, conn: redis.Redis) -> list[str]:
     """At worker start: every scheduled, enabled policy (the file's too) has its next moment on RQ's schedule.
     A moment missed while no worker ran is due now and fires once; re-scheduling an existing moment names the
     same job. Returns what was scheduled, for the log."""
-    keys = Keys(settings.registry_host)
+    keys = Keys.of(settings)
     store = PolicyStore(conn, keys, settings.policies_file)
-    schedule = scheduler(Queue(keys.queue_name, connection=conn), settings.registry_host)
+    schedule = scheduler(Queue(keys.queue_name, connection=conn), settings)
     done = []
     for policy in store.all():
         state = store.state(policy["name"])
@@ -56,10 +57,10 @@ def reconcile(settings: Settings, conn: redis.Redis) -> list[str]:
 def tick(settings: Settings, conn: redis.Redis) -> list[str]:
     """Fire every policy due now (once each, claimed in Redis), schedule their next moments, and queue their
     runs together for one window. Returns the job ids made."""
-    keys = Keys(settings.registry_host)
+    keys = Keys.of(settings)
     store = PolicyStore(conn, keys, settings.policies_file)
     queue = Queue(keys.queue_name, connection=conn)
-    schedule = scheduler(queue, settings.registry_host)
+    schedule = scheduler(queue, settings)
     current = datetime.now(timezone.utc)
     runs = []
     try:
@@ -91,7 +92,7 @@ def tick(settings: Settings, conn: redis.Redis) -> list[str]:
     made = policies.submit_runs(
         conn, keys, JobStore(conn, settings.job_ttl, keys), store, runs,
         repositories,  # None: unknown, so the window plans (or fails) them
-        lambda: queue.enqueue(WINDOW_JOB, settings.registry_host, job_timeout=-1, result_ttl=3600),
+        lambda: queue.enqueue(WINDOW_JOB, settings.name, job_timeout=-1, result_ttl=3600),
         requested_by=SCHEDULE, require_approval=settings.require_approval,
     )
     return [j["id"] for j in made]

@@ -15,7 +15,7 @@ import redis
 import requests
 from rq import Queue, Retry, SimpleWorker, get_current_job
 
-from janitor import logs, webhooks
+from janitor import logs, registries, webhooks
 from janitor.records import JobStore, Keys, now
 from janitor.settings import Settings
 
@@ -25,11 +25,11 @@ DELIVER = "worker.webhooks.deliver"
 
 def enqueuer(conn: redis.Redis, settings: Settings) -> webhooks.Enqueue:
     """The function that puts one delivery on the webhook queue; used by the worker and the API alike."""
-    queue = Queue(Keys(settings.registry_host).webhook_queue, connection=conn)
+    queue = Queue(Keys.of(settings).webhook_queue, connection=conn)
     intervals = list(settings.webhook_retry_intervals)
 
     def enqueue(job_id: str, delivery_id: str, url: str, event: str, raw: str) -> None:
-        queue.enqueue(DELIVER, settings.registry_host, job_id, delivery_id, url, event, raw,
+        queue.enqueue(DELIVER, settings.name, job_id, delivery_id, url, event, raw,
                       retry=Retry(max=len(intervals), interval=intervals) if intervals else None,
                       job_timeout=int(settings.webhook_timeout) + 30, result_ttl=3600, failure_ttl=24 * 3600,
                       description=f"{event} -> {url}")
@@ -42,11 +42,12 @@ class DeliveryFailed(Exception):
 
 def deliver(registry: str, job_id: str, delivery_id: str, url: str, event: str, raw: str) -> int:
     """One attempt. Records it on the job, then raises on anything but 2xx so RQ's Retry applies."""
-    settings = Settings.from_env()
-    if registry != settings.registry_host:
-        raise ValueError(f"this worker delivers for {settings.registry_host}, not {registry}")
+    found = registries.load(Settings.from_env()).find(registry)
+    if found is None:
+        raise ValueError(f"this worker does not know a registry named {registry!r}")
+    settings = found  # its own secret and timeout
     conn = redis.Redis.from_url(settings.redis_url)
-    store = JobStore(conn, settings.job_ttl)
+    store = JobStore(conn, settings.job_ttl, Keys.of(settings))
     record: dict[str, Any] = store.webhook(job_id, delivery_id) or {
         "url": url, "event": event, "delivery_id": delivery_id, "attempts": 0, "queued_at": now()}
     status: int | None = None
@@ -68,9 +69,9 @@ def deliver(registry: str, job_id: str, delivery_id: str, url: str, event: str, 
     return status or 0
 
 
-def serve(settings: Settings) -> None:
-    """The webhook queue's own worker (with RQ's scheduler, which brings retries back when they are due).
-    It stops when its parent, `python -m worker`, is gone."""
+def serve(settings: Settings, served: list[Settings] | None = None) -> None:
+    """The webhook queues' own worker (with RQ's scheduler, which brings retries back when they are due), for
+    every registry `python -m worker` serves. It stops when its parent is gone."""
     conn = redis.Redis.from_url(settings.redis_url)
     parent = os.getppid()
 
@@ -79,18 +80,20 @@ def serve(settings: Settings) -> None:
             time.sleep(1)
         os._exit(0)
     threading.Thread(target=orphaned, name="parent-watch", daemon=True).start()
-    queue = Queue(Keys(settings.registry_host).webhook_queue, connection=conn)
-    SimpleWorker([queue], connection=conn).work(with_scheduler=True)
+    queues = [Queue(Keys.of(s).webhook_queue, connection=conn) for s in served or [settings]]
+    SimpleWorker(queues, connection=conn).work(with_scheduler=True)
 
 
-def start_process() -> subprocess.Popen[bytes]:
-    return subprocess.Popen([sys.executable, "-m", "worker.webhooks"])
+def start_process(names: list[str] | None = None) -> subprocess.Popen[bytes]:
+    """`names`: the registries whose deliveries this process sends (default: WORKER_REGISTRIES, else all)."""
+    return subprocess.Popen([sys.executable, "-m", "worker.webhooks", *(names or [])])
 
 
 def main() -> None:
     settings = Settings.from_env()
     logs.configure(settings.log_format)  # the same format as the worker that started this process
-    serve(settings)
+    known = registries.load(settings)
+    serve(settings, known.select(sys.argv[1:]))
 
 if __name__ == "__main__":
     main()

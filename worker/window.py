@@ -20,7 +20,7 @@ from typing import Any
 import redis as redis_lib
 from rq import Queue
 
-from janitor import approval, cache, errors, freed, holds, logs, pending, preflight, probe, storage, telemetry
+from janitor import approval, cache, errors, freed, holds, index, logs, pending, preflight, probe, storage, telemetry
 from janitor.guard import WindowGuard
 from janitor.lock import MaintenanceLock
 from janitor.records import FAILED, RUNNING, SUCCEEDED, now
@@ -82,7 +82,7 @@ def schedule_recovery(ctx: Context, attempts: int = 20) -> None:
     for attempt in range(attempts):
         try:
             Queue(ctx.keys.queue_name, connection=ctx.conn).enqueue(
-                "worker.jobs.run_window", ctx.settings.registry_host, job_timeout=-1, result_ttl=3600)
+                "worker.jobs.run_window", ctx.settings.name, job_timeout=-1, result_ttl=3600)
             return
         except redis_lib.RedisError as exc:
             log.warning("cannot queue a recovery window yet (%s)", exc)
@@ -302,6 +302,7 @@ class Window:
                                 "reason": "the tag was moved or removed since the plan; left as it is"})
                 return
             self.released_blobs.setdefault(repo, set()).update(untag(ctx.client, repo, tag))
+            index.tag_removed(ctx.conn, ctx.keys.prefix, repo, tag)  # the listing drops it now, for good
             untagged.append(f"{repo}:{tag}")
             removed.add(f"{repo}:{tag}")
 
@@ -323,6 +324,7 @@ class Window:
                 manifest = repo_snap.manifests.get(digest)
                 self.released_blobs.setdefault(repo, set()).update(manifest.blob_digests if manifest else ())
                 delete_by_digest(ctx.client, repo, digest)
+                index.manifest_deleted(ctx.conn, ctx.keys.prefix, repo, digest)  # its tags leave the listing
                 deleted.append(digest)
                 self.deleted.setdefault(repo, set()).add(digest)
                 removed |= {f"{repo}:{t}" for t in repo_plan.tags_removed.get(digest, [])}
@@ -394,6 +396,8 @@ class Window:
                             storage.remove_repository(ctx.container, root, repo)
                         out.setdefault("kept" if kept else "removed", []).append(
                             {"repository": repo, "reason": kept} if kept else repo)
+                        if not kept:
+                            index.repository_removed(ctx.conn, ctx.keys.prefix, repo)
                         for job in jobs:
                             if not kept:
                                 job["result"]["repositories_removed"].append(repo)
@@ -485,6 +489,7 @@ class Window:
             if isinstance(exc.__cause__, errors.LockLost):
                 schedule_recovery(self.ctx)  # whoever takes the lease next undoes this window's fence
                 return  # not this window's registry to check any more
+        index.window_restarted(ctx.conn, ctx.keys.prefix)  # the worker's reconciler reads the registry again
         with contextlib.suppress(StepError):
             with self.step(everyone, "health") as out:
                 ctx.client.ping()

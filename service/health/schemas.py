@@ -20,6 +20,14 @@ class CheckSchema(ma.Schema):
     protections_off = ma.fields.List(ma.fields.String(), metadata={
         "description": "Protections the storage driver turns off: holds, untagged_listing, repository_removal, "
                        "exact_bytes, garbage_collection"})
+    mode = ma.fields.String(metadata={"description": "How the listing index is kept fresh (index only): "
+                                                     "notifications or polling"})
+    filled_at = ma.fields.String(metadata={"format": "date-time", "description": "When the index was first filled "
+                                                                                 "(index only)"})
+    reconciled_at = ma.fields.String(metadata={"format": "date-time", "description": "When the worker last read "
+                                                                                     "the whole registry (index only)"})
+    last_event_at = ma.fields.String(metadata={"format": "date-time", "description": "When a registry event last "
+                                                                                     "came in (index only)"})
 
 
 class ReadinessSchema(ma.Schema):

@@ -72,6 +72,9 @@ class JobSchema(ma.Schema):
     """A request and its progress: queued, then running through its window's steps, then succeeded or failed."""
 
     id = ma.fields.String(required=True)
+    registry = ma.fields.String(metadata={
+        "description": "The registry it is for, by name (GET /v1/registries); absent on records made before "
+                       "registries had names"})
     kind = ma.fields.String(required=True, validate=ma.validate.OneOf(KINDS))
     status = ma.fields.String(required=True, validate=ma.validate.OneOf(STATUSES))
     request = ma.fields.Dict(required=True)

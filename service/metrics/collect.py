@@ -92,54 +92,73 @@ def read_only(st: State) -> bool:
 
 
 class JanitorCollector:
-    """Collected on every scrape: the worker's figures from Redis, and gauges of the present."""
+    """Collected on every scrape: the worker's figures from Redis, and gauges of the present. With
+    REGISTRIES_FILE (`labelled`), every registry's series, each with a `registry` label; without it, the one
+    registry's series without that label, as before there were several."""
 
-    def __init__(self, st: State) -> None:
-        self.st = st
+    def __init__(self, st: State | list[State], labelled: bool = False) -> None:
+        self.states = st if isinstance(st, list) else [st]
+        self.labelled = labelled
 
     def collect(self) -> Iterator[Metric]:
-        st = self.st
-        yield _gauge("janitor_registry_up", "1 when the registry answers /v2/", registry_is_up(st))
-        try:
-            figures = telemetry.read(st.conn, st.keys)
-            depth = pending.waiting(st.conn, st.keys)
-            window_running = bool(st.conn.exists(st.keys.lock))
-            fenced = window_running and read_only(st)
-            worker_ok = bool(heartbeat.read(st.conn, st.keys).get("ok"))
-        except redis.RedisError:
-            yield _gauge("janitor_redis_up", "1 when Redis (queue, lock, job records) answers", False)
-            return
-        yield _gauge("janitor_redis_up", "1 when Redis (queue, lock, job records) answers", True)
-        yield _gauge("janitor_queue_depth", "Requests waiting for the next maintenance window", depth)
-        yield _gauge("janitor_window_in_progress", "1 while a maintenance window holds the lock", window_running)
-        yield _gauge("janitor_registry_read_only", "1 while a window keeps the registry read-only for GC", fenced)
-        yield _gauge("janitor_worker_up", "1 when a worker reported in the last 15 s and reaches the registry "
-                                          "container", worker_ok)
-        yield from families(figures)
+        label = ["registry"] if self.labelled else []
+        gauges: dict[str, tuple[str, list[tuple[list[str], float]]]] = {}
+        figured: list[tuple[list[str], telemetry.Figures]] = []
 
+        def gauge(name: str, doc: str, values: list[str], value: float) -> None:
+            gauges.setdefault(name, (doc, []))[1].append((values, float(value)))
 
-def _gauge(name: str, doc: str, value: float) -> GaugeMetricFamily:
-    family = GaugeMetricFamily(name, doc)
-    family.add_metric([], float(value))
-    return family
+        for st in self.states:
+            values = [st.settings.name] if self.labelled else []
+            gauge("janitor_registry_up", "1 when the registry answers /v2/", values, registry_is_up(st))
+            try:
+                figures = telemetry.read(st.conn, st.keys)
+                depth = pending.waiting(st.conn, st.keys)
+                window_running = bool(st.conn.exists(st.keys.lock))
+                fenced = window_running and read_only(st)
+                worker_ok = bool(heartbeat.read(st.conn, st.keys).get("ok"))
+            except redis.RedisError:
+                gauge("janitor_redis_up", "1 when Redis (queue, lock, job records) answers", values, False)
+                continue
+            gauge("janitor_redis_up", "1 when Redis (queue, lock, job records) answers", values, True)
+            gauge("janitor_queue_depth", "Requests waiting for the next maintenance window", values, depth)
+            gauge("janitor_window_in_progress", "1 while a maintenance window holds the lock", values, window_running)
+            gauge("janitor_registry_read_only", "1 while a window keeps the registry read-only for GC", values, fenced)
+            gauge("janitor_worker_up", "1 when a worker reported in the last 15 s and reaches the registry "
+                                       "container", values, worker_ok)
+            figured.append((values, figures))
+        for name, (doc, rows) in gauges.items():
+            family = GaugeMetricFamily(name, doc, labels=label)
+            for values, value in rows:
+                family.add_metric(values, value)
+            yield family
+        if figured:
+            yield from families_of(figured, label)
 
 
 def families(figures: telemetry.Figures) -> Iterator[Metric]:
     """The worker's figures as Prometheus metric families."""
+    return families_of([([], figures)], [])
+
+
+def families_of(rows: list[tuple[list[str], telemetry.Figures]], extra: list[str]) -> Iterator[Metric]:
+    """Several registries' figures, `extra` label names (e.g. registry) first on every series."""
     for name, (doc, label_names) in telemetry.COUNTERS.items():
-        family = CounterMetricFamily(name, doc, labels=list(label_names))
-        for labels, value in sorted(figures.counters[name].items()):
-            values = dict(labels)
-            family.add_metric([values.get(n, "") for n in label_names], value)
+        family = CounterMetricFamily(name, doc, labels=[*extra, *label_names])
+        for head, figures in rows:
+            for labels, value in sorted(figures.counters[name].items()):
+                values = dict(labels)
+                family.add_metric([*head, *(values.get(n, "") for n in label_names)], value)
         yield family
     for name, (doc, bounds) in telemetry.HISTOGRAMS.items():
-        hist = figures.histograms[name]
-        histogram = HistogramMetricFamily(name, doc)
-        histogram.add_metric([], hist.cumulative(bounds), sum_value=hist.sum)
+        histogram = HistogramMetricFamily(name, doc, labels=extra)
+        for head, figures in rows:
+            hist = figures.histograms[name]
+            histogram.add_metric(head, hist.cumulative(bounds), sum_value=hist.sum)
         yield histogram
 
 
-def exposition(st: State) -> bytes:
+def exposition(st: State | list[State], labelled: bool = False) -> bytes:
     """The whole scrape: HTTP figures (of every gunicorn worker in multiprocess mode) and JanitorCollector."""
     if os.environ.get(MULTIPROC_ENV):
         base: Any = CollectorRegistry()
@@ -147,5 +166,5 @@ def exposition(st: State) -> bytes:
     else:
         base = prometheus_client.REGISTRY
     extra = CollectorRegistry(auto_describe=False)
-    extra.register(JanitorCollector(st))  # type: ignore[arg-type]
+    extra.register(JanitorCollector(st, labelled))  # type: ignore[arg-type]
     return prometheus_client.generate_latest(base) + prometheus_client.generate_latest(extra)

@@ -12,7 +12,7 @@ from werkzeug.exceptions import Unauthorized
 
 from service.errors import ErrorSchema
 from service.metrics.collect import exposition
-from service.state import state
+from service.state import state, states
 
 blp = Blueprint("metrics", __name__, description="Prometheus metrics")
 
@@ -43,7 +43,10 @@ class Metrics(MethodView):
     def get(self) -> Response:
         st = state()
         check_metrics_token(st.settings.metrics_token)
-        return Response(exposition(st), status=200, content_type=CONTENT_TYPE_LATEST)
+        # With REGISTRIES_FILE, every registry's figures, labelled `registry`.
+        every = list(states().values())
+        labelled = st.settings.registries_file is not None
+        return Response(exposition(every if labelled else st, labelled), status=200, content_type=CONTENT_TYPE_LATEST)
 
 
 def register(app: object, api: object) -> None:

@@ -43,8 +43,8 @@ def _store(st: State) -> PolicyStore:
 def _schedule(st: State):  # type: ignore[no-untyped-def]
     """Puts the policy's next moment on RQ's schedule; the worker's scheduler fires it."""
     def schedule(when: datetime) -> None:
-        st.queue.enqueue_at(when, policies.TICK_JOB, st.settings.registry_host,
-                            job_id=policies.tick_id(st.settings.registry_host, when),
+        st.queue.enqueue_at(when, policies.TICK_JOB, st.settings.name,
+                            job_id=policies.tick_id(st.settings.namespace, when),
                             job_timeout=600, result_ttl=3600, failure_ttl=7 * 24 * 3600)
     return schedule
 
@@ -146,7 +146,7 @@ class PolicyRuns(MethodView):
         request = {"dry_run": body["dry_run"], "trigger": "api", "approval": body.get("approval")}
         [job] = policies.submit_runs(
             st.conn, st.keys, st.store, store, [(policy, request)], st.client.catalog(),
-            lambda: st.queue.enqueue(WINDOW_JOB, st.settings.registry_host, job_timeout=-1, result_ttl=3600),
+            lambda: st.queue.enqueue(WINDOW_JOB, st.settings.name, job_timeout=-1, result_ttl=3600),
             requested_by=auth.caller().name, require_approval=st.settings.require_approval)
         return job, 202, {"Location": url_for("jobs.Job", job_id=job["id"])}
 

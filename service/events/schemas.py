@@ -1,0 +1,64 @@
+"""Distribution's notification envelope (notifications/event.go): only the fields the index uses are checked;
+the rest (request, actor, source, ...) is accepted and ignored."""
+
+from __future__ import annotations
+
+import marshmallow as ma
+
+from janitor import names
+
+# Distribution sends one event per envelope (2.8); 100 of its events fit in JANITOR_MAX_BODY_BYTES (64 KiB).
+MAX_EVENTS = 100
+
+
+def _repository(name: str) -> None:
+    if not names.is_repository(name):
+        raise ma.ValidationError("not a valid repository name")
+
+
+class TargetSchema(ma.Schema):
+    class Meta:
+        unknown = ma.EXCLUDE
+
+    mediaType = ma.fields.String(load_default="", validate=ma.validate.Length(max=255))  # noqa: N815 - the wire name
+    digest = ma.fields.String(validate=ma.validate.Regexp(r"^[a-z0-9]+(?:[+._-][a-z0-9]+)*:[a-zA-Z0-9=_-]{1,255}$"))
+    # Documented as the names that always fit (as the tags path parameter is); any name the registry takes passes.
+    repository = ma.fields.String(required=True, validate=lambda n: _repository(n), metadata={
+        "pattern": names.REPOSITORY_RE.pattern, "maxLength": names.REPOSITORY_ALWAYS_FITS})
+    tag = ma.fields.String(validate=ma.validate.Regexp(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$", error="not a valid tag"))
+    size = ma.fields.Integer(strict=True)
+    length = ma.fields.Integer(strict=True)
+    url = ma.fields.String()
+
+
+class EventSchema(ma.Schema):
+    class Meta:
+        unknown = ma.EXCLUDE
+
+    id = ma.fields.String()
+    timestamp = ma.fields.String()
+    action = ma.fields.String(required=True, validate=ma.validate.Length(min=1, max=32), metadata={
+        "description": "push, pull, mount or delete"})
+    target = ma.fields.Nested(TargetSchema, required=True)
+
+
+class EnvelopeSchema(ma.Schema):
+    class Meta:
+        unknown = ma.EXCLUDE
+        description = ("Distribution's notification envelope (media type "
+                       "application/vnd.docker.distribution.events.v1+json, or v2 from distribution 3)")
+
+    events = ma.fields.List(ma.fields.Nested(EventSchema), required=True,
+                            validate=ma.validate.Length(max=MAX_EVENTS))
+
+
+class EventsResultSchema(ma.Schema):
+    received = ma.fields.Integer(required=True, metadata={"description": "Events in the envelope"})
+    ignored = ma.fields.Integer(required=True, metadata={
+        "description": "Pulls, mounts, blob pushes and pushes by digest: they change no tag"})
+    repositories = ma.fields.List(ma.fields.String(), required=True, metadata={
+        "description": "Repositories checked against the registry"})
+    changed = ma.fields.List(ma.fields.String(), required=True, metadata={
+        "description": "Repositories whose index entry was written after the check"})
+    rechecking = ma.fields.List(ma.fields.String(), required=True, metadata={
+        "description": "Repositories with a pushed tag the registry does not show yet, checked again shortly"})

@@ -1,0 +1,83 @@
+"""The index's reconciler: a thread in each worker process, one reconcile per registry at a time (a Redis lock).
+
+It fills the index at start, then reads the whole registry again every JANITOR_RECONCILE_INTERVAL seconds and
+right after each maintenance window's restart (the window sets a flag, checked every second). Each round also
+reads the registry container's config to tell whether the registry sends events to /v1/events (notifications
+mode) or not (polling mode), for the API and /readyz.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+
+import redis
+
+from janitor import errors
+from janitor.index import TagIndex, notifications_configured
+from worker.context import Context
+
+log = logging.getLogger(__name__)
+TICK = 1.0
+
+
+def index_for(ctx: Context) -> TagIndex:
+    s = ctx.settings
+    return TagIndex(ctx.conn, ctx.keys.prefix, ctx.client, s.index_read_concurrency, s.index_mode)
+
+
+def detect_mode(ctx: Context, index: TagIndex) -> None:
+    """Record whether the registry container's config sends events to a janitor (best effort: without Docker
+    the last answer stays)."""
+    try:
+        env = ctx.container.env()
+        try:
+            config = ctx.container.read_yaml(ctx.container.config_path())
+        except errors.JanitorError:
+            config = None
+        index.note(configured="1" if notifications_configured(env, config) else "0")
+    except errors.JanitorError as exc:
+        log.info("index: cannot read the registry container's config (%s); mode unchanged", exc.message)
+
+
+def reconcile_once(ctx: Context, index: TagIndex) -> bool:
+    """One reconcile under the registry's index lock; False when another process holds it."""
+    ttl = max(60.0, ctx.settings.index_reconcile_interval * 2)
+    owner = index.try_lock(ttl)
+    if owner is None:
+        return False
+    try:
+        detect_mode(ctx, index)
+        done = index.reconcile()
+        log.info("index reconciled: %s", done)
+    finally:
+        index.unlock(owner)
+    return True
+
+
+def loop(ctx: Context, stop: threading.Event) -> None:
+    index = index_for(ctx)
+    last = 0.0
+    while not stop.is_set():
+        try:
+            requested = index.conn.getdel(index.reconcile_key) is not None
+            if requested or time.monotonic() - last >= ctx.settings.index_reconcile_interval:
+                if reconcile_once(ctx, index) or not requested:
+                    last = time.monotonic()
+                elif requested:
+                    index.request_reconcile()  # someone else is reconciling; do it again after them
+        except (errors.JanitorError, redis.RedisError) as exc:
+            log.warning("index reconcile failed (%s); retrying in a few seconds", getattr(exc, "message", exc))
+            last = time.monotonic() - ctx.settings.index_reconcile_interval + 5
+        except Exception:  # noqa: BLE001 - the thread must outlive any one failure
+            log.exception("index reconcile failed unexpectedly")
+            last = time.monotonic() - ctx.settings.index_reconcile_interval + 5
+        stop.wait(TICK)
+
+
+def start(ctx: Context) -> threading.Event:
+    """Start the reconciler thread; set the returned event to stop it."""
+    stop = threading.Event()
+    threading.Thread(target=loop, args=(ctx, stop), name="index-reconciler", daemon=True).start()
+    return stop
