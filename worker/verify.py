@@ -60,7 +60,9 @@ def targeted(window: Window, root: str) -> dict[str, Any]:
     report = integrity.check_targets(ctx.client, integrity.targets(hit, tags, surviving))
     seen = {(b["repository"], b["missing"]) for b in report["broken"]}
     for item in integrity.swept_still_used(surviving, swept):
-        if (item["repository"], item["missing"]) not in seen:
+        # Uploaded again since GC (a push cut off by the fence restart between storing a blob and linking it
+        # leaves it unreferenced, and retries): there again, so nothing is broken.
+        if (item["repository"], item["missing"]) not in seen and not _present(ctx, item):
             seen.add((item["repository"], item["missing"]))
             report["broken"].append({"repository": item["repository"], "tag": None, "manifest": item["manifest"],
                                      "missing": item["missing"], "kind": item["kind"]})
@@ -117,3 +119,10 @@ def _stored_now(window: Window, root: str) -> dict[str, set[str]]:
                 storage.drop_marks(ctx.container, list(marks.values()))
     _, stored = storage.revision_times(ctx.container, root)
     return {repo: set(times) for repo, times in stored.items()}
+
+
+def _present(ctx: Any, item: dict[str, Any]) -> bool:
+    """A swept blob (or child manifest) there again in its repository, as a pull would find it."""
+    if item["kind"] == "manifest":
+        return ctx.client.manifest_digest(item["repository"], item["missing"]) is not None
+    return bool(ctx.client.blob_exists(item["repository"], item["missing"]))
