@@ -65,6 +65,38 @@ def recent_blobs(container: RegistryContainer, root: str, grace: float, now: flo
     return found
 
 
+def recent_blobs_and_sizes(container: RegistryContainer, root: str, grace: float, now: float, newer_than: str,
+                           stored_since: str) -> tuple[dict[str, set[str]], dict[str, int]]:
+    """`recent_blobs` (with a mark), and in the same exec the size of every blob stored since the file
+    `stored_since` (the window's sizes were read before it): one `find` over both trees while writes are
+    refused, so a blob stored after that read (a push cut off between storing and linking it leaves one, which
+    GC then sweeps) still has a size."""
+    layout = Layout(root)
+    result = checked(container, [
+        "find", layout.repositories, layout.blobs, "(", "-name", "_manifests", "-o", "-name", "_uploads", ")",
+        "-prune",
+        "-o", "-path", "*/_layers/sha256", "!", "-newer", newer_than, "-prune",
+        "-o", "-type", "f", "-path", "*/_layers/sha256/*/link", "-newer", newer_than,
+        "-exec", "stat", "-c", "%Y %n", "{}", "+",
+        "-o", "-path", f"{layout.blobs}/sha256/??", "!", "-newer", stored_since, "-prune",
+        "-o", "-type", "f", "-path", f"{layout.blobs}/sha256/*/data", "-newer", stored_since,
+        "-exec", "stat", "-c", "%s %n", "{}", "+"])
+    cutoff = now - grace
+    found: dict[str, set[str]] = {}
+    sizes: dict[str, int] = {}
+    for line in result.stdout.splitlines():
+        number, _, path = line.strip().partition(" ")
+        if not number.isdigit():
+            continue
+        parsed = layout.parse_layer_link(path)
+        if parsed:
+            if int(number) >= cutoff:
+                found.setdefault(parsed[0], set()).add(parsed[1])
+        elif (digest := layout.parse_blob_data(path)) is not None:
+            sizes[digest] = int(number)
+    return found, sizes
+
+
 def unreleased(recent: Mapping[str, set[str]], released: Mapping[str, set[str]]) -> dict[str, set[str]]:
     """What still needs a hold: a blob this window's deletions let go in one repository loses its hold there
     only. The same blob uploaded into another repository may belong to a push in flight there."""

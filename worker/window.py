@@ -383,8 +383,14 @@ class Window:
                 else:
                     # Links since the grace before the drain step's mark: a superset of those since the grace
                     # before now, found without stat-ing every link.
-                    recent = holds.recent_blobs(ctx.container, root, ctx.settings.upload_grace, now=self.prepared_at,
-                                                newer_than=self.marks.get("grace"))
+                    if "grace" in self.marks and "prepared" in self.marks:
+                        recent, late = holds.recent_blobs_and_sizes(
+                            ctx.container, root, ctx.settings.upload_grace, self.prepared_at, self.marks["grace"],
+                            self.marks["prepared"])
+                        if sizes is not None:
+                            sizes.update(late)  # blobs stored since the sizes were read
+                    else:
+                        recent = holds.recent_blobs(ctx.container, root, ctx.settings.upload_grace)
                     built = holds.build(holds.unreleased(recent, self.released_blobs))
                     guard.place_holds(built)
                     out.update(holds=len(built), blobs_held=sum(len(h.blobs) for h, _ in built))
@@ -419,7 +425,8 @@ class Window:
         known = freed.known_sizes(self.manifests.values())
         grace = ctx.settings.upload_grace
         since = freed.stat_since(ctx.sizes.last_gc(), self.prepared_at, grace) if self.manifests else None
-        wanted = {"grace": self.prepared_at - grace - 1, **({"sizes": since - 1} if since is not None else {})}
+        wanted = {"grace": self.prepared_at - grace - 1, "prepared": self.prepared_at - 1,
+                  **({"sizes": since - 1} if since is not None else {})}
         self.marks = storage.marks(ctx.container, self.guard.window_id, wanted)
         statted = storage.blob_sizes(ctx.container, root, self.marks.get("sizes"))
         ctx.sizes.remember({**known, **statted})
