@@ -31,8 +31,13 @@ def redis_settings(container: RegistryContainer, config_path: str) -> dict[str, 
     }
 
 
-def forget(conn: redis.Redis, digests: list[str]) -> int:
-    """Remove the global and per-repository descriptors of these blobs. Returns how many keys went."""
+def forget(conn: redis.Redis, digests: list[str], repositories: list[str] | None = None) -> int:
+    """Remove the global and per-repository descriptors of these blobs. Returns how many keys went.
+
+    The global `blobs::<digest>` entry is what makes the registry answer "exists": a repository's entry
+    is only consulted together with it, so once the global one is gone every answer about the blob comes
+    from storage. With `repositories` (those the window's change names) only their entries are tidied,
+    without scanning every key of the registry's cache; without, every repository's are."""
     if not digests:
         return 0
     wanted = set(digests)
@@ -41,6 +46,14 @@ def forget(conn: redis.Redis, digests: list[str]) -> int:
         for digest in wanted:
             pipe.delete(f"blobs::{digest}")
         removed += sum(int(n) for n in pipe.execute())
+    if repositories is not None:
+        with conn.pipeline(transaction=False) as pipe:
+            for repo in sorted(set(repositories)):
+                pipe.srem(f"repository::{repo}::blobs", *wanted)
+                for digest in wanted:
+                    pipe.delete(f"repository::{repo}::blobs::{digest}")
+            removed += sum(int(n) for n in pipe.execute())
+        return removed
     for key in conn.scan_iter(match="repository::*", count=1000):
         name = key.decode()
         if name.endswith("::blobs"):

@@ -24,6 +24,8 @@ from janitor.container import RegistryContainer
 
 MARKER = b"# registry-janitor: read-only for maintenance"
 BACKUP_SUFFIX = ".janitor-original"
+# Between polls of /v2/ after a restart: every poll saved is time writes stay refused.
+READY_POLL = 0.02
 _MARKER_LINE = re.compile(rb"^# registry-janitor: read-only for maintenance(?: by (\S+))?;")
 
 
@@ -60,7 +62,7 @@ def wait_ready(registry_url: str, timeout: float) -> float:
             pass
         if time.monotonic() - start > timeout:
             raise errors.RegistryUnavailable(f"the registry did not answer /v2/ within {timeout:.0f}s of its restart")
-        time.sleep(0.1)
+        time.sleep(READY_POLL)
 
 
 class WriteFence:
@@ -71,6 +73,8 @@ class WriteFence:
         self.registry_url = registry_url
         self.stop_timeout = stop_timeout
         self.ready_timeout = ready_timeout
+        self.stopped_at: float | None = None  # monotonic: when `close` began to stop the writable registry
+        self.originals: dict[str, bytes] = {}  # config path -> the original this object saved as its backup
 
     def restart(self) -> float:
         """Restart (or start, after a kill) the registry; seconds until it answers."""
@@ -84,19 +88,26 @@ class WriteFence:
             raise errors.ContainerError("the registry is already fenced by an earlier window; recover it first")
         backup = config_path + BACKUP_SUFFIX
         self.container.write_file(backup, original)
+        self.originals[config_path] = original
         self.container.write_file(config_path, readonly_config(original, backup, owner))
+        self.stopped_at = time.monotonic()  # until now the writable registry ran: writes refused from here
         return self.restart()
 
     def owner(self, config_path: str) -> str | None:
         """The owner named by the fence in place ("" if unnamed), None when the config is not fenced."""
         return marker_owner(self.container.read_file(config_path))
 
-    def put_back(self, config_path: str) -> bool:
+    def put_back(self, config_path: str, fenced: bool | None = None) -> bool:
         """Write the original config back over a fenced one; the backup stays until writes are proven.
-        False when there was no fence to take down."""
-        if self.owner(config_path) is None:
+        False when there was no fence to take down. `fenced`: the caller just read the marker. The original
+        this object saved itself is written without reading the backup again (each read costs time while
+        writes are refused)."""
+        if not (self.owner(config_path) is not None if fenced is None else fenced):
             return False
-        self.container.write_file(config_path, self.container.read_file(config_path + BACKUP_SUFFIX))
+        original = self.originals.get(config_path)
+        if original is None:
+            original = self.container.read_file(config_path + BACKUP_SUFFIX)
+        self.container.write_file(config_path, original)
         return True
 
     def drop_backup(self, config_path: str) -> None:

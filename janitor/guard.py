@@ -44,6 +44,9 @@ class WindowGuard:
         self.deadline = float("inf")
         self.fenced = False  # this window wrote (or began to write) the read-only config
         self.placed: list[holds.Hold] = []  # holds this window placed and has not released
+        self.accepted_at: float | None = None  # monotonic: when `restore` saw a write accepted again
+        self.recorded = False  # this window wrote a holds record (and has not removed it)
+        self.stopped_at: float | None = None  # monotonic: when the fence began to stop the writable registry
 
     # -- identity and limits ---------------------------------------------------------------------
 
@@ -79,7 +82,11 @@ class WindowGuard:
         """Fence: restart read-only, then prove that writes are refused."""
         self.check("the fence")
         self.fenced = True  # before the first write: a failure halfway must still be undone
-        ready = self.fence.close(self.config_path, self.owner)
+        self.fence.stopped_at = None
+        try:
+            ready = self.fence.close(self.config_path, self.owner)
+        finally:
+            self.stopped_at = self.fence.stopped_at
         self.require_refused()
         return {"ready_seconds": round(ready, 3), "write_probe": 405, "owner": self.owner}
 
@@ -112,19 +119,26 @@ class WindowGuard:
                 "(`registry serve <that file>`); then ask again.")
 
     def place_holds(self, built: list[tuple[holds.Hold, bytes]]) -> None:
-        """Record, then place: a crash in between still lets the next owner remove them."""
+        """Record, then place: a crash in between still lets the next owner remove them. Nothing to hold,
+        nothing written: every write here happens while the registry refuses writes."""
         self.check("placing holds")
+        if not built:
+            return
         record = holds.encode_record(self.owner, [h for h, _ in built])
         self.container.write_file(self.config_path + holds.RECORD_SUFFIX, record)
+        self.recorded = True
         self.placed = [h for h, _ in built]
         holds.place(self.container, self.root, built)
 
     def release_holds(self) -> None:
         """Holds go once GC is done; the record of them goes last."""
         self.lease.check("releasing holds")
+        if not self.placed and not self.recorded:
+            return  # this window wrote neither
         holds.release(self.container, self.root, self.placed)
         self.placed = []
         self._drop_own_record()
+        self.recorded = False
 
     def gc(self, dry_run: bool = False) -> gc.GcSummary:
         """garbage-collect, only on a lease still owned, a registry proven read-only, within both limits."""
@@ -155,7 +169,7 @@ class WindowGuard:
         Only under the lease: a window that lost it takes the lease again if it is free (Redis came back and
         nobody else wanted it). If another owner holds it, nothing is touched here: that owner's recovery
         undoes this window's fence, and this window must not undo one that owner may have set since."""
-        if not self.fenced and not self.placed:
+        if not self.fenced and not self.placed and not self.recorded:
             return {"restored": False}
         if not self.lease.owned() and not self._retake():
             raise errors.LockLost("the maintenance lock was lost and another worker holds it; the fence and holds "
@@ -166,16 +180,24 @@ class WindowGuard:
             self.fenced, self.placed = False, []
             raise errors.LockLost(f"the fence in place is not this window's ({found}); left untouched")
         out: dict[str, Any] = {"restored": True}
-        if self.placed and self._running():
+        if (self.placed or self.recorded) and self._running():
             self._retry_docker(self.release_holds)  # before writes resume, while it still runs
-        self._retry_docker(lambda: self.fence.put_back(self.config_path))
+        self._retry_docker(lambda: self.fence.put_back(self.config_path, fenced=found is not None))
         out["ready_seconds"] = round(self._retry_docker(self.fence.restart), 3)
-        if self.placed:  # the container was down: its holds can only go now
+        if self.placed or self.recorded:  # the container was down: its holds can only go now
             self._retry_docker(self.release_holds)
         out["write_probe_seconds"] = round(probe.require_accepted(self.client, self.settings.registry_ready_timeout), 3)
+        self.accepted_at = time.monotonic()
         self._retry_docker(lambda: self.fence.drop_backup(self.config_path))
         self.fenced = False
         return out
+
+    def write_refused_seconds(self) -> float | None:
+        """From the moment the fence stopped the writable registry to the moment a write was accepted again
+        (now, if none was yet); None when this window never stopped it."""
+        if self.stopped_at is None:
+            return None
+        return (self.accepted_at or time.monotonic()) - self.stopped_at
 
     def recover(self) -> list[str]:
         """Under this lease: undo a fence and holds whose owner's lease is gone. Says what it did."""

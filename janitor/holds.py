@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import io
 import json
+import math
 import tarfile
 import time
 from collections.abc import Mapping
@@ -34,11 +35,26 @@ class Hold:
     blobs: tuple[str, ...]
 
 
-def recent_blobs(container: RegistryContainer, root: str, grace: float, now: float | None = None) -> dict[str, set[str]]:
-    """Blobs linked into each repository within the last `grace` seconds (link mtime = upload time)."""
+def recent_blobs(container: RegistryContainer, root: str, grace: float, now: float | None = None,
+                 newer_than: str | None = None) -> dict[str, set[str]]:
+    """Blobs linked into each repository within `grace` seconds before `now` (link mtime = upload time).
+
+    `find` skips the manifests and uploads of every repository and keeps only links newer than the file
+    `newer_than` (a mark written with mtime `now - grace - 1`), or else younger than the grace to the minute,
+    rounded up; only those are printed and stat-ed, and the cutoff is then exact."""
     layout = Layout(root)
-    result = checked(container, ["find", layout.repositories, "-path", "*/_layers/sha256/*/link", "-type", "f",
-                                 "-exec", "stat", "-c", "%Y %n", "{}", "+"])
+    if newer_than:
+        # A blob linked for the first time adds a directory to its repository's _layers/sha256, which makes
+        # that directory newer than the mark: the layer links of every other repository are never looked at.
+        # (A link rewritten in place, a blob uploaded again into a repository that had it linked already,
+        # leaves the directory as it was: the registry answered that blob as present all along, so clients
+        # skip its upload; such a blob is not held.)
+        recent = ["-path", "*/_layers/sha256", "!", "-newer", newer_than, "-prune", "-o", "-type", "f",
+                  "-path", "*/_layers/sha256/*/link", "-newer", newer_than]
+    else:
+        recent = ["-type", "f", "-path", "*/_layers/sha256/*/link", "-mmin", f"-{max(1, math.ceil(grace / 60) + 1)}"]
+    result = checked(container, ["find", layout.repositories, "(", "-name", "_manifests", "-o", "-name", "_uploads",
+                                 ")", "-prune", "-o", *recent, "-exec", "stat", "-c", "%Y %n", "{}", "+"])
     cutoff = (now or time.time()) - grace
     found: dict[str, set[str]] = {}
     for line in result.stdout.splitlines():
@@ -47,6 +63,38 @@ def recent_blobs(container: RegistryContainer, root: str, grace: float, now: flo
         if parsed and mtime.isdigit() and int(mtime) >= cutoff:
             found.setdefault(parsed[0], set()).add(parsed[1])
     return found
+
+
+def recent_blobs_and_sizes(container: RegistryContainer, root: str, grace: float, now: float, newer_than: str,
+                           stored_since: str) -> tuple[dict[str, set[str]], dict[str, int]]:
+    """`recent_blobs` (with a mark), and in the same exec the size of every blob stored since the file
+    `stored_since` (the window's sizes were read before it): one `find` over both trees while writes are
+    refused, so a blob stored after that read (a push cut off between storing and linking it leaves one, which
+    GC then sweeps) still has a size."""
+    layout = Layout(root)
+    result = checked(container, [
+        "find", layout.repositories, layout.blobs, "(", "-name", "_manifests", "-o", "-name", "_uploads", ")",
+        "-prune",
+        "-o", "-path", "*/_layers/sha256", "!", "-newer", newer_than, "-prune",
+        "-o", "-type", "f", "-path", "*/_layers/sha256/*/link", "-newer", newer_than,
+        "-exec", "stat", "-c", "%Y %n", "{}", "+",
+        "-o", "-path", f"{layout.blobs}/sha256/??", "!", "-newer", stored_since, "-prune",
+        "-o", "-type", "f", "-path", f"{layout.blobs}/sha256/*/data", "-newer", stored_since,
+        "-exec", "stat", "-c", "%s %n", "{}", "+"])
+    cutoff = now - grace
+    found: dict[str, set[str]] = {}
+    sizes: dict[str, int] = {}
+    for line in result.stdout.splitlines():
+        number, _, path = line.strip().partition(" ")
+        if not number.isdigit():
+            continue
+        parsed = layout.parse_layer_link(path)
+        if parsed:
+            if int(number) >= cutoff:
+                found.setdefault(parsed[0], set()).add(parsed[1])
+        elif (digest := layout.parse_blob_data(path)) is not None:
+            sizes[digest] = int(number)
+    return found, sizes
 
 
 def unreleased(recent: Mapping[str, set[str]], released: Mapping[str, set[str]]) -> dict[str, set[str]]:

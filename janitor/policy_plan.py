@@ -124,8 +124,9 @@ class PolicyReader(Reader):
     which goes in the cache. The image config follows in the same task. A policy reads every tag of every
     repository it matches; this keeps it at what listing the tags through the API costs."""
 
-    def __init__(self, client: Any, cache: dict[str, Any] | None, workers: int, times: CreationTimes) -> None:
-        super().__init__(client, cache, workers)
+    def __init__(self, client: Any, cache: dict[str, Any] | None, workers: int, times: CreationTimes,
+                 contents: Any = None) -> None:
+        super().__init__(client, cache, workers, contents=contents)
         self.times = times
 
     def tags(self, repository: str) -> dict[str, str]:

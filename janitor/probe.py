@@ -15,6 +15,8 @@ from janitor import errors
 from janitor.registry import RegistryClient
 
 PROBE_REPOSITORY = "registry-janitor-probe"
+# Between write probes after the restart: writes count as refused until one is accepted.
+ACCEPT_POLL = 0.05
 
 
 def _start_upload(client: RegistryClient, repository: str) -> tuple[int, str | None]:
@@ -67,4 +69,4 @@ def require_accepted(client: RegistryClient, timeout: float, repository: str = P
             raise errors.RegistryNotWritable(
                 f"the registry still refuses blob uploads {timeout:.0f}s after the window restarted it ({last}): "
                 "pushes fail until this is fixed; check its config file and environment", last=last)
-        time.sleep(0.3)
+        time.sleep(ACCEPT_POLL)

@@ -193,6 +193,8 @@ def read_repositories(reader: Reader, names: list[str] | Callable[[list[str]], l
     known (the catalog and, when storage is read, the stored ones): a retention policy's globs.
     `skip_missing`: a picked repository gone since the catalog is left out instead of failing the read."""
     read_at, stored_times = storage() if storage else (0.0, None)
+    if stored_times is not None:  # every stored manifest Redis knows, in one go: only new ones are read
+        reader.recall(d for times in stored_times.values() for d in times)
     if callable(names):
         names = names(sorted(set(reader.client.catalog()) | set(stored_times or ())))
     extra = list(extra)
@@ -211,5 +213,8 @@ def read_repositories(reader: Reader, names: list[str] | Callable[[list[str]], l
         snapshot.stored = {name: set(times) for name, times in stored_times.items()}
         for name, digests in sorted(snapshot.stored.items()):
             if name not in repos:  # other repositories: only to know which blobs they keep
-                snapshot.manifests.update(reader.manifests(name, sorted(digests - set(snapshot.manifests)), digests))
+                missing = sorted(d for d in digests if d not in reader.cache)
+                if missing:  # never seen (recalled above otherwise): read, with their children
+                    reader.manifests(name, missing, digests)
+                snapshot.manifests.update((d, reader.cache[d]) for d in digests if d in reader.cache)
     return snapshot

@@ -52,11 +52,16 @@ def checked(container: RegistryContainer, argv: list[str], missing_ok: bool = Tr
         argv=argv, exit_code=result.exit_code, stderr=result.stderr[-2000:])
 
 
-def blob_sizes(container: RegistryContainer, storage_root: str) -> dict[str, int]:
-    """Size of every blob in storage, in one exec, so what GC deletes can be counted in bytes."""
+def blob_sizes(container: RegistryContainer, storage_root: str, newer_than: str | None = None) -> dict[str, int]:
+    """Size of blobs in storage, in one exec: every blob, or only those whose data is newer than the file
+    `newer_than` (a mark, see `marks`). `find` still looks at each blob's directory entry, but prints and
+    stats only the recent ones, so the answer grows with what was uploaded, not with the store."""
     layout = Layout(storage_root)
-    result = checked(container, ["find", layout.blobs, "-type", "f", "-name", "data",
-                                 "-exec", "stat", "-c", "%s %n", "{}", "+"])
+    # A blob stored for the first time adds its directory to blobs/sha256/<xx>, which makes <xx> newer than
+    # the mark; a blob uploaded again is not moved over the stored one. So only newer <xx> are walked.
+    recent = ["-path", "*/blobs/sha256/??", "!", "-newer", newer_than, "-prune", "-o", "-type", "f", "-name", "data",
+              "-newer", newer_than] if newer_than is not None else ["-type", "f", "-name", "data"]
+    result = checked(container, ["find", layout.blobs, *recent, "-exec", "stat", "-c", "%s %n", "{}", "+"])
     sizes: dict[str, int] = {}
     for line in result.stdout.splitlines():
         size, _, path = line.strip().partition(" ")
@@ -72,9 +77,12 @@ def revision_times(container: RegistryContainer, storage_root: str) -> tuple[flo
     cannot list untagged manifests; only its files can."""
     layout = Layout(storage_root)
     repos = layout.repositories
-    result = checked(container, ["find", repos, "-path", repos, "-exec", "date", "+%s", ";", "-o", "-type", "f",
-                                 "-path", "*/_manifests/revisions/sha256/*/link", "-exec", "stat", "-c", "%Y %n",
-                                 "{}", "+"])
+    # Layer links, uploads and tag directories hold most entries of a repository and no revision: pruned.
+    result = checked(container, ["find", repos, "-path", repos, "-exec", "date", "+%s", ";",
+                                 "-o", "(", "-name", "_layers", "-o", "-name", "_uploads", "-o", "-path",
+                                 "*/_manifests/tags", ")", "-prune",
+                                 "-o", "-type", "f", "-path", "*/_manifests/revisions/sha256/*/link",
+                                 "-exec", "stat", "-c", "%Y %n", "{}", "+"])
     lines = result.stdout.splitlines()
     read_at = float(lines[0]) if lines and lines[0].strip().isdigit() else 0.0
     found: dict[str, dict[str, float]] = {}
@@ -86,22 +94,83 @@ def revision_times(container: RegistryContainer, storage_root: str) -> tuple[flo
     return read_at, found
 
 
+def revisions_since(container: RegistryContainer, storage_root: str, mark: str,
+                    known: dict[str, set[str]]) -> tuple[float, dict[str, set[str]]]:
+    """Every stored manifest of every repository, given `known` (read when the file `mark` was last
+    modified), in one exec that prints only what changed since. A manifest pushed creates its revision's
+    directory or writes its link into it, a manifest deleted removes that link: either makes the revision's
+    own directory newer than the mark. Unchanged revisions are neither printed nor descended into. Every
+    repository's revisions directory is printed, so a repository removed since is gone from the answer.
+    Also returns the container's clock at the read, like `revision_times`. (A link rewritten in place, the
+    same manifest pushed again, keeps its directory's time: the set of manifests is exact, their push times
+    are not, so callers that need ages use `revision_times`.)"""
+    layout = Layout(storage_root)
+    revs = "*/_manifests/revisions/sha256"
+    repos = layout.repositories
+    result = checked(container, ["find", repos, "-path", repos, "-exec", "date", "+%s", ";",
+                                 "-o", "(", "-name", "_layers", "-o", "-name", "_uploads",
+                                 "-o", "-path", "*/_manifests/tags", ")", "-prune",
+                                 "-o", "-path", revs, "-print",
+                                 "-o", "-type", "d", "-path", revs + "/*", "!", "-newer", mark, "-prune",
+                                 "-o", "-type", "d", "-path", revs + "/*", "-print",
+                                 "-o", "-type", "f", "-path", revs + "/*/link", "-print"])
+    found: dict[str, set[str]] = {}
+    changed: list[tuple[str, str]] = []
+    linked: list[tuple[str, str]] = []
+    prefix, suffix = layout.repositories + "/", "/_manifests/revisions/sha256"
+    lines = result.stdout.splitlines()
+    read_at = float(lines[0]) if lines and lines[0].strip().isdigit() else 0.0
+    for line in lines[1:]:
+        path = line.strip()
+        if path.endswith(suffix) and path.startswith(prefix):
+            name = path[len(prefix):-len(suffix)]
+            found[name] = set(known.get(name, ()))
+        elif (parsed := layout.parse_revision_link(path)) is not None:
+            linked.append(parsed)
+        elif path.startswith(prefix) and f"{suffix}/" in path:
+            name, _, hexd = path[len(prefix):].rpartition(f"{suffix}/")
+            if len(hexd) == 64:
+                changed.append((name, "sha256:" + hexd))
+    for name, digest in changed:  # removed unless its link is there now
+        found.get(name, set()).discard(digest)
+    for name, digest in linked:
+        found.setdefault(name, set()).add(digest)
+    return read_at, {name: digests for name, digests in found.items() if digests}
+
+
 def revisions(container: RegistryContainer, storage_root: str) -> dict[str, set[str]]:
     """Every stored manifest of every repository, tagged or not."""
     return {repo: set(digests) for repo, digests in revision_times(container, storage_root)[1].items()}
 
 
 def remove_empty_blob_dirs(container: RegistryContainer, storage_root: str) -> None:
-    """GC leaves empty blobs/sha256/xx/<hex> directories behind; remove them, deepest first."""
+    """GC leaves empty blobs/sha256/xx/<hex> directories behind; remove them, deepest first. Walks every
+    blob directory: `remove_blob_dirs` does the same for the blobs a GC named, touching only theirs."""
     blobs = Layout(storage_root).blobs
     for depth in ("3", "2"):  # busybox find has no -delete
         checked(container, ["find", blobs, "-mindepth", depth, "-maxdepth", depth, "-type", "d",
                             "-empty", "-exec", "rmdir", "{}", "+"])
 
 
+def remove_blob_dirs(container: RegistryContainer, storage_root: str, digests: list[str]) -> None:
+    """The directories of blobs GC swept, and their two-hex-digit parents, when left empty. GC removes a
+    blob's own directory; its parent stays behind, empty once its last blob went. Only these are touched:
+    one rmdir, which leaves any directory that is not empty (a blob stored since) in place."""
+    if not digests:
+        return
+    layout = Layout(storage_root)
+    own = sorted({layout.blob(d) for d in digests})
+    parents = sorted({posixpath.dirname(p) for p in own})
+    for start in range(0, len(own) + len(parents), 500):
+        part = (own + parents)[start:start + 500]  # own directories before their parents
+        checked(container, ["rmdir", "--ignore-fail-on-non-empty", *part])
+
+
 def active_uploads(container: RegistryContainer, storage_root: str, within: float, now: float) -> int:
     """Upload sessions written to within the last `within` seconds: pushes in the middle of a blob."""
-    result = checked(container, ["find", Layout(storage_root).repositories, "-type", "f", "-path",
+    # Manifests and layer links are most of a repository's entries and never an upload: pruned.
+    result = checked(container, ["find", Layout(storage_root).repositories, "(", "-name", "_manifests", "-o",
+                                 "-name", "_layers", ")", "-prune", "-o", "-type", "f", "-path",
                                  "*/_uploads/*/data", "-exec", "stat", "-c", "%Y", "{}", "+"])
     return sum(1 for line in result.stdout.split() if line.isdigit() and int(line) >= now - within)
 
@@ -129,3 +198,23 @@ def remove_repository(container: RegistryContainer, storage_root: str, name: str
     while path != layout.repositories and container.exec(["rmdir", path]).exit_code == 0:
         path = posixpath.dirname(path)
     return None
+
+
+# Where a window keeps its reference files for `find -newer`: the container's own temporary directory.
+MARK_DIR = "/tmp"
+
+
+def marks(container: RegistryContainer, window_id: str, times: dict[str, float]) -> dict[str, str]:
+    """Write one empty file per name, modified at the given time, and return name -> path. Empty when the
+    container has no writable /tmp: callers then fall back to coarser filters."""
+    named = {name: f"registry-janitor-{window_id}-{name}" for name in times}
+    try:
+        container.write_marks(MARK_DIR, {named[n]: t for n, t in times.items()})
+    except errors.ContainerError:
+        return {}
+    return {n: f"{MARK_DIR}/{f}" for n, f in named.items()}
+
+
+def drop_marks(container: RegistryContainer, paths: list[str]) -> None:
+    if paths:
+        container.exec(["rm", "-f", *paths])

@@ -114,7 +114,8 @@ def _list_delete_gc_restart(stack: Stack, session: requests.Session) -> None:
     assert reg.storage_bytes() == before - (doomed.size + len(doomed.manifest))
     assert job["result"]["bytes_freed"] > doomed.size + len(doomed.manifest)
     integrity = job["result"]["integrity"]
-    assert integrity["broken"] == [] and integrity["manifests_checked"] == 2  # team/app:current and solo:latest
+    # Targeted: team/app:current and solo:latest survive; neither shares a blob with what went.
+    assert integrity["broken"] == [] and integrity["mode"] == "targeted" and integrity["surviving_manifests"] == 2
 
     # The registry, restarted in the window, still wants credentials, and the deleted image is gone.
     _assert_locked(reg, session)

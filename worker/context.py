@@ -7,8 +7,11 @@ from dataclasses import dataclass
 import redis
 
 from janitor.container import RegistryContainer
+from janitor.contents import ContentCache
 from janitor.fence import WriteFence
+from janitor.freed import SizeBook
 from janitor.records import JobStore, Keys
+from janitor.revisions import RevisionBook
 from janitor.registry import RegistryClient
 from janitor.settings import Settings
 
@@ -22,6 +25,9 @@ class Context:
     client: RegistryClient
     container: RegistryContainer
     fence: WriteFence
+    contents: ContentCache  # manifests by digest: each read from the registry once
+    sizes: SizeBook  # blob sizes learned from manifests, and when the last GC ran
+    revisions: RevisionBook  # the stored manifests as the last window listed them
 
     @classmethod
     def build(cls, settings: Settings, conn: redis.Redis | None = None) -> Context:
@@ -38,4 +44,7 @@ class Context:
             container=container,
             fence=WriteFence(container, settings.registry_url, settings.restart_stop_timeout,
                              settings.registry_ready_timeout),
+            contents=ContentCache(conn, keys.prefix),
+            sizes=SizeBook(conn, keys.prefix),
+            revisions=RevisionBook(conn, keys.prefix),
         )

@@ -8,7 +8,7 @@ from __future__ import annotations
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
-from janitor import approval, policy_plan, storage
+from janitor import approval, policy_plan
 from janitor.records import SUCCEEDED, now
 
 if TYPE_CHECKING:
@@ -22,9 +22,10 @@ def run(window: Window, job: dict[str, Any], root: str | None) -> None:
     if window.creation_times is None:
         window.creation_times = policy_plan.CreationTimes(
             ctx.client, ctx.settings.policy_read_concurrency, ctx.conn, ctx.keys.prefix)
-    stored = None if root is None else (lambda: storage.revision_times(ctx.container, root))
+    stored = None if root is None else (lambda: window.read_stored(root, bool(policy.get("untagged"))))
     with window.step([job], "delete") as out, policy_plan.PolicyReader(
-            ctx.client, window.manifests, ctx.settings.policy_read_concurrency, window.creation_times) as reader:
+            ctx.client, window.manifests, ctx.settings.policy_read_concurrency, window.creation_times,
+            contents=ctx.contents) as reader:
         snap = policy_plan.read(reader, policy, stored)
         planned = policy_plan.plan(snap, policy, datetime.now(timezone.utc), window.creation_times,
                                    ctx.settings.untagged_min_age)

@@ -20,7 +20,7 @@ from typing import Any
 import redis as redis_lib
 from rq import Queue
 
-from janitor import approval, cache, errors, holds, index, integrity, logs, pending, preflight, probe, storage, telemetry
+from janitor import approval, cache, errors, freed, holds, index, logs, pending, preflight, probe, storage, telemetry
 from janitor.guard import WindowGuard
 from janitor.lock import MaintenanceLock
 from janitor.records import FAILED, RUNNING, SUCCEEDED, now
@@ -29,7 +29,7 @@ from janitor.planner import TagWatch, delete_by_digest, read_and_plan
 from janitor.rules import Plan
 from janitor.snapshot import Reader, Snapshot
 from janitor.untag import untag
-from worker import events, policy_window
+from worker import events, policy_window, verify
 from worker.context import Context
 
 log = logging.getLogger(__name__)
@@ -136,6 +136,14 @@ class Window:
         self.released_blobs: dict[str, set[str]] = {}
         self.remove_repos: dict[str, list[dict[str, Any]]] = {}  # repository -> jobs that emptied it
         self.manifests: dict[str, Manifest] = {}  # by digest, immutable: shared by every plan in the window
+        self.deleted: dict[str, set[str]] = {}  # repository -> manifests this window deleted there
+        self.swept: list[str] | None = None  # blobs GC deleted; None while GC has not run
+        self.prepared_at = 0.0  # epoch seconds: when the drain step prepared for the fence
+        # Every stored manifest per repository at the window's last read of them, and that read's time (the
+        # container's clock): the check after GC lists again only the repositories changed since.
+        self.stored: dict[str, set[str]] | None = None
+        self.stored_read_at = 0.0
+        self.marks: dict[str, str] = {}  # name -> reference file in the container, for `find -newer`
         self.creation_times: Any = None  # policy_plan.CreationTimes, made by the first policy job
 
     # -- bookkeeping ---------------------------------------------------------------------------
@@ -258,7 +266,7 @@ class Window:
         reaches the manifest now (pushed since the snapshot) keeps it, and the job reports it as skipped."""
         ctx = self.ctx
         request = job["request"]
-        with self.step([job], "delete") as out, Reader(ctx.client, self.manifests) as reader:
+        with self.step([job], "delete") as out, Reader(ctx.client, self.manifests, contents=ctx.contents) as reader:
             snap, plan = self._snapshot_and_plan(reader, request, root)
             out.update(plan=plan.as_dict(), dry_run=bool(request.get("dry_run")))
             if plan.blobs_freed is not None:  # only with the stored revisions: never a figure it cannot compute
@@ -318,6 +326,7 @@ class Window:
                 delete_by_digest(ctx.client, repo, digest)
                 index.manifest_deleted(ctx.conn, ctx.keys.prefix, repo, digest)  # its tags leave the listing
                 deleted.append(digest)
+                self.deleted.setdefault(repo, set()).add(digest)
                 removed |= {f"{repo}:{t}" for t in repo_plan.tags_removed.get(digest, [])}
             if repo_plan.remove_repository:
                 self.remove_repos.setdefault(repo, []).append(job)
@@ -329,25 +338,59 @@ class Window:
         afresh: only manifests, immutable by digest, are cached across the window. Without filesystem access
         (root None) the registry API alone is read: untagged manifests stay unseen, no bytes are computed."""
         ctx = self.ctx
-        stored = None if root is None else (lambda: storage.revision_times(ctx.container, root))
+        stored = None if root is None else (lambda: self.read_stored(root, bool(request.get("untagged"))))
         return read_and_plan(reader, request, ctx.settings.registry_host, stored, ctx.settings.untagged_min_age)
 
+    def read_stored(self, root: str, ages: bool = True) -> tuple[float, dict[str, dict[str, float]]]:
+        """Every stored manifest of every repository (storage.revision_times), remembered for the check after
+        GC and for the next window. Without `ages` (only an `untagged` plan uses them: every other plan needs
+        the set of stored manifests alone), the revisions the last window listed are taken from the revision
+        book and only what changed since is listed again; each then reads as pushed at the read."""
+        ctx = self.ctx
+        book = None if ages else ctx.revisions.load()
+        marks = {} if book is None else storage.marks(ctx.container, self.guard.window_id + "-book",
+                                                       {"revisions": book[0] - 1})
+        if book is not None and marks:
+            try:
+                read_at, sets = storage.revisions_since(ctx.container, root, marks["revisions"], book[1])
+            finally:
+                storage.drop_marks(ctx.container, list(marks.values()))
+            times = {r: dict.fromkeys(ds, read_at) for r, ds in sets.items()}
+        else:
+            read_at, times = storage.revision_times(ctx.container, root)
+            sets = {r: set(t) for r, t in times.items()}
+        self.stored, self.stored_read_at = sets, read_at
+        ctx.revisions.save(read_at, sets)
+        return read_at, times
+
     def maintain(self, config_path: str, root: str | None) -> None:
-        """Fence, hold, GC, release, unfence, check: the part that needs the registry to refuse writes.
-        Each step's changes go through the guard, which checks the lease and the window's time first."""
+        """Drain and prepare, then fence, hold, GC, release, unfence, check. Whatever needs no fence (blob
+        sizes, the cache settings, the reference files for `find -newer`) is done before it, so writes are
+        refused for GC and what must surround it only. Each step's changes go through the guard, which checks the lease and
+        the window's time first."""
         ctx, guard = self.ctx, self.guard
-        fenced_at: float | None = None
         try:
             with self.step(self.alive(), "drain") as out:
                 out.update(self._drain(root) if root is not None else {"skipped": True, "reason": "no filesystem access"})
+                self.prepared_at = time.time()
+                sizes = self._prepare_sizes(root, out) if root is not None else None
+                redis_cache = cache.redis_settings(ctx.container, config_path)
             with self.step(self.alive(), "fence") as out:
-                fenced_at = time.monotonic()
                 out.update(guard.close())
             with self.step(self.alive(), "hold") as out:
                 if root is None:
                     out.update(skipped=True, reason="no filesystem access: pushes in flight are not held")
                 else:
-                    recent = holds.recent_blobs(ctx.container, root, ctx.settings.upload_grace)
+                    # Links since the grace before the drain step's mark: a superset of those since the grace
+                    # before now, found without stat-ing every link.
+                    if "grace" in self.marks and "prepared" in self.marks:
+                        recent, late = holds.recent_blobs_and_sizes(
+                            ctx.container, root, ctx.settings.upload_grace, self.prepared_at, self.marks["grace"],
+                            self.marks["prepared"])
+                        if sizes is not None:
+                            sizes.update(late)  # blobs stored since the sizes were read
+                    else:
+                        recent = holds.recent_blobs(ctx.container, root, ctx.settings.upload_grace)
                     built = holds.build(holds.unreleased(recent, self.released_blobs))
                     guard.place_holds(built)
                     out.update(holds=len(built), blobs_held=sum(len(h.blobs) for h, _ in built))
@@ -365,29 +408,65 @@ class Window:
                             if not kept:
                                 job["result"]["repositories_removed"].append(repo)
             with self.step(self.alive(), "gc") as out:
-                sizes = storage.blob_sizes(ctx.container, root) if root is not None else None
-                started = time.monotonic()
-                summary = guard.gc()  # lease, time, and a refused blob upload checked right before
-                summary.duration_seconds = round(time.monotonic() - started, 3)
-                if sizes is not None:
-                    summary.bytes_freed = sum(sizes.get(d, 0) for d in summary.deleted_blobs)
-                guard.release_holds()
-                guard.check("cleaning up after GC")
-                if root is not None:
-                    storage.remove_empty_blob_dirs(ctx.container, root)
-                redis_cache = cache.redis_settings(ctx.container, config_path)
-                if redis_cache:  # before writes resume: nobody may be told a swept blob exists
-                    out["cache_keys_removed"] = cache.forget(redis_lib.Redis(**redis_cache), summary.deleted_blobs)
-                done = summary.as_dict()
-                if sizes is None:  # blob sizes unreadable: no bytes figure at all, not a zero
-                    done.pop("bytes_freed", None)
-                out.update(done)
-                for job in self.alive():
-                    job["result"].update(gc=done, **({"bytes_freed": summary.bytes_freed} if sizes is not None else {}))
+                self._gc(root, sizes, redis_cache, out)
         except StepError:
             pass
         finally:
-            self._unfence(fenced_at)
+            self._unfence()
+            with contextlib.suppress(errors.JanitorError):
+                storage.drop_marks(ctx.container, list(self.marks.values()))
+
+    def _prepare_sizes(self, root: str, out: dict[str, Any]) -> dict[str, int]:
+        """Before the fence: the size of every blob GC may sweep. Sizes from the manifests this window's plans
+        read go into the size book; blob files written since the last GC (less the upload grace) are stat-ed,
+        and only those. A window of GC alone planned nothing: it stats every blob file (what GC itself reads
+        in full anyway) and fills the book with them, reading no manifest from the registry."""
+        ctx = self.ctx
+        known = freed.known_sizes(self.manifests.values())
+        grace = ctx.settings.upload_grace
+        since = freed.stat_since(ctx.sizes.last_gc(), self.prepared_at, grace) if self.manifests else None
+        wanted = {"grace": self.prepared_at - grace - 1, "prepared": self.prepared_at - 1,
+                  **({"sizes": since - 1} if since is not None else {})}
+        self.marks = storage.marks(ctx.container, self.guard.window_id, wanted)
+        statted = storage.blob_sizes(ctx.container, root, self.marks.get("sizes"))
+        ctx.sizes.remember({**known, **statted})
+        out.update(blob_sizes_known=len(known), blob_files_stat=len(statted),
+                   stat_since=None if "sizes" not in self.marks else round(since or 0.0, 3))
+        return {**known, **statted}
+
+    def _gc(self, root: str | None, sizes: dict[str, int] | None, redis_cache: dict[str, Any] | None,
+            out: dict[str, Any]) -> None:
+        """garbage-collect, then what must happen before writes resume: holds released, the directories of
+        swept blobs removed, their registry cache keys forgotten."""
+        ctx, guard = self.ctx, self.guard
+        started = time.monotonic()
+        summary = guard.gc()  # lease, time, and a refused blob upload checked right before
+        summary.duration_seconds = round(time.monotonic() - started, 3)
+        if sizes is not None:  # only a GC that finished swept what it found unreferenced
+            ctx.sizes.gc_started(self.prepared_at)
+        self.swept = list(summary.deleted_blobs)
+        held = [h.digest for h in guard.placed]  # each hold's own blob goes with it
+        named = sorted({*self.released_blobs, *self.deleted, *(h.repository for h in guard.placed)})
+        guard.release_holds()
+        guard.check("cleaning up after GC")
+        if root is not None:
+            storage.remove_blob_dirs(ctx.container, root, [*summary.deleted_blobs, *held])
+        if redis_cache:  # before writes resume: nobody may be told a swept blob exists
+            out["cache_keys_removed"] = cache.forget(redis_lib.Redis(**redis_cache), summary.deleted_blobs, named)
+        unknown: list[str] = []
+        if sizes is not None:
+            missing = [d for d in summary.deleted_blobs if d not in sizes]
+            summary.bytes_freed, unknown = freed.count(summary.deleted_blobs, {**sizes, **ctx.sizes.lookup(missing)})
+            ctx.sizes.forget(summary.deleted_blobs)
+        done = summary.as_dict()
+        if sizes is None:  # blob sizes unreadable: no bytes figure at all, not a zero
+            done.pop("bytes_freed", None)
+        if unknown:  # never expected: said, not hidden in a smaller figure
+            done["blobs_of_unknown_size"] = unknown
+            log.error("GC swept %d blobs whose size was not known: %s", len(unknown), unknown[:20])
+        out.update(done)
+        for job in self.alive():
+            job["result"].update(gc=done, **({"bytes_freed": summary.bytes_freed} if sizes is not None else {}))
 
     def _drain(self, root: str) -> dict[str, Any]:
         """Give blob uploads in progress a bounded chance to finish before writes are refused."""
@@ -400,7 +479,7 @@ class Window:
                 return {"waited_seconds": round(waited, 3), "uploads_still_active": active}
             time.sleep(0.5)
 
-    def _unfence(self, fenced_at: float | None) -> None:
+    def _unfence(self) -> None:
         """Always runs: this window's holds go, its original config returns, the registry restarts, and a
         write must be accepted. A window that lost its lease to another worker leaves all that to it."""
         ctx = self.ctx
@@ -408,10 +487,12 @@ class Window:
         try:
             with self.step(everyone, "restart") as out:
                 out.update(self.guard.restore())
-                if fenced_at is not None:
-                    self.info["write_refused_seconds"] = round(time.monotonic() - fenced_at, 3)
+                refused = self.guard.write_refused_seconds()
+                self.info["write_refused_seconds"] = None if refused is None else round(refused, 3)
                 out["write_refused_seconds"] = self.info["write_refused_seconds"]
         except StepError as exc:
+            refused = self.guard.write_refused_seconds()
+            self.info["write_refused_seconds"] = None if refused is None else round(refused, 3)
             if isinstance(exc.__cause__, errors.LockLost):
                 schedule_recovery(self.ctx)  # whoever takes the lease next undoes this window's fence
                 return  # not this window's registry to check any more
@@ -423,19 +504,27 @@ class Window:
                 out["registry"] = "answering, writable"
         with contextlib.suppress(StepError):
             with self.step(everyone, "verify") as out:
-                report = integrity.check(ctx.client, sorted(set(ctx.client.catalog())))
-                # A child of a tagged index deleted with `force` breaks that index on purpose: reported apart.
-                forced = {d for j in self.jobs if j["request"].get("force")
-                          for d in j["result"].get("manifests_deleted", [])}
-                report["broken_by_request"] = [b for b in report["broken"] if b["missing"] in forced]
-                report["broken"] = [b for b in report["broken"] if b["missing"] not in forced]
-                out.update(report)
-                for job in everyone:
-                    job["result"]["integrity"] = report
-                if report["broken"]:
-                    log.error("integrity check after GC found %d missing items: %s", len(report["broken"]),
-                              report["broken"][:20])
-                    raise errors.IntegrityBroken(
-                        f"after the window, {len(report['broken'])} manifests or blobs of tagged images are missing "
-                        "or unreadable (result.integrity lists them); pulls of those images fail",
-                        broken=len(report["broken"]))
+                self._verify(everyone, out)
+
+    def _verify(self, everyone: list[dict[str, Any]], out: dict[str, Any]) -> None:
+        """What this window could have broken (or everything, on request) is checked; a child of a tagged
+        index deleted with `force` breaks that index on purpose, and is reported apart."""
+        if verify.wanted_mode(self.jobs) == "full" or not self.guard.root:
+            # Without filesystem access the surviving manifests cannot be listed: everything is walked.
+            report = verify.full(self, out, lambda: self.save(everyone))
+        else:
+            report = verify.targeted(self, self.guard.root)
+        forced = {d for j in self.jobs if j["request"].get("force")
+                  for d in j["result"].get("manifests_deleted", [])}
+        report["broken_by_request"] = [b for b in report["broken"] if b["missing"] in forced]
+        report["broken"] = [b for b in report["broken"] if b["missing"] not in forced]
+        out.update(report)
+        for job in everyone:
+            job["result"]["integrity"] = report
+        if report["broken"]:
+            log.error("integrity check after GC found %d missing items: %s", len(report["broken"]),
+                      report["broken"][:20])
+            raise errors.IntegrityBroken(
+                f"after the window, {len(report['broken'])} manifests or blobs of tagged images are missing "
+                "or unreadable (result.integrity lists them); pulls of those images fail",
+                broken=len(report["broken"]))

@@ -23,8 +23,9 @@ class GarbageCollect(MethodView):
     @blp.doc(operationId="createGc", summary="Garbage-collect the registry",
              description="Scope `delete`. Queues a maintenance window with no deletion: writes refused, garbage "
                          "collection, restart. Answers 202 with the job; follow it at `Location`. The body may "
-                         "be empty.")
-    @blp.arguments(GcRequestSchema(), required=False, example={})
+                         "be empty; `\"verify\": \"full\"` asks for the full integrity walk after GC instead of "
+                         "the targeted check.")
+    @blp.arguments(GcRequestSchema(), required=False, example={"verify": "full"})
     @blp.response(202, JobSchema, description="Queued; the job is at Location", headers=location_header("the job"))
     @blp.alt_response(403, schema=ErrorSchema, description="The token lacks the scope (FORBIDDEN)")
     @blp.alt_response(503, schema=ErrorSchema, description="Job queue unreachable (QUEUE_UNAVAILABLE)")

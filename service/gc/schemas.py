@@ -8,3 +8,10 @@ class GcRequestSchema(ma.Schema):
 
     class Meta:
         unknown = ma.RAISE
+
+    verify = ma.fields.String(validate=ma.validate.OneOf(["targeted", "full"]), metadata={"description": (
+        "What the window's integrity check (step `verify`) reads after GC. `targeted` (the default): only what "
+        "this window could have broken: surviving manifests sharing a blob with what was deleted or swept, "
+        "indexes naming a deleted or swept manifest, and every swept blob against the surviving references. "
+        "`full`: every tag of every repository, with its progress in the step's outcome "
+        "(repositories_checked of repositories_total, manifests_checked) as it goes.")})

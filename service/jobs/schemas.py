@@ -37,7 +37,11 @@ class StepSchema(ma.Schema):
     status = ma.fields.String(required=True, validate=ma.validate.OneOf(["running", "succeeded", "failed"]))
     started_at = time_field("When the step started", required=True)
     finished_at = time_field("When the step ended; null while it runs", nullable=True)
-    outcome = ma.fields.Dict(metadata={"description": "What the step did: manifests deleted, GC summary, ..."})
+    outcome = ma.fields.Dict(metadata={"description": (
+        "What the step did: manifests deleted, GC summary, ... For `verify`: `mode` (targeted or full), "
+        "manifests_checked, blobs_checked, broken, broken_by_request; a targeted check adds "
+        "surviving_manifests, affected_manifests and blobs_swept_checked; a full walk updates "
+        "repositories_checked, repositories_total and manifests_checked as it goes")})
     error = ma.fields.Dict(allow_none=True, metadata={"description": "code and message, when the step failed"})
 
 
