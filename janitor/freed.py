@@ -14,7 +14,6 @@ blobs linked from that time less the upload grace were held or seen by it.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterable, Mapping
 
 import redis
