@@ -629,7 +629,10 @@ class TagIndex:
         assert self.client is not None
         started, began = time.monotonic(), time.time()
         listed = sorted(set(catalog if catalog is not None else _again(self.client.catalog)))
-        self.refresh_many(listed, listed=True, since=began)
+        # Listings page in name order; the first fill goes the other way, so the two meet in the middle
+        # instead of waiting on each other's reads.
+        order = listed if self.filled() else listed[::-1]
+        self.refresh_many(order, listed=True, since=began)
         gone = sorted(set(self.summaries()) - set(listed))
         for repo in gone:
             gen = self.generation(repo)
