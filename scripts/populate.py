@@ -13,18 +13,22 @@ from __future__ import annotations
 
 import argparse
 import gzip
-import io
 import json
 import os
 import sys
-import tarfile
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
+from pathlib import Path
 from threading import local
 
 import requests
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from janitor.manifests import sha256_digest as _digest  # noqa: E402
+from tests.images import layer as _layer  # noqa: E402
 
 LAYER = "application/vnd.oci.image.layer.v1.tar+gzip"
 CONFIG = "application/vnd.oci.image.config.v1+json"
@@ -37,22 +41,6 @@ TYPES = {  # manifest media type -> (config, layer) media types
     DOCKER_MANIFEST: ("application/vnd.docker.container.image.v1+json",
                       "application/vnd.docker.image.rootfs.diff.tar.gzip"),
 }
-
-
-def _digest(data: bytes) -> str:
-    import hashlib
-
-    return "sha256:" + hashlib.sha256(data).hexdigest()
-
-
-def _layer(size: int) -> bytes:
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w") as tar:
-        data = os.urandom(size)
-        info = tarfile.TarInfo("data.bin")
-        info.size = len(data)
-        tar.addfile(info, io.BytesIO(data))
-    return gzip.compress(buf.getvalue(), mtime=0)
 
 
 @dataclass(frozen=True)
