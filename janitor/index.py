@@ -57,8 +57,9 @@ RECHECKS_PENDING = 64
 # a listing that just filled it does not read it again; any later request reads it again.
 RECENTLY_READ = 1.0
 # Longest one reader holds a repository (its claim expires then): others wait at most this long for its read.
-READ_CLAIM = 30.0
+READ_CLAIM = 10.0
 _RELEASE = "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) end return 0"
+_EXTEND = "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('pexpire', KEYS[1], ARGV[2]) end return 0"
 _rechecks_lock = threading.Lock()
 _rechecks_pending = 0
 _rechecks_pool: concurrent.futures.ThreadPoolExecutor | None = None
@@ -729,8 +730,11 @@ class TagIndex:
         return owner if self.conn.set(self.lock_key, owner, nx=True, px=int(ttl * 1000)) else None
 
     def unlock(self, owner: str) -> None:
-        self.conn.eval("if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) "
-                       "else return 0 end", 1, self.lock_key, owner)
+        self.conn.eval(_RELEASE, 1, self.lock_key, owner)
+
+    def extend_lock(self, owner: str, ttl: float) -> bool:
+        """Keep the reconciler lock while its owner works: a killed owner's lock lapses within `ttl`."""
+        return bool(self.conn.eval(_EXTEND, 1, self.lock_key, owner, int(ttl * 1000)))
 
 
 def _s(value: Any) -> str:

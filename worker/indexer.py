@@ -20,6 +20,8 @@ from worker.context import Context
 
 log = logging.getLogger(__name__)
 TICK = 1.0
+# The reconciler lock's time to live, renewed every third of it while a reconcile runs.
+LOCK_TTL = 10.0
 
 
 def index_for(ctx: Context) -> TagIndex:
@@ -42,16 +44,26 @@ def detect_mode(ctx: Context, index: TagIndex) -> None:
 
 
 def reconcile_once(ctx: Context, index: TagIndex) -> bool:
-    """One reconcile under the registry's index lock; False when another process holds it."""
-    ttl = max(60.0, ctx.settings.index_reconcile_interval * 2)
-    owner = index.try_lock(ttl)
+    """One reconcile under the registry's index lock; False when another process holds it. The lock is renewed
+    while the reconcile runs, so a worker killed mid-reconcile holds it up for LOCK_TTL at most."""
+    owner = index.try_lock(LOCK_TTL)
     if owner is None:
         return False
+    done_event = threading.Event()
+
+    def keep() -> None:
+        while not done_event.wait(LOCK_TTL / 3):
+            try:
+                index.extend_lock(owner, LOCK_TTL)
+            except redis.RedisError:
+                pass  # Redis away: the reconcile fails on its own
+    threading.Thread(target=keep, name="index-lock", daemon=True).start()
     try:
         detect_mode(ctx, index)
         done = index.reconcile()
         log.info("index reconciled: %s", done)
     finally:
+        done_event.set()
         index.unlock(owner)
     return True
 
@@ -63,10 +75,14 @@ def loop(ctx: Context, stop: threading.Event) -> None:
         try:
             requested = index.conn.getdel(index.reconcile_key) is not None
             if requested or time.monotonic() - last >= ctx.settings.index_reconcile_interval:
-                if reconcile_once(ctx, index) or not requested:
+                if reconcile_once(ctx, index):
                     last = time.monotonic()
-                elif requested:
-                    index.request_reconcile()  # someone else is reconciling; do it again after them
+                else:
+                    # Another process holds the lock: a live one renews it, a killed one's lapses within
+                    # LOCK_TTL. Look again then (a start's first reconcile must not wait a whole interval).
+                    last = time.monotonic() - ctx.settings.index_reconcile_interval + LOCK_TTL
+                    if requested:
+                        index.request_reconcile()  # do it again after them
         except (errors.JanitorError, redis.RedisError) as exc:
             log.warning("index reconcile failed (%s); retrying in a few seconds", getattr(exc, "message", exc))
             last = time.monotonic() - ctx.settings.index_reconcile_interval + 5
