@@ -130,16 +130,21 @@ class RegistryContainer:
         return path
 
     def exec(self, argv: list[str]) -> ExecResult:
+        code, out, err = self.exec_bytes(argv)
+        return ExecResult(code, out.decode(errors="replace"), err)
+
+    def exec_bytes(self, argv: list[str], workdir: str | None = None) -> tuple[int, bytes, str]:
+        """Exit code, stdout as bytes (an archive, file contents) and stderr as text."""
         c = self.get()
         if c.status != "running":
             raise errors.ContainerError(f"registry container {self.name!r} is {c.status}, not running")
         try:
-            code, (out, err) = c.exec_run(argv, demux=True)
+            code, (out, err) = c.exec_run(argv, demux=True, **({"workdir": workdir} if workdir else {}))
         except docker.errors.APIError as exc:
             raise errors.ContainerError(f"exec in {self.name!r} failed: {exc.explanation or exc}") from exc
         except OSError as exc:  # the engine went away mid-call (requests' errors are OSErrors)
             raise _unreachable(exc) from exc
-        return ExecResult(code if code is not None else -1, (out or b"").decode(errors="replace"), (err or b"").decode(errors="replace"))
+        return code if code is not None else -1, out or b"", (err or b"").decode(errors="replace")
 
     def exists(self, path: str) -> bool:
         try:

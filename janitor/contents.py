@@ -18,10 +18,16 @@ from typing import Any
 import redis
 
 from janitor import manifests as mf
+from janitor import storage
+from janitor.container import RegistryContainer
 from janitor.manifests import Manifest
+from janitor.registry import CONFIG_LIMIT, MANIFEST_LIMIT
 
 # Reads and writes go in pipelines of this many keys: one round trip per chunk, bounded memory per call.
 CHUNK = 1000
+# prefill reads from the registry's files only blobs up to this size (manifests and image configs are a few KiB;
+# larger ones are read over HTTP): with storage.PATHS_PER_EXEC per exec, one archive stays within 128 MiB.
+STORED_BLOB_LIMIT = 128 * 1024
 
 
 class ContentCache:
@@ -51,6 +57,18 @@ class ContentCache:
                         found[digest] = manifest
         return found
 
+    def cached_manifests(self, digests: Iterable[str]) -> set[str]:
+        """Those of `digests` with an entry here (not read back: a periodic prefill asks about every stored one)."""
+        wanted = list(dict.fromkeys(digests))
+        found: set[str] = set()
+        for start in range(0, len(wanted), CHUNK):
+            part = wanted[start:start + CHUNK]
+            with self.conn.pipeline(transaction=False) as pipe:
+                for digest in part:
+                    pipe.exists(self._manifest_key(digest))
+                found |= {d for d, there in zip(part, pipe.execute(), strict=True) if there}
+        return found
+
     def put_manifests(self, found: Iterable[Manifest]) -> None:
         items = list(found)
         for start in range(0, len(items), CHUNK):
@@ -78,6 +96,45 @@ class ContentCache:
                 for digest, when in items[start:start + CHUNK]:
                     pipe.set(self._created_key(digest), json.dumps(when))
                 pipe.execute()
+
+
+def prefill(cache: ContentCache, container: RegistryContainer, storage_root: str) -> dict[str, int]:
+    """Every stored manifest not cached yet, and the `created` of every image config they name, read from the
+    registry's files (`storage.read_blobs`: a few execs, not a request each) into the cache. A first fill then
+    asks the registry's HTTP API for tags and digests, but for no config blob, its costliest request. What the
+    files cannot answer (a blob mid-write, too large, a manifest that names no media type) is left to HTTP.
+    Returns how many manifests and config times were added."""
+    stored: set[str] = set().union(*storage.revisions(container, storage_root).values())
+    unknown = stored - cache.cached_manifests(stored)
+    read = storage.read_blobs(container, storage_root, unknown, min(MANIFEST_LIMIT, STORED_BLOB_LIMIT))
+    new = {d: m for d, raw in read.items() if (m := _stored_manifest(d, raw)) is not None}
+    cache.put_manifests(new.values())
+    # Configs of the manifests just cached: one cached before had its config read with it (the listing's reads
+    # cache both), and one that did not is read over HTTP when a listing needs it.
+    configs = {m.config.digest for m in new.values() if not m.is_index and m.config is not None}
+    times: dict[str, str | None] = {}
+    for digest, raw in storage.read_blobs(container, storage_root, configs - set(cache.created(configs)),
+                                          min(CONFIG_LIMIT, STORED_BLOB_LIMIT)).items():
+        try:
+            doc = json.loads(raw)
+        except ValueError:
+            doc = None  # an artifact whose config is not JSON: no time, as when read over HTTP
+        when = doc.get("created") if isinstance(doc, dict) else None
+        times[digest] = when if isinstance(when, str) else None
+    cache.put_created(times)
+    return {"manifests": len(new), "configs": len(times)}
+
+
+def _stored_manifest(digest: str, raw: bytes) -> Manifest | None:
+    """A manifest from its stored bytes, when they name their media type (the registry's HTTP answer would
+    otherwise supply it in a header, which a file does not have)."""
+    try:
+        doc = json.loads(raw)
+        if not isinstance(doc, dict) or doc.get("schemaVersion") != 2 or not isinstance(doc.get("mediaType"), str):
+            return None
+        return mf.parse(raw, None, digest)
+    except (ValueError, KeyError, TypeError, AttributeError):
+        return None
 
 
 def _encode(manifest: Manifest) -> bytes:

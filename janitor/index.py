@@ -58,6 +58,8 @@ RECHECKS_PENDING = 64
 RECENTLY_READ = 1.0
 # Longest one reader holds a repository (its claim expires then): others wait at most this long for its read.
 READ_CLAIM = 10.0
+# The first fill does not read again a repository whose read began this long (seconds) before the fill did.
+FIRST_FILL_SKIPS_READS_WITHIN = 10.0
 _RELEASE = "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) end return 0"
 _EXTEND = "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('pexpire', KEYS[1], ARGV[2]) end return 0"
 _rechecks_lock = threading.Lock()
@@ -630,10 +632,12 @@ class TagIndex:
         assert self.client is not None
         started, began = time.monotonic(), time.time()
         listed = sorted(set(catalog if catalog is not None else _again(self.client.catalog)))
+        first = not self.filled()
         # Listings page in name order; the first fill goes the other way, so the two meet in the middle
-        # instead of waiting on each other's reads.
-        order = listed if self.filled() else listed[::-1]
-        self.refresh_many(order, listed=True, since=began)
+        # instead of waiting on each other's reads. The API is up before the worker: a cold listing may have
+        # read repositories moments before the first fill began, and those are not read twice.
+        order = listed[::-1] if first else listed
+        self.refresh_many(order, listed=True, since=began - FIRST_FILL_SKIPS_READS_WITHIN if first else began)
         gone = sorted(set(self.summaries()) - set(listed))
         for repo in gone:
             gen = self.generation(repo)

@@ -9,13 +9,20 @@ away while `find` walked past it.
 
 from __future__ import annotations
 
+import io
 import posixpath
+import tarfile
+from collections.abc import Iterable, Iterator
 
 from janitor import errors
 from janitor.container import ExecResult, RegistryContainer
 from janitor.layout import Layout
+from janitor.manifests import sha256_digest
 
 DEFAULT_ROOT = "/var/lib/registry"
+# Blobs read per exec: their paths are arguments (about 80 bytes each, well inside the kernel's 2 MiB), and
+# their archive is held in memory once (read_blobs' `limit` each at most).
+PATHS_PER_EXEC = 1000
 _MISSING = "No such file or directory"
 
 
@@ -218,3 +225,51 @@ def marks(container: RegistryContainer, window_id: str, times: dict[str, float])
 def drop_marks(container: RegistryContainer, paths: list[str]) -> None:
     if paths:
         container.exec(["rm", "-f", *paths])
+
+
+def read_blobs(container: RegistryContainer, storage_root: str, digests: Iterable[str], limit: int) -> dict[str, bytes]:
+    """The stored bytes of these blobs (manifests, image configs), in one exec per PATHS_PER_EXEC: `find` keeps
+    the data files no larger than `limit` and archives them with `tar`. Only bytes that hash to their digest are
+    returned: a blob missing, too large, or caught mid-write (distribution writes a manifest's data in place) is
+    left out, for the registry's HTTP API to answer."""
+    layout = Layout(storage_root)
+    found: dict[str, bytes] = {}
+    for part in _chunks(sorted(set(digests)), PATHS_PER_EXEC):
+        # Paths relative to v2 (run there), as the archive names them. `-exec ... {} +` may run tar more than
+        # once: the archives then follow each other (ignore_zeros).
+        argv = ["find", *(layout.rel_blob_data(d) for d in part), "-type", "f", "-size", f"-{limit + 1}c",
+                "-exec", "tar", "-c", "-f", "-", "{}", "+"]
+        code, out, err = container.exec_bytes(argv, workdir=layout.v2)
+        if code != 0 and not only_missing(ExecResult(code, "", err)):
+            raise errors.StorageCommandFailed(
+                f"storage command `find ... -exec tar` failed in container {container.name!r} (exit {code}): "
+                f"{err.strip()[-1000:] or 'no output'}; nothing was assumed", argv=argv[:1], exit_code=code,
+                stderr=err[-2000:])
+        if not out:
+            continue  # none of them there (or all too large)
+        try:
+            found.update(_verified_members(layout, out, limit))
+        except tarfile.TarError as exc:
+            raise errors.StorageCommandFailed(
+                f"the archive of blobs from container {container.name!r} is unreadable ({exc}); nothing was "
+                "assumed", argv=argv[:1], exit_code=code, stderr=err[-2000:]) from exc
+    return found
+
+
+def _verified_members(layout: Layout, archive: bytes, limit: int) -> dict[str, bytes]:
+    """The blobs in a tar archive of their data files, each only if its bytes hash to its digest."""
+    found: dict[str, bytes] = {}
+    with tarfile.open(fileobj=io.BytesIO(archive), ignore_zeros=True) as tar:
+        for member in tar:
+            digest = layout.parse_blob_data(f"{layout.v2}/{member.name}") if member.isfile() else None
+            extracted = tar.extractfile(member) if digest and member.size <= limit else None
+            if digest and extracted is not None:
+                data = extracted.read()
+                if sha256_digest(data) == digest:
+                    found[digest] = data
+    return found
+
+
+def _chunks(items: list[str], size: int) -> Iterator[list[str]]:
+    for start in range(0, len(items), size):
+        yield items[start:start + size]

@@ -178,8 +178,9 @@ def plain_walk(base: str, threads: int = 16) -> Truth:
 
 @dataclass
 class Service:
-    """The API (gunicorn, as the tests run it: 2 workers x 4 threads) and the worker on a port of our choosing, so
-    the registry's notification endpoint can name it before the service starts; restartable."""
+    """The worker and the API on a port of our choosing (so the registry's notification endpoint can name it
+    before the service starts), started as scripts/run.sh starts them: the worker, then gunicorn with
+    gunicorn.conf.py (WEB_CONCURRENCY x GUNICORN_THREADS); started once /healthz answers. Restartable."""
 
     registry: Registry
     redis_url: str
@@ -195,12 +196,12 @@ class Service:
         self.stack = stack
         LOGS.mkdir(parents=True, exist_ok=True)
         with open(LOGS / "api.log", "ab") as api_log, open(LOGS / "worker.log", "ab") as worker_log:
-            stack.procs["api"] = subprocess.Popen(
-                [sys.executable, "-m", "gunicorn", "-b", f"127.0.0.1:{port}", "-w", "2", "--threads", "4",
-                 "service:create_app()"], cwd=ROOT, env=env, start_new_session=True, stdout=api_log, stderr=api_log)
-            wait_http(f"{stack.api}/healthz", 60)
             stack.procs["worker"] = subprocess.Popen([sys.executable, "-m", "worker"], cwd=ROOT, env=env,
                                                      start_new_session=True, stdout=worker_log, stderr=worker_log)
+            stack.procs["api"] = subprocess.Popen(
+                [sys.executable, "-m", "gunicorn", "-b", f"127.0.0.1:{port}", "service:create_app()"], cwd=ROOT,
+                env=env, start_new_session=True, stdout=api_log, stderr=api_log)
+            wait_http(f"{stack.api}/healthz", 60)
         return stack
 
     def stop(self) -> None:

@@ -7,6 +7,7 @@ import json
 import redis
 
 from janitor import manifests as mf
+from janitor import contents
 from janitor.contents import ContentCache
 
 
@@ -39,3 +40,12 @@ def test_tampered_entry_is_absent(redis_conn: redis.Redis) -> None:
     assert cache.manifests([m.digest]) == {}
     redis_conn.set(f"janitor:tamper:content:manifest:{other.digest}", b"not json")
     assert cache.manifests([other.digest]) == {}
+
+
+def test_a_stored_manifest_without_its_media_type_is_left_to_http() -> None:
+    body = json.dumps({"schemaVersion": 2, "config": {"mediaType": "x", "digest": "sha256:" + "1" * 64, "size": 2},
+                       "layers": []}).encode()
+    assert contents._stored_manifest(mf.sha256_digest(body), body) is None
+    assert contents._stored_manifest("sha256:" + "2" * 64, b"not json") is None
+    v1 = json.dumps({"schemaVersion": 1, "mediaType": "application/vnd.docker.distribution.manifest.v1+json"}).encode()
+    assert contents._stored_manifest(mf.sha256_digest(v1), v1) is None

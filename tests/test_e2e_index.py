@@ -20,7 +20,9 @@ import pytest
 import redis
 import requests
 
+from janitor.index import TagIndex
 from janitor.manifests import ACCEPT, OCI_INDEX, OCI_MANIFEST
+from janitor.registry import RegistryClient
 from tests import images
 from tests.conftest import ROOT, Registry, Stack, free_port, start_stack, wait_http
 from tests.images import wait_until
@@ -304,3 +306,17 @@ def test_a_slow_listing_holds_up_nothing_else(registry: Registry, redis_server: 
     finally:
         os.killpg(api.pid, 15)
         api.wait(10)
+
+
+def test_the_first_fill_skips_what_a_listing_read_just_before_it(registry: Registry, redis_conn: redis.Redis) -> None:
+    """The API is up before the worker: a cold listing's reads in the moments before the first fill began are not
+    repeated by it; every later reconcile reads everything again."""
+    images.Pusher(registry.url).image("team/app", images.image(), "v1")
+    index = TagIndex(redis_conn, "janitor:first-fill", RegistryClient(registry.url), 4, "polling")
+    # As a listing saw it 5 s ago (before the push, say): indexed with no tags.
+    assert index.commit("team/app", None, lambda tags, indexed: {})
+    redis_conn.hset(index.checked_key, "team/app", repr(time.time() - 5))
+    index.reconcile()
+    assert index.filled() and index.tags("team/app") == {}
+    index.reconcile()
+    assert set(index.tags("team/app") or {}) == {"v1"}

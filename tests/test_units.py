@@ -60,3 +60,17 @@ def test_settings_from_env() -> None:
     d = Settings.from_env({})
     assert d.registry_url == "http://localhost:5000" and d.redis_url == "redis://localhost:6379/0"
     assert d.api_tokens == ()
+
+
+def test_registry_client_reads_proxies_from_the_environment_once_per_origin(monkeypatch: pytest.MonkeyPatch) -> None:
+    """requests' own per-request reading of the environment is off (it scanned every variable on every request);
+    the client still sends through HTTP(S)_PROXY and honours NO_PROXY, read once per origin."""
+    from janitor.registry import RegistryClient
+    monkeypatch.setenv("HTTP_PROXY", "http://127.0.0.1:3128")
+    monkeypatch.setenv("NO_PROXY", "localhost,10.1.2.3")
+    client = RegistryClient("http://registry.example:5000")
+    assert client.session.trust_env is False
+    assert client._environment("http://registry.example:5000/v2/")["proxies"].get("http") == "http://127.0.0.1:3128"
+    assert not client._environment("http://10.1.2.3:5000/v2/")["proxies"]
+    monkeypatch.setenv("HTTP_PROXY", "http://127.0.0.1:9999")  # read once: later changes are not seen
+    assert client._environment("http://registry.example:5000/x")["proxies"].get("http") == "http://127.0.0.1:3128"

@@ -14,7 +14,7 @@ import time
 
 import redis
 
-from janitor import errors
+from janitor import contents, errors, preflight
 from janitor.index import TagIndex, notifications_configured
 from worker.context import Context
 
@@ -43,6 +43,21 @@ def detect_mode(ctx: Context, index: TagIndex) -> None:
         log.info("index: cannot read the registry container's config (%s); mode unchanged", exc.message)
 
 
+def prefill(ctx: Context, index: TagIndex) -> None:
+    """Manifests and config times from the registry's files into the content cache, before the reconcile reads
+    the registry (see `contents.prefill`). Best effort: without Docker or with another storage driver than the
+    filesystem the reconcile reads everything over HTTP, as it always could."""
+    try:
+        root = preflight.inspect(ctx.container).storage_root
+        if root is None:
+            return
+        started = time.monotonic()
+        added = contents.prefill(index.contents, ctx.container, root)
+        log.info("index: %s read from storage in %.2f s", added, time.monotonic() - started)
+    except errors.JanitorError as exc:
+        log.info("index: storage not read (%s); the reconcile reads the registry's API", exc.message)
+
+
 def reconcile_once(ctx: Context, index: TagIndex) -> bool:
     """One reconcile under the registry's index lock; False when another process holds it. The lock is renewed
     while the reconcile runs, so a worker killed mid-reconcile holds it up for LOCK_TTL at most."""
@@ -58,11 +73,15 @@ def reconcile_once(ctx: Context, index: TagIndex) -> bool:
             except redis.RedisError:
                 pass  # Redis away: the reconcile fails on its own
     threading.Thread(target=keep, name="index-lock", daemon=True).start()
+    # The mode is read from the registry container (Docker) while the reconcile reads the registry (HTTP).
+    detecting = threading.Thread(target=detect_mode, args=(ctx, index), name="index-mode", daemon=True)
+    detecting.start()
     try:
-        detect_mode(ctx, index)
+        prefill(ctx, index)
         done = index.reconcile()
         log.info("index reconciled: %s", done)
     finally:
+        detecting.join()
         done_event.set()
         index.unlock(owner)
     return True

@@ -120,6 +120,8 @@ def serve(settings: Settings) -> None:
     """Serve one registry in this process until stopped (SIGTERM/SIGINT: RQ's warm shutdown)."""
     conn = redis.Redis.from_url(settings.redis_url)
     ctx = Context.build(settings, conn)
+    # The listing index first: a cold listing waits on its fill, which needs nothing set up below.
+    indexer.start(ctx)  # filled now, reconciled every JANITOR_RECONCILE_INTERVAL
     moved = records.adopt_legacy(conn, ctx.keys)
     if moved:
         log.info("[%s] %d job records moved under %s (upgrade)", settings.name, moved, ctx.keys.prefix)
@@ -127,7 +129,6 @@ def serve(settings: Settings) -> None:
     watch.look()
     watch.start()
     events.start_sweeper(ctx)  # awaiting approval past JANITOR_APPROVAL_TTL -> expired
-    indexer.start(ctx)  # the listing index: filled now, reconciled every JANITOR_RECONCILE_INTERVAL
     while True:
         if not watch.reachable.is_set():
             signal.signal(signal.SIGTERM, signal.SIG_DFL)  # nothing in progress: a stop request ends us now
