@@ -320,3 +320,24 @@ def test_the_first_fill_skips_what_a_listing_read_just_before_it(registry: Regis
     assert index.filled() and index.tags("team/app") == {}
     index.reconcile()
     assert set(index.tags("team/app") or {}) == {"v1"}
+
+
+def test_one_reader_per_repository_across_processes(registry: Registry, redis_conn: redis.Redis) -> None:
+    """Two readers (the worker's fill and an API thread, say) asking for the same repository at once: one reads
+    the registry, the other waits for that read and uses it."""
+    images.Pusher(registry.url).image("team/app", images.image(), "v1")
+
+    class Counting(RegistryClient):
+        reads = 0
+
+        def tags(self, repository: str) -> list[str]:
+            type(self).reads += 1
+            time.sleep(0.3)  # a slow registry: the other reader arrives while this read runs
+            return super().tags(repository)
+
+    readers = [TagIndex(redis_conn, "janitor:claims", Counting(registry.url), 4, "polling") for _ in range(2)]
+    with concurrent.futures.ThreadPoolExecutor(2) as pool:
+        found = list(pool.map(lambda index: index.refresh("team/app", listed=True), readers))
+    assert found == [True, True]
+    assert Counting.reads == 1
+    assert set(readers[1].tags("team/app") or {}) == {"v1"}

@@ -273,3 +273,28 @@ def test_a_worker_stops_listening_while_the_docker_host_is_away_and_comes_back( 
         assert stack.procs["worker"].poll() is None  # the same worker process, listening again
     finally:
         proxy.close()
+
+
+def test_the_supervisor_starts_a_registrys_worker_again_when_it_dies(  # type: ignore[no-untyped-def]
+        pair, stacks, tmp_path: Path) -> None:
+    """One child process per registry: one that dies (here SIGKILL) is started again; the other is untouched."""
+    stack = stacks(pair["a"], REGISTRIES_FILE=write_file(tmp_path / "registries.yaml", pair))
+    parent = start_worker(stack, "worker")
+
+    def child(name: str) -> int | None:
+        for pid in descendants(parent.pid):
+            with contextlib.suppress(OSError, ValueError, IndexError):
+                argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+                if argv[argv.index(b"--registry") + 1] == name.encode():
+                    return pid
+        return None
+    assert images.wait_until(lambda: child("a") and child("b"), 60)
+    first, other = child("a"), child("b")
+    assert first is not None
+    os.kill(first, signal.SIGKILL)
+    assert images.wait_until(lambda: child("a") not in (None, first), 30)
+    assert child("b") == other
+    workers_ready(stack, "a", "b")
+    job_id = delete(stack, "a", "t0")
+    assert wait_job(stack, "a", job_id)["status"] == "succeeded"
+    assert tags(pair["a"]) == {"t1", "t2"}
