@@ -56,6 +56,8 @@ def prefill(ctx: Context, index: TagIndex) -> None:
         log.info("index: %s read from storage in %.2f s", added, time.monotonic() - started)
     except errors.JanitorError as exc:
         log.info("index: storage not read (%s); the reconcile reads the registry's API", exc.message)
+    except Exception:  # noqa: BLE001 - an optimisation only: whatever goes wrong here must not stop the reconcile
+        log.exception("index: storage not read; the reconcile reads the registry's API")
 
 
 def reconcile_once(ctx: Context, index: TagIndex) -> bool:
