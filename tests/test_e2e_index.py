@@ -153,8 +153,10 @@ def test_listing_equals_the_registry_without_notifications(registry: Registry, m
 
 
 def _reconciled_after(stack: Stack, when: float) -> bool:
+    """A reconcile ended at or after `when` (epoch s; reconciled_at has milliseconds, and a worker's first
+    reconcile can end within the second it started in)."""
     at = index_check(stack).get("reconciled_at")
-    return bool(at) and time.mktime(time.strptime(at[:19], "%Y-%m-%dT%H:%M:%S")) - time.timezone >= when
+    return bool(at) and datetime.fromisoformat(at.replace("Z", "+00:00")).timestamp() >= when
 
 
 def endpoints(port: int) -> str:
