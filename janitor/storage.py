@@ -13,6 +13,7 @@ import io
 import posixpath
 import tarfile
 from collections.abc import Iterable, Iterator
+from typing import Any
 
 from janitor import errors
 from janitor.container import ExecResult, RegistryContainer
@@ -30,8 +31,14 @@ def root(container: RegistryContainer, config_path: str) -> str:
     """The filesystem root the registry stores under (env override first, as distribution reads it)."""
     env = container.env()
     if env.get("REGISTRY_STORAGE_FILESYSTEM_ROOTDIRECTORY"):
+        return root_from(env, {})
+    return root_from(env, container.read_yaml(config_path))
+
+
+def root_from(env: dict[str, str], config: dict[str, Any]) -> str:
+    """`root`, from the container's environment and config file already read."""
+    if env.get("REGISTRY_STORAGE_FILESYSTEM_ROOTDIRECTORY"):
         return env["REGISTRY_STORAGE_FILESYSTEM_ROOTDIRECTORY"].rstrip("/") or "/"
-    config = container.read_yaml(config_path)
     fs = (config.get("storage") or {}).get("filesystem") or {}
     return str(fs.get("rootdirectory") or DEFAULT_ROOT).rstrip("/") or "/"
 

@@ -11,10 +11,11 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from typing import Any
 
 import redis
 
-from janitor import contents, errors, preflight
+from janitor import contents, errors, preflight, storage
 from janitor.index import TagIndex, notifications_configured
 from worker.context import Context
 
@@ -29,28 +30,37 @@ def index_for(ctx: Context) -> TagIndex:
     return TagIndex(ctx.conn, ctx.keys.prefix, ctx.client, s.index_read_concurrency, s.index_mode)
 
 
-def detect_mode(ctx: Context, index: TagIndex) -> None:
-    """Record whether the registry container's config sends events to a janitor (best effort: without Docker
-    the last answer stays)."""
+def read_container(ctx: Context, index: TagIndex) -> str | None:
+    """The registry container's environment and config file, read once per reconcile for the two things it
+    wants from them: whether the registry sends events to a janitor (the mode, for the API and /readyz) and,
+    with the filesystem driver, where its storage is (for `prefill`; None: not readable). Best effort: without
+    Docker the last mode stays and prefill is skipped."""
     try:
-        env = ctx.container.env()
+        container = ctx.container
+        env = container.env()
         try:
-            config = ctx.container.read_yaml(ctx.container.config_path())
+            config: dict[str, Any] | None = container.read_yaml(container.config_path())
         except errors.JanitorError:
             config = None
         index.note(configured="1" if notifications_configured(env, config) else "0")
     except errors.JanitorError as exc:
         log.info("index: cannot read the registry container's config (%s); mode unchanged", exc.message)
+        return None
+    except Exception:  # noqa: BLE001 - e.g. a config file that is not YAML: the reconcile goes on regardless
+        log.exception("index: cannot read the registry container's config; mode unchanged")
+        return None
+    if config is None or not preflight.StorageAccess(preflight.storage_driver(env, config)).filesystem:
+        return None
+    return storage.root_from(env, config)
 
 
-def prefill(ctx: Context, index: TagIndex) -> None:
-    """Manifests and config times from the registry's files into the content cache, before the reconcile reads
-    the registry (see `contents.prefill`). Best effort: without Docker or with another storage driver than the
-    filesystem the reconcile reads everything over HTTP, as it always could."""
+def prefill(ctx: Context, index: TagIndex, root: str | None) -> None:
+    """Manifests and config times from the registry's files (under `root`) into the content cache, before the
+    reconcile reads the registry (see `contents.prefill`). Best effort: without Docker or with another storage
+    driver than the filesystem the reconcile reads everything over HTTP, as it always could."""
+    if root is None:
+        return
     try:
-        root = preflight.inspect(ctx.container).storage_root
-        if root is None:
-            return
         started = time.monotonic()
         added = contents.prefill(index.contents, ctx.container, root)
         log.info("index: %s read from storage in %.2f s", added, time.monotonic() - started)
@@ -75,15 +85,11 @@ def reconcile_once(ctx: Context, index: TagIndex) -> bool:
             except redis.RedisError:
                 pass  # Redis away: the reconcile fails on its own
     threading.Thread(target=keep, name="index-lock", daemon=True).start()
-    # The mode is read from the registry container (Docker) while the reconcile reads the registry (HTTP).
-    detecting = threading.Thread(target=detect_mode, args=(ctx, index), name="index-mode", daemon=True)
-    detecting.start()
     try:
-        prefill(ctx, index)
+        prefill(ctx, index, read_container(ctx, index))
         done = index.reconcile()
         log.info("index reconciled: %s", done)
     finally:
-        detecting.join()
         done_event.set()
         index.unlock(owner)
     return True
