@@ -20,8 +20,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 
-from tests import images  # noqa: E402
 from scripts.benchstack import bench_stack  # noqa: E402
+from tests import images  # noqa: E402
 
 
 def main() -> int:

@@ -22,9 +22,9 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 
-from janitor.settings import Settings  # noqa: E402
-from tests import images  # noqa: E402
+from janitor.config.settings import Settings  # noqa: E402
 from scripts.benchstack import bench_stack  # noqa: E402
+from tests import images  # noqa: E402
 
 
 def _seconds(start: str, end: str) -> float:

@@ -23,7 +23,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from janitor import freed  # noqa: E402
+from janitor.storage import freed  # noqa: E402
 from scripts.benchstack import bench_stack  # noqa: E402
 from scripts.populate import populate  # noqa: E402
 

@@ -19,7 +19,14 @@ import docker  # noqa: E402
 import redis  # noqa: E402
 
 from tests import images  # noqa: E402
-from tests.conftest import Registry, Stack, free_port, pings, start_registry, start_stack  # noqa: E402
+from tests.conftest import (  # noqa: E402
+    Registry,
+    Stack,
+    free_port,
+    pings,
+    start_registry,
+    start_stack,
+)
 
 
 @contextlib.contextmanager

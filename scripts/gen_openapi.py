@@ -24,7 +24,7 @@ sys.path.insert(0, str(ROOT))
 
 def served_spec() -> dict[str, Any]:
     """The spec the app serves, from default settings (no Redis, registry or Docker is contacted)."""
-    from janitor.settings import Settings
+    from janitor.config.settings import Settings
     from service import create_app
 
     logging.getLogger("service").setLevel(logging.ERROR)  # the "API_TOKENS is not set" warning

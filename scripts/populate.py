@@ -27,7 +27,7 @@ import requests
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from janitor.manifests import sha256_digest as _digest  # noqa: E402
+from janitor.registry.manifests import sha256_digest as _digest  # noqa: E402
 from tests.images import layer as _layer  # noqa: E402
 
 LAYER = "application/vnd.oci.image.layer.v1.tar+gzip"

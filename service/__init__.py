@@ -8,10 +8,10 @@ import redis
 from flask import Flask, request
 from flask_smorest import Api
 
-from janitor import records
-from janitor.registries import load as load_registries
-from janitor.settings import Settings
-from janitor.tokens import Tokens
+from janitor.config.registries import load as load_registries
+from janitor.config.settings import Settings
+from janitor.config.tokens import Tokens
+from janitor.jobs import records
 from service import (
     args,  # noqa: F401  (for its effect: every blueprint reads query strings strictly)
     audit,

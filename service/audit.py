@@ -20,7 +20,7 @@ def setup(log_format: str) -> None:
     each is `... janitor.audit: {json}`, one line a log shipper can split."""
     if log_format == "json":
         return
-    for logger in (log, logging.getLogger("janitor.tokens")):
+    for logger in (log, logging.getLogger("janitor.config.tokens")):
         if not logger.handlers:
             handler = logging.StreamHandler(sys.stderr)
             handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))

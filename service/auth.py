@@ -13,7 +13,7 @@ from flask import current_app, g, request
 from werkzeug.exceptions import Unauthorized
 
 from janitor import errors
-from janitor.tokens import ANONYMOUS, Caller, Tokens
+from janitor.config.tokens import ANONYMOUS, Caller, Tokens
 
 F = TypeVar("F", bound=Callable[..., Any])
 READ_METHODS = ("GET", "HEAD", "OPTIONS")

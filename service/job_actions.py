@@ -6,9 +6,18 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
-from janitor import errors, pending, webhooks
-from janitor.records import AWAITING_APPROVAL, CANCELLED, EXPIRED, QUEUED, REJECTED, epoch, now
-from janitor.tokens import Caller
+from janitor import errors
+from janitor.config.tokens import Caller
+from janitor.jobs import pending, webhooks
+from janitor.jobs.records import (
+    AWAITING_APPROVAL,
+    CANCELLED,
+    EXPIRED,
+    QUEUED,
+    REJECTED,
+    epoch,
+    now,
+)
 from service import notify
 from service.maintenance import WINDOW_JOB, get_job
 from service.state import State

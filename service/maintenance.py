@@ -4,9 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from janitor import approval, errors, heartbeat, pending
-from janitor.planner import check_request
-from janitor.preflight import refuse_without_storage
+from janitor import errors
+from janitor.jobs import pending
+from janitor.planning import approval
+from janitor.planning.planner import check_request
+from janitor.window import heartbeat
+from janitor.window.preflight import refuse_without_storage
 from service.state import State
 
 # The worker's job, by dotted name: the API never imports the worker.

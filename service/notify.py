@@ -8,7 +8,7 @@ from typing import Any
 
 from rq import Queue, Retry
 
-from janitor import webhooks
+from janitor.jobs import webhooks
 from service.state import State
 
 log = logging.getLogger(__name__)

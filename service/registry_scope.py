@@ -16,8 +16,9 @@ from apispec import APISpec, BasePlugin
 from flask import Flask, g, has_request_context
 from flask_smorest import Api, Blueprint
 
-from janitor import errors, registries
-from janitor.registries import Registries
+from janitor import errors
+from janitor.config import registries
+from janitor.config.registries import Registries
 from service.openapi import error_response
 from service.state import DEFAULT, STATES, State
 

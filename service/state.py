@@ -11,10 +11,10 @@ import redis
 from flask import current_app, g, has_request_context
 from rq import Queue
 
-from janitor.index import TagIndex
-from janitor.records import JobStore, Keys
-from janitor.registry import RegistryClient
-from janitor.settings import Settings
+from janitor.config.settings import Settings
+from janitor.index.tagindex import TagIndex
+from janitor.jobs.records import JobStore, Keys
+from janitor.registry.client import RegistryClient
 
 STATES = "janitor_registries"  # app.extensions key: registry name -> State, in REGISTRIES_FILE's order
 DEFAULT = "janitor"  # app.extensions key: the default registry's State

@@ -1,10 +1,10 @@
-"""marshmallow validators for the distribution grammar (janitor.names holds the grammar itself)."""
+"""marshmallow validators for the distribution grammar (janitor.registry.names holds the grammar itself)."""
 
 from __future__ import annotations
 
 import marshmallow as ma
 
-from janitor import names
+from janitor.registry import names
 
 
 def repository(value: str) -> None:

@@ -15,7 +15,14 @@ from datetime import datetime, timezone
 
 import requests
 
-from janitor.manifests import ACCEPT, DOCKER_MANIFEST, OCI_INDEX, OCI_MANIFEST, parse, sha256_digest
+from janitor.registry.manifests import (
+    ACCEPT,
+    DOCKER_MANIFEST,
+    OCI_INDEX,
+    OCI_MANIFEST,
+    parse,
+    sha256_digest,
+)
 
 LAYER_TYPES = {DOCKER_MANIFEST: "application/vnd.docker.image.rootfs.diff.tar.gzip",
                OCI_MANIFEST: "application/vnd.oci.image.layer.v1.tar+gzip"}

@@ -11,9 +11,11 @@ import time
 
 import pytest
 
-from janitor import approval, tokens, webhooks
-from janitor.rules import Plan, RepoPlan
-from janitor.settings import Settings
+from janitor.config import tokens
+from janitor.config.settings import Settings
+from janitor.jobs import webhooks
+from janitor.planning import approval
+from janitor.planning.rules import Plan, RepoPlan
 
 A = "sha256:" + "a" * 64
 B = "sha256:" + "b" * 64
@@ -63,7 +65,7 @@ def test_token_file_that_is_not_yaml_gives_no_tokens() -> None:
 def test_lookup_reloads_a_changed_file_and_logs_no_secret(tmp_path, caplog) -> None:
     path = tmp_path / "tokens.yaml"
     path.write_text(f"- {{name: bot, token_sha256: {h('s1')}, scopes: [read]}}\n")
-    caplog.set_level(logging.INFO, logger="janitor.tokens")
+    caplog.set_level(logging.INFO, logger="janitor.config.tokens")
     reg = tokens.Tokens(("bare",), str(path))
     assert reg.lookup("s1") == tokens.Caller("bot", frozenset({"read"}))
     assert reg.lookup("bare") == tokens.Caller("api-token-1", frozenset({"admin"}))
@@ -184,7 +186,7 @@ def test_human_bytes(n: int, text: str) -> None:
 
 
 def test_job_store_transitions_claims_and_history_on_real_redis(redis_conn) -> None:  # type: ignore[no-untyped-def]
-    from janitor.records import JobStore, Keys
+    from janitor.jobs.records import JobStore, Keys
 
     keys = Keys("reg.example:5000")
     store = JobStore(redis_conn, 60, keys)

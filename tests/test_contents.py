@@ -6,9 +6,9 @@ import json
 
 import redis
 
-from janitor import manifests as mf
-from janitor import contents
-from janitor.contents import ContentCache
+from janitor.registry import manifests as mf
+from janitor.storage import contents
+from janitor.storage.contents import ContentCache
 
 
 def _manifest(layer: str) -> mf.Manifest:

@@ -13,7 +13,7 @@ import pytest
 import redis
 import requests
 
-from janitor.manifests import DOCKER_MANIFEST, OCI_MANIFEST
+from janitor.registry.manifests import DOCKER_MANIFEST, OCI_MANIFEST
 from tests import images
 from tests.conftest import Registry, Stack, start_registry, start_stack
 from tests.token_server import TokenServer, token_session

@@ -9,7 +9,7 @@ from collections.abc import Callable
 
 import pytest
 
-from janitor.manifests import OCI_INDEX, OCI_MANIFEST, sha256_digest
+from janitor.registry.manifests import OCI_INDEX, OCI_MANIFEST, sha256_digest
 from tests import images
 from tests.conftest import Registry, Stack
 

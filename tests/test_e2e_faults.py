@@ -32,7 +32,16 @@ import redis
 import requests
 
 from tests import images
-from tests.conftest import ROOT, Registry, Stack, free_port, job_record, pings, start_stack, wait_http
+from tests.conftest import (
+    ROOT,
+    Registry,
+    Stack,
+    free_port,
+    job_record,
+    pings,
+    start_stack,
+    wait_http,
+)
 
 pytestmark = pytest.mark.e2e
 CONFIG_DIR = "/etc/docker/registry"
@@ -528,8 +537,8 @@ def test_a_broken_image_found_by_verify_fails_the_job_with_integrity_broken(
 
 def test_a_bad_holds_record_is_refused_entry_by_entry_and_the_worker_carries_on(
         registry: Registry, make_stack: Callable[..., Stack]) -> None:
-    from janitor import holds
-    from janitor.container import RegistryContainer
+    from janitor.registry.container import RegistryContainer
+    from janitor.window import holds
 
     kept = seed(registry)
     built = holds.build({"team/app": set(kept["t0"].blobs)})

@@ -20,9 +20,9 @@ import pytest
 import redis
 import requests
 
-from janitor.index import TagIndex
-from janitor.manifests import ACCEPT, OCI_INDEX, OCI_MANIFEST
-from janitor.registry import RegistryClient
+from janitor.index.tagindex import TagIndex
+from janitor.registry.client import RegistryClient
+from janitor.registry.manifests import ACCEPT, OCI_INDEX, OCI_MANIFEST
 from tests import images
 from tests.conftest import ROOT, Registry, Stack, free_port, start_stack, wait_http
 from tests.images import wait_until

@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 import requests
 
-from janitor.manifests import OCI_INDEX, OCI_MANIFEST, sha256_digest
+from janitor.registry.manifests import OCI_INDEX, OCI_MANIFEST, sha256_digest
 from tests import images
 from tests.conftest import ROOT, Stack
 

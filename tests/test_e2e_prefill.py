@@ -1,4 +1,4 @@
-"""Manifests and config times read from the registry's files into the content cache (janitor.contents.prefill),
+"""Manifests and config times read from the registry's files into the content cache (janitor.storage.contents.prefill),
 on a real registry container: only bytes that hash to their digest are taken, what the files cannot answer is
 left to the HTTP API, and the worker's first fill then asks the registry for no config blob."""
 
@@ -14,11 +14,12 @@ import pytest
 import redis
 import requests
 
-from janitor import contents, storage
-from janitor.container import RegistryContainer
-from janitor.contents import ContentCache
-from janitor.layout import Layout
-from janitor.manifests import ACCEPT, OCI_MANIFEST, sha256_digest
+from janitor.registry.container import RegistryContainer
+from janitor.registry.manifests import ACCEPT, OCI_MANIFEST, sha256_digest
+from janitor.storage import contents
+from janitor.storage import files as storage
+from janitor.storage.contents import ContentCache
+from janitor.storage.layout import Layout
 from tests import images
 from tests.conftest import Registry, Stack
 from tests.images import wait_until

@@ -19,9 +19,10 @@ import docker.errors
 import pytest
 import requests
 
-from janitor import errors, storage
-from janitor.container import RegistryContainer
-from janitor.fence import MARKER, readonly_config
+from janitor import errors
+from janitor.registry.container import RegistryContainer
+from janitor.storage import files as storage
+from janitor.window.fence import MARKER, readonly_config
 from tests import images
 from tests.conftest import Registry, Stack, free_port, wait_http
 from tests.images import wait_until

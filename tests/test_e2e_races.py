@@ -11,7 +11,7 @@ from collections.abc import Callable
 import pytest
 import requests
 
-from janitor.manifests import ACCEPT, OCI_INDEX, OCI_MANIFEST
+from janitor.registry.manifests import ACCEPT, OCI_INDEX, OCI_MANIFEST
 from tests import images
 from tests.conftest import Registry, Stack
 

@@ -18,7 +18,7 @@ import pytest
 import redis
 import requests
 
-from janitor.lock import MaintenanceLock
+from janitor.window.lease import MaintenanceLock
 from tests import images
 from tests.conftest import Registry, Stack, free_port, job_record, pings, start_stack
 

@@ -12,7 +12,7 @@ from datetime import datetime
 import pytest
 import requests
 
-from janitor.manifests import DOCKER_MANIFEST, OCI_INDEX, OCI_MANIFEST
+from janitor.registry.manifests import DOCKER_MANIFEST, OCI_INDEX, OCI_MANIFEST
 from tests import images
 from tests.conftest import Stack
 

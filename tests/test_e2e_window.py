@@ -3,7 +3,7 @@ broken, and still catches it; `"verify": "full"` walks everything, with its prog
 
 from __future__ import annotations
 
-from janitor.manifests import OCI_MANIFEST
+from janitor.registry.manifests import OCI_MANIFEST
 from tests import images
 from tests.conftest import Registry, Stack
 
@@ -96,8 +96,8 @@ def test_revisions_listed_again_only_where_changed_equal_a_full_listing(registry
 
     import requests
 
-    from janitor import storage
-    from janitor.container import RegistryContainer
+    from janitor.registry.container import RegistryContainer
+    from janitor.storage import files as storage
 
     container, root = RegistryContainer(registry.name), "/var/lib/registry"
     p = images.Pusher(registry.url)

@@ -10,9 +10,16 @@ import pytest
 import redis
 import yaml
 
-from janitor import index, retention
-from janitor.index import Confirm, TagIndex
-from janitor.manifests import DOCKER_MANIFEST, OCI_INDEX, OCI_MANIFEST, parse, sha256_digest
+from janitor.index import tagindex as index
+from janitor.index.tagindex import Confirm, TagIndex
+from janitor.planning import retention
+from janitor.registry.manifests import (
+    DOCKER_MANIFEST,
+    OCI_INDEX,
+    OCI_MANIFEST,
+    parse,
+    sha256_digest,
+)
 
 
 def _image(layers: dict[str, int], config: str = "sha256:" + "c" * 64, media_type: str = OCI_MANIFEST):

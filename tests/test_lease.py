@@ -15,8 +15,9 @@ from collections.abc import Iterator
 import pytest
 import redis
 
-from janitor import errors, fence, holds
-from janitor.lock import MaintenanceLock, token_number
+from janitor import errors
+from janitor.window import fence, holds
+from janitor.window.lease import MaintenanceLock, token_number
 from tests.conftest import free_port, pings
 from tests.images import wait_until
 
@@ -168,7 +169,7 @@ def test_a_lease_whose_reply_was_lost_is_taken_as_it_is(redis_conn: redis.Redis)
 
 
 def test_window_limits_are_settings() -> None:
-    from janitor.settings import Settings
+    from janitor.config.settings import Settings
     s = Settings.from_env({"JANITOR_MAX_WINDOW": "600", "JANITOR_GC_TIMEOUT": "120"})
     assert s.max_window == 600.0 and s.gc_timeout == 120.0
     d = Settings.from_env({})

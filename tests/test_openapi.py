@@ -222,7 +222,7 @@ def test_error_code_is_an_enum_of_every_code_the_service_sends(served: dict[str,
 
 
 def test_a_query_parameter_given_twice_is_refused() -> None:
-    from janitor.settings import Settings
+    from janitor.config.settings import Settings
     from service import create_app
 
     client = create_app(Settings()).test_client()

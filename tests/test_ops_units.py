@@ -15,9 +15,10 @@ import pytest
 import redis
 
 from cli import render
-from janitor import logs, telemetry
-from janitor.records import Keys
-from janitor.settings import Settings
+from janitor import logs
+from janitor.config.settings import Settings
+from janitor.jobs import telemetry
+from janitor.jobs.records import Keys
 from service.metrics.collect import families
 from service.requestlog import request_id_from
 

@@ -13,11 +13,19 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
-from janitor import errors, holds, layout, preflight
-from janitor.container import ExecResult, command_of, config_path_from, env_of
-from janitor.manifests import OCI_MANIFEST, sha256_digest
-from janitor.registry import CONFIG_LIMIT, LIST_LIMIT, MANIFEST_LIMIT, RegistryClient, origin
-from janitor.storage import only_missing
+from janitor import errors
+from janitor.registry.client import (
+    CONFIG_LIMIT,
+    LIST_LIMIT,
+    MANIFEST_LIMIT,
+    RegistryClient,
+    origin,
+)
+from janitor.registry.container import ExecResult, command_of, config_path_from, env_of
+from janitor.registry.manifests import OCI_MANIFEST, sha256_digest
+from janitor.storage import layout
+from janitor.storage.files import only_missing
+from janitor.window import holds, preflight
 
 D1 = "sha256:" + "a" * 64
 D2 = "sha256:" + "b" * 64

@@ -11,10 +11,11 @@ import pytest
 import redis
 import yaml
 
-from janitor import errors, records
-from janitor.records import RUNNING, JobStore, Keys
-from janitor.registries import RegistriesFileError, load, parse
-from janitor.settings import Settings
+from janitor import errors
+from janitor.config.registries import RegistriesFileError, load, parse
+from janitor.config.settings import Settings
+from janitor.jobs import records
+from janitor.jobs.records import RUNNING, JobStore, Keys
 
 BASE = Settings(registry_url="http://127.0.0.1:5000", registry_container="legacy", require_approval=False,
                 docker_host="unix:///var/run/docker.sock")

@@ -7,10 +7,17 @@ import json
 
 import pytest
 
-from janitor import errors, rules
-from janitor.manifests import DOCKER_MANIFEST, OCI_INDEX, OCI_MANIFEST, Descriptor, Manifest
-from janitor.settings import Settings
-from janitor.snapshot import RepoSnapshot, Snapshot
+from janitor import errors
+from janitor.config.settings import Settings
+from janitor.planning import rules
+from janitor.planning.snapshot import RepoSnapshot, Snapshot
+from janitor.registry.manifests import (
+    DOCKER_MANIFEST,
+    OCI_INDEX,
+    OCI_MANIFEST,
+    Descriptor,
+    Manifest,
+)
 
 OLD = 10 * 24 * 3600.0  # ten days, in seconds
 

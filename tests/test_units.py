@@ -5,8 +5,10 @@ from __future__ import annotations
 import pytest
 import yaml
 
-from janitor import errors, fence, gc, names
-from janitor.settings import Settings
+from janitor import errors
+from janitor.config.settings import Settings
+from janitor.registry import names
+from janitor.window import fence, gc
 
 GC_OUTPUT = """test/one
 
@@ -65,7 +67,7 @@ def test_settings_from_env() -> None:
 def test_registry_client_reads_proxies_from_the_environment_once_per_origin(monkeypatch: pytest.MonkeyPatch) -> None:
     """requests' own per-request reading of the environment is off (it scanned every variable on every request);
     the client still sends through HTTP(S)_PROXY and honours NO_PROXY, read once per origin."""
-    from janitor.registry import RegistryClient
+    from janitor.registry.client import RegistryClient
     monkeypatch.setenv("HTTP_PROXY", "http://127.0.0.1:3128")
     monkeypatch.setenv("NO_PROXY", "localhost,10.1.2.3")
     client = RegistryClient("http://registry.example:5000")

@@ -7,8 +7,9 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from janitor import errors, policies, retention
-from janitor.retention import TagInfo
+from janitor import errors
+from janitor.planning import policies, retention
+from janitor.planning.retention import TagInfo
 
 NOW = datetime(2026, 6, 1, 12, 0, tzinfo=timezone.utc)
 
@@ -201,7 +202,7 @@ def test_policies_file_is_validated_whole(tmp_path) -> None:  # type: ignore[no-
 # -- a policy planned on a hand-built snapshot (janitor/policy_plan.py on janitor/rules.py) ----------------
 
 def test_a_policy_plans_with_the_deletion_rules_on_a_snapshot() -> None:
-    from janitor import policy_plan
+    from janitor.planning import policy_plan
     from tests.test_rules import image, index, repo, snapshot
 
     now = datetime(2026, 1, 31, tzinfo=timezone.utc)

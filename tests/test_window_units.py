@@ -4,8 +4,15 @@ from __future__ import annotations
 
 import json
 
-from janitor import freed, integrity
-from janitor.manifests import OCI_INDEX, OCI_MANIFEST, Manifest, parse, sha256_digest
+from janitor.registry import integrity
+from janitor.registry.manifests import (
+    OCI_INDEX,
+    OCI_MANIFEST,
+    Manifest,
+    parse,
+    sha256_digest,
+)
+from janitor.storage import freed
 
 
 def blob(name: str) -> str:

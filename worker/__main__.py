@@ -18,8 +18,9 @@ import sys
 import threading
 import time
 
-from janitor import logs, registries
-from janitor.settings import Settings
+from janitor import logs
+from janitor.config import registries
+from janitor.config.settings import Settings
 from worker import serving, webhooks
 from worker.serving import recover_on_start  # noqa: F401  (kept importable where it always was)
 

@@ -6,14 +6,14 @@ from dataclasses import dataclass
 
 import redis
 
-from janitor.container import RegistryContainer
-from janitor.contents import ContentCache
-from janitor.fence import WriteFence
-from janitor.freed import SizeBook
-from janitor.records import JobStore, Keys
-from janitor.revisions import RevisionBook
-from janitor.registry import RegistryClient
-from janitor.settings import Settings
+from janitor.config.settings import Settings
+from janitor.jobs.records import JobStore, Keys
+from janitor.registry.client import RegistryClient
+from janitor.registry.container import RegistryContainer
+from janitor.storage.contents import ContentCache
+from janitor.storage.freed import SizeBook
+from janitor.storage.revisions import RevisionBook
+from janitor.window.fence import WriteFence
 
 
 @dataclass

@@ -10,8 +10,8 @@ from typing import Any
 
 import redis
 
-from janitor import webhooks
-from janitor.records import AWAITING_APPROVAL, EXPIRED, now
+from janitor.jobs import webhooks
+from janitor.jobs.records import AWAITING_APPROVAL, EXPIRED, now
 from worker.context import Context
 from worker.webhooks import enqueuer
 

@@ -15,8 +15,11 @@ from typing import Any
 
 import redis
 
-from janitor import contents, errors, preflight, storage
-from janitor.index import TagIndex, notifications_configured
+from janitor import errors
+from janitor.index.tagindex import TagIndex, notifications_configured
+from janitor.storage import contents
+from janitor.storage import files as storage
+from janitor.window import preflight
 from worker.context import Context
 
 log = logging.getLogger(__name__)

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import redis
 
-from janitor import registries
-from janitor.settings import Settings
+from janitor.config import registries
+from janitor.config.settings import Settings
 from worker import schedules, window
 from worker.context import Context
 

@@ -1,21 +1,20 @@
 """A `policy` job inside a window: plan the policy on the registry as it is now (the same snapshot read and
 deletion rules as a deletion), pass the approval gate like a deletion, then carry the plan out through the
-window's own untag/delete loop (Window.carry_out). A dry run, or a plan that changes nothing, ends here and
+window's own untag/delete loop (worker/deletion.carry_out). A dry run, or a plan that changes nothing, ends here and
 takes no part in the fence and GC."""
 
 from __future__ import annotations
 
 from datetime import datetime, timezone
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from janitor import approval, policy_plan
-from janitor.records import SUCCEEDED, now
+from janitor.jobs.records import SUCCEEDED, now
+from janitor.planning import approval, policy_plan
+from worker.deletion import carry_out
+from worker.state import WindowState
 
-if TYPE_CHECKING:
-    from worker.window import Window
 
-
-def run(window: Window, job: dict[str, Any], root: str | None) -> None:
+def run(window: WindowState, job: dict[str, Any], root: str | None) -> None:
     ctx = window.ctx
     request = job["request"]
     policy = request["policy"]
@@ -50,7 +49,7 @@ def run(window: Window, job: dict[str, Any], root: str | None) -> None:
         if not gated.changes_anything:
             _unchanged(job)  # what was approved is gone already, or only unapproved items are left: skipped
             return
-        window.carry_out(job, out, reader, snap, gated, planned.named())
+        carry_out(window, job, out, reader, snap, gated, planned.named())
         job["result"]["changed"] = True
 
 

@@ -12,11 +12,12 @@ from datetime import datetime, timedelta, timezone
 import redis
 from rq import Queue
 
-from janitor import errors, policies
-from janitor.policies import PolicyStore
-from janitor.records import JobStore, Keys
-from janitor.registry import RegistryClient
-from janitor.settings import Settings
+from janitor import errors
+from janitor.config.settings import Settings
+from janitor.jobs.records import JobStore, Keys
+from janitor.planning import policies
+from janitor.planning.policies import PolicyStore
+from janitor.registry.client import RegistryClient
 
 log = logging.getLogger(__name__)
 WINDOW_JOB = "worker.jobs.run_window"

@@ -21,9 +21,11 @@ import time
 import redis
 from rq import Queue, Worker
 
-from janitor import errors, heartbeat, pending, records
-from janitor.lock import MaintenanceLock
-from janitor.settings import Settings
+from janitor import errors
+from janitor.config.settings import Settings
+from janitor.jobs import pending, records
+from janitor.window import heartbeat
+from janitor.window.lease import MaintenanceLock
 from worker import events, indexer, schedules, window
 from worker.context import Context
 

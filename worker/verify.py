@@ -10,14 +10,14 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from janitor import errors, integrity, storage
-from janitor.manifests import Manifest
-from janitor.snapshot import Reader
-
-if TYPE_CHECKING:
-    from worker.window import Window
+from janitor import errors
+from janitor.planning.snapshot import Reader
+from janitor.registry import integrity
+from janitor.registry.manifests import Manifest
+from janitor.storage import files as storage
+from worker.state import WindowState
 
 # How often a full walk writes its progress into the job records.
 PROGRESS_EVERY = 1.0
@@ -28,7 +28,7 @@ def wanted_mode(jobs: list[dict[str, Any]]) -> str:
     return "full" if any(j["request"].get("verify") == "full" for j in jobs) else "targeted"
 
 
-def full(window: Window, out: dict[str, Any], save: Callable[[], None]) -> dict[str, Any]:
+def full(window: WindowState, out: dict[str, Any], save: Callable[[], None]) -> dict[str, Any]:
     """Every tag of every repository, with its progress in the step's outcome as it goes."""
     client = window.ctx.client
     last = 0.0
@@ -43,7 +43,7 @@ def full(window: Window, out: dict[str, Any], save: Callable[[], None]) -> dict[
     return integrity.check(client, sorted(set(client.catalog())), progress)
 
 
-def targeted(window: Window, root: str) -> dict[str, Any]:
+def targeted(window: WindowState, root: str) -> dict[str, Any]:
     """What this window deleted, let go and swept, checked against what survives."""
     ctx = window.ctx
     with Reader(ctx.client, window.manifests, contents=ctx.contents) as reader:
@@ -106,7 +106,7 @@ def stored_manifests(reader: Reader, stored: dict[str, set[str]]) -> tuple[dict[
     return found, unreadable
 
 
-def _stored_now(window: Window, root: str) -> dict[str, set[str]]:
+def _stored_now(window: WindowState, root: str) -> dict[str, set[str]]:
     """Every stored manifest now: the repositories changed since this window read them are listed again,
     the others taken from that read (see storage.revisions_since); everything is read without one."""
     ctx = window.ctx

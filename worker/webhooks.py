@@ -15,9 +15,11 @@ import redis
 import requests
 from rq import Queue, Retry, SimpleWorker, get_current_job
 
-from janitor import logs, registries, webhooks
-from janitor.records import JobStore, Keys, now
-from janitor.settings import Settings
+from janitor import logs
+from janitor.config import registries
+from janitor.config.settings import Settings
+from janitor.jobs import webhooks
+from janitor.jobs.records import JobStore, Keys, now
 
 log = logging.getLogger("worker.webhooks")
 DELIVER = "worker.webhooks.deliver"

@@ -5,7 +5,7 @@ restarts read-only first, and a blob upload must then be refused; blobs of pushe
 runs only while this window owns its lease and within its time limits; then the original config returns,
 the restart clears the in-memory blob-descriptor cache (so a re-push cannot be told "layer already exists"
 about a blob GC just removed), and a blob upload must be accepted before the registry is called writable.
-Every change to the registry goes through the window's WindowGuard (janitor/guard.py), which owns the
+Every change to the registry goes through the window's WindowGuard (janitor/window/guard.py), which owns the
 lease, the fence and the holds record.
 """
 
@@ -14,32 +14,26 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import redis as redis_lib
 from rq import Queue
 
-from janitor import approval, cache, errors, freed, holds, index, logs, pending, preflight, probe, storage, telemetry
-from janitor.guard import WindowGuard
-from janitor.lock import MaintenanceLock
-from janitor.records import FAILED, RUNNING, SUCCEEDED, now
-from janitor.manifests import Manifest
-from janitor.planner import TagWatch, delete_by_digest, read_and_plan
-from janitor.rules import Plan
-from janitor.snapshot import Reader, Snapshot
-from janitor.untag import untag
-from worker import events, policy_window, verify
+from janitor import errors, logs
+from janitor.index import tagindex as index
+from janitor.jobs import pending, telemetry
+from janitor.jobs.records import FAILED, RUNNING, SUCCEEDED, now
+from janitor.storage import files as storage
+from janitor.storage import freed
+from janitor.window import cache, holds, preflight, probe
+from janitor.window.guard import WindowGuard
+from janitor.window.lease import MaintenanceLock
+from worker import deletion, events, policy_window, verify
 from worker.context import Context
+from worker.state import StepError, WindowState
 
 log = logging.getLogger(__name__)
 MAINTENANCE_STEPS = ("drain", "fence", "hold", "remove_repositories", "gc")
-# Steps that change the registry: each starts only on a lease still owned (restart handles a lost one itself).
-CHANGING_STEPS = frozenset({"delete", "fence", "hold", "remove_repositories", "gc"})
-
-
-class StepError(Exception):
-    """A step failed; the jobs it ran for are already marked failed."""
 
 
 def lease_connection(ctx: Context) -> redis_lib.Redis:
@@ -123,76 +117,9 @@ def _fail(ctx: Context, job: dict[str, Any], exc: errors.JanitorError, step: str
     events.finished(ctx, [job])
 
 
-class Window:
-    def __init__(self, ctx: Context, guard: WindowGuard, jobs: list[dict[str, Any]]) -> None:
-        self.ctx = ctx
-        self.guard = guard
-        self.jobs = jobs
-        self.info: dict[str, Any] = {
-            "id": guard.window_id, "started_at": now(), "finished_at": None,
-            "jobs": [j["id"] for j in jobs], "write_refused_seconds": None,
-        }
-        # repository -> blobs this window's deletions let go there: never held from GC in that repository
-        self.released_blobs: dict[str, set[str]] = {}
-        self.remove_repos: dict[str, list[dict[str, Any]]] = {}  # repository -> jobs that emptied it
-        self.manifests: dict[str, Manifest] = {}  # by digest, immutable: shared by every plan in the window
-        self.deleted: dict[str, set[str]] = {}  # repository -> manifests this window deleted there
-        self.swept: list[str] | None = None  # blobs GC deleted; None while GC has not run
-        self.prepared_at = 0.0  # epoch seconds: when the drain step prepared for the fence
-        # Every stored manifest per repository at the window's last read of them, and that read's time (the
-        # container's clock): the check after GC lists again only the repositories changed since.
-        self.stored: dict[str, set[str]] | None = None
-        self.stored_read_at = 0.0
-        self.marks: dict[str, str] = {}  # name -> reference file in the container, for `find -newer`
-        self.creation_times: Any = None  # policy_plan.CreationTimes, made by the first policy job
-
-    # -- bookkeeping ---------------------------------------------------------------------------
-
-    def alive(self) -> list[dict[str, Any]]:
-        """Jobs still taking part: running and not failed. A failed job stays `running` until the window
-        ends, so nobody reads `failed` while the registry may still be read-only."""
-        return [j for j in self.jobs if j["status"] == RUNNING and not j["error"]]
-
-    def save(self, jobs: list[dict[str, Any]]) -> None:
-        """Best effort while Redis is away: a record that cannot be written must never stop the window
-        from making the registry writable again. The last save of the window retries."""
-        for job in jobs:
-            job["window"] = self.info
-            for attempt in range(10):
-                try:
-                    self.ctx.store.save(job)
-                    break
-                except redis_lib.RedisError as exc:
-                    log.warning("cannot record job %s (%s); retrying", job["id"], exc)
-                    time.sleep(0.2 * (attempt + 1))
-
-    @contextlib.contextmanager
-    def step(self, jobs: list[dict[str, Any]], name: str) -> Iterator[dict[str, Any]]:
-        """Record one step on each job: start, end, outcome; on a domain error the jobs fail with its reason."""
-        logs.bind(job_id=jobs[0]["id"] if len(jobs) == 1 else None)
-        record: dict[str, Any] = {"name": name, "status": RUNNING, "started_at": now(), "finished_at": None, "outcome": {}}
-        for job in jobs:
-            job["steps"].append(record)
-        self.save(jobs)
-        try:
-            if name in CHANGING_STEPS:
-                self.guard.check(f"step {name}")  # lease still owned, window still within its time
-            yield record["outcome"]
-        except Exception as exc:
-            if not isinstance(exc, errors.JanitorError):
-                log.exception("step %s failed unexpectedly", name)
-                exc = errors.InternalError(f"unexpected {type(exc).__name__} in step {name}: {exc}")
-            error = {"code": exc.code, "message": exc.message, "details": exc.details}
-            record.update(status=FAILED, finished_at=now(), error=error)
-            for job in jobs:
-                if job["status"] == RUNNING and not job["error"]:
-                    job["error"] = {**error, "step": name}
-            self.save(jobs)
-            raise StepError(name) from exc
-        record.update(status=SUCCEEDED, finished_at=now())
-        self.save(jobs)
-
-    # -- the window ----------------------------------------------------------------------------
+class Window(WindowState):
+    """The window's steps in order: preflight, the deletions and policy runs, then the fence, GC and the
+    restart; every change to the registry goes through the guard."""
 
     def run(self) -> None:
         self.guard.start_clock()
@@ -236,7 +163,7 @@ class Window:
             if job["kind"] in ("deletion", "policy") and job["status"] == RUNNING and not job["error"]:
                 with contextlib.suppress(StepError):
                     if job["kind"] == "deletion":
-                        self.delete(job, root)
+                        deletion.run(self, job, root)
                     else:
                         policy_window.run(self, job, root)
                 events.parked(self.ctx, job)
@@ -259,109 +186,6 @@ class Window:
                 except errors.StorageAccessRequired as exc:
                     job["error"] = {"code": exc.code, "message": exc.message, "details": exc.details,
                                     "step": "preflight"}
-
-    def delete(self, job: dict[str, Any], root: str | None) -> None:
-        """Plan on a fresh snapshot (stored revisions read before the tags), then untag and delete; a dry run
-        stops after the plan. Right before each guarded delete by digest, the tags are read again: a tag that
-        reaches the manifest now (pushed since the snapshot) keeps it, and the job reports it as skipped."""
-        ctx = self.ctx
-        request = job["request"]
-        with self.step([job], "delete") as out, Reader(ctx.client, self.manifests, contents=ctx.contents) as reader:
-            snap, plan = self._snapshot_and_plan(reader, request, root)
-            out.update(plan=plan.as_dict(), dry_run=bool(request.get("dry_run")))
-            if plan.blobs_freed is not None:  # only with the stored revisions: never a figure it cannot compute
-                job["result"]["planned"] = {"blobs": len(plan.blobs_freed), "bytes": sum(plan.blobs_freed.values())}
-            gated = approval.gate(job, plan, lambda r, t: snap.repos[r].tags.get(t), ctx.settings.approval_ttl)
-            if gated is None:  # planned only: it waits for approval, nothing changed
-                return
-            plan = gated
-            if request.get("dry_run"):
-                job["result"].update(plan=plan.as_dict())
-                job.update(status=SUCCEEDED, finished_at=now())  # changes nothing: no part in GC
-                return
-            named = {(r.repository, t) for r in plan.repos for t in request.get("tags") or ()}
-            self.carry_out(job, out, reader, snap, plan, named)
-
-    def carry_out(self, job: dict[str, Any], out: dict[str, Any], reader: Reader, snap: Snapshot, plan: Plan,
-                  named: set[tuple[str, str]]) -> None:
-        """Untag and delete what a plan says, for a deletion or a policy run alike. Right before each guarded
-        delete by digest the tags are read again (TagWatch): a tag that reaches the manifest now (pushed since
-        the snapshot) keeps it, and the job reports it as skipped; the (repository, tag) pairs in `named` (the
-        request or the policy chose them) still go, alone. Blobs let go are noted per repository, so the hold
-        step never keeps them from GC. What approval skipped before (result.skipped) stays listed."""
-        ctx = self.ctx
-        deleted: list[str] = []
-        untagged: list[str] = []
-        skipped: list[dict[str, Any]] = list(job["result"].get("skipped") or [])
-        removed: set[str] = set()
-        out.update(manifests_deleted=deleted, untagged=untagged, skipped=skipped)
-
-        def untag_alone(repo: str, tag: str, planned_digest: str) -> None:
-            if ctx.client.manifest_digest(repo, tag) != planned_digest:
-                skipped.append({"repository": repo, "tag": tag,
-                                "reason": "the tag was moved or removed since the plan; left as it is"})
-                return
-            self.released_blobs.setdefault(repo, set()).update(untag(ctx.client, repo, tag))
-            index.tag_removed(ctx.conn, ctx.keys.prefix, repo, tag)  # the listing drops it now, for good
-            untagged.append(f"{repo}:{tag}")
-            removed.add(f"{repo}:{tag}")
-
-        for repo_plan in plan.repos:
-            repo = repo_plan.repository
-            repo_snap = snap.repos[repo]
-            for tag in repo_plan.untag:
-                untag_alone(repo, tag, repo_snap.tags[tag])
-            guarded, pairs, watch = set(repo_plan.guarded), repo_plan.removed_pairs, TagWatch(reader, repo_snap)
-            for digest in repo_plan.delete:
-                holders = watch.reaching(digest, pairs) if digest in guarded else []
-                if holders:
-                    skipped.append({"repository": repo, "digest": digest, "tags": holders,
-                                    "reason": "tagged since the plan; kept"})
-                    for tag in repo_plan.tags_removed.get(digest, []):
-                        if (repo, tag) in named:  # the request named the tag: it goes, the manifest stays
-                            untag_alone(repo, tag, digest)
-                    continue
-                manifest = repo_snap.manifests.get(digest)
-                self.released_blobs.setdefault(repo, set()).update(manifest.blob_digests if manifest else ())
-                delete_by_digest(ctx.client, repo, digest)
-                index.manifest_deleted(ctx.conn, ctx.keys.prefix, repo, digest)  # its tags leave the listing
-                deleted.append(digest)
-                self.deleted.setdefault(repo, set()).add(digest)
-                removed |= {f"{repo}:{t}" for t in repo_plan.tags_removed.get(digest, [])}
-            if repo_plan.remove_repository:
-                self.remove_repos.setdefault(repo, []).append(job)
-        job["result"].update(manifests_deleted=list(deleted), tags_removed=sorted(removed),
-                             skipped=list(skipped), repositories_removed=[])
-
-    def _snapshot_and_plan(self, reader: Reader, request: dict[str, Any], root: str | None) -> tuple[Snapshot, Plan]:
-        """A snapshot for this job (storage first, then tags, then manifests) and its plan. Every job reads
-        afresh: only manifests, immutable by digest, are cached across the window. Without filesystem access
-        (root None) the registry API alone is read: untagged manifests stay unseen, no bytes are computed."""
-        ctx = self.ctx
-        stored = None if root is None else (lambda: self.read_stored(root, bool(request.get("untagged"))))
-        return read_and_plan(reader, request, ctx.settings.registry_host, stored, ctx.settings.untagged_min_age)
-
-    def read_stored(self, root: str, ages: bool = True) -> tuple[float, dict[str, dict[str, float]]]:
-        """Every stored manifest of every repository (storage.revision_times), remembered for the check after
-        GC and for the next window. Without `ages` (only an `untagged` plan uses them: every other plan needs
-        the set of stored manifests alone), the revisions the last window listed are taken from the revision
-        book and only what changed since is listed again; each then reads as pushed at the read."""
-        ctx = self.ctx
-        book = None if ages else ctx.revisions.load()
-        marks = {} if book is None else storage.marks(ctx.container, self.guard.window_id + "-book",
-                                                       {"revisions": book[0] - 1})
-        if book is not None and marks:
-            try:
-                read_at, sets = storage.revisions_since(ctx.container, root, marks["revisions"], book[1])
-            finally:
-                storage.drop_marks(ctx.container, list(marks.values()))
-            times = {r: dict.fromkeys(ds, read_at) for r, ds in sets.items()}
-        else:
-            read_at, times = storage.revision_times(ctx.container, root)
-            sets = {r: set(t) for r, t in times.items()}
-        self.stored, self.stored_read_at = sets, read_at
-        ctx.revisions.save(read_at, sets)
-        return read_at, times
 
     def maintain(self, config_path: str, root: str | None) -> None:
         """Drain and prepare, then fence, hold, GC, release, unfence, check. Whatever needs no fence (blob

@@ -4,13 +4,13 @@ from typing import Any
 
 import marshmallow as ma
 
-from janitor import names
+from janitor.registry import names
 from service import validators
 
 KINDS = ("tags", "digests", "all_tags", "untagged", "all_repositories")
 DEFAULTS = {"dry_run": False, "force": False, "referrers": True}
 
-# The grammar of janitor.names, for clients and fuzzers (the validators apply it on the server).
+# The grammar of janitor.registry.names, for clients and fuzzers (the validators apply it on the server).
 REPOSITORY_PATTERN = names.REPOSITORY_RE.pattern
 TAG_PATTERN = r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$"  # names.TAG_RE, which is ASCII-only
 DIGEST_PATTERN = names.DIGEST_RE.pattern

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import marshmallow as ma
 
-from janitor import names
+from janitor.registry import names
 
 # Distribution sends one event per envelope (2.8); 100 of its events fit in JANITOR_MAX_BODY_BYTES (64 KiB).
 MAX_EVENTS = 100

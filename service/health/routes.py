@@ -7,7 +7,8 @@ from typing import Any
 from flask.views import MethodView
 from flask_smorest import Blueprint
 
-from janitor import errors, heartbeat
+from janitor import errors
+from janitor.window import heartbeat
 from service.health.schemas import HealthSchema, ReadinessSchema
 from service.state import State, state
 

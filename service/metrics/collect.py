@@ -23,10 +23,16 @@ import redis
 import requests
 from flask import Flask, Response, g, request
 from prometheus_client import CollectorRegistry, Counter, Histogram
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
 from prometheus_client.multiprocess import MultiProcessCollector
 
-from janitor import heartbeat, pending, telemetry
+from janitor.jobs import pending, telemetry
+from janitor.window import heartbeat
 from service.state import State
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"

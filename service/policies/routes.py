@@ -10,8 +10,8 @@ from flask import url_for
 from flask.views import MethodView
 from flask_smorest import Blueprint
 
-from janitor import policies
-from janitor.policies import PolicyStore
+from janitor.planning import policies
+from janitor.planning.policies import PolicyStore
 from service import auth, pagination
 from service.errors import ErrorSchema
 from service.jobs.schemas import JobSchema

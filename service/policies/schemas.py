@@ -1,4 +1,4 @@
-"""Policy bodies. janitor.policies.validate is the one validator (the API and POLICIES_FILE share it); the
+"""Policy bodies. janitor.planning.policies.validate is the one validator (the API and POLICIES_FILE share it); the
 fields here describe the shape for OpenAPI and reject wrong types first."""
 
 from __future__ import annotations
@@ -7,7 +7,8 @@ from typing import Any
 
 import marshmallow as ma
 
-from janitor import errors, policies
+from janitor import errors
+from janitor.planning import policies
 from service.jobs.schemas import time_field
 
 

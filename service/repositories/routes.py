@@ -8,7 +8,9 @@ from typing import Any
 from flask.views import MethodView
 from flask_smorest import Blueprint, abort
 
-from janitor import index, names, retention
+from janitor.index import tagindex as index
+from janitor.planning import retention
+from janitor.registry import names
 from service import pagination
 from service.errors import ErrorSchema
 from service.repositories.schemas import (

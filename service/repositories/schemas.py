@@ -5,12 +5,13 @@ from typing import Any
 
 import marshmallow as ma
 
-from janitor import index, retention
+from janitor.index import tagindex as index
+from janitor.planning import retention
 from service.pagination import PageQueryArgsSchema, page_schema
 
 
 def _valid(check: Any) -> Any:
-    """A marshmallow validator from a janitor.retention parser: its RuleError message becomes the field's."""
+    """A marshmallow validator from a janitor.planning.retention parser: its RuleError message becomes the field's."""
     def validate(value: str) -> None:
         try:
             check(value)
@@ -21,7 +22,7 @@ def _valid(check: Any) -> Any:
 
 # What the validators below accept, stated as patterns so the OpenAPI document says it too.
 GLOB_RE = r"^[a-z0-9._*-]+(?:/[a-z0-9._*-]+)*$"
-# A whole number and a unit, at most 100 years whatever the unit (janitor.retention.parse_duration's limit).
+# A whole number and a unit, at most 100 years whatever the unit (janitor.planning.retention.parse_duration's limit).
 DURATION_RE = r"^(?:[1-9][0-9]{0,6}[sm]|[1-9][0-9]{0,4}h|[1-9][0-9]{0,3}d|[1-9][0-9]{0,2}w)$"
 
 

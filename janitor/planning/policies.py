@@ -1,0 +1,289 @@
+"""Retention policies: their definition and validation, where they are kept (Redis, or read-only in
+POLICIES_FILE), their schedule state, and how a run is recorded and queued for a window.
+
+One validator serves the API and the file, so a policy means the same wherever it was written.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import threading
+from collections.abc import Callable
+from datetime import datetime, timezone
+from typing import Any
+
+import redis
+import yaml
+
+from janitor import errors
+from janitor.jobs import pending, webhooks
+from janitor.jobs.records import SUCCEEDED, JobStore, Keys, now
+from janitor.planning import approval, retention
+
+FIELDS = ("name", "repositories", "keep_last", "older_than", "delete_tags", "keep_tags", "untagged", "schedule",
+          "enabled", "approval")
+NAME_RE = re.compile(r"^[a-z0-9]+(?:-[a-z0-9]+)*$")
+NAME_MAX = 63
+MAX_REPOSITORY_GLOBS = 100
+MAX_KEEP_LAST = 100_000
+# The worker's job that fires the policies due at one moment, by dotted name (the API never imports it).
+TICK_JOB = "worker.jobs.policy_tick"
+FIRED_TTL = 7 * 24 * 3600
+
+
+def _text(value: bytes | str) -> str:
+    """redis-py answers bytes unless told to decode."""
+    return value.decode() if isinstance(value, bytes) else value
+
+
+def is_name(value: Any) -> bool:
+    return isinstance(value, str) and len(value) <= NAME_MAX and NAME_RE.match(value) is not None
+
+
+def validate(data: Any, name: str | None = None) -> dict[str, Any]:
+    """A policy with every field present (defaults filled in), or InvalidPolicy with each bad field and what
+    is wrong with it. `name`, when given, is the name from the path: a body may repeat it but not change it."""
+    if not isinstance(data, dict):
+        raise errors.InvalidPolicy("a policy is a JSON object", _schema=["a policy is an object of fields"])
+    problems: dict[str, list[str]] = {}
+
+    def bad(field: str, message: str) -> None:
+        problems.setdefault(field, []).append(message)
+
+    for key in data:
+        if key not in FIELDS:
+            bad(str(key), "Unknown field.")
+    given = data.get("name", name)
+    if name is not None and "name" in data and data["name"] != name:
+        bad("name", f"the body names {data['name']!r} but the path {name!r}; a policy cannot be renamed")
+    elif not is_name(given):
+        bad("name", "required: lowercase letters, digits and single '-' between them, at most 63 characters")
+    repos = data.get("repositories")
+    if not isinstance(repos, list) or not repos or len(repos) > MAX_REPOSITORY_GLOBS:
+        bad("repositories", f"required: a list of 1 to {MAX_REPOSITORY_GLOBS} repository globs")
+    else:
+        for i, glob in enumerate(repos):
+            try:
+                if not isinstance(glob, str):
+                    raise retention.RuleError("not a string")
+                retention.compile_glob(glob)
+            except retention.RuleError as exc:
+                bad("repositories", f"[{i}] {glob!r}: {exc}")
+    keep_last = data.get("keep_last")
+    if keep_last is not None and (isinstance(keep_last, bool) or not isinstance(keep_last, int)
+                                  or not 0 <= keep_last <= MAX_KEEP_LAST):
+        bad("keep_last", f"a whole number from 0 to {MAX_KEEP_LAST}")
+    for field, check in (("older_than", retention.parse_duration), ("delete_tags", retention.compile_regex),
+                         ("keep_tags", retention.compile_regex), ("schedule", retention.check_schedule)):
+        value = data.get(field)
+        if value is None:
+            continue
+        if not isinstance(value, str):
+            bad(field, "must be a string")
+            continue
+        try:
+            check(value)
+        except retention.RuleError as exc:
+            bad(field, str(exc))
+    for field in ("untagged", "enabled"):
+        if field in data and not isinstance(data[field], bool):
+            bad(field, "must be true or false")
+    if data.get("approval") not in (None, approval.REQUIRED):
+        bad("approval", f"\"{approval.REQUIRED}\" (its scheduled runs wait for approval) or null")
+    if problems:
+        raise errors.InvalidPolicy("the policy is not valid: see details", **problems)
+    return {
+        "name": given,
+        "repositories": list(repos or ()),
+        "keep_last": keep_last,
+        "older_than": data.get("older_than"),
+        "delete_tags": data.get("delete_tags"),
+        "keep_tags": data.get("keep_tags"),
+        "untagged": bool(data.get("untagged", False)),
+        "schedule": data.get("schedule"),
+        "enabled": bool(data.get("enabled", True)),
+        "approval": data.get("approval"),
+    }
+
+
+def rules(policy: dict[str, Any]) -> retention.Rules:
+    return retention.Rules(
+        keep_last=policy.get("keep_last"),
+        older_than=retention.parse_duration(policy["older_than"]) if policy.get("older_than") else None,
+        delete_tags=retention.compile_regex(policy["delete_tags"]) if policy.get("delete_tags") is not None else None,
+        keep_tags=retention.compile_regex(policy["keep_tags"]) if policy.get("keep_tags") is not None else None,
+    )
+
+
+def select(policy: dict[str, Any], repositories: list[str]) -> list[str]:
+    """The repositories a policy's globs name, in order."""
+    globs = [retention.compile_glob(g) for g in policy["repositories"]]
+    return sorted(r for r in repositories if any(g.match(r) for g in globs))
+
+
+def tick_id(registry: str, due: datetime) -> str:
+    """One RQ job per registry and moment: every policy due then is fired by it, and scheduling it twice
+    (two workers starting, the API and a worker) names the same job."""
+    return "janitor-policies-" + re.sub(r"[^A-Za-z0-9]", "-", registry) + f"-{int(due.timestamp())}"
+
+
+def iso(when: datetime | None) -> str | None:
+    return when.astimezone(timezone.utc).isoformat().replace("+00:00", "Z") if when else None
+
+
+def load_file(path: str) -> dict[str, dict[str, Any]]:
+    """Policies in a YAML file: a list of policies, or {"policies": [...]}. Any bad entry refuses the file."""
+    with open(path, encoding="utf-8") as fh:
+        doc = yaml.safe_load(fh)
+    items = doc.get("policies") if isinstance(doc, dict) else doc
+    if items is None:
+        items = []
+    if not isinstance(items, list):
+        raise errors.InvalidPolicy(f"{path}: expected a list of policies (or policies: [...])", file=path)
+    found: dict[str, dict[str, Any]] = {}
+    for i, item in enumerate(items):
+        try:
+            policy = validate(item)
+        except errors.InvalidPolicy as exc:
+            raise errors.InvalidPolicy(f"{path}: policy #{i + 1} is not valid", file=path, index=i,
+                                       **{k: v for k, v in exc.details.items() if k not in ("file", "index")}) from None
+        if policy["name"] in found:
+            raise errors.InvalidPolicy(f"{path}: policy {policy['name']!r} is given twice", file=path, index=i)
+        found[policy["name"]] = {**policy, "source": "file"}
+    return found
+
+
+class PolicyStore:
+    """API policies in one Redis hash; file policies read (and re-read when the file changes) from disk."""
+
+    def __init__(self, conn: redis.Redis, keys: Keys, policies_file: str | None = None) -> None:
+        self.conn = conn
+        self.key = f"{keys.prefix}:policies"
+        self.prefix = keys.prefix
+        self.policies_file = policies_file
+        self._file_cache: tuple[float, dict[str, dict[str, Any]]] | None = None
+        self._file_lock = threading.Lock()
+
+    def _state_key(self, name: str) -> str:
+        return f"{self.prefix}:policy-state:{name}"
+
+    def file_policies(self) -> dict[str, dict[str, Any]]:
+        if not self.policies_file:
+            return {}
+        mtime = os.stat(self.policies_file).st_mtime
+        with self._file_lock:
+            if self._file_cache is None or self._file_cache[0] != mtime:
+                self._file_cache = (mtime, load_file(self.policies_file))
+            return self._file_cache[1]
+
+    def all(self, with_file: bool = True) -> list[dict[str, Any]]:
+        found = {_text(k): {**json.loads(v), "source": "api"} for k, v in self.conn.hgetall(self.key).items()}
+        if with_file:
+            found.update(self.file_policies())
+        return [found[n] for n in sorted(found)]
+
+    def get(self, name: str) -> dict[str, Any]:
+        if not is_name(name):
+            raise errors.InvalidPolicy("not a valid policy name", name=["lowercase letters, digits and '-'"])
+        if name in self.file_policies():
+            return self.file_policies()[name]
+        raw = self.conn.hget(self.key, name)
+        if raw is None:
+            raise errors.PolicyNotFound(f"no policy {name}", name=name)
+        return {**json.loads(raw), "source": "api"}
+
+    def create(self, policy: dict[str, Any]) -> None:
+        name = policy["name"]
+        if name in self.file_policies() or not self.conn.hsetnx(self.key, name, json.dumps(policy)):
+            raise errors.PolicyExists(f"a policy named {name} exists already; PUT /v1/policies/{name} replaces it",
+                                      name=name)
+        self.conn.delete(self._state_key(name))  # a past policy of that name leaves no schedule behind
+
+    def replace(self, policy: dict[str, Any]) -> None:
+        name = policy["name"]
+        if self.get(name)["source"] == "file":
+            raise errors.PolicyReadOnly(f"policy {name} comes from POLICIES_FILE; change it there", name=name)
+        self.conn.hset(self.key, name, json.dumps(policy))
+
+    def delete(self, name: str) -> None:
+        if self.get(name)["source"] == "file":
+            raise errors.PolicyReadOnly(f"policy {name} comes from POLICIES_FILE; remove it there", name=name)
+        self.conn.hdel(self.key, name)
+        self.conn.delete(self._state_key(name))
+
+    # -- schedule state ------------------------------------------------------------------------
+
+    def state(self, name: str) -> dict[str, str]:
+        return {_text(k): _text(v) for k, v in self.conn.hgetall(self._state_key(name)).items()}
+
+    def set_next(self, name: str, when: datetime | None) -> None:
+        if when is None:
+            self.conn.hdel(self._state_key(name), "next_run")
+        else:
+            self.conn.hset(self._state_key(name), "next_run", iso(when))  # type: ignore[arg-type]
+
+    def set_last(self, name: str, job_id: str) -> None:
+        self.conn.hset(self._state_key(name), "last_run", job_id)
+
+    def claim(self, name: str, due: datetime) -> bool:
+        """True once per policy and due time, however many workers see it due."""
+        return bool(self.conn.set(f"{self.prefix}:policy-fired:{name}:{int(due.timestamp())}", "1", nx=True,
+                                  ex=FIRED_TTL))
+
+    def reschedule(self, policy: dict[str, Any], schedule: Callable[[datetime], object],
+                   after: datetime | None = None) -> datetime | None:
+        """Record and schedule the policy's next run after `after` (now), or clear it when paused."""
+        if not policy.get("schedule") or not policy.get("enabled", True):
+            self.set_next(policy["name"], None)
+            return None
+        when = retention.next_run(policy["schedule"], after or datetime.now(timezone.utc))
+        self.set_next(policy["name"], when)
+        schedule(when)
+        return when
+
+    def view(self, policy: dict[str, Any], jobs: JobStore) -> dict[str, Any]:
+        """A policy as GET shows it: its fields, where it comes from, its last and next run."""
+        state = self.state(policy["name"])
+        last = jobs.get(state["last_run"]) if state.get("last_run") else None
+        return {
+            **policy,
+            "last_run": {"job_id": last["id"], "status": last["status"], "at": last["created_at"],
+                         "finished_at": last["finished_at"]} if last else None,
+            "next_run": state.get("next_run") if policy.get("schedule") and policy.get("enabled") else None,
+        }
+
+
+def submit_runs(conn: redis.Redis, keys: Keys, jobs: JobStore, store: PolicyStore,
+                runs: list[tuple[dict[str, Any], dict[str, Any]]], repositories: list[str] | None,
+                schedule_window: Callable[[], object], requested_by: str | None = None,
+                require_approval: bool = False) -> list[dict[str, Any]]:
+    """Record one `policy` job per (policy, request) and queue them for the same window. A policy whose
+    globs name no repository is a successful run that changed nothing: it never waits for a window.
+    `repositories` None: the registry could not be listed, so every run goes to the window to be planned.
+    A run waits for approval when its request says `"approval": "required"` (a scheduled run of a policy that
+    sets it), or `require_approval` (JANITOR_REQUIRE_APPROVAL) and it is real; the window plans it, parks it
+    awaiting approval, and once approved carries out no more than was approved."""
+    made, queued = [], []
+    for policy, request in runs:
+        request = dict(request)
+        definition = {k: policy.get(k) for k in FIELDS}
+        needs = approval.needed(request, require_approval)
+        request.pop("approval", None)
+        job = jobs.create("policy", {**request, "policy": definition}, requested_by=requested_by,
+                          approval=needs, policy=policy["name"])
+        if repositories is not None and not select(policy, repositories):
+            job.update(status=SUCCEEDED, started_at=now(), finished_at=now(), result={
+                "plan": {"repositories": [], "tags": [], "manifests": [], "bytes": 0},
+                "planned": {"blobs": 0, "bytes": 0}, "changed": False,
+                "note": "the policy's globs name no repository: nothing to do, no window"})
+            job["summary"] = webhooks.summary(job)
+            jobs.save(job)
+        else:
+            queued.append(job["id"])
+        store.set_last(policy["name"], job["id"])
+        made.append(job)
+    if queued:
+        pending.submit_many(conn, keys, queued, schedule_window)
+    return made

@@ -1,0 +1,225 @@
+"""The registry's container, driven through the Docker SDK: exec with argument lists, files by archive, restart."""
+
+from __future__ import annotations
+
+import io
+import posixpath
+import shlex
+import tarfile
+from dataclasses import dataclass
+from typing import Any
+
+import docker
+import docker.errors
+import yaml
+from docker.models.containers import Container
+
+from janitor import errors
+
+_CONFIG_SUFFIXES = (".yml", ".yaml")
+
+
+def command_of(attrs: dict[str, Any]) -> list[str]:
+    """The argv the container runs: entrypoint (Path) then its arguments."""
+    return [attrs.get("Path") or "", *(attrs.get("Args") or [])]
+
+
+def env_of(attrs: dict[str, Any]) -> dict[str, str]:
+    pairs = (attrs.get("Config") or {}).get("Env") or []
+    return dict(e.split("=", 1) for e in pairs if "=" in e)
+
+
+def config_path_from(argv: list[str], env: dict[str, str]) -> str | None:
+    """Distribution's rule (`registry serve [path]`): a path argument wins, else REGISTRY_CONFIGURATION_PATH.
+    The official entrypoints turn `<path>.yml` as first argument into `registry serve <path>.yml`; a shell
+    wrapper (`sh -c "registry serve ..."`) is split like a shell would. None when nothing names a file."""
+    words: list[str] = []
+    for arg in argv:
+        try:
+            words.extend(shlex.split(arg) if any(c.isspace() for c in arg) else [arg])
+        except ValueError:
+            words.append(arg)
+    from_env = env.get("REGISTRY_CONFIGURATION_PATH") or None
+    if "serve" in words:
+        after = [w for w in words[words.index("serve") + 1:] if not w.startswith("-")]
+        if after and after[0].startswith("$"):
+            # `sh -c '... registry serve "$1"' sh <path>`: the path is a positional argument of the shell.
+            return next((w for w in words if w.endswith(_CONFIG_SUFFIXES)), from_env)
+        return after[0] if after and not after[0].startswith(("&", ";", "|")) else from_env
+    for word in words[1:]:
+        if word.endswith(_CONFIG_SUFFIXES):
+            return word
+    return from_env
+
+
+
+@dataclass(frozen=True)
+class ExecResult:
+    exit_code: int
+    stdout: str
+    stderr: str
+
+
+def docker_client(base_url: str | None = None) -> docker.DockerClient:
+    """The engine at `base_url` (a registry's `docker_host`), else from DOCKER_HOST and friends, as the docker
+    CLI reads them."""
+    try:
+        return docker.DockerClient(base_url=base_url) if base_url else docker.from_env()
+    except docker.errors.DockerException as exc:
+        raise errors.DockerUnavailable(f"Docker engine {base_url or '(DOCKER_HOST)'} unreachable: {exc}") from exc
+
+
+class RegistryContainer:
+    """The engine is reached lazily, so an unreachable one fails the step that needs it, with a reason."""
+
+    def __init__(self, name: str, client: docker.DockerClient | None = None, docker_host: str | None = None) -> None:
+        self.name = name
+        self._client = client
+        self.docker_host = docker_host
+
+    @property
+    def client(self) -> docker.DockerClient:
+        if self._client is None:
+            self._client = docker_client(self.docker_host)
+        return self._client
+
+    def ping(self) -> None:
+        """Raises DockerUnavailable unless the engine answers: a worker that cannot reach it leaves this
+        registry's windows to one that can."""
+        try:
+            self.client.ping()
+        except (docker.errors.DockerException, OSError) as exc:
+            self._client = None  # a new connection next time (the engine may come back elsewhere)
+            raise errors.DockerUnavailable(
+                f"Docker engine {self.docker_host or '(DOCKER_HOST)'} unreachable: {exc}") from exc
+
+    def get(self) -> Container:
+        try:
+            return self.client.containers.get(self.name)
+        except docker.errors.NotFound as exc:
+            raise errors.ContainerNotFound(
+                f"registry container {self.name!r} not found: set REGISTRY_CONTAINER to its name or id"
+            ) from exc
+        except (docker.errors.DockerException, OSError) as exc:
+            raise errors.DockerUnavailable(f"Docker engine unreachable: {exc}") from exc
+
+    def env(self) -> dict[str, str]:
+        """The container's environment: distribution lets REGISTRY_* variables override its config file."""
+        return env_of(self.get().attrs)
+
+    def read_yaml(self, path: str) -> dict[str, Any]:
+        loaded = yaml.safe_load(self.read_file(path))
+        return loaded if isinstance(loaded, dict) else {}
+
+    def attrs(self) -> dict[str, Any]:
+        """The container as `docker inspect` shows it: command, environment, mounts."""
+        return self.get().attrs
+
+    def config_path(self) -> str:
+        """The config file the registry reads, found the way distribution finds it."""
+        attrs = self.attrs()
+        path = config_path_from(command_of(attrs), env_of(attrs))
+        if path is None:
+            raise errors.ConfigPathUnknown(
+                f"cannot tell which config file container {self.name!r} runs with: its command names none and "
+                "REGISTRY_CONFIGURATION_PATH is not in its environment. Start it as `registry serve <path>` or set "
+                "REGISTRY_CONFIGURATION_PATH", container=self.name)
+        if not self.exists(path):
+            raise errors.ConfigPathUnknown(
+                f"container {self.name!r} is started with config {path}, which does not exist in it", path=path)
+        return path
+
+    def exec(self, argv: list[str]) -> ExecResult:
+        code, out, err = self.exec_bytes(argv)
+        return ExecResult(code, out.decode(errors="replace"), err)
+
+    def exec_bytes(self, argv: list[str], workdir: str | None = None) -> tuple[int, bytes, str]:
+        """Exit code, stdout as bytes (an archive, file contents) and stderr as text."""
+        c = self.get()
+        if c.status != "running":
+            raise errors.ContainerError(f"registry container {self.name!r} is {c.status}, not running")
+        try:
+            code, (out, err) = c.exec_run(argv, demux=True, **({"workdir": workdir} if workdir else {}))
+        except docker.errors.APIError as exc:
+            raise errors.ContainerError(f"exec in {self.name!r} failed: {exc.explanation or exc}") from exc
+        except OSError as exc:  # the engine went away mid-call (requests' errors are OSErrors)
+            raise _unreachable(exc) from exc
+        return code if code is not None else -1, out or b"", (err or b"").decode(errors="replace")
+
+    def exists(self, path: str) -> bool:
+        try:
+            self.get().get_archive(path)
+        except docker.errors.NotFound:
+            return False
+        except docker.errors.APIError:
+            raise
+        except OSError as exc:
+            raise _unreachable(exc) from exc
+        return True
+
+    def read_file(self, path: str) -> bytes:
+        try:
+            stream, _ = self.get().get_archive(path)
+            data = b"".join(stream)
+        except docker.errors.NotFound as exc:
+            raise errors.ContainerError(f"{path} not found in container {self.name!r}") from exc
+        except docker.errors.APIError:
+            raise
+        except OSError as exc:
+            raise _unreachable(exc) from exc
+        with tarfile.open(fileobj=io.BytesIO(data)) as tar:
+            member = tar.next()
+            extracted = tar.extractfile(member) if member else None
+            if extracted is None:
+                raise errors.ContainerError(f"{path} in container {self.name!r} is not a regular file")
+            return extracted.read()
+
+    def write_file(self, path: str, data: bytes, mode: int = 0o644) -> None:
+        buf = io.BytesIO()
+        with tarfile.open(fileobj=buf, mode="w") as tar:
+            info = tarfile.TarInfo(posixpath.basename(path))
+            info.size, info.mode = len(data), mode
+            tar.addfile(info, io.BytesIO(data))
+        try:
+            ok = self.get().put_archive(posixpath.dirname(path), buf.getvalue())
+        except docker.errors.APIError as exc:
+            raise errors.ContainerError(f"cannot write {path} in container {self.name!r}: {exc.explanation or exc}") from exc
+        except OSError as exc:
+            raise _unreachable(exc) from exc
+        if not ok:
+            raise errors.ContainerError(f"cannot write {path} in container {self.name!r}")
+
+    def write_marks(self, directory: str, marks: dict[str, float]) -> None:
+        """Empty files with the given modification times (epoch seconds), in one archive: references for
+        `find -newer`."""
+        buf = io.BytesIO()
+        with tarfile.open(fileobj=buf, mode="w") as tar:
+            for name, mtime in marks.items():
+                info = tarfile.TarInfo(name)
+                info.size, info.mode, info.mtime = 0, 0o644, int(mtime)
+                tar.addfile(info, io.BytesIO(b""))
+        try:
+            ok = self.get().put_archive(directory, buf.getvalue())
+        except docker.errors.APIError as exc:
+            raise errors.ContainerError(f"cannot write into {directory} in container {self.name!r}: "
+                                        f"{exc.explanation or exc}") from exc
+        except OSError as exc:
+            raise _unreachable(exc) from exc
+        if not ok:
+            raise errors.ContainerError(f"cannot write into {directory} in container {self.name!r}")
+
+    def restart(self, stop_timeout: int) -> None:
+        c = self.get()
+        try:
+            if c.status == "running":
+                c.restart(timeout=stop_timeout)
+            else:
+                c.start()
+        except docker.errors.APIError as exc:
+            raise errors.ContainerError(f"cannot restart {self.name!r}: {exc.explanation or exc}") from exc
+        except OSError as exc:
+            raise _unreachable(exc) from exc
+
+
+def _unreachable(exc: Exception) -> errors.DockerUnavailable:
+    return errors.DockerUnavailable(f"Docker engine unreachable: {exc}")

@@ -1,0 +1,123 @@
+"""The write fence: the registry restarted in read-only mode for GC, and back to writable after.
+
+Distribution has no runtime switch, so the fence rewrites the config the container was started with
+(storage.maintenance.readonly.enabled) and restarts it. The original is kept byte for byte next to it in
+the container, and the fenced config starts with a marker naming the window and lease that set it, so any
+later worker can tell a fence left by a crash and undo it without Redis, and a window never undoes a fence
+that is not its own.
+
+Rewriting the file proves nothing on its own (the environment can override it): janitor/probe.py checks
+that writes are really refused, and really accepted again.
+"""
+
+from __future__ import annotations
+
+import copy
+import re
+import time
+
+import requests
+import yaml
+
+from janitor import errors
+from janitor.registry.container import RegistryContainer
+
+MARKER = b"# registry-janitor: read-only for maintenance"
+BACKUP_SUFFIX = ".janitor-original"
+# Between polls of /v2/ after a restart: every poll saved is time writes stay refused.
+READY_POLL = 0.02
+_MARKER_LINE = re.compile(rb"^# registry-janitor: read-only for maintenance(?: by (\S+))?;")
+
+
+def readonly_config(original: bytes, backup_path: str, owner: str = "") -> bytes:
+    """The original config with writes refused, behind a marker line that names its owner and the backup."""
+    config = copy.deepcopy(yaml.safe_load(original) or {})
+    storage = config.setdefault("storage", {}) or {}
+    config["storage"] = storage
+    maintenance = storage.get("maintenance") or {}
+    maintenance["readonly"] = {"enabled": True}
+    storage["maintenance"] = maintenance
+    by = f" by {owner}" if owner else ""
+    return MARKER + f"{by}; the original is in {backup_path}\n".encode() + \
+        yaml.safe_dump(config, sort_keys=False).encode()
+
+
+def marker_owner(config: bytes) -> str | None:
+    """Who fenced this config: the owner named in its marker, "" for a marker without one (an older
+    version), None when the config is not fenced."""
+    match = _MARKER_LINE.match(config)
+    if not match:
+        return None
+    return match.group(1).decode() if match.group(1) else ""
+
+
+def wait_ready(registry_url: str, timeout: float) -> float:
+    """Seconds until /v2/ answers (401 counts: the registry is serving); ContainerError past the timeout."""
+    start = time.monotonic()
+    while True:
+        try:
+            if requests.get(f"{registry_url}/v2/", timeout=2).status_code < 500:
+                return time.monotonic() - start
+        except requests.RequestException:
+            pass
+        if time.monotonic() - start > timeout:
+            raise errors.RegistryUnavailable(f"the registry did not answer /v2/ within {timeout:.0f}s of its restart")
+        time.sleep(READY_POLL)
+
+
+class WriteFence:
+    """The config file and the restart. Ownership and probes are janitor/guard.py's business."""
+
+    def __init__(self, container: RegistryContainer, registry_url: str, stop_timeout: int, ready_timeout: float) -> None:
+        self.container = container
+        self.registry_url = registry_url
+        self.stop_timeout = stop_timeout
+        self.ready_timeout = ready_timeout
+        self.stopped_at: float | None = None  # monotonic: when `close` began to stop the writable registry
+        self.originals: dict[str, bytes] = {}  # config path -> the original this object saved as its backup
+
+    def restart(self) -> float:
+        """Restart (or start, after a kill) the registry; seconds until it answers."""
+        self.container.restart(self.stop_timeout)
+        return wait_ready(self.registry_url, self.ready_timeout)
+
+    def close(self, config_path: str, owner: str = "") -> float:
+        """Refuse writes: save the config, write the read-only one, restart. Returns seconds to ready."""
+        original = self.container.read_file(config_path)
+        if marker_owner(original) is not None:
+            raise errors.ContainerError("the registry is already fenced by an earlier window; recover it first")
+        backup = config_path + BACKUP_SUFFIX
+        self.container.write_file(backup, original)
+        self.originals[config_path] = original
+        self.container.write_file(config_path, readonly_config(original, backup, owner))
+        self.stopped_at = time.monotonic()  # until now the writable registry ran: writes refused from here
+        return self.restart()
+
+    def owner(self, config_path: str) -> str | None:
+        """The owner named by the fence in place ("" if unnamed), None when the config is not fenced."""
+        return marker_owner(self.container.read_file(config_path))
+
+    def put_back(self, config_path: str, fenced: bool | None = None) -> bool:
+        """Write the original config back over a fenced one; the backup stays until writes are proven.
+        False when there was no fence to take down. `fenced`: the caller just read the marker. The original
+        this object saved itself is written without reading the backup again (each read costs time while
+        writes are refused)."""
+        if not (self.owner(config_path) is not None if fenced is None else fenced):
+            return False
+        original = self.originals.get(config_path)
+        if original is None:
+            original = self.container.read_file(config_path + BACKUP_SUFFIX)
+        self.container.write_file(config_path, original)
+        return True
+
+    def drop_backup(self, config_path: str) -> None:
+        """Only once the registry has accepted a write with the original config back."""
+        if self.owner(config_path) is not None:
+            raise errors.ContainerError("refusing to remove the config backup while the config is still fenced")
+        self.container.exec(["rm", "-f", config_path + BACKUP_SUFFIX])
+
+    def has_backup(self, config_path: str) -> bool:
+        return self.container.exists(config_path + BACKUP_SUFFIX)
+
+    def left_closed(self, config_path: str) -> bool:
+        return self.owner(config_path) is not None

@@ -1,0 +1,282 @@
+"""The one object that owns a window's changes to the registry: its lease, its fence and its holds record.
+
+Every change goes through here and checks, first, that the lease is still this window's and that the
+window is still within its time limit. The fence marker and the holds record name the window and the
+lease's fencing token; a window only ever undoes a fence or holds that are its own, and only while it holds
+the lease. Anything left by an owner whose lease is gone is undone by `recover()`, under the next lease.
+
+Nothing is assumed: before GC a blob upload must be refused, and after the restart one must be accepted
+before the config backup is removed.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import redis
+
+from janitor import errors
+from janitor.config.settings import Settings
+from janitor.registry.client import RegistryClient
+from janitor.registry.container import RegistryContainer
+from janitor.window import gc, holds, probe
+from janitor.window.fence import WriteFence
+from janitor.window.lease import MaintenanceLock
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+
+class WindowGuard:
+    def __init__(self, settings: Settings, lease: MaintenanceLock, container: RegistryContainer,
+                 fence: WriteFence, client: RegistryClient, window_id: str | None = None) -> None:
+        self.settings = settings
+        self.lease = lease
+        self.container = container
+        self.fence = fence
+        self.client = client
+        self.window_id = window_id or uuid.uuid4().hex
+        self.config_path = ""
+        self.root = ""
+        self.deadline = float("inf")
+        self.fenced = False  # this window wrote (or began to write) the read-only config
+        self.placed: list[holds.Hold] = []  # holds this window placed and has not released
+        self.accepted_at: float | None = None  # monotonic: when `restore` saw a write accepted again
+        self.recorded = False  # this window wrote a holds record (and has not removed it)
+        self.stopped_at: float | None = None  # monotonic: when the fence began to stop the writable registry
+
+    # -- identity and limits ---------------------------------------------------------------------
+
+    @property
+    def owner(self) -> str:
+        """What the fence marker and the holds record say: this window and its lease's fencing token."""
+        return f"window-{self.window_id}/lease-{self.lease.fencing}"
+
+    def is_own(self, owner: str | None) -> bool:
+        return bool(owner) and str(owner).startswith(f"window-{self.window_id}/")
+
+    def locate(self, config_path: str, root: str) -> None:
+        self.config_path, self.root = config_path, root
+
+    def start_clock(self) -> None:
+        self.deadline = time.monotonic() + self.settings.max_window
+
+    def remaining(self) -> float:
+        return self.deadline - time.monotonic()
+
+    def check(self, action: str) -> None:
+        """Before every change: still within the window's time, still the lease's owner."""
+        if self.remaining() <= 0:
+            raise errors.WindowTimeout(
+                f"the window ran past JANITOR_MAX_WINDOW ({self.settings.max_window:.0f}s) before {action}; "
+                f"{action} did not happen and the registry was made writable again",
+                max_window_seconds=self.settings.max_window)
+        self.lease.check(action)
+
+    # -- the steps' changes ----------------------------------------------------------------------
+
+    def close(self) -> dict[str, Any]:
+        """Fence: restart read-only, then prove that writes are refused."""
+        self.check("the fence")
+        self.fenced = True  # before the first write: a failure halfway must still be undone
+        self.fence.stopped_at = None
+        try:
+            ready = self.fence.close(self.config_path, self.owner)
+        finally:
+            self.stopped_at = self.fence.stopped_at
+        self.require_refused()
+        return {"ready_seconds": round(ready, 3), "write_probe": 405, "owner": self.owner}
+
+    def require_refused(self) -> None:
+        probe.require_refused(self.client, self.fence_cause())
+
+    def fence_cause(self) -> str:
+        """Why a rewritten config may not take effect, from what the container shows, and the fix."""
+        try:
+            env = self.container.env()
+        except errors.JanitorError:
+            env = {}
+        overriding = sorted(k for k in env if k.startswith("REGISTRY_STORAGE_MAINTENANCE"))
+        other_file = env.get("REGISTRY_CONFIGURATION_PATH")
+        causes: list[str] = []
+        if overriding:
+            causes.append(f"the container's environment sets {', '.join(overriding)}, which replaces the whole "
+                          "storage.maintenance section of the config file, read-only flag included")
+        if other_file and other_file != self.config_path:
+            causes.append(f"REGISTRY_CONFIGURATION_PATH={other_file} points the registry at a file other than "
+                          f"{self.config_path}, the one the janitor rewrites")
+        if not causes:
+            causes.append("nothing in the container's recorded environment explains it, so most likely its "
+                          "entrypoint or command exports REGISTRY_STORAGE_MAINTENANCE (or "
+                          "REGISTRY_STORAGE_MAINTENANCE_READONLY), which overrides the config file's storage."
+                          f"maintenance section, or the registry reads a config file other than {self.config_path}")
+        return ("Likely cause: " + "; ".join(causes) + ". Fix: move those maintenance settings into "
+                f"{self.config_path} (storage.maintenance.uploadpurging ...) and remove the variable from the "
+                f"container's environment and entrypoint, and run the registry with {self.config_path} "
+                "(`registry serve <that file>`); then ask again.")
+
+    def place_holds(self, built: list[tuple[holds.Hold, bytes]]) -> None:
+        """Record, then place: a crash in between still lets the next owner remove them. Nothing to hold,
+        nothing written: every write here happens while the registry refuses writes."""
+        self.check("placing holds")
+        if not built:
+            return
+        record = holds.encode_record(self.owner, [h for h, _ in built])
+        self.container.write_file(self.config_path + holds.RECORD_SUFFIX, record)
+        self.recorded = True
+        self.placed = [h for h, _ in built]
+        holds.place(self.container, self.root, built)
+
+    def release_holds(self) -> None:
+        """Holds go once GC is done; the record of them goes last."""
+        self.lease.check("releasing holds")
+        if not self.placed and not self.recorded:
+            return  # this window wrote neither
+        holds.release(self.container, self.root, self.placed)
+        self.placed = []
+        self._drop_own_record()
+        self.recorded = False
+
+    def gc(self, dry_run: bool = False) -> gc.GcSummary:
+        """garbage-collect, only on a lease still owned, a registry proven read-only, within both limits."""
+        self.check("GC")
+        if not self.fenced:
+            raise errors.FenceNotEffective("GC refused: this window has not fenced the registry")
+        self.require_refused()
+        window_left = self.remaining()
+        limit = min(self.settings.gc_timeout, window_left)
+        try:
+            return gc.run(self.container, self.config_path, dry_run=dry_run, timeout=limit)
+        except errors.GcTimeout as exc:
+            if window_left < self.settings.gc_timeout:
+                raise errors.WindowTimeout(
+                    f"garbage-collect was stopped after {limit:.0f}s, at the end of the window (JANITOR_MAX_WINDOW "
+                    f"{self.settings.max_window:.0f}s); the registry was made writable again",
+                    max_window_seconds=self.settings.max_window) from exc
+            raise errors.GcTimeout(
+                f"garbage-collect ran past JANITOR_GC_TIMEOUT ({self.settings.gc_timeout:.0f}s) and was stopped; "
+                "the registry was made writable again. Raise JANITOR_GC_TIMEOUT if the storage is that large",
+                timeout_seconds=limit) from exc
+
+    # -- undoing -----------------------------------------------------------------------------------
+
+    def restore(self) -> dict[str, Any]:
+        """Take down this window's own fence and holds, restart, prove writes are accepted, drop the backup.
+
+        Only under the lease: a window that lost it takes the lease again if it is free (Redis came back and
+        nobody else wanted it). If another owner holds it, nothing is touched here: that owner's recovery
+        undoes this window's fence, and this window must not undo one that owner may have set since."""
+        if not self.fenced and not self.placed and not self.recorded:
+            return {"restored": False}
+        if not self.lease.owned() and not self._retake():
+            raise errors.LockLost("the maintenance lock was lost and another worker holds it; the fence and holds "
+                                  "of this window are left for that worker to undo (it does so before its own window)",
+                                  lease=self.lease.fencing)
+        found = self._retry_docker(lambda: self.fence.owner(self.config_path))
+        if found is not None and not self.is_own(found):
+            self.fenced, self.placed = False, []
+            raise errors.LockLost(f"the fence in place is not this window's ({found}); left untouched")
+        out: dict[str, Any] = {"restored": True}
+        if (self.placed or self.recorded) and self._running():
+            self._retry_docker(self.release_holds)  # before writes resume, while it still runs
+        self._retry_docker(lambda: self.fence.put_back(self.config_path, fenced=found is not None))
+        out["ready_seconds"] = round(self._retry_docker(self.fence.restart), 3)
+        if self.placed or self.recorded:  # the container was down: its holds can only go now
+            self._retry_docker(self.release_holds)
+        out["write_probe_seconds"] = round(probe.require_accepted(self.client, self.settings.registry_ready_timeout), 3)
+        self.accepted_at = time.monotonic()
+        self._retry_docker(lambda: self.fence.drop_backup(self.config_path))
+        self.fenced = False
+        return out
+
+    def write_refused_seconds(self) -> float | None:
+        """From the moment the fence stopped the writable registry to the moment a write was accepted again
+        (now, if none was yet); None when this window never stopped it."""
+        if self.stopped_at is None:
+            return None
+        return (self.accepted_at or time.monotonic()) - self.stopped_at
+
+    def recover(self) -> list[str]:
+        """Under this lease: undo a fence and holds whose owner's lease is gone. Says what it did."""
+        self.lease.check("recovery")
+        holder = self.lease.token
+        done: list[str] = []
+        owner = self.fence.owner(self.config_path)
+        restarted = False
+        # Whoever set a fence other than this window's own no longer holds the lease (this window does).
+        if owner is not None and not self.is_own(owner):
+            # The restart also ends a garbage-collect the dead window may have left running.
+            self.fence.put_back(self.config_path)
+            self.fence.restart()
+            restarted = True
+            done.append(f"fence of {owner or 'an earlier version'} taken down, registry restarted (lease now {holder})")
+        record_path = self.config_path + holds.RECORD_SUFFIX
+        if self.container.exists(record_path):
+            record = holds.decode_record(self.container.read_file(record_path))
+            if self.is_own(record.owner):
+                pass  # this window's own: restore() handles it
+            else:
+                for why in record.rejected:
+                    log.error("holds record %s: refused to act on %s", record_path, why)
+                holds.release(self.container, self.root, list(record.holds))
+                if record.rejected:
+                    self.container.exec(["mv", "-f", record_path, record_path + ".rejected"])
+                    done.append(f"holds record had {len(record.rejected)} invalid entries; kept as "
+                                f"{record_path}.rejected")
+                else:
+                    self.container.exec(["rm", "-f", record_path])
+                done.append(f"released {len(record.holds)} holds of {record.owner or 'an earlier version'}")
+        if restarted:
+            probe.require_accepted(self.client, self.settings.registry_ready_timeout)
+            self.fence.drop_backup(self.config_path)
+        elif owner is None and self.fence.has_backup(self.config_path):
+            # Died after writing the backup but before fencing, or after unfencing: the config is the original.
+            self.fence.drop_backup(self.config_path)
+            done.append("stale config backup removed")
+        return done
+
+    # -- helpers -----------------------------------------------------------------------------------
+
+    def _drop_own_record(self) -> None:
+        path = self.config_path + holds.RECORD_SUFFIX
+        if self.container.exists(path):
+            record = holds.decode_record(self.container.read_file(path))
+            if self.is_own(record.owner):
+                self.container.exec(["rm", "-f", path])
+
+    def _retake(self) -> bool:
+        """Take the lease again to undo this window's own changes; gives up if another worker has it."""
+        deadline = time.monotonic() + max(self.settings.lock_ttl * 4, 30.0)
+        while time.monotonic() < deadline:
+            if self.lease.acquire(0):
+                log.warning("maintenance lease taken again (%s) to undo this window's fence", self.lease.token)
+                return True
+            try:
+                if self.lease.holder() is not None:
+                    return False  # a live owner: its recovery is in charge now
+            except redis.RedisError:
+                pass  # Redis still away: keep trying until the deadline
+            time.sleep(0.5)
+        return False
+
+    def _running(self) -> bool:
+        try:
+            return self.container.get().status == "running"
+        except errors.JanitorError:
+            return False
+
+    def _retry_docker(self, action: Callable[[], T]) -> T:
+        """Undoing must survive the engine being away for a while: retry within the ready timeout."""
+        deadline = time.monotonic() + self.settings.registry_ready_timeout
+        while True:
+            try:
+                return action()
+            except errors.DockerUnavailable as exc:
+                if time.monotonic() >= deadline:
+                    raise
+                log.warning("Docker engine unreachable while restoring the registry (%s); retrying", exc.message)
+                time.sleep(1.0)

@@ -1,0 +1,234 @@
+"""Before anything is deleted: the deployment traps the write fence cannot work around, and what the storage
+driver lets the janitor do.
+
+The fence rewrites the registry's config file (storage.maintenance.readonly) and restarts it. That only
+works when the registry reads that file, the file can be rewritten in place with a backup next to it, and
+nothing in the environment overrides the section it writes. Distribution lets REGISTRY_* variables override
+the file: REGISTRY_STORAGE_MAINTENANCE='{"uploadpurging": ...}' replaces the whole maintenance section, and
+REGISTRY_STORAGE=... the whole storage section, read-only switch included. Each trap gets its own error code
+and a message that names the variable or file and the fix.
+
+Everything here but `check` is pure (container attrs and parsed config in, findings out), so the rules are
+unit-tested without Docker.
+"""
+
+from __future__ import annotations
+
+import posixpath
+from dataclasses import dataclass, field
+from typing import Any
+
+import yaml
+
+from janitor import errors
+from janitor.registry.container import RegistryContainer, env_of
+from janitor.storage import files as storage
+
+FILESYSTEM = "filesystem"
+INMEMORY = "inmemory"
+# Keys of the `storage` section that configure the registry, not a driver.
+_NOT_DRIVERS = frozenset({"maintenance", "cache", "delete", "redirect", "tag"})
+
+# What the janitor cannot do without reading the registry's files; said plainly on /readyz and every job.
+PROTECTIONS: dict[str, str] = {
+    "holds": "blob uploads in progress are neither waited for nor held from GC: a push in flight during GC "
+             "can lose blobs",
+    "untagged_listing": "untagged manifests cannot be listed: requests with \"untagged\": true are refused",
+    "repository_removal": "emptied repositories cannot be removed: \"all_tags\" and \"all_repositories\" "
+                          "requests are refused",
+    "exact_bytes": "blob sizes cannot be read: no planned or freed bytes are reported",
+}
+NO_GC = ("garbage_collection", "garbage-collect is not run: the inmemory driver keeps every blob inside the "
+         "registry process, where a separate garbage-collect cannot see them, and the restart a fenced GC "
+         "needs would erase the registry")
+
+
+@dataclass(frozen=True)
+class StorageAccess:
+    """What the registry's storage driver lets the janitor do."""
+
+    driver: str
+
+    @property
+    def filesystem(self) -> bool:
+        return self.driver == FILESYSTEM
+
+    @property
+    def gc_runs(self) -> bool:
+        """The inmemory driver lives in the registry process: a restart erases it, a separate GC sees nothing."""
+        return self.driver != INMEMORY
+
+    @property
+    def protections_off(self) -> dict[str, str]:
+        if self.filesystem:
+            return {}
+        off = dict(PROTECTIONS)
+        if not self.gc_runs:
+            off[NO_GC[0]] = NO_GC[1]
+        return off
+
+    @property
+    def message(self) -> str:
+        if self.filesystem:
+            return "filesystem storage: every protection is on"
+        return (f"storage driver {self.driver!r}: the janitor reads the registry's files only with the filesystem "
+                f"driver, so these protections are off: {'; '.join(self.protections_off.values())}")
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"driver": self.driver, "filesystem": self.filesystem, "gc_runs": self.gc_runs,
+                "protections_off": sorted(self.protections_off), "message": self.message}
+
+
+@dataclass
+class Report:
+    """What preflight found: where the config is, what storage allows, and the traps (empty when safe)."""
+
+    config_path: str
+    storage: StorageAccess
+    storage_root: str | None  # None without filesystem access
+    traps: list[errors.PreflightFailed] = field(default_factory=list)
+
+    def raise_first(self) -> None:
+        if self.traps:
+            first = self.traps[0]
+            if len(self.traps) > 1:
+                first.details["also"] = [{"code": t.code, "message": t.message} for t in self.traps[1:]]
+            raise first
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"config_path": self.config_path, "storage_root": self.storage_root,
+                "storage": self.storage.as_dict()}
+
+
+# -- pure rules ----------------------------------------------------------------------------------------
+
+
+def storage_driver(env: dict[str, str], config: dict[str, Any]) -> str:
+    """The driver distribution will use: REGISTRY_STORAGE replaces the file's storage section."""
+    section: Any = (config.get("storage") or {})
+    if env.get("REGISTRY_STORAGE"):
+        try:
+            section = yaml.safe_load(env["REGISTRY_STORAGE"])
+        except yaml.YAMLError:
+            section = env["REGISTRY_STORAGE"]
+        if isinstance(section, str):
+            return section.strip().lower()
+    drivers = sorted(k for k in (section if isinstance(section, dict) else {}) if str(k).lower() not in _NOT_DRIVERS)
+    return str(drivers[0]).lower() if len(drivers) == 1 else ("unknown" if not drivers else "+".join(drivers))
+
+
+def env_traps(env: dict[str, str], config_path: str, access: StorageAccess) -> list[errors.PreflightFailed]:
+    found: list[errors.PreflightFailed] = []
+    maintenance = sorted(k for k in env if k.startswith("REGISTRY_STORAGE_MAINTENANCE"))
+    if maintenance and access.gc_runs:
+        found.append(errors.EnvOverridesMaintenance(
+            f"the registry container's environment sets {', '.join(maintenance)}. Distribution lets the environment "
+            f"override its config file, so the read-only switch the janitor writes into {config_path} for GC "
+            "would be ignored (REGISTRY_STORAGE_MAINTENANCE replaces the file's whole maintenance section) and GC "
+            f"would run on a writable registry. Fix: remove {', '.join(maintenance)} from the container's "
+            f"environment, put the same settings in {config_path} under storage.maintenance (e.g. "
+            "uploadpurging: {enabled: false}), and recreate the container. Nothing was deleted.",
+            variables=maintenance, config_path=config_path))
+    if env.get("REGISTRY_STORAGE") and access.gc_runs:
+        found.append(errors.EnvOverridesStorage(
+            f"the registry container's environment sets REGISTRY_STORAGE={env['REGISTRY_STORAGE']!r}, which replaces "
+            f"the whole storage section of {config_path}, including the maintenance.readonly switch the janitor "
+            "writes for GC: GC would run on a writable registry. Fix: remove REGISTRY_STORAGE from the container's "
+            f"environment and name the driver in {config_path} (storage: {{{access.driver}: ...}}); variables for "
+            "single keys such as REGISTRY_STORAGE_FILESYSTEM_ROOTDIRECTORY are fine. Nothing was deleted.",
+            variables=["REGISTRY_STORAGE"], config_path=config_path))
+    return found
+
+
+def covering_mount(mounts: list[dict[str, Any]], path: str) -> dict[str, Any] | None:
+    """The mount a path lives on: the one whose destination is the longest prefix of it."""
+    best: dict[str, Any] | None = None
+    for mount in mounts:
+        dest = posixpath.normpath(str(mount.get("Destination") or ""))
+        if path == dest or path.startswith(dest.rstrip("/") + "/"):
+            if best is None or len(dest) > len(posixpath.normpath(str(best.get("Destination")))):
+                best = mount
+    return best
+
+
+def mount_traps(attrs: dict[str, Any], config_path: str) -> list[errors.PreflightFailed]:
+    """The janitor rewrites the config file in place and keeps a backup next to it: both need a writable
+    directory, and a file bind-mounted on its own cannot be replaced from inside the container."""
+    path = posixpath.normpath(config_path)
+    mounts = attrs.get("Mounts") or []
+    mount = covering_mount(mounts, path)
+    found: list[errors.PreflightFailed] = []
+    if mount is not None and posixpath.normpath(str(mount.get("Destination"))) == path:
+        source = mount.get("Source") or mount.get("Name") or "?"
+        found.append(errors.ConfigFileMount(
+            f"the registry's config {path} is mounted as a single file (from {source}). The janitor switches the "
+            "registry to read-only for GC by rewriting that file and keeps the original next to it; neither works "
+            f"on a single-file mount. Fix: mount the directory that holds it instead, read-write (e.g. -v "
+            f"{posixpath.dirname(str(source))}:{posixpath.dirname(path)}), and recreate the container. Nothing was "
+            "deleted.", config_path=path, mount_source=source))
+    if mount is not None and not mount.get("RW", True):
+        dest = str(mount.get("Destination"))
+        found.append(errors.ConfigReadOnly(
+            f"the registry's config {path} is on a read-only mount ({dest}, from "
+            f"{mount.get('Source') or mount.get('Name') or '?'}). The janitor switches the registry to read-only "
+            "for GC by rewriting that file (and keeps a backup next to it). Fix: mount it read-write (drop :ro) "
+            "and recreate the container. Nothing was deleted.", config_path=path, mount=dest))
+    elif mount is None and (attrs.get("HostConfig") or {}).get("ReadonlyRootfs"):
+        found.append(errors.ConfigReadOnly(
+            f"the registry container runs with a read-only root filesystem and its config {path} is not on a "
+            "mount: the janitor cannot rewrite it for GC. Fix: mount the config's directory read-write, and "
+            "recreate the container. Nothing was deleted.", config_path=path))
+    return found
+
+
+def find_traps(attrs: dict[str, Any], config_path: str, access: StorageAccess) -> list[errors.PreflightFailed]:
+    found = env_traps(env_of(attrs), config_path, access)
+    if access.gc_runs:  # without a fence the config is never rewritten
+        found += mount_traps(attrs, config_path)
+    return found
+
+
+def needs_storage(request: dict[str, Any]) -> str | None:
+    """Why a deletion request needs to read the registry's files, or None."""
+    if request.get("untagged"):
+        return "\"untagged\": true needs the stored revisions, which only the registry's files list"
+    if request.get("all_repositories"):
+        return "\"all_repositories\" removes repositories from the registry's files"
+    if request.get("all_tags"):
+        return "\"all_tags\" removes the repository from the registry's files"
+    return None
+
+
+def refuse_without_storage(request: dict[str, Any], access: StorageAccess | dict[str, Any]) -> None:
+    """StorageAccessRequired when the request needs the registry's files and the driver is not filesystem."""
+    driver = access.driver if isinstance(access, StorageAccess) else str(access.get("driver"))
+    filesystem = access.filesystem if isinstance(access, StorageAccess) else bool(access.get("filesystem"))
+    reason = needs_storage(request)
+    if reason and not filesystem:
+        raise errors.StorageAccessRequired(
+            f"the registry uses the {driver!r} storage driver and the janitor reads the registry's files only with "
+            f"the filesystem driver: {reason}. Delete by tags or digests instead", driver=driver)
+
+
+# -- reading the container ------------------------------------------------------------------------------
+
+
+def inspect(container: RegistryContainer) -> Report:
+    """Read the container once and find the config, the storage driver and the traps (raises nothing for a
+    trap: see Report.raise_first)."""
+    path = container.config_path()
+    attrs = container.attrs()
+    env = env_of(attrs)
+    access = StorageAccess(storage_driver(env, container.read_yaml(path)))
+    root = storage.root(container, path) if access.filesystem else None
+    return Report(path, access, root, find_traps(attrs, path, access))
+
+
+def check(container: RegistryContainer) -> Report:
+    """Preflight for a window: the container runs, and no trap defeats the fence. Raises the first trap."""
+    status = container.get().status
+    if status != "running":
+        raise errors.ContainerError(f"registry container {container.name!r} is {status}; start it, then ask again")
+    report = inspect(container)
+    report.raise_first()
+    return report
