@@ -12,7 +12,7 @@ from flask import current_app, g, has_request_context
 from rq import Queue
 
 from janitor.config.settings import Settings
-from janitor.index.tagindex import TagIndex
+from janitor.index import TagIndex
 from janitor.jobs.records import JobStore, Keys
 from janitor.registry.client import RegistryClient
 

@@ -20,7 +20,7 @@ import pytest
 import redis
 import requests
 
-from janitor.index.tagindex import TagIndex
+from janitor.index import TagIndex
 from janitor.registry.client import RegistryClient
 from janitor.registry.manifests import ACCEPT, OCI_INDEX, OCI_MANIFEST
 from tests import images

@@ -10,8 +10,8 @@ import pytest
 import redis
 import yaml
 
-from janitor.index import tagindex as index
-from janitor.index.tagindex import Confirm, TagIndex
+from janitor import index
+from janitor.index import Confirm, TagIndex
 from janitor.planning import retention
 from janitor.registry.manifests import (
     DOCKER_MANIFEST,

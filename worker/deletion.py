@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from janitor.index import tagindex as index
+from janitor import index
 from janitor.jobs.records import SUCCEEDED, now
 from janitor.planning import approval
 from janitor.planning.planner import TagWatch, delete_by_digest, read_and_plan

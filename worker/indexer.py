@@ -16,7 +16,7 @@ from typing import Any
 import redis
 
 from janitor import errors
-from janitor.index.tagindex import TagIndex, notifications_configured
+from janitor.index import TagIndex, notifications_configured
 from janitor.storage import contents
 from janitor.storage import files as storage
 from janitor.window import preflight

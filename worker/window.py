@@ -19,8 +19,7 @@ from typing import Any
 import redis as redis_lib
 from rq import Queue
 
-from janitor import errors, logs
-from janitor.index import tagindex as index
+from janitor import errors, index, logs
 from janitor.jobs import pending, telemetry
 from janitor.jobs.records import FAILED, RUNNING, SUCCEEDED, now
 from janitor.storage import files as storage

@@ -8,7 +8,7 @@ from typing import Any
 from flask.views import MethodView
 from flask_smorest import Blueprint
 
-from janitor.index import tagindex as index
+from janitor import index
 from service import auth
 from service.errors import ErrorSchema
 from service.events.schemas import EnvelopeSchema, EventsResultSchema

@@ -8,7 +8,7 @@ from typing import Any
 from flask.views import MethodView
 from flask_smorest import Blueprint, abort
 
-from janitor.index import tagindex as index
+from janitor import index
 from janitor.planning import retention
 from janitor.registry import names
 from service import pagination

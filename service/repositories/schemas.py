@@ -5,7 +5,7 @@ from typing import Any
 
 import marshmallow as ma
 
-from janitor.index import tagindex as index
+from janitor import index
 from janitor.planning import retention
 from service.pagination import PageQueryArgsSchema, page_schema
 

@@ -1,0 +1,70 @@
+"""The registry's notifications as the index reads them: which envelopes name something to check, and whether a
+registry's config sends its events to the janitor at all. Events are hints; the index checks each against the
+registry before changing anything."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import yaml
+
+
+@dataclass
+class Confirm:
+    """What an envelope asks to check in one repository: tags pushed or deleted, digests deleted."""
+
+    tags: set[str] = field(default_factory=set)
+    digests: set[str] = field(default_factory=set)
+
+
+def events_to_check(events: Iterable[Mapping[str, Any]]) -> tuple[dict[str, Confirm], int]:
+    """From distribution's events (notifications/event.go: action, target.repository/tag/digest/mediaType), what
+    to confirm per repository; and how many events were ignored (pulls, mounts, blob pushes, pushes by digest).
+    Events are hints: the caller checks each against the registry before changing anything."""
+    found: dict[str, Confirm] = {}
+    ignored = 0
+    for event in events:
+        action = event.get("action")
+        target = event.get("target") or {}
+        repo, tag, digest = target.get("repository"), target.get("tag"), target.get("digest")
+        if not isinstance(repo, str):
+            ignored += 1  # the schema requires it; never index under a non-name
+            continue
+        if action == "push" and tag:  # only a manifest push names a tag; blob pushes never do
+            found.setdefault(repo, Confirm()).tags.add(tag)
+        elif action == "delete" and (tag or digest):
+            confirm = found.setdefault(repo, Confirm())
+            if tag:
+                confirm.tags.add(tag)
+            if digest:
+                confirm.digests.add(digest)
+        else:
+            ignored += 1
+    return found, ignored
+
+
+# The janitor's events endpoint: the default registry's, or one registry's under /v1/registries/{registry}.
+EVENTS_URL = re.compile(r"/v1/(?:registries/[^/?#]+/)?events/?(?:[?#].*)?$")
+
+
+def notifications_configured(env: Mapping[str, str], config: Mapping[str, Any] | None) -> bool:
+    """Whether the registry's config (REGISTRY_NOTIFICATIONS_ENDPOINTS, which overrides config.yml, or
+    config.yml's notifications.endpoints) sends events to a janitor's /v1/events (or
+    /v1/registries/{registry}/events)."""
+    endpoints: Any = None
+    raw = env.get("REGISTRY_NOTIFICATIONS_ENDPOINTS")
+    if raw:
+        try:
+            endpoints = yaml.safe_load(raw)
+        except yaml.YAMLError:
+            endpoints = None
+    if endpoints is None and isinstance(config, Mapping):
+        notifications = config.get("notifications")
+        endpoints = notifications.get("endpoints") if isinstance(notifications, Mapping) else None
+    if not isinstance(endpoints, list):
+        return False
+    return any(isinstance(e, Mapping) and not e.get("disabled") and EVENTS_URL.search(str(e.get("url", "")))
+               for e in endpoints)
