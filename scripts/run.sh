@@ -140,11 +140,21 @@ fi
 LOCAL_LABEL="registry-janitor.local-registry"
 if [ -z "${REGISTRY_URL:-}" ] && [ -z "${REGISTRIES_FILE:-}" ]; then
     name="${REGISTRY_CONTAINER:-registry-janitor-registry}"
-    command -v docker >/dev/null 2>&1 && docker info >/dev/null 2>&1 || {
-        log "no REGISTRY_URL given, so a local registry would be started, but the Docker engine is not reachable"
-        log "(run scripts/provision.sh as root to install and start it, or set REGISTRY_URL to your registry)"
-        exit 1
-    }
+    image=""
+    if ! { command -v docker >/dev/null 2>&1 && docker info >/dev/null 2>&1 && docker container inspect "$name" >/dev/null 2>&1; }; then
+        # A fresh machine: install and start the Docker engine and build the local registry image (as the tests do).
+        log "no REGISTRY_URL given: preparing a local registry (Docker engine and image; scripts/provision.sh)"
+        if [ "$(id -u)" -eq 0 ]; then
+            image="$("$ROOT/scripts/provision.sh" | tail -n 1)"
+        elif command -v sudo >/dev/null 2>&1; then
+            image="$(sudo "$ROOT/scripts/provision.sh" | tail -n 1)"
+        else  # without root it works only where everything is installed and the engine runs
+            image="$("$ROOT/scripts/provision.sh" | tail -n 1)" || {
+                log "could not prepare Docker without root; run scripts/provision.sh as root, or set REGISTRY_URL"
+                exit 1
+            }
+        fi
+    fi
     if docker container inspect "$name" >/dev/null 2>&1; then
         # Only ever reuse a container this script made: never take over someone else's.
         if [ "$(docker container inspect -f "{{index .Config.Labels \"$LOCAL_LABEL\"}}" "$name")" != "1" ]; then
@@ -156,7 +166,7 @@ if [ -z "${REGISTRY_URL:-}" ] && [ -z "${REGISTRIES_FILE:-}" ]; then
         log "starting the local registry container $name again (on $addr; your earlier pushes are kept)"
         docker start "$name" >/dev/null
     else
-        image="$("$ROOT/scripts/provision.sh" | tail -n 1)"
+        [ -n "$image" ] || image="$("$ROOT/scripts/provision.sh" | tail -n 1)"
         registry_port="${REGISTRY_PORT:-5000}"
         port_free "$registry_port" || registry_port="$(free_port)"
         addr="127.0.0.1:$registry_port"

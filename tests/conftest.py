@@ -288,3 +288,15 @@ def job_key(conn: redis.Redis, job_id: str) -> str | None:
 def job_record(conn: redis.Redis, job_id: str) -> bytes | None:
     key = job_key(conn, job_id)
     return conn.get(key) if key else None
+
+
+# Fixtures that start or reach a real server: a test using any of them is end-to-end, whatever its file says, so
+# the fast tier (`pytest -m "not e2e"`, scripts/test-fast.sh) never needs a Docker engine or a Redis server.
+REAL_SERVER_FIXTURES = frozenset({"docker_client", "redis_server", "redis_conn", "registry_image", "make_registry",
+                                  "registry", "make_stack", "stack"})
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if REAL_SERVER_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.e2e)

@@ -25,10 +25,17 @@ from tests.images import wait_until
 pytestmark = pytest.mark.e2e
 
 
+def _default_sigint() -> None:
+    """A suite started in the background by a non-interactive shell (nohup, cron, some CI runners) inherits SIGINT
+    ignored, and bash cannot trap a signal ignored at its start: Ctrl-C is given back its default here."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def run_sh(env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
     with log.open("wb") as out:
         return subprocess.Popen(["bash", str(ROOT / "scripts/run.sh")], cwd=ROOT, env=env, stdout=out,
-                                stderr=subprocess.STDOUT, start_new_session=True)
+                                stderr=subprocess.STDOUT, start_new_session=True,
+                                preexec_fn=_default_sigint)
 
 
 def ctrl_c(proc: subprocess.Popen[bytes], timeout: float = 120) -> int:

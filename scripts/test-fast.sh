@@ -1,0 +1,11 @@
+#!/usr/bin/env bash
+# The fast tier: pure rules and units, no Docker engine and no Redis server (tests using a real-server fixture are
+# marked e2e by tests/conftest.py and left out). Under a minute; run it while editing. scripts/test.sh runs all.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+if [ ! -x .venv/bin/python ]; then
+    python3 -m venv .venv
+fi
+.venv/bin/pip install --quiet --disable-pip-version-check -e '.[test]'
+exec .venv/bin/python -m pytest -m "not e2e" -q "$@"
