@@ -10,8 +10,8 @@
 #   image scripts/provision.sh provides, network host on 127.0.0.1:${REGISTRY_PORT:-5000} (a free port if
 #   that one is taken), named ${REGISTRY_CONTAINER:-registry-janitor-registry}. On exit it is stopped, not
 #   removed, so what you pushed is still there next time (`docker rm -f -v <name>` throws it away).
-#   With REGISTRY_URL set, no registry is started; nor with REGISTRIES_FILE (many registries, see README).
-# Configuration is the environment: REGISTRY_URL, REGISTRY_CONTAINER, API_TOKENS, ... (see README.md).
+#   With REGISTRY_URL set, no registry is started; nor with REGISTRIES_FILE (many registries, see docs/operations.md).
+# Configuration is the environment: REGISTRY_URL, REGISTRY_CONTAINER, API_TOKENS, ... (see docs/operations.md).
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"

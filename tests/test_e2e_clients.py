@@ -24,7 +24,7 @@ import requests
 from tests import images
 from tests.conftest import ROOT, Stack
 
-# The generator commands the README gives ("Generated clients"); pinned in pyproject's test extra and here.
+# The generator commands docs/api.md gives ("Generated clients"); pinned in pyproject's test extra and here.
 PYTHON_GENERATOR = ["openapi-python-client", "generate", "--meta", "none"]
 TS_PACKAGES = ["openapi-typescript@7.13.0", "typescript@5.9.3"]
 

@@ -26,7 +26,7 @@ from service.state import state
 blp = Blueprint("repositories", __name__, url_prefix="/v1/repositories", description="Repositories and their tags")
 usage_blp = Blueprint("usage", __name__, url_prefix="/v1/usage", description="Storage used per repository")
 
-FRESHNESS = ("Served from the index in Redis (see README, \"Listing and the index\"): with registry notifications "
+FRESHNESS = ("Served from the index in Redis (see docs/listing.md, \"Listing and the index\"): with registry notifications "
              "it is kept by events; without, ")
 
 
