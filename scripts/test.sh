@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # README command 2: provision a fresh Debian machine (packages, Docker engine, registry image), install the
-# project in .venv, and run every test against the real registry, Redis and Docker engine.
+# project in .venv, and run every test against the real registry, Redis and Docker engine, files in parallel.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
@@ -11,4 +11,6 @@ if [ ! -x .venv/bin/python ]; then
     python3 -m venv .venv
 fi
 .venv/bin/pip install --quiet --disable-pip-version-check -e '.[test]'
-exec .venv/bin/python -m pytest "$@"
+# Files run in parallel (pytest-xdist, TEST_WORKERS processes, each file's tests in one process in order); every
+# process has its own Redis server, and each test its own registry container and ports. TEST_WORKERS=0: serial.
+exec .venv/bin/python -m pytest -n "${TEST_WORKERS:-3}" --dist loadfile "$@"
