@@ -19,7 +19,7 @@ import redis
 import requests
 
 from tests import images
-from tests.conftest import ROOT, free_port, wait_http
+from tests.conftest import ROOT, Registry, free_port, wait_http
 from tests.images import wait_until
 
 pytestmark = pytest.mark.e2e
@@ -134,3 +134,24 @@ def test_with_registry_url_it_starts_no_registry(redis_server: str, redis_conn: 
     assert "local registry" not in text and "not usable" in text, text  # the hint about REGISTRY_CONTAINER
     with pytest.raises(docker.errors.NotFound):
         docker_client.containers.get(name)
+
+
+def test_ctrl_c_stops_the_private_redis_last(registry: Registry, tmp_path: Path) -> None:
+    """Without REDIS_URL run.sh runs its own Redis: on Ctrl-C it stops only after the worker and its webhook
+    deliveries process, so nothing is left talking to a Redis that is gone (no tracebacks on the way out)."""
+    env = {k: v for k, v in os.environ.items() if k != "REDIS_URL"}
+    env.update(PORT=str(free_port()), REGISTRY_JANITOR_STATE=str(tmp_path / "state"), REGISTRY_URL=registry.url,
+               REGISTRY_CONTAINER=registry.name, API_TOKENS="run-token")
+    log = tmp_path / "run.log"
+    proc = run_sh(env, log)
+    with stopped_at_end(proc):
+        wait_http(f"http://127.0.0.1:{env['PORT']}/healthz", timeout=240)
+        assert wait_until(lambda: "Listening on janitor-webhooks" in log.read_text(), 30), log.read_text()
+        before = len(log.read_text())
+        assert ctrl_c(proc, timeout=45) == 130  # RQ's own 60 s pubsub read no longer holds a stop up
+    text = log.read_text()
+    assert "starting a private redis-server" in text, text
+    stopping = text[before:]
+    assert "stopping redis-server" in stopping, stopping
+    assert "Traceback" not in stopping and "Error" not in stopping, stopping
+    assert "did not stop" not in stopping, stopping

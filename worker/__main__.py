@@ -74,7 +74,7 @@ def supervise(names: list[str]) -> None:
         for child in children.values():
             child.wait()
     finally:
-        deliveries.terminate()
+        webhooks.stop_process(deliveries)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -97,7 +97,7 @@ def main(argv: list[str] | None = None) -> None:
     try:
         serving.serve(served[0])
     finally:
-        deliveries.terminate()
+        webhooks.stop_process(deliveries)
 
 
 if __name__ == "__main__":

@@ -19,7 +19,7 @@ import threading
 import time
 
 import redis
-from rq import Queue, Worker
+from rq import Queue
 
 from janitor import errors
 from janitor.config.settings import Settings
@@ -28,6 +28,7 @@ from janitor.window import heartbeat
 from janitor.window.lease import MaintenanceLock
 from worker import events, indexer, schedules, window
 from worker.context import Context
+from worker.rqworkers import Worker
 
 log = logging.getLogger("worker")
 WINDOW_JOB = "worker.jobs.run_window"

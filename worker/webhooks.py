@@ -13,13 +13,14 @@ from typing import Any
 
 import redis
 import requests
-from rq import Queue, Retry, SimpleWorker, get_current_job
+from rq import Queue, Retry, get_current_job
 
 from janitor import logs
 from janitor.config import registries
 from janitor.config.settings import Settings
 from janitor.jobs import webhooks
 from janitor.jobs.records import JobStore, Keys, now
+from worker.rqworkers import SimpleWorker
 
 log = logging.getLogger("worker.webhooks")
 DELIVER = "worker.webhooks.deliver"
@@ -89,6 +90,19 @@ def serve(settings: Settings, served: list[Settings] | None = None) -> None:
 def start_process(names: list[str] | None = None) -> subprocess.Popen[bytes]:
     """`names`: the registries whose deliveries this process sends (default: WORKER_REGISTRIES, else all)."""
     return subprocess.Popen([sys.executable, "-m", "worker.webhooks", *(names or [])])
+
+
+def stop_process(proc: subprocess.Popen[bytes], timeout: float = 15.0) -> None:
+    """Stop the deliveries process and wait for it: the worker must not exit (and let whoever started it stop
+    Redis) while that process still talks to Redis. A delivery in progress finishes first (RQ's warm shutdown)."""
+    if proc.poll() is None:
+        proc.terminate()
+    try:
+        proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        log.warning("the webhook deliveries process did not stop within %.0fs; killing it", timeout)
+        proc.kill()
+        proc.wait()
 
 
 def main() -> None:
