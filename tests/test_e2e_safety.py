@@ -332,6 +332,47 @@ def test_a_redis_blob_cache_the_worker_cannot_reach_fails_preflight_then_its_url
         reg.container.remove(force=True, v=True)
 
 
+def test_a_blob_cache_lost_after_the_sweep_is_cleaned_by_the_next_window(  # type: ignore[no-untyped-def]
+        make_registry, make_stack, private_redis) -> None:
+    port, workdir = private_redis
+    proc = _redis(port, workdir)  # the registry's cache, kept on disk across its restart
+    cache = redis.Redis(port=port)
+    reg = make_registry(REGISTRY_STORAGE_CACHE_BLOBDESCRIPTOR="redis", REGISTRY_REDIS_ADDR=f"127.0.0.1:{port}")
+    s = make_stack(reg)
+    try:
+        img = images.image()
+        s.pusher().image("team/app", img, "v1")
+        s.pusher().image("team/app", images.image(), "v2")
+        layer = images.sha256_digest(img.layers[0])
+        assert cache.exists(f"blobs::{layer}")
+
+        # Reached in preflight, gone before GC's sweep: the removal is retried, then the jobs say which blobs.
+        job_id = s.delete({"repository": "team/app", "tags": ["v1"]})["id"]
+        assert _wait_step(s.redis, job_id, "fence")
+        proc.terminate()
+        proc.wait(10)
+        job = s.wait(job_id, timeout=150)
+        assert job["status"] == "failed" and job["error"]["code"] == "REGISTRY_CACHE_NOT_CLEANED", job
+        assert job["error"]["step"] == "gc" and layer in job["error"]["details"]["digests"]
+        assert images.wait_until(lambda: _writable(reg), 30)
+
+        proc = _redis(port, workdir)
+        assert cache.exists(f"blobs::{layer}")  # stale: the registry would say the swept layer exists
+        resp = s.post("/v1/gc", {})
+        assert resp.status_code == 202, resp.text
+        gc = s.wait(resp.json()["id"])
+        assert gc["status"] == "succeeded", gc
+        assert next(x for x in gc["steps"] if x["name"] == "preflight")["outcome"]["blob_cache_left_over_removed"] > 0
+        for blob in img.blobs:
+            assert not cache.exists(f"blobs::{blob}")
+            assert images.head_blob(reg.url, "team/app", blob) == 404
+        again = s.pusher()
+        again.image("team/app", img, "v1")
+        assert again.skipped == [] and images.pull_verified(reg.url, "team/app", "v1") == []
+    finally:
+        proc.terminate()
+
+
 @dataclass
 class Push:
     repo: str
