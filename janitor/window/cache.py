@@ -316,7 +316,7 @@ def forget(conn: redis.Redis, digests: list[str], repositories: list[str] | None
         if name.endswith("::blobs"):
             removed += int(conn.srem(name, *wanted))
         else:
-            head, sep, digest = name.rpartition("::blobs::")
+            _, sep, digest = name.rpartition("::blobs::")
             if sep and digest in wanted:
                 removed += int(conn.delete(name))
     return removed
