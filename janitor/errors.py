@@ -154,6 +154,31 @@ class ConfigFileMount(PreflightFailed):
     code = "REGISTRY_CONFIG_FILE_MOUNT"
 
 
+class CacheUnreachable(PreflightFailed):
+    """The registry caches blob descriptors in Redis and the worker cannot reach that Redis: GC would leave
+    the swept blobs' keys behind, so the window stops before deleting anything."""
+
+    code = "REGISTRY_CACHE_UNREACHABLE"
+
+
+class CacheUnsupported(PreflightFailed):
+    """The registry's Redis blob cache is a cluster or Sentinel, which the janitor cannot clean."""
+
+    code = "REGISTRY_CACHE_UNSUPPORTED"
+
+
+class CacheConfigAmbiguous(PreflightFailed):
+    """The config names the cache with both the 2.x and the 3.x spelling, differently, and the version is unknown."""
+
+    code = "REGISTRY_CACHE_AMBIGUOUS"
+
+
+class CacheNotCleaned(ContainerError):
+    """After GC the swept blobs' keys could not be removed from the registry's Redis blob cache."""
+
+    code = "REGISTRY_CACHE_NOT_CLEANED"
+
+
 class StorageAccessRequired(JanitorError):
     """The request needs to read the registry's storage, which its storage driver does not allow."""
 

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import io
 import json
 import random
 import shutil
 import subprocess
+import tarfile
 import tempfile
 import threading
 import time
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -20,7 +23,8 @@ import requests
 
 from janitor.window.lease import MaintenanceLock
 from tests import images
-from tests.conftest import Registry, Stack, free_port, job_record, pings, start_stack
+from tests.conftest import Registry, Stack, free_port, job_record, pings, start_stack, wait_http
+from tests.images import Pusher
 
 pytestmark = pytest.mark.e2e
 CONFIG = "/etc/docker/registry/config.yml"
@@ -250,6 +254,123 @@ def test_redis_blob_descriptor_cache_forgets_swept_blobs(make_registry, make_sta
     again.image("team/app", img, "v1")
     assert again.skipped == []
     assert images.pull_verified(reg.url, "team/app", "v1") == []
+
+
+DISTRIBUTION_3_CONFIG = "/etc/distribution/config.yml"
+
+
+def _cache_registry(docker_client, registry_image: str, cache_port: int, cache_db: int) -> Registry:  # type: ignore[no-untyped-def]
+    """A registry laid out as distribution 3.x is: config in /etc/distribution/config.yml, started as `registry
+    serve <path>`, its Redis blob cache named `redis.addrs` (3.x) beside `redis.addr` (what the 2.8 binary the
+    tests run reads). The cache's name, `rj-cache`, resolves inside the container only, as a compose service
+    name does: the worker cannot reach the cache at the address the registry's config gives."""
+    port = free_port()
+    config = (f"version: 0.1\nstorage:\n  cache:\n    blobdescriptor: redis\n  filesystem:\n"
+              f"    rootdirectory: /var/lib/registry\n  delete:\n    enabled: true\nhttp:\n  addr: 127.0.0.1:{port}\n"
+              f"redis:\n  addr: rj-cache:{cache_port}\n  addrs: [rj-cache:{cache_port}]\n  db: {cache_db}\n").encode()
+    container = docker_client.containers.create(
+        registry_image, command=["serve", DISTRIBUTION_3_CONFIG], name=f"rj-test-{uuid.uuid4().hex[:10]}",
+        network_mode="host", extra_hosts={"rj-cache": "127.0.0.1"})
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tar:
+        info = tarfile.TarInfo(DISTRIBUTION_3_CONFIG.lstrip("/"))
+        info.size, info.mode = len(config), 0o644
+        tar.addfile(info, io.BytesIO(config))
+    assert container.put_archive("/", buf.getvalue())
+    container.start()
+    url = f"http://127.0.0.1:{port}"
+    wait_http(f"{url}/v2/")
+    return Registry(url, container.name, container)
+
+
+def test_a_redis_blob_cache_the_worker_cannot_reach_fails_preflight_then_its_url_makes_repushes_upload(  # type: ignore[no-untyped-def]
+        docker_client, registry_image, make_stack, redis_server) -> None:
+    cache_db = 6
+    cache_port = int(redis_server.rsplit(":", 1)[1].split("/")[0])
+    cache = redis.Redis(port=cache_port, db=cache_db)
+    cache.flushdb()
+    reg = _cache_registry(docker_client, registry_image, cache_port, cache_db)
+    try:
+        img, other = images.image(), images.image()
+        p = Pusher(reg.url)
+        p.image("team/app", img, "v1")
+        p.image("team/app", other, "v2")
+        layer = images.sha256_digest(img.layers[0])
+        assert cache.exists(f"blobs::{layer}")  # the registry uses the cache
+        before = reg.blob_files()
+
+        # The config names rj-cache, which the worker cannot resolve: the window fails before deleting anything.
+        s = make_stack(reg)
+        job = s.wait(s.delete({"repository": "team/app", "tags": ["v1"]})["id"])
+        assert job["status"] == "failed" and job["error"]["code"] == "REGISTRY_CACHE_UNREACHABLE", job
+        assert job["error"]["step"] == "preflight" and "JANITOR_REGISTRY_CACHE_URL" in job["error"]["message"]
+        assert f"rj-cache:{cache_port}" in job["error"]["message"] and "redis.addrs" in job["error"]["message"]
+        assert [x["name"] for x in job["steps"]] == ["preflight"]
+        assert images.head_manifest(reg.url, "team/app", "v1") == 200 and reg.blob_files() == before
+        assert cache.exists(f"blobs::{layer}") and images.pull_verified(reg.url, "team/app", "v1") == []
+        s.stop()
+
+        # Given as the worker sees it, the cache is reached in preflight and cleaned after the sweep.
+        s = make_stack(reg, JANITOR_REGISTRY_CACHE_URL=f"redis://127.0.0.1:{cache_port}/{cache_db}")
+        job = s.wait(s.delete({"repository": "team/app", "tags": ["v1"]})["id"])
+        assert job["status"] == "succeeded", job
+        preflight_out = next(x for x in job["steps"] if x["name"] == "preflight")["outcome"]
+        assert preflight_out["config_path"] == DISTRIBUTION_3_CONFIG
+        assert preflight_out["blob_cache"]["address"] == f"redis://127.0.0.1:{cache_port}/{cache_db}"
+        assert preflight_out["blob_cache"]["registry_addresses"] == [f"rj-cache:{cache_port}"]
+        assert next(x for x in job["steps"] if x["name"] == "gc")["outcome"]["cache_keys_removed"] > 0
+        assert not set(img.blobs) & set(reg.blob_files())  # swept from storage
+        for blob in img.blobs:
+            assert not cache.exists(f"blobs::{blob}")
+            assert images.head_blob(reg.url, "team/app", blob) == 404  # swept: never "already exists"
+        again = Pusher(reg.url)
+        again.image("team/app", img, "v1")
+        assert again.skipped == []  # every swept blob uploaded again
+        assert images.pull_verified(reg.url, "team/app", "v1") == []
+        assert images.pull_verified(reg.url, "team/app", "v2") == []
+    finally:
+        reg.container.remove(force=True, v=True)
+
+
+def test_a_blob_cache_lost_after_the_sweep_is_cleaned_by_the_next_window(  # type: ignore[no-untyped-def]
+        make_registry, make_stack, private_redis) -> None:
+    port, workdir = private_redis
+    proc = _redis(port, workdir)  # the registry's cache, kept on disk across its restart
+    cache = redis.Redis(port=port)
+    reg = make_registry(REGISTRY_STORAGE_CACHE_BLOBDESCRIPTOR="redis", REGISTRY_REDIS_ADDR=f"127.0.0.1:{port}")
+    s = make_stack(reg)
+    try:
+        img = images.image()
+        s.pusher().image("team/app", img, "v1")
+        s.pusher().image("team/app", images.image(), "v2")
+        layer = images.sha256_digest(img.layers[0])
+        assert cache.exists(f"blobs::{layer}")
+
+        # Reached in preflight, gone before GC's sweep: the removal is retried, then the jobs say which blobs.
+        job_id = s.delete({"repository": "team/app", "tags": ["v1"]})["id"]
+        assert _wait_step(s.redis, job_id, "fence")
+        proc.terminate()
+        proc.wait(10)
+        job = s.wait(job_id, timeout=150)
+        assert job["status"] == "failed" and job["error"]["code"] == "REGISTRY_CACHE_NOT_CLEANED", job
+        assert job["error"]["step"] == "gc" and layer in job["error"]["details"]["digests"]
+        assert images.wait_until(lambda: _writable(reg), 30)
+
+        proc = _redis(port, workdir)
+        assert cache.exists(f"blobs::{layer}")  # stale: the registry would say the swept layer exists
+        resp = s.post("/v1/gc", {})
+        assert resp.status_code == 202, resp.text
+        gc = s.wait(resp.json()["id"])
+        assert gc["status"] == "succeeded", gc
+        assert next(x for x in gc["steps"] if x["name"] == "preflight")["outcome"]["blob_cache_left_over_removed"] > 0
+        for blob in img.blobs:
+            assert not cache.exists(f"blobs::{blob}")
+            assert images.head_blob(reg.url, "team/app", blob) == 404
+        again = s.pusher()
+        again.image("team/app", img, "v1")
+        assert again.skipped == [] and images.pull_verified(reg.url, "team/app", "v1") == []
+    finally:
+        proc.terminate()
 
 
 @dataclass

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -25,7 +26,7 @@ from janitor.registry.container import ExecResult, command_of, config_path_from,
 from janitor.registry.manifests import OCI_MANIFEST, sha256_digest
 from janitor.storage import layout
 from janitor.storage.files import only_missing
-from janitor.window import holds, preflight
+from janitor.window import cache, holds, preflight
 
 D1 = "sha256:" + "a" * 64
 D2 = "sha256:" + "b" * 64
@@ -440,3 +441,191 @@ def test_manifests_and_configs_are_read_within_bounds(servers: Callable[..., Ser
         client.image_config("r", D2)
     with pytest.raises(errors.RegistryResponseTooLarge, match="tag list"):
         client.tags("big")
+
+
+# -- the registry's Redis blob cache: every spelling distribution reads ----------------------------------------
+
+REDIS_CACHE = {"storage": {"cache": {"blobdescriptor": "redis"}, "filesystem": {}}}
+
+
+def _cache(env: dict[str, str], redis_section: dict[str, Any] | None = None, version: int | None = None,
+           config: dict[str, Any] | None = None) -> cache.CacheTarget | None:
+    doc = dict(config if config is not None else REDIS_CACHE)
+    if redis_section is not None:
+        doc["redis"] = redis_section
+    return cache.read(env, doc, "/etc/distribution/config.yml", version)
+
+
+@pytest.mark.parametrize("env,config,kind", [
+    ({}, REDIS_CACHE, "redis"),
+    ({}, {"storage": {"cache": {"blobdescriptor": "inmemory"}}}, "inmemory"),
+    ({}, {"storage": {"filesystem": {}}}, None),
+    ({"REGISTRY_STORAGE_CACHE_BLOBDESCRIPTOR": "redis"}, {"storage": {"cache": {"blobdescriptor": "inmemory"}}},
+     "redis"),
+    ({"REGISTRY_STORAGE_CACHE": "{blobdescriptor: redis}"}, {}, "redis"),
+    ({"REGISTRY_STORAGE_CACHE_BLOBDESCRIPTOR": "Redis"}, {}, "redis"),
+])
+def test_blob_cache_kind_env_overrides_config(env: dict[str, str], config: dict[str, Any], kind: str | None) -> None:
+    assert cache.blob_cache_kind(env, config) == kind
+
+
+def test_no_redis_blob_cache_reads_nothing() -> None:
+    assert _cache({}, {"addr": "redis:6379"}, config={"storage": {"cache": {"blobdescriptor": "inmemory"}}}) is None
+
+
+@pytest.mark.parametrize("env,section,addrs,source", [
+    # 2.x: redis.addr, and REGISTRY_REDIS_ADDR over it
+    ({}, {"addr": "redis:6379"}, ("redis:6379",), "redis.addr in /etc/distribution/config.yml"),
+    ({"REGISTRY_REDIS_ADDR": "10.0.0.5:6380"}, {"addr": "redis:6379"}, ("10.0.0.5:6380",), "REGISTRY_REDIS_ADDR"),
+    # 3.x: redis.addrs (a list), REGISTRY_REDIS_ADDRS as YAML, or one element per REGISTRY_REDIS_ADDRS_<n>
+    ({}, {"addrs": ["redis:6379"]}, ("redis:6379",), "redis.addrs in /etc/distribution/config.yml"),
+    ({"REGISTRY_REDIS_ADDRS": "[localhost:6379]"}, None, ("localhost:6379",), "REGISTRY_REDIS_ADDRS"),
+    ({"REGISTRY_REDIS_ADDRS": "localhost:6379"}, None, ("localhost:6379",), "REGISTRY_REDIS_ADDRS"),
+    ({"REGISTRY_REDIS_ADDRS_0": "cache:6379"}, {"addrs": ["old:6379"]}, ("cache:6379",), "REGISTRY_REDIS_ADDRS_0"),
+    ({"REGISTRY_REDIS_ADDRS_0": "a:1", "REGISTRY_REDIS_ADDRS_1": "b:2"}, None, ("a:1", "b:2"),
+     "REGISTRY_REDIS_ADDRS_1"),
+    # the whole section in one variable
+    ({"REGISTRY_REDIS": "{addrs: [r3:6379], db: 2}"}, {"addr": "ignored:1"}, ("r3:6379",), "REGISTRY_REDIS"),
+    # both spellings naming one address: no doubt
+    ({}, {"addr": "redis:6379", "addrs": ["redis:6379"]}, ("redis:6379",), "redis.addrs in /etc/distribution/config.yml"),
+    # a section without any address: read, and refused when reached (see below)
+    ({}, {"password": "x"}, (), "redis.addr / redis.addrs"),
+])
+def test_cache_address_in_every_spelling(env: dict[str, str], section: dict[str, Any] | None,
+                                         addrs: tuple[str, ...], source: str) -> None:
+    found = _cache(env, section)
+    assert found is not None and found.addrs == addrs and found.source == source
+
+
+def test_password_db_username_from_file_and_environment() -> None:
+    found = _cache({"REGISTRY_REDIS_PASSWORD": "s3cret", "REGISTRY_REDIS_DB": "7"},
+                   {"addrs": ["redis:6379"], "password": "file", "db": 1, "username": "reg"})
+    assert found is not None
+    assert (found.password, found.db, found.username) == ("s3cret", 7, "reg")
+    env_only = _cache({"REGISTRY_REDIS_ADDR": "h:1", "REGISTRY_REDIS_USERNAME": "u", "REGISTRY_REDIS_PASSWORD": "123"})
+    assert env_only is not None and (env_only.password, env_only.username, env_only.db) == ("123", "u", 0)
+
+
+@pytest.mark.parametrize("env,section,tls", [
+    ({}, {"addr": "h:1"}, False),
+    ({}, {"addr": "h:1", "tls": {"enabled": True}}, True),  # 3.0 alphas
+    ({"REGISTRY_REDIS_TLS_ENABLED": "true"}, {"addr": "h:1"}, True),
+    ({}, {"addrs": ["h:1"], "tls": {"certificate": "/c.pem", "key": "/k.pem"}}, True),  # 3.0
+    ({}, {"addrs": ["h:1"], "tls": {"clientcas": ["/ca.pem"]}}, True),
+    ({}, {"addrs": ["h:1"], "tls": {"rootcas": ["/ca.pem"]}}, True),  # 3.1
+    ({"REGISTRY_REDIS_TLS_ROOTCAS": "[/ca.pem]"}, {"addrs": ["h:1"]}, True),
+    ({"REGISTRY_REDIS_TLS": "{certificate: /c.pem, key: /k.pem}"}, {"addrs": ["h:1"]}, True),
+    ({}, {"addrs": ["h:1"], "tls": {"enabled": False}}, False),
+])
+def test_tls_in_every_spelling(env: dict[str, str], section: dict[str, Any], tls: bool) -> None:
+    found = _cache(env, section)
+    assert found is not None and found.tls is tls
+    assert found.worker_address.startswith("rediss://" if tls else "redis://")
+
+
+def test_the_version_decides_between_the_two_spellings() -> None:
+    section = {"addr": "old:6379", "addrs": ["new:6379"], "username": "u", "tls": {"certificate": "/c"}}
+    two = _cache({}, section, version=2)
+    three = _cache({}, section, version=3)
+    assert two is not None and two.addrs == ("old:6379",) and not two.tls and two.username is None  # 2.x ignores them
+    assert three is not None and three.addrs == ("new:6379",) and three.tls and three.username == "u"
+    with pytest.raises(errors.CacheConfigAmbiguous) as raised:
+        _cache({}, section)
+    assert raised.value.code == "REGISTRY_CACHE_AMBIGUOUS" and "Nothing was deleted" in raised.value.message
+    assert "REGISTRY_REDIS_ADDR" in _cache({"REGISTRY_REDIS_ADDR": "e:1"}, {"addrs": ["n:1"]}, version=2).source  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize("output,major", [
+    ("registry github.com/docker/distribution 2.8.2+ds1", 2),
+    ("registry github.com/docker/distribution v2.8.3", 2),
+    ("registry github.com/distribution/distribution/v3 v3.1.1", 3),
+    ("", None), ("registry unknown", None),
+])
+def test_registry_version_output(output: str, major: int | None) -> None:
+    assert cache.version_major(output) == major
+
+
+@pytest.mark.parametrize("addr,expected", [
+    ("redis:6379", ("redis", 6379)), ("localhost", ("localhost", 6379)), ("[::1]:6380", ("::1", 6380)),
+    ("10.1.2.3:7000", ("10.1.2.3", 7000)),
+])
+def test_host_port(addr: str, expected: tuple[str, int]) -> None:
+    assert cache.host_port(addr) == expected
+
+
+def test_operator_url_replaces_the_registry_view_and_hides_the_password() -> None:
+    found = cache.with_override(_cache({}, {"addrs": ["redis:6379"], "password": "x"}), "redis://:pw@127.0.0.1:6390/3")
+    assert found is not None and found.url == "redis://:pw@127.0.0.1:6390/3"
+    assert found.worker_address == "redis://127.0.0.1:6390/3" and "pw" not in str(found.as_dict())
+    assert found.as_dict()["registry_addresses"] == ["redis:6379"] and found.as_dict()["override"] is True
+    assert cache.with_override(None, "redis://h:1/0") is None  # no Redis blob cache: nothing to clean
+
+
+def _closed_port() -> int:
+    import socket
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.parametrize("target,code", [
+    (cache.CacheTarget((), "redis.addr / redis.addrs"), "REGISTRY_CACHE_UNREACHABLE"),
+    (cache.CacheTarget(("a:1", "b:2"), "redis.addrs"), "REGISTRY_CACHE_UNSUPPORTED"),
+    (cache.CacheTarget(("s:26379",), "redis.addrs", master_name="mymaster"), "REGISTRY_CACHE_UNSUPPORTED"),
+])
+def test_caches_the_janitor_cannot_clean_are_refused_before_connecting(target: cache.CacheTarget, code: str) -> None:
+    with pytest.raises(errors.PreflightFailed) as raised:
+        cache.reach(target)
+    assert raised.value.code == code and "JANITOR_REGISTRY_CACHE_URL" in raised.value.message
+
+
+def test_an_unreachable_cache_names_both_views_and_the_fix() -> None:
+    port = _closed_port()
+    with pytest.raises(errors.CacheUnreachable) as raised:
+        cache.reach(cache.CacheTarget((f"127.0.0.1:{port}",), "REGISTRY_REDIS_ADDRS"), timeout=1)
+    msg = raised.value.message
+    assert f"127.0.0.1:{port}" in msg and "REGISTRY_REDIS_ADDRS" in msg and "cache_url" in msg
+    assert "Nothing was deleted" in msg
+    with pytest.raises(errors.CacheUnreachable) as raised:
+        cache.reach(cache.CacheTarget(("redis:6379",), "redis.addr", url=f"redis://:pw@127.0.0.1:{port}/0"), timeout=1)
+    assert "the address given for the worker" in raised.value.message and "pw" not in raised.value.message
+
+
+def test_forget_after_gc_retries_then_names_the_blobs() -> None:
+    port = _closed_port()
+    naps: list[float] = []
+
+    def nap(seconds: float) -> None:
+        naps.append(seconds)
+        time.sleep(seconds)
+
+    with pytest.raises(errors.CacheNotCleaned) as raised:
+        cache.forget_retrying(cache.CacheTarget((f"127.0.0.1:{port}",), "redis.addr"), [D1, D2], ["team/app"],
+                              within=1.5, sleep=nap)
+    assert 2 <= len(naps) <= 5 and raised.value.details["digests"] == [D1, D2]
+    assert raised.value.code == "REGISTRY_CACHE_NOT_CLEANED"
+
+
+def test_the_cache_url_setting_and_per_registry_field() -> None:
+    from janitor.config.registries import RegistriesFileError, parse
+    from janitor.config.settings import Settings
+
+    assert Settings.from_env({}).registry_cache_url is None
+    env = Settings.from_env({"JANITOR_REGISTRY_CACHE_URL": " rediss://:pw@127.0.0.1:6390/2 "})
+    assert env.registry_cache_url == "rediss://:pw@127.0.0.1:6390/2"
+    for bad in ("127.0.0.1:6379", "http://127.0.0.1:6379", "redis://", "redis://h:notaport/0"):
+        with pytest.raises(ValueError, match="JANITOR_REGISTRY_CACHE_URL"):
+            Settings.from_env({"JANITOR_REGISTRY_CACHE_URL": bad})
+    with pytest.raises(ValueError) as hidden:
+        Settings.from_env({"JANITOR_REGISTRY_CACHE_URL": "tcp://:secret@h:1/0"})
+    assert "secret" not in str(hidden.value)
+    text = """registries:
+  - {name: a, url: "http://127.0.0.1:5001", container: ra, cache_url: "redis://127.0.0.1:6391/4"}
+  - {name: b, url: "http://127.0.0.1:5002", container: rb}
+"""
+    known = parse(text, env, env={})
+    # One registry's cache is never every registry's default: the variable is for the single registry.
+    assert known.get("a").registry_cache_url == "redis://127.0.0.1:6391/4"
+    assert known.get("b").registry_cache_url is None
+    with pytest.raises(RegistriesFileError, match=r"registries\[0\] \(a\): cache_url must be a redis://"):
+        parse(text.replace("redis://127.0.0.1:6391/4", "127.0.0.1:6391"), env, env={})

@@ -18,6 +18,7 @@ from janitor import errors, logs
 from janitor.jobs.records import FAILED, RUNNING, SUCCEEDED, now
 from janitor.registry.manifests import Manifest
 from janitor.storage import files as storage
+from janitor.window.cache import CacheTarget
 from janitor.window.guard import WindowGuard
 from worker.context import Context
 
@@ -47,6 +48,7 @@ class WindowState:
         self.deleted: dict[str, set[str]] = {}  # repository -> manifests this window deleted there
         self.swept: list[str] | None = None  # blobs GC deleted; None while GC has not run
         self.prepared_at = 0.0  # epoch seconds: when the drain step prepared for the fence
+        self.blob_cache: CacheTarget | None = None  # the registry's Redis blob cache, reached in preflight
         # Every stored manifest per repository at the window's last read of them, and that read's time (the
         # container's clock): the check after GC lists again only the repositories changed since.
         self.stored: dict[str, set[str]] | None = None

@@ -33,6 +33,10 @@ from worker.state import StepError, WindowState
 
 log = logging.getLogger(__name__)
 MAINTENANCE_STEPS = ("drain", "fence", "hold", "remove_repositories", "gc")
+# After GC, how long the swept blobs' keys are retried against a Redis blob cache that does not answer.
+CACHE_RETRY_SECONDS = 30.0
+# Blobs whose cache keys a window could not remove: the next window's preflight removes them.
+LEFT_OVER_KEYS = ":blob-cache-left-over"
 
 
 def lease_connection(ctx: Context) -> redis_lib.Redis:
@@ -151,10 +155,13 @@ class Window(WindowState):
             with self.step(self.jobs, "preflight") as out:
                 # Reach Docker and the container, and find the traps the fence cannot work around, before
                 # deleting anything, so nothing is left half-done.
-                report = preflight.check(self.ctx.container)
+                report = preflight.check(self.ctx.container, self.ctx.settings.registry_cache_url)
                 config_path, root = report.config_path, report.storage_root
                 self.guard.locate(config_path, root or "")
+                self.blob_cache = report.cache
                 out.update(container=self.ctx.container.name, **report.as_dict())
+                if report.cache is not None:
+                    out.update(self._forget_left_over(report.cache))
                 self._storage_limits(report.storage)
         except StepError:
             return
@@ -197,7 +204,6 @@ class Window(WindowState):
                 out.update(self._drain(root) if root is not None else {"skipped": True, "reason": "no filesystem access"})
                 self.prepared_at = time.time()
                 sizes = self._prepare_sizes(root, out) if root is not None else None
-                redis_cache = cache.redis_settings(ctx.container, config_path)
             with self.step(self.alive(), "fence") as out:
                 out.update(guard.close())
             with self.step(self.alive(), "hold") as out:
@@ -231,7 +237,7 @@ class Window(WindowState):
                             if not kept:
                                 job["result"]["repositories_removed"].append(repo)
             with self.step(self.alive(), "gc") as out:
-                self._gc(root, sizes, redis_cache, out)
+                self._gc(root, sizes, out)
         except StepError:
             pass
         finally:
@@ -257,8 +263,7 @@ class Window(WindowState):
                    stat_since=None if "sizes" not in self.marks else round(since or 0.0, 3))
         return {**known, **statted}
 
-    def _gc(self, root: str | None, sizes: dict[str, int] | None, redis_cache: dict[str, Any] | None,
-            out: dict[str, Any]) -> None:
+    def _gc(self, root: str | None, sizes: dict[str, int] | None, out: dict[str, Any]) -> None:
         """garbage-collect, then what must happen before writes resume: holds released, the directories of
         swept blobs removed, their registry cache keys forgotten."""
         ctx, guard = self.ctx, self.guard
@@ -274,8 +279,8 @@ class Window(WindowState):
         guard.check("cleaning up after GC")
         if root is not None:
             storage.remove_blob_dirs(ctx.container, root, [*summary.deleted_blobs, *held])
-        if redis_cache:  # before writes resume: nobody may be told a swept blob exists
-            out["cache_keys_removed"] = cache.forget(redis_lib.Redis(**redis_cache), summary.deleted_blobs, named)
+        if self.blob_cache is not None:  # before writes resume: nobody may be told a swept blob exists
+            out["cache_keys_removed"] = self._forget(summary.deleted_blobs, named)
         unknown: list[str] = []
         if sizes is not None:
             missing = [d for d in summary.deleted_blobs if d not in sizes]
@@ -290,6 +295,42 @@ class Window(WindowState):
         out.update(done)
         for job in self.alive():
             job["result"].update(gc=done, **({"bytes_freed": summary.bytes_freed} if sizes is not None else {}))
+
+    def _forget(self, digests: list[str], repositories: list[str]) -> int:
+        """The swept blobs' keys out of the registry's Redis blob cache, retried for a while (preflight
+        reached that Redis). If it never answers, the digests are kept for the next window's preflight and
+        the jobs fail with REGISTRY_CACHE_NOT_CLEANED, naming them."""
+        assert self.blob_cache is not None
+        try:
+            return cache.forget_retrying(self.blob_cache, digests, repositories,
+                                         within=min(CACHE_RETRY_SECONDS, max(1.0, self.guard.remaining())))
+        except errors.CacheNotCleaned:
+            with contextlib.suppress(redis_lib.RedisError):
+                if digests:
+                    self.ctx.conn.sadd(self.ctx.keys.prefix + LEFT_OVER_KEYS, *digests)
+            raise
+
+    def _forget_left_over(self, target: cache.CacheTarget) -> dict[str, Any]:
+        """Keys an earlier window could not remove from the cache (it was away after that GC), removed now that
+        preflight reached it."""
+        key = self.ctx.keys.prefix + LEFT_OVER_KEYS
+        try:
+            left = sorted(d.decode() for d in self.ctx.conn.smembers(key))
+        except redis_lib.RedisError:
+            return {}
+        if not left:
+            return {}
+        conn = cache.connect(target)
+        try:
+            removed = cache.forget(conn, left)
+        except (redis_lib.RedisError, OSError) as exc:
+            raise errors.CacheUnreachable(
+                f"the registry's Redis blob cache at {target.worker_address} stopped answering while the keys an "
+                f"earlier window left were removed: {exc}. Nothing was deleted.", address=target.worker_address) from exc
+        finally:
+            conn.close()
+        self.ctx.conn.srem(key, *left)
+        return {"blob_cache_left_over_removed": removed, "blob_cache_left_over_blobs": len(left)}
 
     def _drain(self, root: str) -> dict[str, Any]:
         """Give blob uploads in progress a bounded chance to finish before writes are refused."""

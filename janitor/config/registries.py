@@ -11,6 +11,8 @@ defaults). Without the file there is exactly one registry, `default`, from REGIS
         docker_host: tcp://127.0.0.1:2375  # ...this engine (default: DOCKER_HOST, else the local socket)
         default: true                   # the registry of /v1/repositories, /v1/jobs, ... (default: the first)
         namespace: registry.example:5000   # optional: Redis namespace (default: the name)
+        cache_url: redis://:secret@127.0.0.1:6380/0  # optional: the registry's Redis blob cache as the worker
+                                        # reaches it (default: the address in the registry's config)
         require_approval: true          # optional per-registry overrides, see OVERRIDES
 
 A bad file stops the service and the worker at start with a message naming the entry and the field.
@@ -29,7 +31,7 @@ from urllib.parse import urlsplit
 import yaml
 
 from janitor import errors
-from janitor.config.settings import Settings
+from janitor.config.settings import Settings, cache_url
 
 NAME = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
 # Redis key part: no glob characters (JobStore.running scans `<prefix>:job:*`), no spaces.
@@ -80,6 +82,7 @@ OVERRIDES: dict[str, tuple[str, Callable[[Any, str], Any]]] = {
     "untagged_min_age": ("untagged_min_age", _number),
     "registry_ready_timeout": ("registry_ready_timeout", _number),
     "restart_stop_timeout": ("restart_stop_timeout", lambda v, w: int(_number(v, w))),
+    "cache_url": ("registry_cache_url", lambda v, w: cache_url(_text(v, w), w)),
 }
 KNOWN = {"name", "url", "username", "password", "password_file", "password_env", "container", "docker_host",
          "default", "namespace", *OVERRIDES}
@@ -215,6 +218,7 @@ def _entry(entry: Any, base: Settings, env: dict[str, str]) -> tuple[Settings, b
         if key in OVERRIDES:
             field, parse_ = OVERRIDES[key]
             fields[field] = parse_(value, key)
+    fields.setdefault("registry_cache_url", None)  # one registry's cache, never every registry's default
     settings = replace(
         base, name=name, registry_url=url, registry_username=username, registry_password=_password(entry, env),
         registry_container=container, docker_host=docker_host if docker_host is not None else base.docker_host,

@@ -31,6 +31,27 @@ def _index_mode(raw: str) -> str:
     return mode
 
 
+CACHE_URL_SCHEMES = ("redis", "rediss", "unix")
+
+
+def cache_url(raw: str | None, what: str = "JANITOR_REGISTRY_CACHE_URL") -> str | None:
+    """The registry's Redis blob cache as the worker reaches it: a redis://, rediss:// or unix:// URL (the
+    registry's own config names it as the registry container sees it)."""
+    value = (raw or "").strip()
+    if not value:
+        return None
+    parts = urlsplit(value)
+    if parts.scheme not in CACHE_URL_SCHEMES or not (parts.hostname or parts.path) or \
+            (parts.scheme != "unix" and not parts.hostname):
+        raise ValueError(f"{what} must be a redis://, rediss:// or unix:// URL (e.g. redis://:password@host:6379/0),"
+                         f" not {parts._replace(netloc=parts.hostname or '').geturl()!r}")
+    try:
+        _ = parts.port
+    except ValueError as exc:
+        raise ValueError(f"{what}: bad port ({exc})") from exc
+    return value
+
+
 @dataclass(frozen=True)
 class Settings:
     registry_url: str = "http://localhost:5000"
@@ -111,6 +132,9 @@ class Settings:
     index_read_concurrency: int = 16
     # Bearer tokens a registry sends with its notifications: the `events` scope only (POST /v1/events).
     events_tokens: tuple[str, ...] = ()
+    # The registry's Redis blob-descriptor cache as the worker reaches it (redis:// or rediss:// URL); None: the
+    # address the registry's config gives, which is the registry container's view (`redis:6379`, `localhost`).
+    registry_cache_url: str | None = None
 
     @property
     def registry_host(self) -> str:
@@ -163,4 +187,5 @@ class Settings:
             index_mode=_index_mode(env.get("JANITOR_INDEX_MODE", d.index_mode)),
             index_read_concurrency=max(1, int(_float(env, "JANITOR_INDEX_CONCURRENCY", d.index_read_concurrency))),
             events_tokens=tuple(t.strip() for t in env.get("EVENTS_TOKENS", "").split(",") if t.strip()),
+            registry_cache_url=cache_url(env.get("JANITOR_REGISTRY_CACHE_URL")),
         )

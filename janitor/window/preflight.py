@@ -23,6 +23,7 @@ import yaml
 from janitor import errors
 from janitor.registry.container import RegistryContainer, env_of
 from janitor.storage import files as storage
+from janitor.window import cache
 
 FILESYSTEM = "filesystem"
 INMEMORY = "inmemory"
@@ -87,6 +88,7 @@ class Report:
     storage: StorageAccess
     storage_root: str | None  # None without filesystem access
     traps: list[errors.PreflightFailed] = field(default_factory=list)
+    cache: cache.CacheTarget | None = None  # the registry's Redis blob cache, reached by `check`
 
     def raise_first(self) -> None:
         if self.traps:
@@ -97,7 +99,8 @@ class Report:
 
     def as_dict(self) -> dict[str, Any]:
         return {"config_path": self.config_path, "storage_root": self.storage_root,
-                "storage": self.storage.as_dict()}
+                "storage": self.storage.as_dict(),
+                **({"blob_cache": self.cache.as_dict()} if self.cache is not None else {})}
 
 
 # -- pure rules ----------------------------------------------------------------------------------------
@@ -213,22 +216,33 @@ def refuse_without_storage(request: dict[str, Any], access: StorageAccess | dict
 # -- reading the container ------------------------------------------------------------------------------
 
 
-def inspect(container: RegistryContainer) -> Report:
-    """Read the container once and find the config, the storage driver and the traps (raises nothing for a
-    trap: see Report.raise_first)."""
+def inspect(container: RegistryContainer, cache_url: str | None = None) -> Report:
+    """Read the container once and find the config, the storage driver, the blob cache and the traps (raises
+    nothing for a trap: see Report.raise_first)."""
     path = container.config_path()
     attrs = container.attrs()
     env = env_of(attrs)
-    access = StorageAccess(storage_driver(env, container.read_yaml(path)))
+    config = container.read_yaml(path)
+    access = StorageAccess(storage_driver(env, config))
     root = storage.root(container, path) if access.filesystem else None
-    return Report(path, access, root, find_traps(attrs, path, access))
+    traps = find_traps(attrs, path, access)
+    target = None
+    if access.gc_runs:  # without GC no blob is swept, so no key goes stale
+        try:
+            target = cache.locate(container, path, config, env, cache_url)
+        except errors.PreflightFailed as exc:
+            traps.append(exc)
+    return Report(path, access, root, traps, target)
 
 
-def check(container: RegistryContainer) -> Report:
-    """Preflight for a window: the container runs, and no trap defeats the fence. Raises the first trap."""
+def check(container: RegistryContainer, cache_url: str | None = None) -> Report:
+    """Preflight for a window: the container runs, no trap defeats the fence, and the registry's Redis blob
+    cache (if any) answers the worker. Raises the first trap."""
     status = container.get().status
     if status != "running":
         raise errors.ContainerError(f"registry container {container.name!r} is {status}; start it, then ask again")
-    report = inspect(container)
+    report = inspect(container, cache_url)
     report.raise_first()
+    if report.cache is not None:
+        cache.reach(report.cache).close()
     return report
