@@ -378,7 +378,8 @@ def reject(c: Ctx, job_id: str) -> None:
     if c.json:
         _emit_json(job)
     else:
-        c.out.print(f"job {job['id']}: {job['status']}" + (f" by {job['rejected_by']}" if job.get("rejected_by") else ""))
+        by = f" by {job['rejected_by']}" if job.get("rejected_by") else ""
+        c.out.print(f"job {job['id']}: {job['status']}{by}; nothing was changed")
 
 
 def _run_job(c: Ctx, submit: Callable[[], dict[str, Any]], label: str, quiet: bool = False) -> dict[str, Any]:
