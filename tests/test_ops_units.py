@@ -203,6 +203,8 @@ def test_job_lists_mark_dry_runs_and_policy_plans_say_why_tags_stay() -> None:
              if line.count("│") > 2}
     assert "dry run" in lines["j1"] and "dry run" not in lines["j2"] and "dry run" not in lines["j3"]
     assert "policy nightly" in lines["j3"] and "team/app" in lines["j2"]
+    assert render.steps_table({**jobs[0], "steps": []}).title == "job j1 (deletion, dry run): succeeded"
+    assert render.steps_table({**jobs[1], "steps": []}).title == "job j2 (deletion): succeeded"
     untagged, tagged = "sha256:" + "cd" * 32, "sha256:" + "ef" * 32
     plan = {"repositories": [{"repository": "team/app", "delete": [{"tag": "dev-1", "created": None}],
                               "keep": [{"tag": "v1", "reason": "keep_tags", "reasons": ["keep_tags", "keep_last"]}],
