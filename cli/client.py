@@ -52,18 +52,19 @@ class Client:
                 raise ApiError(resp.status_code, f"HTTP_{resp.status_code}", resp.text[:500] or resp.reason) from None
         return resp.json()
 
-    def _pages(self, path: str) -> list[dict[str, Any]]:
+    def _pages(self, path: str, params: dict[str, Any] | None = None) -> list[dict[str, Any]]:
         items: list[dict[str, Any]] = []
         page = 1
         while True:
-            body = self._call("GET", path, params={"page": page, "page_size": 500})
+            body = self._call("GET", path, params={**(params or {}), "page": page, "page_size": 500})
             items.extend(body["items"])
             if not body["items"] or len(items) >= body["total"]:
                 return items
             page += 1
 
-    def repositories(self) -> list[dict[str, Any]]:
-        return self._pages("/v1/repositories")
+    def repositories(self, sort: str | None = None) -> list[dict[str, Any]]:
+        """Every repository with its tag count and size (bytes of its blobs, each once)."""
+        return self._pages("/v1/repositories", {"sort": sort} if sort else None)
 
     def tags(self, repository: str) -> list[dict[str, Any]]:
         return self._pages(f"/v1/repositories/{repository}/tags")
@@ -77,10 +78,29 @@ class Client:
     def job(self, job_id: str) -> dict[str, Any]:
         return self._call("GET", f"/v1/jobs/{job_id}")
 
-    def jobs(self) -> list[dict[str, Any]]:
-        """Recent jobs, where the server offers a job list (GET /v1/jobs)."""
-        body = self._call("GET", "/v1/jobs")
-        return body["items"] if isinstance(body, dict) else body
+    def jobs(self, limit: int = 50, **filters: str | None) -> list[dict[str, Any]]:
+        """Recent jobs, newest first, where the server offers a job list (GET /v1/jobs); `filters` are its query
+        parameters (status, kind, repository, policy, requested_by, since), None ones left out."""
+        params: dict[str, Any] = {k: v for k, v in filters.items() if v is not None}
+        body = self._call("GET", "/v1/jobs", params={**params, "page_size": min(max(limit, 1), 500)})
+        items = body["items"] if isinstance(body, dict) else body
+        return items[:limit]
+
+    def approve(self, job_id: str) -> dict[str, Any]:
+        return self._call("POST", f"/v1/jobs/{quote(job_id, safe='')}/approve")
+
+    def reject(self, job_id: str) -> dict[str, Any]:
+        return self._call("POST", f"/v1/jobs/{quote(job_id, safe='')}/reject")
+
+    def policies(self) -> list[dict[str, Any]]:
+        return self._pages("/v1/policies")
+
+    def policy(self, name: str) -> dict[str, Any]:
+        return self._call("GET", f"/v1/policies/{quote(name, safe='')}")
+
+    def policy_run(self, name: str, dry_run: bool) -> dict[str, Any]:
+        """A run of the policy: a job of kind `policy` (dry run: its plan only)."""
+        return self._call("POST", f"/v1/policies/{quote(name, safe='')}/runs", json={"dry_run": dry_run})
 
     def follow(self, job_id: str, on_change: Callable[[dict[str, Any]], None], interval: float = 0.5,
                timeout: float | None = None) -> dict[str, Any]:

@@ -32,9 +32,97 @@ def seconds(start: str | None, end: str | None) -> float | None:
 
 
 def repositories_table(items: list[dict[str, Any]]) -> Table:
-    table = Table("Repository", "Tags", title=f"{len(items)} repositories")
+    """Size is the bytes of each repository's blobs counted once; blobs shared between repositories count in
+    each, so the column does not add up to the registry's storage."""
+    table = Table("Repository", "Tags", "Size", title=f"{len(items)} repositories")
+    table.columns[1].justify = table.columns[2].justify = "right"
     for item in items:
-        table.add_row(item["name"], str(item.get("tag_count", "")))
+        table.add_row(item["name"], str(item.get("tag_count", "")), size(item.get("size")))
+    return table
+
+
+def is_dry_run(job: dict[str, Any]) -> bool:
+    return bool((job.get("request") or {}).get("dry_run"))
+
+
+def job_target(job: dict[str, Any]) -> str:
+    """What a job is about, in a few words: the policy, the repository, or the whole registry."""
+    request = job.get("request") or {}
+    if job.get("policy"):
+        return f"policy {job['policy']}"
+    if request.get("all_repositories"):
+        return "every repository"
+    if request.get("repository"):
+        return str(request["repository"])
+    return "registry" if job.get("kind") == "gc" else ""
+
+
+def jobs_table(items: list[dict[str, Any]], title: str | None = None) -> Table:
+    """Recent jobs; a dry run is marked so a preview is never mistaken for the deletion it previewed."""
+    table = Table("Job", "Kind", "Status", "Dry run", "Target", "By", "Created", title=title or f"{len(items)} jobs")
+    for job in items:
+        table.add_row(job["id"], job["kind"], Text(job["status"], style=STYLES.get(job["status"], "")),
+                      Text("dry run", style="cyan") if is_dry_run(job) else "", job_target(job),
+                      job.get("requested_by") or "", (job.get("created_at") or "")[:19])
+    return table
+
+
+def approvals_table(items: list[dict[str, Any]]) -> Table:
+    """Jobs awaiting approval with what each would delete and when it expires."""
+    table = Table("Job", "Kind", "Target", "Plan", "Requested by", "Expires",
+                  title=f"{len(items)} job{'s' * (len(items) != 1)} awaiting approval")
+    for job in items:
+        plan = (job.get("result") or {}).get("plan")
+        table.add_row(job["id"], job["kind"], job_target(job), plan_summary(plan) if plan else "(being planned)",
+                      job.get("requested_by") or "", (job.get("expires_at") or "")[:19])
+    return table
+
+
+def policies_table(items: list[dict[str, Any]]) -> Table:
+    table = Table("Policy", "Repositories", "Schedule", "Approval", "Last run", "Next run", "Source",
+                  title=f"{len(items)} polic{'ies' if len(items) != 1 else 'y'}")
+    for p in items:
+        last = p.get("last_run") or {}
+        schedule = p.get("schedule") or "on demand"
+        if p.get("schedule") and p.get("enabled") is False:
+            schedule += " (paused)"
+        table.add_row(p["name"], ", ".join(p.get("repositories") or []), schedule, p.get("approval") or "",
+                      f"{last['status']} {last.get('at', '')[:19]}" if last else "",
+                      (p.get("next_run") or "")[:19], p.get("source", ""))
+    return table
+
+
+POLICY_FIELDS = ("repositories", "delete_tags", "keep_tags", "keep_last", "older_than", "untagged", "schedule",
+                 "enabled", "approval", "source", "next_run")
+
+
+def policy_table(policy: dict[str, Any]) -> Table:
+    """One policy, field by field, unset fields included so a person sees what the policy does not limit."""
+    table = Table("Field", "Value", title=f"policy {policy['name']}", show_header=False)
+    for name in POLICY_FIELDS:
+        value = policy.get(name)
+        table.add_row(name, ", ".join(value) if isinstance(value, list) else "-" if value is None else str(value))
+    last = policy.get("last_run")
+    if last:
+        table.add_row("last_run", f"{last['status']} at {last['at'][:19]} (job {last['job_id']})")
+    return table
+
+
+def policy_plan_table(plan: dict[str, Any]) -> Table:
+    """A policy run's plan: every tag of every matched repository, deleted or kept and why (the policy's
+    `delete`/`keep` lists), and manifests no tag reaches that go with `untagged`."""
+    table = Table("Repository", "Tag", "Decision", "Created", title="Policy plan", caption=plan_summary(plan))
+    for repo in plan.get("repositories", []):
+        name = repo["repository"]
+        for t in repo.get("delete", []):
+            table.add_row(name, t["tag"], Text("delete", style="red"), (t.get("created") or "")[:19])
+        for t in repo.get("keep", []):
+            table.add_row(name, t["tag"], f"keep: {'; '.join(t.get('reasons') or [t.get('reason', '')])}",
+                          (t.get("created") or "")[:19])
+        reached = {d for d, tags in (repo.get("tags_by_manifest") or {}).items() if tags}
+        for digest in repo.get("manifests", []):
+            if digest not in reached:
+                table.add_row(name, f"(untagged) {short(digest)}", Text("delete", style="red"), "")
     return table
 
 
@@ -89,7 +177,8 @@ def step_line(step: dict[str, Any]) -> Text:
 
 
 def steps_table(job: dict[str, Any]) -> Table:
-    table = Table("", "Step", "Status", "Seconds", title=f"job {job['id']} ({job['kind']}): {job['status']}")
+    dry = ", dry run" if is_dry_run(job) else ""
+    table = Table("", "Step", "Status", "Seconds", title=f"job {job['id']} ({job['kind']}{dry}): {job['status']}")
     for s in job["steps"]:
         took = seconds(s.get("started_at"), s.get("finished_at"))
         table.add_row(MARKS.get(s["status"], "?"), s["name"], Text(s["status"], style=STYLES.get(s["status"], "")),

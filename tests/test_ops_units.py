@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 import redis
+from rich.console import Console
 
 from cli import render
 from janitor import logs
@@ -186,10 +187,45 @@ def test_job_summary_says_why_a_job_failed() -> None:
     assert "writes were refused for 3.2s" in lines and lines[-1] == "job j1: failed"
 
 
+def table_text(table: Any) -> str:
+    console = Console(width=200, record=True, file=io.StringIO())
+    console.print(table)
+    return console.export_text()
+
+
+def test_job_lists_mark_dry_runs_and_policy_plans_say_why_tags_stay() -> None:
+    jobs = [{"id": "j1", "kind": "deletion", "status": "succeeded", "request": {"repository": "team/app",
+                                                                               "dry_run": True}},
+            {"id": "j2", "kind": "deletion", "status": "succeeded", "request": {"repository": "team/app"}},
+            {"id": "j3", "kind": "policy", "status": "awaiting_approval", "policy": "nightly",
+             "request": {"dry_run": False}}]
+    lines = {line.split("│")[1].strip(): line for line in table_text(render.jobs_table(jobs)).splitlines()
+             if line.count("│") > 2}
+    assert "dry run" in lines["j1"] and "dry run" not in lines["j2"] and "dry run" not in lines["j3"]
+    assert "policy nightly" in lines["j3"] and "team/app" in lines["j2"]
+    assert render.steps_table({**jobs[0], "steps": []}).title == "job j1 (deletion, dry run): succeeded"
+    assert render.steps_table({**jobs[1], "steps": []}).title == "job j2 (deletion): succeeded"
+    untagged, tagged = "sha256:" + "cd" * 32, "sha256:" + "ef" * 32
+    plan = {"repositories": [{"repository": "team/app", "delete": [{"tag": "dev-1", "created": None}],
+                              "keep": [{"tag": "v1", "reason": "keep_tags", "reasons": ["keep_tags", "keep_last"]}],
+                              "manifests": [tagged, untagged], "tags_by_manifest": {tagged: ["dev-1"]}}],
+            "tags": ["team/app:dev-1"], "manifests": [tagged, untagged]}
+    text = table_text(render.policy_plan_table(plan))
+    assert "keep: keep_tags; keep_last" in text and "(untagged) sha256:cdcdcdcdcdcd" in text
+    assert "sha256:efef" not in text and "2 manifests and 1 tag to delete" in text
+    text = table_text(render.repositories_table([{"name": "team/app", "tag_count": 3, "size": 2_500_000}]))
+    assert "2.5 MB" in text and "Size" in text
+
+
 @pytest.mark.parametrize("argv", [
     ["delete", "team/app"],
     ["delete", "team/app", "--tag", "a", "--untagged"],
     ["jobs", "--watch"],
+    ["jobs", "--status", "bogus"],
+    ["jobs", "j1", "--kind", "gc"],
+    ["policy", "show"],
+    ["policy", "nope", "x"],
+    ["approve"],
     ["nope"],
     ["tags"],
 ])
