@@ -127,14 +127,15 @@ fi
 # 5. The janitor image from the project's Dockerfile, on the Debian python base.
 build_args=(--build-arg "BASE_IMAGE=$PYTHON_IMAGE")
 for var in PIP_INDEX_URL PIP_EXTRA_INDEX_URL PIP_TRUSTED_HOST; do
-    if [ -n "${!var:-}" ]; then
-        build_args+=(--build-arg "$var=${!var}")
-    else
-        # pip.conf's [global] index-url / extra-index-url / trusted-host, if this machine sets them there.
+    # The environment's value, else pip.conf's [global] index-url / extra-index-url / trusted-host.
+    value="${!var:-}"
+    if [ -z "$value" ] && command -v pip3 >/dev/null; then
         key="$(echo "${var#PIP_}" | tr 'A-Z_' 'a-z-')"
         value="$(pip3 config get "global.$key" 2>/dev/null || true)"
-        [ -n "$value" ] && build_args+=(--build-arg "$var=$value")
     fi
+    # Indexes on this machine's disk (file://) do not exist inside the build: only network ones go in.
+    [ "$var" = PIP_TRUSTED_HOST ] || value="$(tr ' ' '\n' <<<"$value" | grep -E '^https?://' | xargs || true)"
+    if [ -n "$value" ]; then build_args+=(--build-arg "$var=$value"); fi
 done
 start=$SECONDS
 docker build --network host "${build_args[@]}" -t "$JANITOR_IMAGE" "$ROOT" >&2
