@@ -7,6 +7,7 @@ does the test. The first build (debootstrap and pip) takes minutes; later runs r
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -17,6 +18,7 @@ from pathlib import Path
 
 import pytest
 import requests
+import yaml
 
 from tests.conftest import free_port
 from tests.images import Pusher, image, wait_until
@@ -40,14 +42,17 @@ def compose_command() -> list[str]:
 
 
 def build_images() -> dict[str, str]:
+    # The janitor image is tagged per checkout: the engine is shared, and a test elsewhere must not swap the
+    # code under this one between the build and `up`.
+    tag = "registry-janitor/janitor:compose-" + hashlib.sha1(str(ROOT).encode()).hexdigest()[:10]
     proc = subprocess.run([str(ROOT / "scripts" / "build-compose-images.sh")], cwd=ROOT, capture_output=True,
-                          text=True, timeout=BUILD_TIMEOUT)
+                          text=True, timeout=BUILD_TIMEOUT, env={**os.environ, "JANITOR_IMAGE": tag})
     assert proc.returncode == 0, f"building the compose images failed:\n{proc.stderr[-5000:]}"
     return dict(line.split("=", 1) for line in proc.stdout.splitlines() if "=" in line)
 
 
 class Compose:
-    def __init__(self, images: dict[str, str]) -> None:
+    def __init__(self, images: dict[str, str], workdir: Path) -> None:
         self.project = f"rjcompose{uuid.uuid4().hex[:10]}"
         self.ports = {"registry": free_port(), "redis": free_port(), "api": free_port()}
         self.container = f"{self.project}-registry"
@@ -63,10 +68,27 @@ class Compose:
             "REDIS_IMAGE": images["REDIS_IMAGE"],
             "JANITOR_IMAGE": images["JANITOR_IMAGE"],
         }
-        self.base = [*compose_command(), "-p", self.project, "-f", str(ROOT / "docker-compose.yml"),
-                     "-f", str(OVERRIDE)]
+        self.command = compose_command()
+        self.base = [*self.command, "-p", self.project, "--project-directory", str(ROOT), "-f",
+                     str(self.merged(workdir))]
         self.api = f"http://127.0.0.1:{self.ports['api']}"
         self.registry = f"http://127.0.0.1:{self.ports['registry']}"
+
+    def merged(self, workdir: Path) -> Path:
+        """docker-compose.yml with the override, as compose itself merges them, less every `ports:`: the host
+        network refuses port bindings, and an override file can add ports but not remove them (`!reset` needs
+        compose 2.24; Debian ships 1.29)."""
+        proc = subprocess.run([*self.command, "-p", self.project, "-f", str(ROOT / "docker-compose.yml"),
+                               "-f", str(OVERRIDE), "config"], cwd=ROOT, env=self.env, capture_output=True,
+                              text=True, timeout=60)
+        assert proc.returncode == 0, f"compose config failed:\n{proc.stderr}"
+        config = yaml.safe_load(proc.stdout)
+        for name, service in config["services"].items():
+            assert service.get("network_mode") == "host", f"{name} is not on the host network"
+            service.pop("ports", None)
+        path = workdir / "docker-compose.yml"
+        path.write_text(yaml.safe_dump(config, sort_keys=False))
+        return path
 
     def run(self, *args: str, timeout: float = UP_TIMEOUT, check: bool = True) -> subprocess.CompletedProcess:
         proc = subprocess.run([*self.base, *args], cwd=ROOT, env=self.env, capture_output=True, text=True,
@@ -90,11 +112,11 @@ def registry_bytes(container: str) -> int:
     return int(out.split()[0]) * 1024
 
 
-def test_compose_up_delete_gc_push_down() -> None:
+def test_compose_up_delete_gc_push_down(tmp_path: Path) -> None:
     started = time.monotonic()
     images = build_images()
     built = time.monotonic()
-    stack = Compose(images)
+    stack = Compose(images, tmp_path)
     try:
         stack.run("up", "-d", "--no-build")
 
