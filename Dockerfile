@@ -1,12 +1,20 @@
 # One image for both processes of registry-janitor:
 #   api:    the default CMD (gunicorn serving service:create_app())
 #   worker: `python -m worker` (needs the Docker socket of the engine that runs the registry)
-FROM python:3.11-slim
+# BASE_IMAGE: any Debian-like image with python3 (3.11+) and its venv module. python:3.11-slim by default;
+# scripts/build-compose-images.sh builds on Debian's own python3 where no hub image can be pulled.
+ARG BASE_IMAGE=python:3.11-slim
+FROM ${BASE_IMAGE}
+# A different package index (a mirror, a proxy): docker build --build-arg PIP_INDEX_URL=...
+ARG PIP_INDEX_URL
+ARG PIP_EXTRA_INDEX_URL
+ARG PIP_TRUSTED_HOST
 
 ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
     PIP_NO_CACHE_DIR=1 \
-    PIP_DISABLE_PIP_VERSION_CHECK=1
+    PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    PATH=/opt/venv/bin:$PATH
 
 WORKDIR /app
 # README.md is the package's readme in pyproject.toml: the build needs it.
@@ -18,7 +26,10 @@ COPY cli ./cli
 # Read by gunicorn from the working directory: metrics across workers, JSON logs with LOG_FORMAT=json, and
 # JSON answers for the errors gunicorn sends itself.
 COPY gunicorn.conf.py ./
-RUN pip install . \
+# Into a virtualenv: the same on python:3.11-slim and on Debian's python3 (whose system pip refuses to install
+# outside one, PEP 668). PATH puts its python, gunicorn and worker first.
+RUN python3 -m venv /opt/venv \
+    && pip install . \
     && useradd --system --uid 10001 --no-create-home --shell /usr/sbin/nologin janitor
 
 # The API needs no privileges. The worker talks to the Docker socket, which belongs to root:docker on the

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Prepare this machine for registry-janitor's integration tests. Idempotent.
 # - installs missing Debian packages (docker engine, redis-server, skopeo,
-#   docker-registry + busybox-static for the locally built registry image);
+#   docker-registry + busybox-static for the locally built registry image, docker-compose and debootstrap
+#   for the compose test's stand-in images, scripts/build-compose-images.sh);
 # - starts a Docker engine if none answers (never stops a running one);
 # - makes sure a registry image exists (registry:2 if present locally,
 #   otherwise one built by build-registry-image.sh, since no hub is reachable).
@@ -12,7 +13,7 @@ set -euo pipefail
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 STATE="${REGISTRY_JANITOR_STATE:-/tmp/registry-janitor}"
 BUILT_IMAGE="registry-janitor/test-registry:2.8.2"
-PACKAGES=(docker.io redis-server skopeo docker-registry busybox-static iptables)
+PACKAGES=(docker.io redis-server skopeo docker-registry busybox-static iptables docker-compose debootstrap)
 
 log() { echo "provision: $*" >&2; }
 
