@@ -154,6 +154,12 @@ class ConfigFileMount(PreflightFailed):
     code = "REGISTRY_CONFIG_FILE_MOUNT"
 
 
+class ReplicaStorageMismatch(PreflightFailed):
+    """Replicas named for one registry do not share its storage: GC in one would not serve the others."""
+
+    code = "REGISTRY_REPLICA_STORAGE_MISMATCH"
+
+
 class StorageAccessRequired(JanitorError):
     """The request needs to read the registry's storage, which its storage driver does not allow."""
 

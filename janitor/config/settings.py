@@ -32,11 +32,23 @@ def _index_mode(raw: str) -> str:
 
 
 @dataclass(frozen=True)
+class Replica:
+    """One container serving a registry's storage, with its own address: the fence and the write probes must
+    reach each container itself, never a load balancer that may answer from another one."""
+
+    container: str
+    url: str
+
+
+@dataclass(frozen=True)
 class Settings:
     registry_url: str = "http://localhost:5000"
     registry_username: str | None = None
     registry_password: str | None = None
     registry_container: str = "registry"
+    # Several containers on one storage (REGISTRIES_FILE `replicas:`); empty: the one `registry_container`, at
+    # `registry_url`. The first is `registry_container`: GC, holds and storage reads run in it.
+    registry_replicas: tuple[Replica, ...] = ()
     redis_url: str = "redis://localhost:6379/0"
     api_tokens: tuple[str, ...] = ()
     # Seconds a maintenance lock lives without renewal; the worker renews it every third of this.
@@ -111,6 +123,11 @@ class Settings:
     index_read_concurrency: int = 16
     # Bearer tokens a registry sends with its notifications: the `events` scope only (POST /v1/events).
     events_tokens: tuple[str, ...] = ()
+
+    @property
+    def replicas(self) -> tuple[Replica, ...]:
+        """Every container of this registry, the one GC runs in first; one unless REGISTRIES_FILE names several."""
+        return self.registry_replicas or (Replica(self.registry_container, self.registry_url),)
 
     @property
     def registry_host(self) -> str:
