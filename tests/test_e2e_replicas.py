@@ -134,3 +134,25 @@ def test_pushes_to_either_replica_during_windows_lose_nothing(replicas: list[Reg
     for reg in replicas:  # both writable again, with their original configs and no backups
         assert reg.exec("ls", "/etc/docker/registry").split() == ["config.yml"]
         assert requests.post(f"{reg.url}/v2/probe/blobs/uploads/", timeout=10).status_code == 202
+
+
+def test_replicas_on_separate_storage_fail_preflight_before_anything_changes(
+        make_registry, redis_server: str, redis_conn: redis.Redis, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    a, b = make_registry(), make_registry()  # each with its own storage
+    img = images.image()
+    images.Pusher(a.url).image("team/app", img, "v1")
+    path = tmp_path / "registries.yml"
+    path.write_text(yaml.safe_dump({"registries": [{
+        "name": "shared", "url": a.url, "replicas": [{"container": r.name, "url": r.url} for r in (a, b)]}]}))
+    s = start_stack(a, redis_server, redis_conn, REGISTRIES_FILE=str(path))
+    try:
+        listed = s.get("/v1/registries").json()["items"][0]
+        assert listed["replicas"] == [{"container": a.name, "url": a.url}, {"container": b.name, "url": b.url}]
+        job = s.wait(s.delete({"repository": "team/app", "tags": ["v1"]})["id"])
+    finally:
+        s.stop()
+    assert job["status"] == "failed" and job["error"]["step"] == "preflight", job
+    assert job["error"]["code"] == "REGISTRY_REPLICA_STORAGE_MISMATCH" and b.name in job["error"]["message"]
+    assert images.pull_verified(a.url, "team/app", "v1") == []  # nothing deleted
+    for reg in (a, b):  # neither was fenced
+        assert reg.exec("ls", "/etc/docker/registry").split() == ["config.yml"]
