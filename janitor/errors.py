@@ -179,6 +179,12 @@ class CacheNotCleaned(ContainerError):
     code = "REGISTRY_CACHE_NOT_CLEANED"
 
 
+class ReplicaStorageMismatch(PreflightFailed):
+    """Replicas named for one registry do not share its storage: GC in one would not serve the others."""
+
+    code = "REGISTRY_REPLICA_STORAGE_MISMATCH"
+
+
 class StorageAccessRequired(JanitorError):
     """The request needs to read the registry's storage, which its storage driver does not allow."""
 

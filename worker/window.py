@@ -47,7 +47,7 @@ def lease_connection(ctx: Context) -> redis_lib.Redis:
 
 
 def guard_for(ctx: Context, lease: MaintenanceLock) -> WindowGuard:
-    return WindowGuard(ctx.settings, lease, ctx.container, ctx.fence, ctx.client)
+    return WindowGuard(ctx.settings, lease, ctx.container, ctx.fence, ctx.client, replicas=ctx.replicas or None)
 
 
 def run(ctx: Context) -> None:
@@ -157,9 +157,14 @@ class Window(WindowState):
                 # deleting anything, so nothing is left half-done.
                 report = preflight.check(self.ctx.container, self.ctx.settings.registry_cache_url)
                 config_path, root = report.config_path, report.storage_root
-                self.guard.locate(config_path, root or "")
+                others = [r.container for r in self.guard.replicas[1:]]
+                replica_reports = preflight.check_replicas(self.ctx.container, report, others)
+                self.guard.locate(config_path, root or "", [r.config_path for r in replica_reports])
                 self.blob_cache = report.cache
                 out.update(container=self.ctx.container.name, **report.as_dict())
+                if replica_reports:  # every container of the registry, the one GC runs in first
+                    out["replicas"] = [{"container": c.name, "config_path": r.config_path}
+                                       for c, r in zip([self.ctx.container, *others], [report, *replica_reports])]
                 if report.cache is not None:
                     out.update(self._forget_left_over(report.cache))
                 self._storage_limits(report.storage)

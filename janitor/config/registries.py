@@ -9,6 +9,9 @@ defaults). Without the file there is exactly one registry, `default`, from REGIS
         password_file: /run/secrets/eu  # read once at start; password_env: NAME reads $NAME instead
         container: registry-eu          # the registry's container on...
         docker_host: tcp://127.0.0.1:2375  # ...this engine (default: DOCKER_HOST, else the local socket)
+        # or, instead of `container`, several containers on one storage, each with its own address (the fence,
+        # the write probes and the restarts apply to each; GC runs in the first):
+        # replicas: [{container: registry-eu-1, url: http://10.0.0.1:5000}, {container: ..., url: ...}]
         default: true                   # the registry of /v1/repositories, /v1/jobs, ... (default: the first)
         namespace: registry.example:5000   # optional: Redis namespace (default: the name)
         cache_url: redis://:secret@127.0.0.1:6380/0  # optional: the registry's Redis blob cache as the worker
@@ -31,7 +34,7 @@ from urllib.parse import urlsplit
 import yaml
 
 from janitor import errors
-from janitor.config.settings import Settings, cache_url
+from janitor.config.settings import Replica, Settings, cache_url
 
 NAME = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
 # Redis key part: no glob characters (JobStore.running scans `<prefix>:job:*`), no spaces.
@@ -84,8 +87,9 @@ OVERRIDES: dict[str, tuple[str, Callable[[Any, str], Any]]] = {
     "restart_stop_timeout": ("restart_stop_timeout", lambda v, w: int(_number(v, w))),
     "cache_url": ("registry_cache_url", lambda v, w: cache_url(_text(v, w), w)),
 }
-KNOWN = {"name", "url", "username", "password", "password_file", "password_env", "container", "docker_host",
-         "default", "namespace", *OVERRIDES}
+KNOWN = {"name", "url", "username", "password", "password_file", "password_env", "container", "replicas",
+         "docker_host", "default", "namespace", *OVERRIDES}
+REPLICA_KNOWN = ("container", "url")
 
 
 @dataclass(frozen=True)
@@ -177,14 +181,16 @@ def parse(text: str, base: Settings, env: dict[str, str] | None = None, source: 
 
 def _unique(found: dict[str, Settings], source: str) -> None:
     """Two entries for one registry would run two windows on it at once: refused."""
-    for what, of in (("namespace", lambda s: s.namespace), ("url", lambda s: s.registry_url),
-                     ("container", lambda s: (s.docker_host, s.registry_container))):
+    # Each registry's every address and container (its replicas' too) is its own.
+    for what, of in (("namespace", lambda s: {s.namespace}), ("url", lambda s: {s.registry_url,
+                                                                                *(r.url for r in s.replicas)}),
+                     ("container", lambda s: {(s.docker_host, r.container) for r in s.replicas})):
         seen: dict[Any, str] = {}
         for name, settings in found.items():
-            value = of(settings)
-            if value in seen:
-                raise RegistriesFileError(f"{source}: {seen[value]} and {name} have the same {what} ({value})")
-            seen[value] = name
+            for value in sorted(of(settings), key=str):
+                if value in seen:
+                    raise RegistriesFileError(f"{source}: {seen[value]} and {name} have the same {what} ({value})")
+                seen[value] = name
 
 
 def _entry(entry: Any, base: Settings, env: dict[str, str]) -> tuple[Settings, bool]:
@@ -196,11 +202,9 @@ def _entry(entry: Any, base: Settings, env: dict[str, str]) -> tuple[Settings, b
     name = entry.get("name")
     if not isinstance(name, str) or not NAME.match(name):
         raise ValueError(f"name {name!r} must match {NAME.pattern} (it is used in URLs and Redis keys)")
-    url = _text(entry.get("url"), "url").rstrip("/")
-    parts = urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.netloc or parts.path or parts.query:
-        raise ValueError(f"url {url!r} must be http(s)://host[:port]")
-    container = _text(entry.get("container"), "container")
+    url = _url(entry.get("url"), "url")
+    replicas = _replicas(entry)
+    container = replicas[0].container if replicas else _text(entry.get("container"), "container")
     docker_host = entry.get("docker_host")
     if docker_host is not None:
         docker_host = _text(docker_host, "docker_host")
@@ -221,11 +225,50 @@ def _entry(entry: Any, base: Settings, env: dict[str, str]) -> tuple[Settings, b
     fields.setdefault("registry_cache_url", None)  # one registry's cache, never every registry's default
     settings = replace(
         base, name=name, registry_url=url, registry_username=username, registry_password=_password(entry, env),
-        registry_container=container, docker_host=docker_host if docker_host is not None else base.docker_host,
+        registry_container=container, registry_replicas=replicas,
+        docker_host=docker_host if docker_host is not None else base.docker_host,
         redis_namespace=namespace, **fields)
     if (settings.registry_username is None) != (settings.registry_password is None):
         raise ValueError("username and a password (password, password_file or password_env) go together")
     return settings, _flag(entry.get("default", False), "default")
+
+
+def _url(value: Any, what: str) -> str:
+    url = _text(value, what).rstrip("/")
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.netloc or parts.path or parts.query:
+        raise ValueError(f"{what} {url!r} must be http(s)://host[:port]")
+    return url
+
+
+def _replicas(entry: dict[str, Any]) -> tuple[Replica, ...]:
+    """`replicas:` (several containers on one storage), or () for the one `container:`. Each replica needs
+    its own address: a probe through a load balancer could reach any of them."""
+    given = entry.get("replicas")
+    if given is None:
+        return ()
+    if "container" in entry:
+        raise ValueError("give `container` (one container) or `replicas` (several), not both; the first of "
+                         "`replicas` is where GC runs")
+    if not isinstance(given, list) or not given:
+        raise ValueError("replicas must be a non-empty list of {container, url}")
+    found: list[Replica] = []
+    for n, item in enumerate(given):
+        what = f"replicas[{n}]"
+        if not isinstance(item, dict):
+            raise ValueError(f"{what} must be a mapping with `container` and `url`")
+        unknown = sorted(set(map(str, item)) - set(REPLICA_KNOWN))
+        if unknown:
+            raise ValueError(f"{what}: unknown field(s) {unknown}; known: {list(REPLICA_KNOWN)}")
+        replica = Replica(_text(item.get("container"), f"{what}.container"), _url(item.get("url"), f"{what}.url"))
+        for other in found:
+            if replica.container == other.container:
+                raise ValueError(f"{what}.container {replica.container!r} is named twice")
+            if replica.url == other.url:
+                raise ValueError(f"{what}.url {replica.url!r} is named twice: each replica is probed at its own "
+                                 "address")
+        found.append(replica)
+    return tuple(found)
 
 
 def _password(entry: dict[str, Any], env: dict[str, str]) -> str | None:

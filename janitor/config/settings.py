@@ -53,11 +53,23 @@ def cache_url(raw: str | None, what: str = "JANITOR_REGISTRY_CACHE_URL") -> str 
 
 
 @dataclass(frozen=True)
+class Replica:
+    """One container serving a registry's storage, with its own address: the fence and the write probes must
+    reach each container itself, never a load balancer that may answer from another one."""
+
+    container: str
+    url: str
+
+
+@dataclass(frozen=True)
 class Settings:
     registry_url: str = "http://localhost:5000"
     registry_username: str | None = None
     registry_password: str | None = None
     registry_container: str = "registry"
+    # Several containers on one storage (REGISTRIES_FILE `replicas:`); empty: the one `registry_container`, at
+    # `registry_url`. The first is `registry_container`: GC, holds and storage reads run in it.
+    registry_replicas: tuple[Replica, ...] = ()
     redis_url: str = "redis://localhost:6379/0"
     api_tokens: tuple[str, ...] = ()
     # Seconds a maintenance lock lives without renewal; the worker renews it every third of this.
@@ -135,6 +147,11 @@ class Settings:
     # The registry's Redis blob-descriptor cache as the worker reaches it (redis:// or rediss:// URL); None: the
     # address the registry's config gives, which is the registry container's view (`redis:6379`, `localhost`).
     registry_cache_url: str | None = None
+
+    @property
+    def replicas(self) -> tuple[Replica, ...]:
+        """Every container of this registry, the one GC runs in first; one unless REGISTRIES_FILE names several."""
+        return self.registry_replicas or (Replica(self.registry_container, self.registry_url),)
 
     @property
     def registry_host(self) -> str:

@@ -7,6 +7,10 @@ the lease. Anything left by an owner whose lease is gone is undone by `recover()
 
 Nothing is assumed: before GC a blob upload must be refused, and after the restart one must be accepted
 before the config backup is removed.
+
+A registry may run as several containers on one storage (REGISTRIES_FILE `replicas:`): the guard then fences,
+probes and restarts each one, at its own address, and GC (in the first) runs only once every one refuses
+writes. A replica the janitor is not told about cannot be fenced, nor detected in general.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ import logging
 import time
 import uuid
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import redis
@@ -31,14 +36,32 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 
+@dataclass(frozen=True)
+class ReplicaParts:
+    """One container of the registry: its fence, and a client at the container's own address, so each write
+    probe answers for that container (a load balancer in front could answer from any)."""
+
+    container: RegistryContainer
+    fence: WriteFence
+    client: RegistryClient
+
+
 class WindowGuard:
     def __init__(self, settings: Settings, lease: MaintenanceLock, container: RegistryContainer,
-                 fence: WriteFence, client: RegistryClient, window_id: str | None = None) -> None:
+                 fence: WriteFence, client: RegistryClient, window_id: str | None = None,
+                 replicas: list[ReplicaParts] | None = None) -> None:
+        """`container`, `fence`, `client`: the registry's first container (GC, holds and storage reads run in
+        it). `replicas`: every container, that one first; default just that one."""
         self.settings = settings
         self.lease = lease
         self.container = container
         self.fence = fence
         self.client = client
+        self.replicas = replicas or [ReplicaParts(container, fence, client)]
+        if self.replicas[0].container is not container:
+            raise ValueError("the first replica must be the container GC runs in")
+        self.replica_paths = [""] * len(self.replicas)  # each replica's config file, as `locate` found it
+        self.touched = [False] * len(self.replicas)  # this window began to fence that replica
         self.window_id = window_id or uuid.uuid4().hex
         self.config_path = ""
         self.root = ""
@@ -59,8 +82,23 @@ class WindowGuard:
     def is_own(self, owner: str | None) -> bool:
         return bool(owner) and str(owner).startswith(f"window-{self.window_id}/")
 
-    def locate(self, config_path: str, root: str) -> None:
+    def locate(self, config_path: str, root: str, replica_paths: list[str] | None = None) -> None:
+        """The first container's config and storage root; `replica_paths`: the other replicas' configs, in
+        order (read from their containers when not given)."""
+        others = replica_paths if replica_paths is not None else \
+            [r.container.config_path() for r in self.replicas[1:]]
+        if len(others) != len(self.replicas) - 1:
+            raise ValueError("one config path per further replica")
         self.config_path, self.root = config_path, root
+        self.replica_paths = [config_path, *others]
+
+    @property
+    def several(self) -> bool:
+        return len(self.replicas) > 1
+
+    def _label(self, i: int) -> str:
+        r = self.replicas[i]
+        return f"replica {r.container.name} ({r.client.base_url})"
 
     def start_clock(self) -> None:
         self.deadline = time.monotonic() + self.settings.max_window
@@ -80,24 +118,38 @@ class WindowGuard:
     # -- the steps' changes ----------------------------------------------------------------------
 
     def close(self) -> dict[str, Any]:
-        """Fence: restart read-only, then prove that writes are refused."""
+        """Fence: restart every replica read-only, then prove that each refuses writes."""
         self.check("the fence")
         self.fenced = True  # before the first write: a failure halfway must still be undone
-        self.fence.stopped_at = None
+        for r in self.replicas:
+            r.fence.stopped_at = None
+        readies: list[float] = []
         try:
-            ready = self.fence.close(self.config_path, self.owner)
+            for i, r in enumerate(self.replicas):
+                if i:
+                    self.check(f"the fence of {self._label(i)}")
+                self.touched[i] = True
+                readies.append(r.fence.close(self.replica_paths[i], self.owner))
         finally:
-            self.stopped_at = self.fence.stopped_at
+            stops = [r.fence.stopped_at for r in self.replicas if r.fence.stopped_at is not None]
+            self.stopped_at = min(stops) if stops else None
         self.require_refused()
-        return {"ready_seconds": round(ready, 3), "write_probe": 405, "owner": self.owner}
+        out: dict[str, Any] = {"ready_seconds": round(sum(readies), 3), "write_probe": 405, "owner": self.owner}
+        if self.several:
+            out["replicas"] = [{"container": r.container.name, "url": r.client.base_url, "ready_seconds":
+                                round(ready, 3), "write_probe": 405} for r, ready in zip(self.replicas, readies)]
+        return out
 
     def require_refused(self) -> None:
-        probe.require_refused(self.client, self.fence_cause())
+        """Every replica, each at its own address: one that still writes would defeat GC for all."""
+        for i, r in enumerate(self.replicas):
+            probe.require_refused(r.client, (f"({self._label(i)}) " if self.several else "") + self.fence_cause(i))
 
-    def fence_cause(self) -> str:
+    def fence_cause(self, i: int = 0) -> str:
         """Why a rewritten config may not take effect, from what the container shows, and the fix."""
+        container, config_path = self.replicas[i].container, self.replica_paths[i] or self.config_path
         try:
-            env = self.container.env()
+            env = container.env()
         except errors.JanitorError:
             env = {}
         overriding = sorted(k for k in env if k.startswith("REGISTRY_STORAGE_MAINTENANCE"))
@@ -106,17 +158,17 @@ class WindowGuard:
         if overriding:
             causes.append(f"the container's environment sets {', '.join(overriding)}, which replaces the whole "
                           "storage.maintenance section of the config file, read-only flag included")
-        if other_file and other_file != self.config_path:
+        if other_file and other_file != config_path:
             causes.append(f"REGISTRY_CONFIGURATION_PATH={other_file} points the registry at a file other than "
-                          f"{self.config_path}, the one the janitor rewrites")
+                          f"{config_path}, the one the janitor rewrites")
         if not causes:
             causes.append("nothing in the container's recorded environment explains it, so most likely its "
                           "entrypoint or command exports REGISTRY_STORAGE_MAINTENANCE (or "
                           "REGISTRY_STORAGE_MAINTENANCE_READONLY), which overrides the config file's storage."
-                          f"maintenance section, or the registry reads a config file other than {self.config_path}")
+                          f"maintenance section, or the registry reads a config file other than {config_path}")
         return ("Likely cause: " + "; ".join(causes) + ". Fix: move those maintenance settings into "
-                f"{self.config_path} (storage.maintenance.uploadpurging ...) and remove the variable from the "
-                f"container's environment and entrypoint, and run the registry with {self.config_path} "
+                f"{config_path} (storage.maintenance.uploadpurging ...) and remove the variable from the "
+                f"container's environment and entrypoint, and run the registry with {config_path} "
                 "(`registry serve <that file>`); then ask again.")
 
     def place_holds(self, built: list[tuple[holds.Hold, bytes]]) -> None:
@@ -176,20 +228,39 @@ class WindowGuard:
             raise errors.LockLost("the maintenance lock was lost and another worker holds it; the fence and holds "
                                   "of this window are left for that worker to undo (it does so before its own window)",
                                   lease=self.lease.fencing)
-        found = self._retry_docker(lambda: self.fence.owner(self.config_path))
-        if found is not None and not self.is_own(found):
+        found = [self._retry_docker(lambda r=r, path=path: r.fence.owner(path))  # type: ignore[misc]
+                 for r, path in zip(self.replicas, self.replica_paths)]
+        foreign = [(i, f) for i, f in enumerate(found) if f is not None and not self.is_own(f)]
+        if foreign:
             self.fenced, self.placed = False, []
-            raise errors.LockLost(f"the fence in place is not this window's ({found}); left untouched")
+            where = "".join(f" on {self._label(i)}" for i, _ in foreign) if self.several else ""
+            raise errors.LockLost(f"the fence in place{where} is not this window's ({foreign[0][1]}); left untouched")
+        # The replicas this window began to fence (every one once GC ran); just the one without replicas.
+        undo = [i for i in range(len(self.replicas)) if self.touched[i] or found[i] is not None or not self.several]
         out: dict[str, Any] = {"restored": True}
         if (self.placed or self.recorded) and self._running():
             self._retry_docker(self.release_holds)  # before writes resume, while it still runs
-        self._retry_docker(lambda: self.fence.put_back(self.config_path, fenced=found is not None))
-        out["ready_seconds"] = round(self._retry_docker(self.fence.restart), 3)
+        readies: dict[int, float] = {}
+        for i in undo:
+            r, path = self.replicas[i], self.replica_paths[i]
+            self._retry_docker(lambda r=r, path=path, i=i: r.fence.put_back(path, fenced=found[i] is not None))  # type: ignore[misc]
+            readies[i] = self._retry_docker(r.fence.restart)
+        out["ready_seconds"] = round(sum(readies.values()), 3)
         if self.placed or self.recorded:  # the container was down: its holds can only go now
             self._retry_docker(self.release_holds)
-        out["write_probe_seconds"] = round(probe.require_accepted(self.client, self.settings.registry_ready_timeout), 3)
+        probes: dict[int, float] = {}
+        for i in undo:
+            probes[i] = probe.require_accepted(self.replicas[i].client, self.settings.registry_ready_timeout)
+        out["write_probe_seconds"] = round(sum(probes.values()), 3)
         self.accepted_at = time.monotonic()
-        self._retry_docker(lambda: self.fence.drop_backup(self.config_path))
+        for i in undo:
+            r, path = self.replicas[i], self.replica_paths[i]
+            self._retry_docker(lambda r=r, path=path: r.fence.drop_backup(path))  # type: ignore[misc]
+            self.touched[i] = False
+        if self.several:
+            out["replicas"] = [{"container": self.replicas[i].container.name, "url": self.replicas[i].client.base_url,
+                                "ready_seconds": round(readies[i], 3), "write_probe_seconds": round(probes[i], 3)}
+                               for i in undo]
         self.fenced = False
         return out
 
@@ -205,15 +276,19 @@ class WindowGuard:
         self.lease.check("recovery")
         holder = self.lease.token
         done: list[str] = []
-        owner = self.fence.owner(self.config_path)
-        restarted = False
-        # Whoever set a fence other than this window's own no longer holds the lease (this window does).
-        if owner is not None and not self.is_own(owner):
-            # The restart also ends a garbage-collect the dead window may have left running.
-            self.fence.put_back(self.config_path)
-            self.fence.restart()
-            restarted = True
-            done.append(f"fence of {owner or 'an earlier version'} taken down, registry restarted (lease now {holder})")
+        owners = [r.fence.owner(path) for r, path in zip(self.replicas, self.replica_paths)]
+        restarted: list[int] = []
+        for i, owner in enumerate(owners):
+            # Whoever set a fence other than this window's own no longer holds the lease (this window does).
+            if owner is not None and not self.is_own(owner):
+                # The restart also ends a garbage-collect the dead window may have left running.
+                r, path = self.replicas[i], self.replica_paths[i]
+                r.fence.put_back(path)
+                r.fence.restart()
+                restarted.append(i)
+                which = f" {self._label(i)}" if self.several else ""
+                done.append(f"fence of {owner or 'an earlier version'} taken down, registry{which} restarted "
+                            f"(lease now {holder})")
         record_path = self.config_path + holds.RECORD_SUFFIX
         if self.container.exists(record_path):
             record = holds.decode_record(self.container.read_file(record_path))
@@ -230,13 +305,15 @@ class WindowGuard:
                 else:
                     self.container.exec(["rm", "-f", record_path])
                 done.append(f"released {len(record.holds)} holds of {record.owner or 'an earlier version'}")
-        if restarted:
-            probe.require_accepted(self.client, self.settings.registry_ready_timeout)
-            self.fence.drop_backup(self.config_path)
-        elif owner is None and self.fence.has_backup(self.config_path):
-            # Died after writing the backup but before fencing, or after unfencing: the config is the original.
-            self.fence.drop_backup(self.config_path)
-            done.append("stale config backup removed")
+        for i, owner in enumerate(owners):
+            r, path = self.replicas[i], self.replica_paths[i]
+            if i in restarted:
+                probe.require_accepted(r.client, self.settings.registry_ready_timeout)
+                r.fence.drop_backup(path)
+            elif owner is None and r.fence.has_backup(path):
+                # Died after writing the backup but before fencing, or after unfencing: the config is the original.
+                r.fence.drop_backup(path)
+                done.append("stale config backup removed" + (f" from {self._label(i)}" if self.several else ""))
         return done
 
     # -- helpers -----------------------------------------------------------------------------------

@@ -184,6 +184,43 @@ def mount_traps(attrs: dict[str, Any], config_path: str) -> list[errors.Prefligh
     return found
 
 
+def storage_source(attrs: dict[str, Any], root: str | None) -> str | None:
+    """Where the filesystem storage root really lives: the mount covering it (volume name or host path), None
+    when it is inside the container's own layer (which no other container can share)."""
+    if root is None:
+        return None
+    mount = covering_mount(attrs.get("Mounts") or [], posixpath.normpath(root))
+    if mount is None:
+        return None
+    sub = posixpath.relpath(posixpath.normpath(root), posixpath.normpath(str(mount.get("Destination"))))
+    source = str(mount.get("Source") or mount.get("Name") or "?")
+    return source if sub == "." else f"{source}/{sub}"
+
+
+def replica_traps(first: str, first_attrs: dict[str, Any], first_report: Report, name: str,
+                  attrs: dict[str, Any], report: Report) -> list[errors.PreflightFailed]:
+    """A replica must serve the first container's storage: GC runs in that one only, so a replica on other
+    storage would never be collected, and deletions through the registry's URL could reach either."""
+    if report.storage.driver != first_report.storage.driver:
+        return [errors.ReplicaStorageMismatch(
+            f"replica {name!r} uses the {report.storage.driver!r} storage driver and {first!r} (the first replica, "
+            f"where GC runs) {first_report.storage.driver!r}: replicas of one registry must share one storage. "
+            "Fix: list only containers on the same storage under `replicas`. Nothing was deleted.",
+            replica=name, driver=report.storage.driver, first_driver=first_report.storage.driver)]
+    if not report.storage.filesystem:
+        return []  # a bucket's identity is in the driver's settings: not compared
+    mine = storage_source(attrs, report.storage_root)
+    theirs = storage_source(first_attrs, first_report.storage_root)
+    if mine is None or theirs is None or mine != theirs:
+        return [errors.ReplicaStorageMismatch(
+            f"replica {name!r} keeps its storage root {report.storage_root} on {mine or 'its own container layer'} "
+            f"and {first!r} (the first replica, where GC runs) on {theirs or 'its own container layer'}: "
+            "replicas of one registry must share one storage (the same volume or host directory). Fix: mount the "
+            "same storage in every replica, or list them as separate registries. Nothing was deleted.",
+            replica=name, storage=mine, first_storage=theirs)]
+    return []
+
+
 def find_traps(attrs: dict[str, Any], config_path: str, access: StorageAccess) -> list[errors.PreflightFailed]:
     found = env_traps(env_of(attrs), config_path, access)
     if access.gc_runs:  # without a fence the config is never rewritten
@@ -246,3 +283,19 @@ def check(container: RegistryContainer, cache_url: str | None = None) -> Report:
     if report.cache is not None:
         cache.reach(report.cache).close()
     return report
+
+
+def check_replicas(first: RegistryContainer, first_report: Report, others: list[RegistryContainer]) -> list[Report]:
+    """Preflight for each further replica of a registry: its own deployment traps (config mount, environment),
+    and that it shares the first container's storage. Raises the first trap found."""
+    if not others:
+        return []
+    first_attrs = first.attrs()
+    reports: list[Report] = []
+    for container in others:
+        report = check(container)
+        found = replica_traps(first.name, first_attrs, first_report, container.name, container.attrs(), report)
+        if found:
+            raise found[0]
+        reports.append(report)
+    return reports

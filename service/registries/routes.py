@@ -24,7 +24,8 @@ def describe(st: State, default: bool) -> dict[str, Any]:
     found, _ = readiness(st)
     s = st.settings
     return {"name": s.name, "url": s.registry_url, "default": default,
-            "container": s.registry_container, "docker_host": s.docker_host, **found}
+            "container": s.registry_container, "docker_host": s.docker_host,
+            "replicas": [{"container": r.container, "url": r.url} for r in s.replicas], **found}
 
 
 @blp.route("")
