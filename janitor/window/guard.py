@@ -234,10 +234,23 @@ class WindowGuard:
             probe.require_accepted(self.client, self.settings.registry_ready_timeout)
             self.fence.drop_backup(self.config_path)
         elif owner is None and self.fence.has_backup(self.config_path):
-            # Died after writing the backup but before fencing, or after unfencing: the config is the original.
+            # Died after writing the backup but before fencing (the registry never stopped), or while unfencing:
+            # the original config is back in the file, but the registry may still run the read-only one until
+            # it restarts. A blob upload tells which.
+            if self._write_status() != 202:
+                self.fence.restart()
+                probe.require_accepted(self.client, self.settings.registry_ready_timeout)
+                done.append("registry still ran its read-only config: restarted with the original")
             self.fence.drop_backup(self.config_path)
             done.append("stale config backup removed")
         return done
+
+    def _write_status(self) -> int | None:
+        """202 or 405 from a blob upload; None when the registry does not answer (stopped, restarting)."""
+        try:
+            return probe.write_status(self.client)
+        except errors.JanitorError:
+            return None
 
     # -- helpers -----------------------------------------------------------------------------------
 
