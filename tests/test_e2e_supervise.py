@@ -1,0 +1,178 @@
+"""A window's process killed half-way, on the real stack, and nothing sent after the fault.
+
+The process RQ forks to run a window (its work horse) is SIGKILLed right after the fence, right after the
+holds, during garbage-collect and during the restart, the way the OOM killer or a node drain does; the
+`python -m worker` that forked it lives on. Within the lease's TTL plus 10 s, with no new request: the
+registry takes a blob upload, its config is the original with no backup or holds record, the hold manifests
+are gone, the job is failed/INTERRUPTED and its webhook was delivered; the next window succeeds.
+
+Also: a registry left read-only behind the janitor's back shows on /readyz and janitor_registry_read_only."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import docker
+import pytest
+import requests
+import yaml
+
+from janitor.registry.container import RegistryContainer
+from tests import images
+from tests.conftest import Registry, Stack, descendants, job_record
+from tests.test_e2e_chatops import Receiver, receiver  # noqa: F401 - the fixture
+from tests.test_e2e_faults import (
+    CONFIG_DIR,
+    seed,
+    stuck_manifest,
+    writable_and_clean,
+    write_status,
+)
+
+pytestmark = pytest.mark.e2e
+TTL = 4
+
+
+def work_horse(worker_pid: int) -> int | None:
+    """The process RQ forked for the job in progress: a descendant leading its own process group (RQ's
+    `os.setpgrp()`), not the webhook deliveries' process."""
+    for pid in descendants(worker_pid):
+        with contextlib.suppress(OSError):
+            stat = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+            if int(stat[2]) == pid and b"worker.webhooks" not in cmdline:
+                return pid
+    return None
+
+
+def step_status(stack: Stack, job_id: str, step: str) -> str | None:
+    raw = job_record(stack.redis, job_id)
+    if not raw:
+        return None
+    found = [s["status"] for s in json.loads(raw)["steps"] if s["name"] == step]
+    return found[-1] if found else None
+
+
+def fenced(reg: Registry) -> bool | None:
+    code, out = reg.container.exec_run(["head", "-c", "20", f"{CONFIG_DIR}/config.yml"])
+    return out.decode().startswith("# registry-janitor") if code == 0 else None
+
+
+def metric(stack: Stack, name: str) -> float | None:
+    for line in requests.get(stack.api + "/metrics", timeout=10).text.splitlines():
+        if line.startswith(name + " "):
+            return float(line.split()[1])
+    return None
+
+
+def reached(stack: Stack, reg: Registry, job_id: str, moment: str) -> bool:
+    """The moment to kill at: a step done (fence, hold), garbage-collect running, the original config back
+    but the restart not over."""
+    def now() -> bool:
+        if moment in ("fence", "hold"):
+            return step_status(stack, job_id, moment) == "succeeded"
+        if moment == "gc":
+            top = reg.container.client.api.top(reg.name)["Processes"] or []
+            return any("garbage-collect" in " ".join(p) for p in top)
+        return step_status(stack, job_id, "restart") == "running" and fenced(reg) is False
+    return bool(images.wait_until(now, 120, 0.005))
+
+
+@pytest.mark.parametrize("moment", ["fence", "hold", "gc", "restart"])
+def test_window_process_killed_is_recovered_with_no_new_request(
+        moment: str, registry: Registry, make_stack: Callable[..., Stack], docker_client: docker.DockerClient,
+        receiver: Receiver) -> None:  # noqa: F811
+    s = make_stack(registry, JANITOR_LOCK_TTL=str(TTL), JANITOR_UPLOAD_DRAIN="1", WEBHOOK_URLS=receiver.url + "/ok")
+    kept = seed(registry)
+    kept.pop("t0")
+    before = registry.revisions()
+    unstick = None
+    if moment == "gc":  # garbage-collect hangs on a FIFO until the container restarts
+        stuck = images.image()
+        images.Pusher(registry.url).image("team/stuck", stuck, "v1")
+        before = registry.revisions()
+        unstick = stuck_manifest(registry, stuck)
+    worker = s.procs["worker"]
+    job_id = s.delete({"repository": "team/app", "tags": ["t0"]})["id"]
+    assert reached(s, registry, job_id, moment), s.get(f"/v1/jobs/{job_id}").json()
+    horse = work_horse(worker.pid)
+    assert horse is not None
+    os.kill(horse, signal.SIGKILL)
+    killed = time.monotonic()
+    if unstick:
+        unstick()  # into the storage; the hung garbage-collect itself ends only with the container
+    # -- nothing is sent from here on: only reads -------------------------------------------------------
+    seen_read_only = threading.Event()
+    stop = threading.Event()
+
+    def watch() -> None:
+        while not stop.is_set():
+            with contextlib.suppress(requests.RequestException):
+                if metric(s, "janitor_registry_read_only") == 1:
+                    seen_read_only.set()
+            time.sleep(0.1)
+    watcher = threading.Thread(target=watch, daemon=True)
+    watcher.start()
+    try:
+        assert images.wait_until(lambda: writable_and_clean(registry), TTL + 10, 0.2), \
+            f"not writable and clean {time.monotonic() - killed:.1f}s after the kill: {registry.exec('ls', CONFIG_DIR)}"
+    finally:
+        stop.set()
+        watcher.join(10)
+    job = s.wait(job_id, timeout=5)
+    assert job["status"] == "failed" and job["error"]["code"] == "INTERRUPTED", job
+    assert job["error"]["step"] in ("fence", "hold", "gc", "restart"), job["error"]
+    # The hold manifests are gone: every stored manifest is one that was pushed.
+    after = registry.revisions()
+    assert all(after.get(repo, set()) <= digests for repo, digests in before.items()), (before, after)
+    assert set(after) <= set(before)
+
+    def delivered() -> bool:
+        return any(json.loads(r["raw"])["event"] == "job.failed" and json.loads(r["raw"])["job"]["id"] == job_id
+                   for r in receiver.at("/ok"))
+    assert images.wait_until(delivered, 20), receiver.events()
+    if moment != "restart":  # the config marker was in place after the kill
+        assert seen_read_only.is_set(), "janitor_registry_read_only never showed the fenced registry"
+    assert images.wait_until(lambda: metric(s, "janitor_registry_read_only") == 0, 15)
+    assert worker.poll() is None  # the worker that forked the window lives on
+    for tag in kept:
+        assert images.pull_verified(registry.url, "team/app", tag) == [], tag
+    # The next window runs whole and succeeds.
+    nxt = s.wait(s.delete({"repository": "team/app", "tags": ["t1"]})["id"], timeout=180)
+    assert nxt["status"] == "succeeded", nxt
+    assert writable_and_clean(registry)
+
+
+def test_a_registry_left_read_only_shows_on_readyz_and_the_metric(
+        registry: Registry, make_stack: Callable[..., Stack]) -> None:
+    s = make_stack(registry)
+    assert images.wait_until(lambda: metric(s, "janitor_registry_read_only") == 0, 30)
+    files = RegistryContainer(registry.name)
+    original = files.read_file(f"{CONFIG_DIR}/config.yml")
+    # Read-only by hand, with no marker: nothing for a recovery to undo, but pushes are refused.
+    config = yaml.safe_load(original)
+    config["storage"]["maintenance"] = {"readonly": {"enabled": True}}
+    files.write_file(f"{CONFIG_DIR}/config.yml", yaml.safe_dump(config).encode())
+    registry.container.restart(timeout=10)
+    assert images.wait_until(lambda: write_status(registry) == 405, 30)
+
+    def readyz() -> dict:
+        return requests.get(s.api + "/readyz", timeout=10).json()
+    assert images.wait_until(lambda: metric(s, "janitor_registry_read_only") == 1, 20)
+    assert images.wait_until(lambda: readyz()["checks"]["writes"].get("code") == "REGISTRY_READ_ONLY", 20), readyz()
+    found = readyz()
+    assert found["status"] == "unavailable" and found["checks"]["writes"]["read_only"] is True
+    assert requests.get(s.api + "/readyz", timeout=10).status_code == 503
+    # Put right by hand: both say so again.
+    files.write_file(f"{CONFIG_DIR}/config.yml", original)
+    registry.container.restart(timeout=10)
+    assert images.wait_until(lambda: metric(s, "janitor_registry_read_only") == 0, 20)
+    assert images.wait_until(lambda: readyz()["checks"]["writes"] == {
+        **readyz()["checks"]["writes"], "ok": True, "read_only": False}, 20), readyz()
