@@ -14,6 +14,7 @@ import contextlib
 import json
 import os
 import signal
+import subprocess
 import threading
 import time
 from collections.abc import Callable
@@ -21,15 +22,19 @@ from pathlib import Path
 
 import docker
 import pytest
+import redis
 import requests
 import yaml
 
 from janitor.registry.container import RegistryContainer
 from tests import images
-from tests.conftest import Registry, Stack, descendants, job_record
+from tests.conftest import Registry, Stack, descendants, job_record, start_stack
 from tests.test_e2e_chatops import Receiver, receiver  # noqa: F401 - the fixture
 from tests.test_e2e_faults import (
     CONFIG_DIR,
+    SocketProxy,
+    own_redis,  # noqa: F401 - the fixture
+    own_stacks,  # noqa: F401 - the fixture
     seed,
     stuck_manifest,
     writable_and_clean,
@@ -184,3 +189,47 @@ def test_a_registry_left_read_only_shows_on_readyz_and_the_metric(
     assert images.wait_until(lambda: metric(s, "janitor_registry_read_only") == 0, 20)
     assert images.wait_until(lambda: readyz()["checks"]["writes"] == {
         **readyz()["checks"]["writes"], "ok": True, "read_only": False}, 20), readyz()
+
+
+# -- the queue never stalls -----------------------------------------------------------------------------
+
+def test_redis_restarted_while_a_window_starts_leaves_nothing_queued(
+        registry: Registry, own_redis: Callable[[], tuple[subprocess.Popen, str]], own_stacks: list[Stack]) -> None:
+    proc, url = own_redis()
+    conn = redis.Redis.from_url(url)
+    s = start_stack(registry, url, conn, JANITOR_LOCK_TTL=str(TTL), JANITOR_UPLOAD_DRAIN="1")
+    own_stacks.append(s)
+    seed(registry)
+    assert images.wait_until(lambda: conn.keys("janitor:*:worker-heartbeat") and conn.keys("rq:worker:*"), 30)
+    job_id = s.delete({"repository": "team/app", "tags": ["t0"]})["id"]
+    proc.terminate()  # the window is being queued or starting
+    proc.wait(10)
+    time.sleep(2)
+    own_redis()
+    # Nothing is sent: the job ends on its own (or runs later), and nothing stays waiting.
+    job = s.wait(job_id, timeout=120)
+    assert job["status"] in ("succeeded", "failed"), job
+    assert images.wait_until(lambda: not conn.llen(f"janitor:{s.registry.url.split('//')[1]}:pending"), 30)
+    assert images.wait_until(lambda: writable_and_clean(registry), 30)
+    nxt = s.wait(s.delete({"repository": "team/app", "tags": ["t1"]})["id"], timeout=180)
+    assert nxt["status"] == "succeeded", nxt
+
+
+def test_docker_unreachable_while_a_window_starts_ends_the_jobs(
+        registry: Registry, make_stack: Callable[..., Stack]) -> None:
+    proxy = SocketProxy()
+    try:
+        s = make_stack(registry, DOCKER_HOST=proxy.url, JANITOR_LOCK_TTL=str(TTL), JANITOR_UPLOAD_DRAIN="1",
+                       JANITOR_DOCKER_GRACE="3")
+        seed(registry)
+        job_id = s.delete({"repository": "team/app", "tags": ["t0"]})["id"]
+        proxy.cut()
+        job = s.wait(job_id, timeout=120)
+        # Ran before the cut, or ended with the reason: never left queued.
+        assert job["status"] == "succeeded" or job["error"]["code"] == "DOCKER_UNAVAILABLE", job
+        proxy.open()
+        assert images.wait_until(lambda: writable_and_clean(registry), 60)
+        nxt = s.wait(s.delete({"repository": "team/app", "tags": ["t1"]})["id"], timeout=180)
+        assert nxt["status"] == "succeeded", nxt
+    finally:
+        proxy.close()
