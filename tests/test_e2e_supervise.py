@@ -194,7 +194,7 @@ def test_a_registry_left_read_only_shows_on_readyz_and_the_metric(
 # -- the queue never stalls -----------------------------------------------------------------------------
 
 def test_redis_restarted_while_a_window_starts_leaves_nothing_queued(
-        registry: Registry, own_redis: Callable[[], tuple[subprocess.Popen, str]], own_stacks: list[Stack]) -> None:
+        registry: Registry, own_redis: Callable[[], tuple[subprocess.Popen, str]], own_stacks: list[Stack]) -> None:  # noqa: F811
     proc, url = own_redis()
     conn = redis.Redis.from_url(url)
     s = start_stack(registry, url, conn, JANITOR_LOCK_TTL=str(TTL), JANITOR_UPLOAD_DRAIN="1")
