@@ -207,7 +207,8 @@ class StoragePathRefused(JanitorError, ValueError):
 
 # Codes sent without a class of their own: a job its window's recovery ended (INTERRUPTED), and the
 # readiness checks of /readyz. service/errors.py ERROR_CODES adds them to every class's code.
-OTHER_CODES = ("INTERRUPTED", "NO_WORKER", "REGISTRY_CONTAINER_NOT_RUNNING", "UNKNOWN")
+OTHER_CODES = ("INTERRUPTED", "MAINTENANCE_RESTART", "NO_WORKER", "REGISTRY_CONTAINER_NOT_RUNNING",
+               "REGISTRY_READ_ONLY", "UNKNOWN")
 
 
 class Forbidden(JanitorError):

@@ -23,31 +23,26 @@ from rq import Queue
 
 from janitor import errors
 from janitor.config.settings import Settings
-from janitor.jobs import pending, records
+from janitor.jobs import records
 from janitor.window import heartbeat
-from janitor.window.lease import MaintenanceLock
-from worker import events, indexer, schedules, window
+from worker import events, indexer, schedules, supervision
 from worker.context import Context
 from worker.rqworkers import Worker
 
 log = logging.getLogger("worker")
-WINDOW_JOB = "worker.jobs.run_window"
+WINDOW_JOB = supervision.WINDOW_JOB
 # Consecutive failed looks (one per heartbeat.INTERVAL) before a listening worker stops taking windows.
 LOST_AFTER = 3
 
 
 def recover_on_start(ctx: Context) -> None:
     """The lock of a killed worker expires within its TTL; wait that long, then undo what it left."""
-    lock = MaintenanceLock(window.lease_connection(ctx), ctx.keys.lock, ctx.settings.lock_ttl)
-    if not lock.acquire(ctx.settings.lock_ttl * 2):
-        log.warning("[%s] maintenance lock busy; a live worker owns the window, nothing to recover", ctx.settings.name)
-        return
     try:
-        window.recover(ctx, window.guard_for(ctx, lock))
+        if supervision.recover_now(ctx, ctx.settings.lock_ttl * 2) is None:
+            log.warning("[%s] maintenance lock busy; a live worker owns the window, nothing to recover",
+                        ctx.settings.name)
     except errors.JanitorError as exc:
         log.error("[%s] could not recover the registry at start: %s", ctx.settings.name, exc.message)
-    finally:
-        lock.release()
 
 
 class DockerWatch:
@@ -132,6 +127,7 @@ def serve(settings: Settings) -> None:
     watch.look()
     watch.start()
     events.start_sweeper(ctx)  # awaiting approval past JANITOR_APPROVAL_TTL -> expired
+    supervision.Supervisor(ctx).start()  # a window that died half-way is recovered without a new request
     while True:
         if not watch.reachable.is_set():
             signal.signal(signal.SIGTERM, signal.SIG_DFL)  # nothing in progress: a stop request ends us now
@@ -142,10 +138,7 @@ def serve(settings: Settings) -> None:
         # A fresh connection per RQ worker: a warm shutdown may leave the last one mid-read.
         rq_conn = redis.Redis.from_url(settings.redis_url)
         queue = Queue(ctx.keys.queue_name, connection=rq_conn)
-        if pending.waiting(conn, ctx.keys):
-            # Requests a dead worker never claimed: give them a window.
-            conn.set(ctx.keys.scheduled, "1")
-            queue.enqueue(WINDOW_JOB, settings.name, job_timeout=-1)
+        supervision.resume_waiting(ctx)  # requests a dead worker never claimed get a window
         try:
             for line in schedules.reconcile(settings, conn):
                 log.info("[%s] policy schedule: %s", settings.name, line)
@@ -154,7 +147,8 @@ def serve(settings: Settings) -> None:
         watch.listening = True
         try:
             # RQ's scheduler (one worker per queue holds its lock) moves due policy moments to the queue.
-            Worker([queue], connection=rq_conn).work(with_scheduler=True)
+            Worker([queue], connection=rq_conn, work_horse_killed_handler=supervision.on_work_horse_killed(ctx)
+                   ).work(with_scheduler=True)
         finally:
             watch.listening = False
         if not watch.lost:

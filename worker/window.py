@@ -24,7 +24,7 @@ from janitor.jobs import pending, telemetry
 from janitor.jobs.records import FAILED, RUNNING, SUCCEEDED, now
 from janitor.storage import files as storage
 from janitor.storage import freed
-from janitor.window import cache, holds, preflight, probe
+from janitor.window import cache, holds, leftovers, preflight, probe
 from janitor.window.guard import WindowGuard
 from janitor.window.lease import MaintenanceLock
 from worker import deletion, events, policy_window, verify
@@ -51,26 +51,40 @@ def guard_for(ctx: Context, lease: MaintenanceLock) -> WindowGuard:
 
 
 def run(ctx: Context) -> None:
-    """Take the lease, undo anything a dead window left, then run every waiting job in one window."""
+    """Take the lease, undo anything a dead window left, then run every waiting job in one window.
+
+    Whatever stops the start ends the waiting jobs with the reason or leaves them waiting (never claimed and
+    lost): the jobs are marked running before they leave the waiting list, and a worker's supervision gives
+    requests still waiting a window when none is coming (worker/supervision.py)."""
     lease = MaintenanceLock(lease_connection(ctx), ctx.keys.lock, ctx.settings.lock_ttl)
     if not lease.acquire(ctx.settings.lock_wait):
-        for job in _load(ctx, pending.claim(ctx.conn, ctx.keys)):
-            _fail(ctx, job, errors.LockLost(f"no maintenance window within {ctx.settings.lock_wait:.0f}s"), "lock")
+        _fail_waiting(ctx, errors.LockLost(f"no maintenance window within {ctx.settings.lock_wait:.0f}s"), "lock")
         return
     try:
         guard = guard_for(ctx, lease)
         try:
             recover(ctx, guard)
-        except errors.JanitorError as exc:
+        except redis_lib.RedisError:
+            raise  # the jobs stay waiting: a window is given to them once Redis answers
+        except Exception as exc:  # noqa: BLE001 - every cause is told to the jobs
             # Docker or the container is out of reach: nothing can be done safely, say why to every job.
-            for job in _load(ctx, pending.claim(ctx.conn, ctx.keys)):
-                _fail(ctx, job, exc, "preflight")
+            _fail_waiting(ctx, exc if isinstance(exc, errors.JanitorError) else errors.InternalError(
+                f"the registry could not be checked before the window ({type(exc).__name__}: {exc})"), "preflight")
             return
-        jobs = _load(ctx, pending.claim(ctx.conn, ctx.keys))
+        ids = pending.peek(ctx.conn, ctx.keys)
+        jobs = _load(ctx, ids)
+        pending.remove(ctx.conn, ctx.keys, ids)
         if jobs:
             Window(ctx, guard, jobs).run()
     finally:
         lease.release()
+
+
+def _fail_waiting(ctx: Context, exc: errors.JanitorError, step: str) -> None:
+    ids = pending.peek(ctx.conn, ctx.keys)
+    for job in _load(ctx, ids):
+        _fail(ctx, job, exc, step)
+    pending.remove(ctx.conn, ctx.keys, ids)
 
 
 def schedule_recovery(ctx: Context, attempts: int = 20) -> None:
@@ -211,6 +225,7 @@ class Window(WindowState):
                 sizes = self._prepare_sizes(root, out) if root is not None else None
             with self.step(self.alive(), "fence") as out:
                 out.update(guard.close())
+            self._report_writes(True)
             with self.step(self.alive(), "hold") as out:
                 if root is None:
                     out.update(skipped=True, reason="no filesystem access: pushes in flight are not held")
@@ -359,6 +374,8 @@ class Window(WindowState):
                 refused = self.guard.write_refused_seconds()
                 self.info["write_refused_seconds"] = None if refused is None else round(refused, 3)
                 out["write_refused_seconds"] = self.info["write_refused_seconds"]
+            if out.get("restored"):
+                self._report_writes(False)
         except StepError as exc:
             refused = self.guard.write_refused_seconds()
             self.info["write_refused_seconds"] = None if refused is None else round(refused, 3)
@@ -374,6 +391,14 @@ class Window(WindowState):
         with contextlib.suppress(StepError):
             with self.step(everyone, "verify") as out:
                 self._verify(everyone, out)
+
+    def _report_writes(self, read_only: bool) -> None:
+        """Dashboards see the fence when it is proven, and its end when a write was accepted again (the
+        worker's supervision reports the rest of the time, while no window runs)."""
+        found = leftovers.report(True, leftovers.CONFIG_MARKER, self.guard.owner) if read_only else \
+            leftovers.report(False, leftovers.WRITE_PROBE)
+        with contextlib.suppress(redis_lib.RedisError):
+            leftovers.publish(self.ctx.conn, self.ctx.keys, found)
 
     def _verify(self, everyone: list[dict[str, Any]], out: dict[str, Any]) -> None:
         """What this window could have broken (or everything, on request) is checked; a child of a tagged

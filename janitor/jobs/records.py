@@ -37,6 +37,9 @@ class Keys:
         self.heartbeat = f"{self.prefix}:worker-heartbeat"
         # Workers that serve this registry but cannot reach its Docker host say so here (for /readyz).
         self.unreachable = f"{self.prefix}:worker-unreachable"
+        # Whether the registry takes writes, from its config marker and the last write probe (for /readyz and
+        # janitor_registry_read_only): janitor/window/leftovers.py.
+        self.writes = f"{self.prefix}:registry-writes"
         # One RQ queue per registry: a worker takes only the windows of registries it serves.
         self.queue_name = f"janitor:{namespace}"
         self.jobs = f"{self.prefix}:jobs"  # sorted set: job id -> created_at (epoch ms), for job history

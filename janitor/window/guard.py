@@ -311,10 +311,24 @@ class WindowGuard:
                 probe.require_accepted(r.client, self.settings.registry_ready_timeout)
                 r.fence.drop_backup(path)
             elif owner is None and r.fence.has_backup(path):
-                # Died after writing the backup but before fencing, or after unfencing: the config is the original.
+                # Died after writing the backup but before fencing (the registry never stopped), or while
+                # unfencing: the original config is back in the file, but the registry may still run the
+                # read-only one until it restarts. A blob upload tells which.
+                where = f" on {self._label(i)}" if self.several else ""
+                if self._write_status(r.client) != 202:
+                    r.fence.restart()
+                    probe.require_accepted(r.client, self.settings.registry_ready_timeout)
+                    done.append("registry still ran its read-only config: restarted with the original" + where)
                 r.fence.drop_backup(path)
-                done.append("stale config backup removed" + (f" from {self._label(i)}" if self.several else ""))
+                done.append("stale config backup removed" + where)
         return done
+
+    def _write_status(self, client: RegistryClient) -> int | None:
+        """202 or 405 from a blob upload; None when the registry does not answer (stopped, restarting)."""
+        try:
+            return probe.write_status(client)
+        except errors.JanitorError:
+            return None
 
     # -- helpers -----------------------------------------------------------------------------------
 

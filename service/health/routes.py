@@ -8,7 +8,7 @@ from flask.views import MethodView
 from flask_smorest import Blueprint
 
 from janitor import errors
-from janitor.window import heartbeat
+from janitor.window import heartbeat, leftovers
 from service.health.schemas import HealthSchema, ReadinessSchema
 from service.state import State, state
 
@@ -65,8 +65,8 @@ class Ready(MethodView):
 
 
 def readiness(st: State) -> tuple[dict[str, Any], bool]:
-    """One registry's checks (Redis, the registry, the worker's report on Docker and storage), as /readyz
-    and GET /v1/registries show them."""
+    """One registry's checks (Redis, the registry, the worker's report on Docker and storage, whether the
+    registry takes writes), as /readyz and GET /v1/registries show them."""
     checks = {
         "redis": _check(st.conn.ping),
         "registry": _check(st.client.ping),
@@ -77,8 +77,66 @@ def readiness(st: State) -> tuple[dict[str, Any], bool]:
     found = checks["docker"].pop("storage", None)
     if found is not None:
         checks["storage"] = found
+    if checks["redis"]["ok"]:
+        window = _window_in_progress(st)
+        checks["writes"] = _writes_check(st, window)
+        restarting = window and window.get("restarting")
+        if restarting:
+            # A window's own restart (fence or unfence): said as such, not as a registry that went away.
+            said = {"ok": False, "code": "MAINTENANCE_RESTART", "window": window["id"],
+                    "message": f"restarting for maintenance (window {window['id']})"}
+            if not checks["registry"]["ok"]:
+                checks["registry"] = said
+            if checks["docker"].get("code") == "REGISTRY_CONTAINER_NOT_RUNNING":
+                checks["docker"] = {**said, **({"at": checks["docker"]["at"]} if "at" in checks["docker"] else {})}
     ready = all(c["ok"] for c in checks.values())
     # Informational: the index never makes the service unready (listings fill it on demand).
     checks["index"] = _index_check(st) if checks["redis"]["ok"] else {
         "ok": False, "code": "UNKNOWN", "message": "the index lives in Redis, which is down"}
     return {"status": "ready" if ready else "unavailable", "checks": checks}, ready
+
+
+# Steps whose changes restart the registry container.
+RESTARTING_STEPS = ("fence", "restart")
+
+
+def _window_in_progress(st: State) -> dict[str, Any] | None:
+    """The window holding the lease: its id, and whether it is restarting the registry now. None when no
+    window holds it. Job records are read only while a window runs."""
+    try:
+        if not st.conn.exists(st.keys.lock):
+            return None
+        for job in st.store.running():
+            steps = job.get("steps") or []
+            window_id = (job.get("window") or {}).get("id")
+            if window_id:
+                last = steps[-1] if steps else {}
+                return {"id": window_id, "restarting": last.get("name") in RESTARTING_STEPS and
+                        last.get("status") == "running"}
+    except Exception:  # noqa: BLE001 - a probe reports every failure, it never raises
+        return None
+    return {"id": None, "restarting": False}
+
+
+def _writes_check(st: State, window: dict[str, Any] | None) -> dict[str, Any]:
+    """Whether the registry takes writes, from the worker's last look (the config marker, else a blob
+    upload). Read-only while a window holds the lease is maintenance; read-only without one is a registry
+    left refusing pushes (a window that died, or anything else), and makes /readyz 503."""
+    try:
+        found = leftovers.read(st.conn, st.keys)
+    except Exception as exc:  # noqa: BLE001 - a probe reports every failure, it never raises
+        return {"ok": False, "code": "UNAVAILABLE", "message": str(exc)}
+    if found is None:
+        return {"ok": True, "read_only": None, "message": "no worker reported whether the registry takes writes "
+                f"in the last {leftovers.REPORT_TTL:.0f}s"}
+    out = {"ok": True, "read_only": bool(found["read_only"]), "source": found.get("source"), "at": found.get("at")}
+    if not found["read_only"]:
+        return out
+    if window is not None:
+        named = found.get("window") or window.get("id")
+        return {**out, "window": named, "message": f"read-only for maintenance (window {named})"}
+    why = "its config carries a maintenance window's read-only marker" if found.get("source") == \
+        leftovers.CONFIG_MARKER else "a blob upload was refused"
+    return {**out, "ok": False, "code": "REGISTRY_READ_ONLY", "window": found.get("window"),
+            "message": f"the registry refuses pushes ({why}) and no maintenance window is running; the worker "
+                       "recovers a window that died within the lease's TTL, else check the registry's config"}

@@ -20,6 +20,14 @@ class CheckSchema(ma.Schema):
     protections_off = ma.fields.List(ma.fields.String(), metadata={
         "description": "Protections the storage driver turns off: holds, untagged_listing, repository_removal, "
                        "exact_bytes, garbage_collection"})
+    read_only = ma.fields.Boolean(allow_none=True, metadata={
+        "description": "Whether the registry refuses writes (writes only; null when no worker reported)"})
+    source = ma.fields.String(allow_none=True, metadata={
+        "description": "What told (writes only): `config marker` (a window's read-only config is in place), "
+                       "`read-only config` (read-only mode set in the config or environment, or not) or "
+                       "`write probe` (a window's blob upload was refused or accepted)"})
+    window = ma.fields.String(allow_none=True, metadata={
+        "description": "The maintenance window the read-only config or the restart belongs to"})
     mode = ma.fields.String(metadata={"description": "How the listing index is kept fresh (index only): "
                                                      "notifications or polling"})
     filled_at = ma.fields.String(metadata={"format": "date-time", "description": "When the index was first filled "

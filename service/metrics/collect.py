@@ -32,7 +32,7 @@ from prometheus_client.core import (
 from prometheus_client.multiprocess import MultiProcessCollector
 
 from janitor.jobs import pending, telemetry
-from janitor.window import heartbeat
+from janitor.window import heartbeat, leftovers
 from service.state import State
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
@@ -85,6 +85,14 @@ def registry_is_up(st: State) -> bool:
         return False
 
 
+def reported_read_only(st: State) -> bool:
+    """The worker's last look: a read-only marker in the registry's config, or a refused blob upload. This
+    shows a registry left read-only by anything (a window that died, a config changed by hand), with or
+    without a window running."""
+    found = leftovers.read(st.conn, st.keys)
+    return bool(found and found.get("read_only"))
+
+
 def read_only(st: State) -> bool:
     """A window holds the lock and one of its jobs is between the fence and the restart: the registry runs
     its read-only config. Read from the job records, only while a window runs."""
@@ -121,7 +129,7 @@ class JanitorCollector:
                 figures = telemetry.read(st.conn, st.keys)
                 depth = pending.waiting(st.conn, st.keys)
                 window_running = bool(st.conn.exists(st.keys.lock))
-                fenced = window_running and read_only(st)
+                fenced = reported_read_only(st) or (window_running and read_only(st))
                 worker_ok = bool(heartbeat.read(st.conn, st.keys).get("ok"))
             except redis.RedisError:
                 gauge("janitor_redis_up", "1 when Redis (queue, lock, job records) answers", values, False)
@@ -129,7 +137,8 @@ class JanitorCollector:
             gauge("janitor_redis_up", "1 when Redis (queue, lock, job records) answers", values, True)
             gauge("janitor_queue_depth", "Requests waiting for the next maintenance window", values, depth)
             gauge("janitor_window_in_progress", "1 while a maintenance window holds the lock", values, window_running)
-            gauge("janitor_registry_read_only", "1 while a window keeps the registry read-only for GC", values, fenced)
+            gauge("janitor_registry_read_only", "1 while the registry refuses writes: a window's read-only config "
+                  "(fenced for GC, or left by a window that died) or a refused blob upload", values, fenced)
             gauge("janitor_worker_up", "1 when a worker reported in the last 15 s and reaches the registry "
                                        "container", values, worker_ok)
             figured.append((values, figures))
