@@ -58,7 +58,12 @@ def carry_out(state: WindowState, job: dict[str, Any], out: dict[str, Any], read
             skipped.append({"repository": repo, "tag": tag,
                             "reason": "the tag was moved or removed since the plan; left as it is"})
             return
-        state.released_blobs.setdefault(repo, set()).update(untag(ctx.client, repo, tag))
+        done = untag(ctx.client, repo, tag, planned_digest)
+        state.released_blobs.setdefault(repo, set()).update(done.blobs)
+        if not done.done:  # pushed again while it was being untagged: that push stands
+            skipped.append({"repository": repo, "tag": tag, "digest": done.moved_to or None,
+                            "reason": "the tag was pushed again while it was being untagged; left as it is"})
+            return
         index.tag_removed(ctx.conn, ctx.keys.prefix, repo, tag)  # the listing drops it now, for good
         untagged.append(f"{repo}:{tag}")
         removed.add(f"{repo}:{tag}")
