@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 import pytest
 
 from janitor.registry.client import RegistryClient
 from janitor.registry.untag import THROWAWAY_CONFIG_TYPE, untag
 from tests import images
-from tests.conftest import Registry
+from tests.conftest import Registry, Stack
 
 pytestmark = pytest.mark.e2e
 REPO = "team/app"
@@ -57,3 +58,35 @@ def test_an_untag_without_a_race_still_untags(registry: Registry) -> None:
     assert done.done and len(done.blobs) == 2
     assert images.head_manifest(registry.url, REPO, "v1") == 404
     assert registry.revisions()[REPO] == {img.digest}
+
+
+def test_a_tag_put_on_a_named_digest_after_the_plan_keeps_it(registry: Registry,
+                                                            make_stack: Callable[..., Stack]) -> None:
+    """Never more than planned: a `digests` deletion checks the tags again right before each delete."""
+    stack = make_stack(registry)
+    p = stack.pusher()
+    base = images.image()
+    p.image(REPO, base, "keep-0")
+    for i in range(1, 120):  # every check before a delete reads these again: the deletions take a while
+        p.manifest(REPO, f"keep-{i}", base.manifest, base.media_type)
+    named = [images.image(layers=1, layer_size=256) for _ in range(30)]
+    for n, img in enumerate(named):
+        p.image(REPO, img, f"old-{n}")  # its own tag, planned to go with it
+    digests = [img.digest for img in named]
+    order = sorted(digests)  # the plan deletes by digest order (no index among them)
+    by_digest = {img.digest: img for img in named}
+    rescued = [by_digest[d] for d in order[-3:]]
+
+    job_id = stack.delete({"repository": REPO, "digests": digests})["id"]
+    assert images.wait_until(lambda: images.head_manifest(registry.url, REPO, order[0]) == 404, 60, 0.01)
+    for n, img in enumerate(rescued):  # deletes are under way: these tags come after the plan
+        p.manifest(REPO, f"new-{n}", img.manifest, img.media_type)
+    job = stack.wait(job_id)
+
+    assert job["status"] == "succeeded", job
+    skipped = {s["digest"]: s for s in job["result"]["skipped"]}
+    assert set(skipped) == {img.digest for img in rescued}, job["result"]["skipped"]
+    assert [skipped[img.digest]["tags"] for img in rescued] == [[f"new-{n}"] for n in range(3)]
+    assert sorted(job["result"]["manifests_deleted"]) == order[:-3]
+    for n, img in enumerate(rescued):
+        assert images.pull_verified(registry.url, REPO, f"new-{n}") == []

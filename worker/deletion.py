@@ -73,7 +73,7 @@ def carry_out(state: WindowState, job: dict[str, Any], out: dict[str, Any], read
         repo_snap = snap.repos[repo]
         for tag in repo_plan.untag:
             untag_alone(repo, tag, repo_snap.tags[tag])
-        guarded, pairs, watch = set(repo_plan.guarded), repo_plan.removed_pairs, TagWatch(reader, repo_snap)
+        guarded, pairs, watch = set(repo_plan.guarded), repo_plan.planned_pairs, TagWatch(reader, repo_snap)
         for digest in repo_plan.delete:
             holders = watch.reaching(digest, pairs) if digest in guarded else []
             if holders:
