@@ -7,7 +7,9 @@ from collections.abc import Callable
 import pytest
 
 from janitor.registry.client import RegistryClient
+from janitor.registry.container import RegistryContainer
 from janitor.registry.untag import THROWAWAY_CONFIG_TYPE, untag
+from janitor.window.fence import BACKUP_SUFFIX, WriteFence
 from tests import images
 from tests.conftest import Registry, Stack
 
@@ -90,3 +92,48 @@ def test_a_tag_put_on_a_named_digest_after_the_plan_keeps_it(registry: Registry,
     assert sorted(job["result"]["manifests_deleted"]) == order[:-3]
     for n, img in enumerate(rescued):
         assert images.pull_verified(registry.url, REPO, f"new-{n}") == []
+
+
+CONFIG = "/etc/docker/registry/config.yml"
+
+
+def _stat(registry: Registry, path: str) -> str:
+    return registry.exec("stat", "-c", "%u:%g %a %Y", path).strip()
+
+
+def _private_config(registry: Registry) -> str:
+    """The config as an operator holding secrets in it sets it: their owner, 0600, an old mtime."""
+    registry.exec("chown", "1000:1000", CONFIG)
+    registry.exec("chmod", "600", CONFIG)
+    registry.exec("touch", "-d", "2020-01-02 03:04:05", CONFIG)
+    before = _stat(registry, CONFIG)
+    assert before.startswith("1000:1000 600 ")
+    return before
+
+
+def test_a_window_keeps_the_configs_owner_mode_and_mtime(registry: Registry, stack: Stack) -> None:
+    stack.pusher().image(REPO, images.image(), "v1")  # GC needs a storage to walk
+    before = _private_config(registry)
+    content = registry.exec("cat", CONFIG)
+    job = stack.wait(stack.post("/v1/gc", {}).json()["id"], timeout=180)
+    assert job["status"] == "succeeded", (job["error"], job["steps"][-1])
+    assert _stat(registry, CONFIG) == before
+    assert registry.exec("cat", CONFIG) == content
+
+
+def test_the_fenced_config_and_its_backup_are_as_private_as_the_original(registry: Registry) -> None:
+    before = _private_config(registry)
+    fence = WriteFence(RegistryContainer(registry.name), registry.url, stop_timeout=5, ready_timeout=30)
+    fence.close(CONFIG, "test")
+    try:
+        assert _stat(registry, CONFIG) == before
+        assert _stat(registry, CONFIG + BACKUP_SUFFIX) == before
+    finally:
+        fence.put_back(CONFIG)
+        fence.restart()
+    assert _stat(registry, CONFIG) == before
+    crashed = WriteFence(RegistryContainer(registry.name), registry.url, stop_timeout=5, ready_timeout=30)
+    fence.close(CONFIG, "test-2")  # and put back by another worker, from the backup alone (after a crash)
+    crashed.put_back(CONFIG)
+    crashed.restart()
+    assert _stat(registry, CONFIG) == before
