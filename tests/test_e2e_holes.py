@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable
 import pytest
+import requests
 
 from janitor.registry.client import RegistryClient
 from janitor.registry.container import RegistryContainer
@@ -12,6 +14,7 @@ from janitor.registry.untag import THROWAWAY_CONFIG_TYPE, untag
 from janitor.window.fence import BACKUP_SUFFIX, WriteFence
 from tests import images
 from tests.conftest import Registry, Stack
+from tests.test_e2e_ops import cli
 
 pytestmark = pytest.mark.e2e
 REPO = "team/app"
@@ -137,3 +140,26 @@ def test_the_fenced_config_and_its_backup_are_as_private_as_the_original(registr
     crashed.put_back(CONFIG)
     crashed.restart()
     assert _stat(registry, CONFIG) == before
+
+
+def test_the_cli_stops_waiting_on_a_parked_or_unrun_job(registry: Registry,
+                                                        make_stack: Callable[..., Stack]) -> None:
+    """awaiting_approval ends the wait with 3 and what to do; rejected, expired, cancelled with 4."""
+    stack = make_stack(registry, JANITOR_REQUIRE_APPROVAL="true")
+    stack.pusher().image(REPO, images.image(), "v1")
+    out = cli(stack, "delete", REPO, "--tag", "v1", "--yes", timeout=60)
+    assert out.returncode == 3, out.stdout + out.stderr
+    job_id = re.search(r"job (\S+) awaits approval", out.stderr).group(1)  # type: ignore[union-attr]
+    assert "nothing was changed yet" in out.stderr and f"jobs --watch {job_id}" in out.stderr
+    assert stack.get(f"/v1/jobs/{job_id}").json()["status"] == "awaiting_approval"
+
+    watched = cli(stack, "jobs", job_id, "--watch", timeout=60)
+    assert watched.returncode == 3, watched.stdout + watched.stderr
+    rejected = requests.post(f"{stack.api}/v1/jobs/{job_id}/reject", timeout=30,
+                             headers={"Authorization": "Bearer other-token"})
+    assert rejected.status_code == 200, rejected.text
+    watched = cli(stack, "jobs", job_id, "--watch", timeout=60)
+    assert watched.returncode == 4, watched.stdout + watched.stderr
+    assert f"job {job_id} was rejected" in watched.stderr and "nothing was changed" in watched.stderr
+    assert cli(stack, "jobs", job_id, timeout=60).returncode == 4
+    assert images.head_manifest(registry.url, REPO, "v1") == 200
