@@ -29,7 +29,7 @@ from urllib.parse import urlsplit
 import yaml
 
 from janitor import errors
-from janitor.config.settings import Settings
+from janitor.config.settings import Settings, without_credentials
 
 NAME = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
 # Redis key part: no glob characters (JobStore.running scans `<prefix>:job:*`), no spaces.
@@ -193,7 +193,7 @@ def _entry(entry: Any, base: Settings, env: dict[str, str]) -> tuple[Settings, b
     name = entry.get("name")
     if not isinstance(name, str) or not NAME.match(name):
         raise ValueError(f"name {name!r} must match {NAME.pattern} (it is used in URLs and Redis keys)")
-    url = _text(entry.get("url"), "url").rstrip("/")
+    url = without_credentials(_text(entry.get("url"), "url").rstrip("/"), "url")
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.netloc or parts.path or parts.query:
         raise ValueError(f"url {url!r} must be http(s)://host[:port]")
