@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Callable
+from typing import Any
 import pytest
 import requests
 
@@ -163,3 +164,30 @@ def test_the_cli_stops_waiting_on_a_parked_or_unrun_job(registry: Registry,
     assert f"job {job_id} was rejected" in watched.stderr and "nothing was changed" in watched.stderr
     assert cli(stack, "jobs", job_id, timeout=60).returncode == 4
     assert images.head_manifest(registry.url, REPO, "v1") == 200
+
+
+def _messages(value: Any) -> list[str]:
+    if isinstance(value, dict):
+        return [m for k, v in value.items() for m in ([v] if k == "message" and isinstance(v, str) else _messages(v))]
+    if isinstance(value, list):
+        return [m for v in value for m in _messages(v)]
+    return []
+
+
+def test_readyz_shows_codes_and_messages_but_no_value_of_the_containers_environment(
+        make_registry: Callable[..., Registry], make_stack: Callable[..., Stack]) -> None:
+    registry = make_registry(REGISTRY_STORAGE="filesystem", REGISTRY_HTTP_SECRET="s3cr3t-http-secret-value")
+    stack = make_stack(registry)
+
+    def storage_reported() -> dict[str, Any] | None:
+        body = requests.get(f"{stack.api}/readyz", timeout=30).json()  # no token: anyone may ask
+        return body if "storage" in body["checks"] else None
+    body = images.wait_until(storage_reported, 60)
+    assert body, "the worker never reported the storage check"
+    storage = body["checks"]["storage"]
+    assert storage["code"] == "REGISTRY_ENV_OVERRIDES_STORAGE" and storage["driver"] == "filesystem", storage
+    assert "REGISTRY_STORAGE" in storage["message"]  # the variable is named: that is the fix to make
+    env = RegistryContainer(registry.name).env()
+    values = {v for v in env.values() if len(v) >= 4 and v.lower() not in ("true", "false")}
+    leaked = {v for v in values for m in _messages(body) if v in m}
+    assert not leaked, (leaked, _messages(body))
