@@ -4,14 +4,20 @@ from __future__ import annotations
 
 import json
 import re
+import time
 from collections.abc import Callable
 from typing import Any
+
 import pytest
+import redis
 import requests
 
+from janitor.registry import manifests as mf
 from janitor.registry.client import RegistryClient
 from janitor.registry.container import RegistryContainer
+from janitor.registry.manifests import sha256_digest
 from janitor.registry.untag import THROWAWAY_CONFIG_TYPE, untag
+from janitor.storage.contents import ContentCache
 from janitor.window.fence import BACKUP_SUFFIX, WriteFence
 from tests import images
 from tests.conftest import Registry, Stack
@@ -191,3 +197,23 @@ def test_readyz_shows_codes_and_messages_but_no_value_of_the_containers_environm
     values = {v for v in env.values() if len(v) >= 4 and v.lower() not in ("true", "false")}
     leaked = {v for v in values for m in _messages(body) if v in m}
     assert not leaked, (leaked, _messages(body))
+
+
+def test_content_cache_entries_expire_unless_used_or_seen(redis_conn: redis.Redis) -> None:
+    """Bounded: an entry lives `ttl` after its last use, so manifests no longer stored stop taking keys."""
+    cache = ContentCache(redis_conn, "janitor:ttl-test", ttl=3)
+    used, seen, dropped = (images.image() for _ in range(3))
+    cache.put_manifests(mf.parse(i.manifest, i.media_type, i.digest) for i in (used, seen, dropped))
+    configs = {sha256_digest(i.config): f"2024-0{n + 1}-01T00:00:00Z" for n, i in enumerate((used, seen, dropped))}
+    cache.put_created(configs)
+    keys = redis_conn.keys("janitor:ttl-test:content:*")
+    assert len(keys) == 6 and all(0 < redis_conn.ttl(k) <= 3 for k in keys)
+
+    time.sleep(2)
+    assert set(cache.manifests([used.digest])) == {used.digest}  # read: kept for another ttl
+    assert cache.cached_manifests([seen.digest, "sha256:" + "0" * 64]) == {seen.digest}  # seen by a prefill
+    assert set(cache.created([sha256_digest(used.config)])) == {sha256_digest(used.config)}
+    time.sleep(1.8)
+    assert set(cache.manifests([used.digest, seen.digest, dropped.digest])) == {used.digest, seen.digest}
+    assert set(cache.created(configs)) == {sha256_digest(used.config)}
+    assert not redis_conn.exists(f"janitor:ttl-test:content:manifest:{dropped.digest}")
