@@ -18,7 +18,10 @@ from janitor.registry.container import RegistryContainer
 from janitor.registry.manifests import sha256_digest
 from janitor.registry.untag import THROWAWAY_CONFIG_TYPE, untag
 from janitor.storage.contents import ContentCache
+from janitor.storage.layout import Layout
+from janitor.window import probe
 from janitor.window.fence import BACKUP_SUFFIX, WriteFence
+from janitor.window.probe import PROBE_REPOSITORY
 from tests import images
 from tests.conftest import Registry, Stack
 from tests.test_e2e_ops import cli
@@ -217,3 +220,24 @@ def test_content_cache_entries_expire_unless_used_or_seen(redis_conn: redis.Redi
     assert set(cache.manifests([used.digest, seen.digest, dropped.digest])) == {used.digest, seen.digest}
     assert set(cache.created(configs)) == {sha256_digest(used.config)}
     assert not redis_conn.exists(f"janitor:ttl-test:content:manifest:{dropped.digest}")
+
+
+def _probe_uploads(registry: Registry) -> list[str]:
+    uploads = Layout("/var/lib/registry").uploads(PROBE_REPOSITORY)
+    code, out = registry.container.exec_run(["find", uploads, "-mindepth", "1"])
+    return out.decode().split() if code == 0 else []
+
+
+def test_a_window_leaves_no_probe_uploads_behind(registry: Registry, stack: Stack) -> None:
+    """A cancelled upload leaves `_uploads/<id>/hashstates`; with upload purging off they would pile up."""
+    stack.pusher().image(REPO, images.image(), "v1")  # GC needs a storage to walk
+    probe.write_status(RegistryClient(registry.url, timeout=10, retry_seconds=0))  # as an earlier window's
+    assert any(p.endswith("/hashstates") for p in _probe_uploads(registry)), _probe_uploads(registry)
+
+    job = stack.wait(stack.post("/v1/gc", {}).json()["id"], timeout=180)
+
+    assert job["status"] == "succeeded", (job["error"], job["steps"][-1])
+    assert _probe_uploads(registry) == []
+    fence = next(s for s in job["steps"] if s["name"] == "fence")["outcome"]
+    assert fence["probe_uploads_removed"] == 1, fence  # the earlier one, inside the fence
+    assert PROBE_REPOSITORY not in registry.catalog()

@@ -23,6 +23,7 @@ from janitor import errors
 from janitor.config.settings import Settings
 from janitor.registry.client import RegistryClient
 from janitor.registry.container import RegistryContainer
+from janitor.storage import files as storage
 from janitor.window import gc, holds, probe
 from janitor.window.fence import WriteFence
 from janitor.window.lease import MaintenanceLock
@@ -89,7 +90,29 @@ class WindowGuard:
         finally:
             self.stopped_at = self.fence.stopped_at
         self.require_refused()
-        return {"ready_seconds": round(ready, 3), "write_probe": 405, "owner": self.owner}
+        out: dict[str, Any] = {"ready_seconds": round(ready, 3), "write_probe": 405, "owner": self.owner}
+        # Writes are refused now: no probe upload can be in progress, so what earlier probes left goes.
+        out["probe_uploads_removed"] = self.remove_probe_uploads(None)
+        return out
+
+    def remove_probe_uploads(self, upload_ids: list[str] | None) -> int | None:
+        """The probe's cancelled uploads (`_uploads/<id>/hashstates`): those named, or all of them inside the
+        fence. Housekeeping only: without filesystem access, or when it fails, nothing else is affected
+        (None; the next window tries again)."""
+        if not self.root or upload_ids == []:
+            return None if not self.root else 0
+        try:
+            return storage.remove_uploads(self.container, self.root, probe.PROBE_REPOSITORY, upload_ids)
+        except errors.JanitorError as exc:
+            log.warning("probe uploads in %s not removed: %s", probe.PROBE_REPOSITORY, exc.message)
+            return None
+
+    def require_accepted(self) -> float:
+        """A write accepted again (a probe upload, cancelled), and that upload's leftovers removed."""
+        cancelled: list[str] = []
+        seconds = probe.require_accepted(self.client, self.settings.registry_ready_timeout, cancelled=cancelled)
+        self.remove_probe_uploads(cancelled)
+        return seconds
 
     def require_refused(self) -> None:
         probe.require_refused(self.client, self.fence_cause())
@@ -187,8 +210,11 @@ class WindowGuard:
         out["ready_seconds"] = round(self._retry_docker(self.fence.restart), 3)
         if self.placed or self.recorded:  # the container was down: its holds can only go now
             self._retry_docker(self.release_holds)
-        out["write_probe_seconds"] = round(probe.require_accepted(self.client, self.settings.registry_ready_timeout), 3)
+        cancelled: list[str] = []
+        out["write_probe_seconds"] = round(probe.require_accepted(self.client, self.settings.registry_ready_timeout,
+                                                                  cancelled=cancelled), 3)
         self.accepted_at = time.monotonic()
+        self.remove_probe_uploads(cancelled)
         self._retry_docker(lambda: self.fence.drop_backup(self.config_path))
         self.fenced = False
         return out
@@ -231,7 +257,7 @@ class WindowGuard:
                     self.container.exec(["rm", "-f", record_path])
                 done.append(f"released {len(record.holds)} holds of {record.owner or 'an earlier version'}")
         if restarted:
-            probe.require_accepted(self.client, self.settings.registry_ready_timeout)
+            self.require_accepted()
             self.fence.drop_backup(self.config_path)
         elif owner is None and self.fence.has_backup(self.config_path):
             # Died after writing the backup but before fencing, or after unfencing: the config is the original.
