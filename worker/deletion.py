@@ -61,7 +61,7 @@ def carry_out(state: WindowState, job: dict[str, Any], out: dict[str, Any], read
         done = untag(ctx.client, repo, tag, planned_digest)
         state.released_blobs.setdefault(repo, set()).update(done.blobs)
         if not done.done:  # pushed again while it was being untagged: that push stands
-            skipped.append({"repository": repo, "tag": tag, "digest": done.moved_to or None,
+            skipped.append({"repository": repo, "tag": tag, "now_at": done.moved_to or None,
                             "reason": "the tag was pushed again while it was being untagged; left as it is"})
             return
         index.tag_removed(ctx.conn, ctx.keys.prefix, repo, tag)  # the listing drops it now, for good
