@@ -9,7 +9,9 @@ from urllib.parse import quote
 
 import requests
 
-FINISHED = ("succeeded", "failed")
+# Where a wait ends: every final status, and `awaiting_approval`, where a job stays until a person acts.
+FINISHED = ("succeeded", "failed", "rejected", "expired", "cancelled")
+PARKED = ("awaiting_approval",)
 
 
 class ApiError(Exception):
@@ -104,7 +106,8 @@ class Client:
 
     def follow(self, job_id: str, on_change: Callable[[dict[str, Any]], None], interval: float = 0.5,
                timeout: float | None = None) -> dict[str, Any]:
-        """Poll until the job finishes, calling on_change whenever its status or steps change."""
+        """Poll until the job finishes or is parked awaiting approval, calling on_change whenever its status or
+        steps change."""
         seen: Any = None
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
@@ -113,7 +116,7 @@ class Client:
             if state != seen:
                 seen = state
                 on_change(job)
-            if job["status"] in FINISHED:
+            if job["status"] in FINISHED or job["status"] in PARKED:
                 return job
             if deadline is not None and time.monotonic() > deadline:
                 raise TimeoutError(f"job {job_id} still {job['status']} after {timeout:.0f}s")

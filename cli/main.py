@@ -2,7 +2,8 @@
 janitor's API.
 
 Exit codes: 0 done, 1 the job failed (or the API refused or could not be reached), 2 bad usage (of the
-command line, or a request the API calls invalid).
+command line, or a request the API calls invalid), 3 the job awaits approval (nothing changed yet), 4 the job
+ended without being carried out (rejected, expired or cancelled).
 """
 
 from __future__ import annotations
@@ -20,7 +21,9 @@ from rich.live import Live
 from cli import render
 from cli.client import ApiError, Client, Unreachable
 
-OK, FAILED, USAGE = 0, 1, 2
+OK, FAILED, USAGE, AWAITING, NOT_CARRIED_OUT = 0, 1, 2, 3, 4
+EXIT_CODES = {"succeeded": OK, "failed": FAILED, "awaiting_approval": AWAITING, "rejected": NOT_CARRIED_OUT,
+              "expired": NOT_CARRIED_OUT, "cancelled": NOT_CARRIED_OUT}
 
 
 @dataclass
@@ -243,7 +246,7 @@ def jobs(c: Ctx, job_id: str | None, watch: bool, status: str | None, kind: str 
         c.out.print(render.steps_table(job))
         for line in render.job_summary(job):
             c.out.print(line)
-    sys.exit(OK if job["status"] != "failed" else FAILED)
+    sys.exit(EXIT_CODES.get(job["status"], OK))  # queued or running: shown, nothing went wrong
 
 
 @cli.command()
@@ -410,12 +413,16 @@ def _follow(c: Ctx, job: dict[str, Any], quiet: bool = False) -> dict[str, Any]:
 
 
 def _finish(c: Ctx, job: dict[str, Any]) -> None:
+    """Print the outcome and exit with its code; a job parked or ended unrun says so, and what to do next."""
     if c.json:
         _emit_json(job)
     else:
         for line in render.job_summary(job):
             c.out.print(line)
-    sys.exit(OK if job["status"] == "succeeded" else FAILED)
+        hint = render.next_step(job)
+        if hint:
+            c.err.print(hint)
+    sys.exit(EXIT_CODES.get(job["status"], FAILED))
 
 
 def main() -> None:

@@ -204,3 +204,24 @@ def job_summary(job: dict[str, Any]) -> list[str]:
         lines.append(f"writes were refused for {refused:.1f}s")
     lines.append(f"job {job['id']}: {job['status']}")
     return lines
+
+
+def next_step(job: dict[str, Any]) -> str | None:
+    """What a person does about a job that stopped short of running: parked for approval, or ended unrun."""
+    status, jid = job["status"], job["id"]
+    if status == "awaiting_approval":
+        until = f" until {job['expires_at']}" if job.get("expires_at") else ""
+        return (f"job {jid} awaits approval{until}: nothing was changed yet. Another token with scope `approve` "
+                f"can approve it (POST /v1/jobs/{jid}/approve); then follow it with "
+                f"`registry-janitor jobs --watch {jid}`")
+    if status == "rejected":
+        return f"job {jid} was rejected{_by(job, 'rejected_by')}: nothing was changed"
+    if status == "expired":
+        return f"job {jid} expired before anyone approved it: nothing was changed; ask again"
+    if status == "cancelled":
+        return f"job {jid} was cancelled{_by(job, 'cancelled_by')}: nothing was changed"
+    return None
+
+
+def _by(job: dict[str, Any], field: str) -> str:
+    return f" by {job[field]}" if job.get(field) else ""

@@ -221,3 +221,14 @@ def test_job_store_transitions_claims_and_history_on_real_redis(redis_conn) -> N
     redis_conn.delete(keys.job(b["id"]))  # its record expired
     assert [j["id"] for j in store.history()] == [c["id"], a["id"]]
     assert redis_conn.zcard(keys.jobs) == 2  # and the index forgot it
+
+
+def test_an_approved_digest_deletion_is_still_checked_right_before_its_delete() -> None:
+    """Never more than approved: the carried-out plan keeps the check before each delete, and what reached
+    a forced child when planned (its index's tags) is what the check counts on, nothing more."""
+    approved = {"tags": ["r:v1@" + A], "manifests": ["r@" + A], "repositories_removed": []}
+    new = Plan([RepoPlan("r", delete=[A], tags_removed={A: ["v1"]}, guarded=[A], forced_pairs={("multi", C)})])
+    carried, skipped, _ = approval.intersect(approved, new, _digests({}))
+    assert skipped == [] and carried.repos[0].delete == [A]
+    assert carried.repos[0].guarded == [A]
+    assert carried.repos[0].planned_pairs == {("v1", A), ("multi", C)}

@@ -254,3 +254,18 @@ def test_metrics_carry_the_registry_label_with_a_file(two, redis_conn: redis.Red
     assert samples[("janitor_jobs_total", (("kind", "gc"), ("outcome", "succeeded"), ("registry", "us")))] == 0
     assert ("janitor_window_duration_seconds_count", (("registry", "eu"),)) in samples
     assert not [k for k in samples if k[0].startswith("janitor_queue") and not k[1]]  # no unlabelled series
+
+
+@pytest.mark.parametrize("url", ["http://janitor:s3cret@127.0.0.1:5000", "https://s3cret@registry.example",
+                                 "http://janitor:s3cret@127.0.0.1:5000/"])
+def test_credentials_in_a_registry_url_are_refused_at_start_without_echoing_them(url: str) -> None:
+    """They would reach Redis key names, confirm strings, job records and webhooks."""
+    with pytest.raises(ValueError) as caught:
+        Settings.from_env({"REGISTRY_URL": url})
+    assert "REGISTRY_URL must not carry credentials" in str(caught.value)
+    assert "s3cret" not in str(caught.value)
+    with pytest.raises(RegistriesFileError) as caught_file:
+        parse(doc(entry("a", 5001), {**entry("b", 5002), "url": url}), BASE, env={})
+    message = str(caught_file.value)
+    assert "registries[1] (b): url must not carry credentials" in message and "s3cret" not in message, message
+    assert Settings.from_env({"REGISTRY_URL": "http://127.0.0.1:5000/"}).registry_url == "http://127.0.0.1:5000"

@@ -196,11 +196,14 @@ def test_a_digest_goes_with_its_tags_and_a_child_of_a_tagged_index_needs_force()
     r = repo("app", {"multi": idx, "a": other, "b": other}, [idx, amd, arm, other])
     plan = rules.plan_repository(r, digests=[other.digest])
     assert plan.delete == [other.digest] and plan.tags_removed == {other.digest: ["a", "b"]}
-    assert plan.guarded == []  # named by the request: deleted even if tagged again meanwhile
+    # Named by the request, still checked: a tag put on it since the plan keeps it (never more than planned).
+    assert plan.guarded == [other.digest] and plan.planned_pairs == {("a", other.digest), ("b", other.digest)}
     with pytest.raises(errors.ReferencedByIndex) as refused:
         rules.plan_repository(r, digests=[amd.digest])
     assert refused.value.details["indexes"] == [idx.digest] and refused.value.details["tags"] == ["multi"]
-    assert rules.plan_repository(r, digests=[amd.digest], force=True).delete == [amd.digest]
+    forced = rules.plan_repository(r, digests=[amd.digest], force=True)
+    assert forced.delete == [amd.digest]
+    assert forced.planned_pairs == {("multi", idx.digest)}  # the index's tag stays, and was counted on
     # The index and its child together: nothing is left to break.
     assert rules.plan_repository(r, digests=[amd.digest, idx.digest]).delete == [idx.digest, amd.digest, arm.digest]
 

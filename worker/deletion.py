@@ -58,7 +58,12 @@ def carry_out(state: WindowState, job: dict[str, Any], out: dict[str, Any], read
             skipped.append({"repository": repo, "tag": tag,
                             "reason": "the tag was moved or removed since the plan; left as it is"})
             return
-        state.released_blobs.setdefault(repo, set()).update(untag(ctx.client, repo, tag))
+        done = untag(ctx.client, repo, tag, planned_digest)
+        state.released_blobs.setdefault(repo, set()).update(done.blobs)
+        if not done.done:  # pushed again while it was being untagged: that push stands
+            skipped.append({"repository": repo, "tag": tag, "now_at": done.moved_to or None,
+                            "reason": "the tag was pushed again while it was being untagged; left as it is"})
+            return
         index.tag_removed(ctx.conn, ctx.keys.prefix, repo, tag)  # the listing drops it now, for good
         untagged.append(f"{repo}:{tag}")
         removed.add(f"{repo}:{tag}")
@@ -68,7 +73,7 @@ def carry_out(state: WindowState, job: dict[str, Any], out: dict[str, Any], read
         repo_snap = snap.repos[repo]
         for tag in repo_plan.untag:
             untag_alone(repo, tag, repo_snap.tags[tag])
-        guarded, pairs, watch = set(repo_plan.guarded), repo_plan.removed_pairs, TagWatch(reader, repo_snap)
+        guarded, pairs, watch = set(repo_plan.guarded), repo_plan.planned_pairs, TagWatch(reader, repo_snap)
         for digest in repo_plan.delete:
             holders = watch.reaching(digest, pairs) if digest in guarded else []
             if holders:

@@ -24,7 +24,7 @@ from janitor.jobs import pending, telemetry
 from janitor.jobs.records import FAILED, RUNNING, SUCCEEDED, now
 from janitor.storage import files as storage
 from janitor.storage import freed
-from janitor.window import cache, holds, leftovers, preflight, probe
+from janitor.window import cache, holds, leftovers, preflight
 from janitor.window.guard import WindowGuard
 from janitor.window.lease import MaintenanceLock
 from worker import deletion, events, policy_window, verify
@@ -386,7 +386,7 @@ class Window(WindowState):
         with contextlib.suppress(StepError):
             with self.step(everyone, "health") as out:
                 ctx.client.ping()
-                out["write_probe_seconds"] = round(probe.require_accepted(ctx.client, ctx.settings.registry_ready_timeout), 3)
+                out["write_probe_seconds"] = round(self.guard.require_accepted(), 3)
                 out["registry"] = "answering, writable"
         with contextlib.suppress(StepError):
             with self.step(everyone, "verify") as out:

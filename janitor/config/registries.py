@@ -34,7 +34,7 @@ from urllib.parse import urlsplit
 import yaml
 
 from janitor import errors
-from janitor.config.settings import Replica, Settings, cache_url
+from janitor.config.settings import Replica, Settings, cache_url, without_credentials
 
 NAME = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
 # Redis key part: no glob characters (JobStore.running scans `<prefix>:job:*`), no spaces.
@@ -234,7 +234,7 @@ def _entry(entry: Any, base: Settings, env: dict[str, str]) -> tuple[Settings, b
 
 
 def _url(value: Any, what: str) -> str:
-    url = _text(value, what).rstrip("/")
+    url = without_credentials(_text(value, what).rstrip("/"), what)
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.netloc or parts.path or parts.query:
         raise ValueError(f"{what} {url!r} must be http(s)://host[:port]")

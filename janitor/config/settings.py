@@ -61,6 +61,18 @@ class Replica:
     url: str
 
 
+def without_credentials(url: str, what: str) -> str:
+    """A registry URL with no user:password@ in it: the URL becomes Redis key names, the host people confirm
+    with, job records and webhooks, so credentials in it would leak everywhere. ValueError naming `what`
+    (the variable or the file's entry), never echoing the value."""
+    netloc = url.partition("://")[2].partition("/")[0]
+    if "@" in netloc:
+        host = netloc.rpartition("@")[2]
+        raise ValueError(f"{what} must not carry credentials (user:password@{host}): give them as a username "
+                         "and password setting instead, so they never reach Redis keys, job records or webhooks")
+    return url
+
+
 @dataclass(frozen=True)
 class Settings:
     registry_url: str = "http://localhost:5000"
@@ -164,7 +176,7 @@ class Settings:
         d = cls()
         tokens = tuple(t.strip() for t in env.get("API_TOKENS", "").split(",") if t.strip())
         return cls(
-            registry_url=env.get("REGISTRY_URL", d.registry_url).rstrip("/"),
+            registry_url=without_credentials(env.get("REGISTRY_URL", d.registry_url).rstrip("/"), "REGISTRY_URL"),
             registry_username=env.get("REGISTRY_USERNAME") or None,
             registry_password=env.get("REGISTRY_PASSWORD") or None,
             registry_container=env.get("REGISTRY_CONTAINER", d.registry_container),

@@ -89,6 +89,7 @@ def intersect(approved: Mapping[str, list[str]], plan: Plan,
                 skipped.append({"repository": repo, "reason": "not approved for removal" if repo not in ok_removed
                                 else "it still holds items the approved plan did not include"})
         out.guarded = [d for d in r.guarded if d in out.delete]  # the check before each delete still applies
+        out.forced_pairs = set(r.forced_pairs)
         if out.untag or out.delete or out.remove_repository:
             repos.append(out)
     not_planned = sorted((ok_tags | ok_manifests) - now_planned)

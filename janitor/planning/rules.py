@@ -32,9 +32,12 @@ class RepoPlan:
     delete: list[str] = field(default_factory=list)  # manifest digests, parents before children
     tags_removed: dict[str, list[str]] = field(default_factory=dict)  # deleted digest -> its tags
     remove_repository: bool = False
-    # Deleted only if, right before the delete, no tag the plan does not remove reaches them: everything but
-    # the digests a request names and whole-repository deletions.
+    # Deleted only if, right before the delete, no tag the plan did not count on reaches them: everything but
+    # whole-repository deletions (a digest named by the request too: never more than was planned, approved).
     guarded: list[str] = field(default_factory=list)
+    # (tag, digest) pairs that reached a digest the request named (with `force`, a tagged index's child) when
+    # planned: they stay, and are no reason to keep it.
+    forced_pairs: set[tuple[str, str]] = field(default_factory=set)
     too_young: list[str] = field(default_factory=list)  # untagged, but pushed (or used by a push) too recently
 
     @property
@@ -45,6 +48,11 @@ class RepoPlan:
     def removed_pairs(self) -> set[tuple[str, str]]:
         """(tag, digest) pairs this plan takes away: a tag still on its planned digest is no reason to keep it."""
         return {(t, d) for d, ts in self.tags_removed.items() for t in ts}
+
+    @property
+    def planned_pairs(self) -> set[tuple[str, str]]:
+        """The tags the plan counted on reaching its deleted manifests: any other keeps the manifest."""
+        return self.removed_pairs | self.forced_pairs
 
 
 @dataclass
@@ -221,7 +229,8 @@ def plan_repository(snap: RepoSnapshot, *, tags: Collection[str] = (), digests: 
     plan.untag = [t for t in wanted if snap.tags[t] not in doomed]
     plan.delete = _parents_first(g, doomed)
     plan.tags_removed = {d: g.tags_of(d) for d in plan.delete}
-    plan.guarded = [] if all_tags else [d for d in plan.delete if d not in set(named)]
+    plan.guarded = [] if all_tags else list(plan.delete)
+    plan.forced_pairs = {(t, d) for n in named for t, d in snap.tags.items() if d in g.reaching(n)}
     plan.too_young = sorted(too_young - doomed)
     return plan
 

@@ -19,6 +19,16 @@ from janitor import errors
 _CONFIG_SUFFIXES = (".yml", ".yaml")
 
 
+@dataclass(frozen=True)
+class FileMeta:
+    """What a rewritten file keeps of the original: owner, mode bits, modification time (epoch seconds)."""
+
+    uid: int
+    gid: int
+    mode: int
+    mtime: float
+
+
 def command_of(attrs: dict[str, Any]) -> list[str]:
     """The argv the container runs: entrypoint (Path) then its arguments."""
     return [attrs.get("Path") or "", *(attrs.get("Args") or [])]
@@ -158,6 +168,10 @@ class RegistryContainer:
         return True
 
     def read_file(self, path: str) -> bytes:
+        return self.read_entry(path)[0]
+
+    def read_entry(self, path: str) -> tuple[bytes, FileMeta]:
+        """A file's bytes and its owner, mode and mtime, from the one archive Docker sends."""
         try:
             stream, _ = self.get().get_archive(path)
             data = b"".join(stream)
@@ -170,15 +184,19 @@ class RegistryContainer:
         with tarfile.open(fileobj=io.BytesIO(data)) as tar:
             member = tar.next()
             extracted = tar.extractfile(member) if member else None
-            if extracted is None:
+            if extracted is None or member is None:
                 raise errors.ContainerError(f"{path} in container {self.name!r} is not a regular file")
-            return extracted.read()
+            return extracted.read(), FileMeta(member.uid, member.gid, member.mode & 0o7777, member.mtime)
 
-    def write_file(self, path: str, data: bytes, mode: int = 0o644) -> None:
+    def write_file(self, path: str, data: bytes, mode: int = 0o644, meta: FileMeta | None = None) -> None:
+        """Write (replace) a file; with `meta`, it gets that owner, mode and mtime (a config holding secrets
+        must not turn world-readable, nor look modified, because the janitor rewrote it)."""
         buf = io.BytesIO()
         with tarfile.open(fileobj=buf, mode="w") as tar:
             info = tarfile.TarInfo(posixpath.basename(path))
             info.size, info.mode = len(data), mode
+            if meta is not None:
+                info.uid, info.gid, info.mode, info.mtime = meta.uid, meta.gid, meta.mode, int(meta.mtime)
             tar.addfile(info, io.BytesIO(data))
         try:
             ok = self.get().put_archive(posixpath.dirname(path), buf.getvalue())

@@ -6,7 +6,10 @@ manifest up here without a digest some tag, revision or index named). Every read
 listing, a window's plan, its integrity check, a policy) asks here before the registry, so a manifest is
 fetched once per registry, not once per listing or per window.
 
-Keys live under the registry's prefix (`<prefix>:content:...`), like every other key.
+Keys live under the registry's prefix (`<prefix>:content:...`), like every other key. Each entry expires
+`ttl` seconds (a week) after it was last written, read or seen by a prefill: the cache stays bounded by what
+the registry still holds and uses, and a manifest deleted long ago does not keep its key forever. An entry
+that expired while still needed is read from the registry again, once.
 """
 
 from __future__ import annotations
@@ -28,14 +31,25 @@ CHUNK = 1000
 # prefill reads from the registry's files only blobs up to this size (manifests and image configs are a few KiB;
 # larger ones are read over HTTP): with storage.PATHS_PER_EXEC per exec, one archive stays within 128 MiB.
 STORED_BLOB_LIMIT = 128 * 1024
+# Seconds an entry lives after it was last used: far above the reconcile interval, which sees every stored
+# manifest (prefill) and every tagged one.
+CONTENT_TTL = 7 * 24 * 3600
 
 
 class ContentCache:
     """Manifests by digest (their raw bytes and media type) and `created` of image configs by config digest."""
 
-    def __init__(self, conn: redis.Redis, prefix: str) -> None:
+    def __init__(self, conn: redis.Redis, prefix: str, ttl: float = CONTENT_TTL) -> None:
         self.conn = conn
         self.prefix = prefix
+        self.ttl = max(1, int(ttl))
+
+    def _get_all(self, keys: list[str]) -> list[Any]:
+        """GETEX in one pipeline: read, and keep for another `ttl`, what is still used."""
+        with self.conn.pipeline(transaction=False) as pipe:
+            for key in keys:
+                pipe.getex(key, ex=self.ttl)
+            return list(pipe.execute())
 
     def _manifest_key(self, digest: str) -> str:
         return f"{self.prefix}:content:manifest:{digest}"
@@ -50,7 +64,7 @@ class ContentCache:
         found: dict[str, Manifest] = {}
         for start in range(0, len(wanted), CHUNK):
             part = wanted[start:start + CHUNK]
-            for digest, raw in zip(part, self.conn.mget([self._manifest_key(d) for d in part]), strict=True):
+            for digest, raw in zip(part, self._get_all([self._manifest_key(d) for d in part]), strict=True):
                 if raw:
                     manifest = _decode(digest, raw)
                     if manifest is not None:
@@ -58,14 +72,15 @@ class ContentCache:
         return found
 
     def cached_manifests(self, digests: Iterable[str]) -> set[str]:
-        """Those of `digests` with an entry here (not read back: a periodic prefill asks about every stored one)."""
+        """Those of `digests` with an entry here (not read back: a periodic prefill asks about every stored one);
+        being still stored, each one found is kept for another `ttl`."""
         wanted = list(dict.fromkeys(digests))
         found: set[str] = set()
         for start in range(0, len(wanted), CHUNK):
             part = wanted[start:start + CHUNK]
             with self.conn.pipeline(transaction=False) as pipe:
                 for digest in part:
-                    pipe.exists(self._manifest_key(digest))
+                    pipe.expire(self._manifest_key(digest), self.ttl)  # 1 when there (and kept), 0 when not
                 found |= {d for d, there in zip(part, pipe.execute(), strict=True) if there}
         return found
 
@@ -74,7 +89,7 @@ class ContentCache:
         for start in range(0, len(items), CHUNK):
             with self.conn.pipeline(transaction=False) as pipe:
                 for manifest in items[start:start + CHUNK]:
-                    pipe.set(self._manifest_key(manifest.digest), _encode(manifest))
+                    pipe.set(self._manifest_key(manifest.digest), _encode(manifest), ex=self.ttl)
                 pipe.execute()
 
     def created(self, config_digests: Iterable[str]) -> dict[str, str | None]:
@@ -83,7 +98,7 @@ class ContentCache:
         found: dict[str, str | None] = {}
         for start in range(0, len(wanted), CHUNK):
             part = wanted[start:start + CHUNK]
-            for digest, raw in zip(part, self.conn.mget([self._created_key(d) for d in part]), strict=True):
+            for digest, raw in zip(part, self._get_all([self._created_key(d) for d in part]), strict=True):
                 if raw is not None:
                     value = json.loads(raw)
                     found[digest] = value if isinstance(value, str) else None
@@ -94,7 +109,7 @@ class ContentCache:
         for start in range(0, len(items), CHUNK):
             with self.conn.pipeline(transaction=False) as pipe:
                 for digest, when in items[start:start + CHUNK]:
-                    pipe.set(self._created_key(digest), json.dumps(when))
+                    pipe.set(self._created_key(digest), json.dumps(when), ex=self.ttl)
                 pipe.execute()
 
 

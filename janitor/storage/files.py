@@ -189,6 +189,25 @@ def active_uploads(container: RegistryContainer, storage_root: str, within: floa
     return sum(1 for line in result.stdout.split() if line.isdigit() and int(line) >= now - within)
 
 
+def remove_uploads(container: RegistryContainer, storage_root: str, name: str,
+                   upload_ids: Iterable[str] | None = None) -> int:
+    """Remove upload sessions of a repository: those named, or every one (run that only where no upload
+    can be in progress: the janitor's own probe repository, inside the fence). A cancelled upload leaves
+    `_uploads/<id>/hashstates` behind, and with upload purging off (3.x's default) nothing else ever
+    removes it. Returns how many were removed."""
+    layout = Layout(storage_root)
+    if upload_ids is None:
+        paths = _entries(container, layout.uploads(name))
+        # What `find` printed is used only when it is one of this repository's upload directories.
+        paths = [p for p in paths if posixpath.dirname(p) == layout.uploads(name)
+                 and layout.upload(name, posixpath.basename(p)) == p]
+    else:
+        paths = [layout.upload(name, i) for i in upload_ids]
+    if paths:
+        checked(container, ["rm", "-rf", *paths], missing_ok=False)
+    return len(paths)
+
+
 def _entries(container: RegistryContainer, path: str) -> list[str]:
     """What a directory holds; [] when it does not exist; StorageCommandFailed when it cannot be read."""
     result = checked(container, ["find", path, "-mindepth", "1", "-maxdepth", "1"])

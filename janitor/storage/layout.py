@@ -25,6 +25,7 @@ _HEX = r"[a-f0-9]{64}"
 _REVISION = re.compile(rf"/repositories/(.+)/_manifests/revisions/sha256/({_HEX})/link$")
 _LAYER = re.compile(rf"/repositories/(.+)/_layers/sha256/({_HEX})/link$")
 _BLOB = re.compile(rf"/blobs/sha256/[a-f0-9]{{2}}/({_HEX})/data$")
+_UPLOAD_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,127}$")
 
 
 LayoutError = errors.StoragePathRefused  # a ValueError too
@@ -100,6 +101,12 @@ class Layout:
 
     def uploads(self, name: str) -> str:
         return f"{self.repository(name)}/_uploads"
+
+    def upload(self, name: str, upload_id: str) -> str:
+        """One upload session's directory; its id is distribution's (a UUID), checked like any name."""
+        if not _UPLOAD_ID.match(upload_id):
+            raise LayoutError(f"not an upload id: {upload_id!r}")
+        return f"{self.uploads(name)}/{upload_id}"
 
     def blob(self, digest: str) -> str:
         """The directory holding a blob's data."""

@@ -20,7 +20,7 @@ import requests
 import yaml
 
 from janitor import errors
-from janitor.registry.container import RegistryContainer
+from janitor.registry.container import FileMeta, RegistryContainer
 
 MARKER = b"# registry-janitor: read-only for maintenance"
 BACKUP_SUFFIX = ".janitor-original"
@@ -75,6 +75,9 @@ class WriteFence:
         self.ready_timeout = ready_timeout
         self.stopped_at: float | None = None  # monotonic: when `close` began to stop the writable registry
         self.originals: dict[str, bytes] = {}  # config path -> the original this object saved as its backup
+        # config path -> the original's owner, mode and mtime: the backup, the fenced config and the restored
+        # one all keep them (secrets in the config must never become world-readable).
+        self.metas: dict[str, FileMeta] = {}
 
     def restart(self) -> float:
         """Restart (or start, after a kill) the registry; seconds until it answers."""
@@ -83,13 +86,13 @@ class WriteFence:
 
     def close(self, config_path: str, owner: str = "") -> float:
         """Refuse writes: save the config, write the read-only one, restart. Returns seconds to ready."""
-        original = self.container.read_file(config_path)
+        original, meta = self.container.read_entry(config_path)
         if marker_owner(original) is not None:
             raise errors.ContainerError("the registry is already fenced by an earlier window; recover it first")
         backup = config_path + BACKUP_SUFFIX
-        self.container.write_file(backup, original)
-        self.originals[config_path] = original
-        self.container.write_file(config_path, readonly_config(original, backup, owner))
+        self.container.write_file(backup, original, meta=meta)
+        self.originals[config_path], self.metas[config_path] = original, meta
+        self.container.write_file(config_path, readonly_config(original, backup, owner), meta=meta)
         self.stopped_at = time.monotonic()  # until now the writable registry ran: writes refused from here
         return self.restart()
 
@@ -104,10 +107,10 @@ class WriteFence:
         writes are refused)."""
         if not (self.owner(config_path) is not None if fenced is None else fenced):
             return False
-        original = self.originals.get(config_path)
-        if original is None:
-            original = self.container.read_file(config_path + BACKUP_SUFFIX)
-        self.container.write_file(config_path, original)
+        original, meta = self.originals.get(config_path), self.metas.get(config_path)
+        if original is None or meta is None:  # a fence left by a crash: the backup kept the original's stat
+            original, meta = self.container.read_entry(config_path + BACKUP_SUFFIX)
+        self.container.write_file(config_path, original, meta=meta)
         return True
 
     def drop_backup(self, config_path: str) -> None:

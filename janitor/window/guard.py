@@ -28,6 +28,7 @@ from janitor import errors
 from janitor.config.settings import Settings
 from janitor.registry.client import RegistryClient
 from janitor.registry.container import RegistryContainer
+from janitor.storage import files as storage
 from janitor.window import gc, holds, probe
 from janitor.window.fence import WriteFence
 from janitor.window.lease import MaintenanceLock
@@ -138,7 +139,31 @@ class WindowGuard:
         if self.several:
             out["replicas"] = [{"container": r.container.name, "url": r.client.base_url, "ready_seconds":
                                 round(ready, 3), "write_probe": 405} for r, ready in zip(self.replicas, readies)]
+        # Writes are refused now: no probe upload can be in progress, so what earlier probes left goes (the
+        # replicas share the storage: one removal serves them all).
+        out["probe_uploads_removed"] = self.remove_probe_uploads(None)
         return out
+
+    def remove_probe_uploads(self, upload_ids: list[str] | None) -> int | None:
+        """The probe's cancelled uploads (`_uploads/<id>/hashstates`): those named, or all of them inside the
+        fence. Housekeeping only: without filesystem access, or when it fails, nothing else is affected
+        (None; the next window tries again)."""
+        if not self.root or upload_ids == []:
+            return None if not self.root else 0
+        try:
+            return storage.remove_uploads(self.container, self.root, probe.PROBE_REPOSITORY, upload_ids)
+        except errors.JanitorError as exc:
+            log.warning("probe uploads in %s not removed: %s", probe.PROBE_REPOSITORY, exc.message)
+            return None
+
+    def require_accepted(self, client: RegistryClient | None = None) -> float:
+        """A write accepted again at this address (a probe upload, cancelled), and that upload's leftovers
+        removed."""
+        cancelled: list[str] = []
+        seconds = probe.require_accepted(client or self.client, self.settings.registry_ready_timeout,
+                                         cancelled=cancelled)
+        self.remove_probe_uploads(cancelled)
+        return seconds
 
     def require_refused(self) -> None:
         """Every replica, each at its own address: one that still writes would defeat GC for all."""
@@ -250,7 +275,7 @@ class WindowGuard:
             self._retry_docker(self.release_holds)
         probes: dict[int, float] = {}
         for i in undo:
-            probes[i] = probe.require_accepted(self.replicas[i].client, self.settings.registry_ready_timeout)
+            probes[i] = self.require_accepted(self.replicas[i].client)
         out["write_probe_seconds"] = round(sum(probes.values()), 3)
         self.accepted_at = time.monotonic()
         for i in undo:
@@ -308,7 +333,7 @@ class WindowGuard:
         for i, owner in enumerate(owners):
             r, path = self.replicas[i], self.replica_paths[i]
             if i in restarted:
-                probe.require_accepted(r.client, self.settings.registry_ready_timeout)
+                self.require_accepted(r.client)
                 r.fence.drop_backup(path)
             elif owner is None and r.fence.has_backup(path):
                 # Died after writing the backup but before fencing (the registry never stopped), or while
@@ -317,7 +342,7 @@ class WindowGuard:
                 where = f" on {self._label(i)}" if self.several else ""
                 if self._write_status(r.client) != 202:
                     r.fence.restart()
-                    probe.require_accepted(r.client, self.settings.registry_ready_timeout)
+                    self.require_accepted(r.client)
                     done.append("registry still ran its read-only config: restarted with the original" + where)
                 r.fence.drop_backup(path)
                 done.append("stale config backup removed" + where)

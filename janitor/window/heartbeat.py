@@ -4,6 +4,7 @@ socket itself (only the worker drives the registry container)."""
 from __future__ import annotations
 
 import json
+import re
 import threading
 import time
 from typing import Any
@@ -12,22 +13,45 @@ import redis
 
 from janitor import errors
 from janitor.jobs.records import Keys, now
-from janitor.registry.container import RegistryContainer
+from janitor.registry.container import RegistryContainer, env_of
 from janitor.window import preflight
 
 INTERVAL = 5.0
 UNREACHABLE = "DOCKER_UNAVAILABLE"
 
 
+# Environment values too common to be secrets, and that messages legitimately contain.
+_PLAIN = re.compile(r"^(true|false|yes|no|on|off|\d+)$", re.IGNORECASE)
+REDACTED = "<redacted>"
+
+
+def redact(found: dict[str, Any], env: dict[str, str]) -> dict[str, Any]:
+    """The check as unauthenticated /readyz may show it: every value of the container's environment (its
+    secrets live there: REGISTRY_HTTP_SECRET, storage keys, ...) replaced in the messages, nested ones too."""
+    values = sorted({v for v in env.values() if len(v) >= 4 and not _PLAIN.match(v)}, key=len, reverse=True)
+
+    def scrub(value: Any, text: bool) -> Any:
+        if isinstance(value, dict):  # only messages are prose; fields such as `driver` are names
+            return {k: scrub(v, k == "message") for k, v in value.items()}
+        if isinstance(value, list):
+            return [scrub(v, text) for v in value]
+        if text and isinstance(value, str):
+            for secret in values:
+                value = value.replace(secret, REDACTED)
+        return value
+    return scrub(found, False)
+
+
 def check(container: RegistryContainer) -> dict[str, Any]:
     try:
-        status = container.get().status
+        got = container.get()
+        status = got.status
     except errors.JanitorError as exc:
         return {"ok": False, "code": exc.code, "message": exc.message}
     if status != "running":
         return {"ok": False, "code": "REGISTRY_CONTAINER_NOT_RUNNING",
                 "message": f"registry container {container.name!r} is {status}"}
-    return {"ok": True, "storage": storage_check(container)}
+    return redact({"ok": True, "storage": storage_check(container)}, env_of(got.attrs))
 
 
 def storage_check(container: RegistryContainer) -> dict[str, Any]:

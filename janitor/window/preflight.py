@@ -15,6 +15,7 @@ unit-tested without Docker.
 from __future__ import annotations
 
 import posixpath
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -29,6 +30,7 @@ FILESYSTEM = "filesystem"
 INMEMORY = "inmemory"
 # Keys of the `storage` section that configure the registry, not a driver.
 _NOT_DRIVERS = frozenset({"maintenance", "cache", "delete", "redirect", "tag"})
+_DRIVER_NAME = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,31}$")
 
 # What the janitor cannot do without reading the registry's files; said plainly on /readyz and every job.
 PROTECTIONS: dict[str, str] = {
@@ -114,9 +116,11 @@ def storage_driver(env: dict[str, str], config: dict[str, Any]) -> str:
             section = yaml.safe_load(env["REGISTRY_STORAGE"])
         except yaml.YAMLError:
             section = env["REGISTRY_STORAGE"]
-        if isinstance(section, str):
-            return section.strip().lower()
+        if isinstance(section, str):  # a driver's name; anything else is never echoed (it may hold secrets)
+            name = section.strip().lower()
+            return name if _DRIVER_NAME.match(name) else "unknown"
     drivers = sorted(k for k in (section if isinstance(section, dict) else {}) if str(k).lower() not in _NOT_DRIVERS)
+    drivers = [d if _DRIVER_NAME.match(str(d).lower()) else "unknown" for d in drivers]
     return str(drivers[0]).lower() if len(drivers) == 1 else ("unknown" if not drivers else "+".join(drivers))
 
 
@@ -134,7 +138,7 @@ def env_traps(env: dict[str, str], config_path: str, access: StorageAccess) -> l
             variables=maintenance, config_path=config_path))
     if env.get("REGISTRY_STORAGE") and access.gc_runs:
         found.append(errors.EnvOverridesStorage(
-            f"the registry container's environment sets REGISTRY_STORAGE={env['REGISTRY_STORAGE']!r}, which replaces "
+            "the registry container's environment sets REGISTRY_STORAGE, which replaces "
             f"the whole storage section of {config_path}, including the maintenance.readonly switch the janitor "
             "writes for GC: GC would run on a writable registry. Fix: remove REGISTRY_STORAGE from the container's "
             f"environment and name the driver in {config_path} (storage: {{{access.driver}: ...}}); variables for "

@@ -25,22 +25,28 @@ def _start_upload(client: RegistryClient, repository: str) -> tuple[int, str | N
     return resp.status_code, resp.headers.get("Location")
 
 
-def _cancel(client: RegistryClient, repository: str, location: str | None) -> None:
-    """Delete the probe's upload; only a location on the registry itself is followed."""
+def _cancel(client: RegistryClient, repository: str, location: str | None) -> str | None:
+    """Delete the probe's upload; only a location on the registry itself is followed. Returns the upload's
+    id (the last path segment) once cancelled: its `hashstates` directory stays behind in storage."""
     if not location:
-        return
+        return None
     parts = urlsplit(location)
     if parts.netloc and parts.netloc != urlsplit(client.base_url).netloc:
-        return  # never send credentials elsewhere; the upload expires on its own (upload purging)
+        return None  # never send credentials elsewhere; the upload expires on its own (upload purging)
     path = parts.path + (f"?{parts.query}" if parts.query else "")
     client.request("DELETE", path, scope=f"repository:{repository}:pull,push", ok=(204, 200, 404))
+    return parts.path.rstrip("/").rpartition("/")[2] or None
 
 
-def write_status(client: RegistryClient, repository: str = PROBE_REPOSITORY) -> int:
-    """202 (an upload was accepted, and is cancelled again) or 405 (writes refused)."""
+def write_status(client: RegistryClient, repository: str = PROBE_REPOSITORY,
+                 cancelled: list[str] | None = None) -> int:
+    """202 (an upload was accepted, and is cancelled again; its id goes into `cancelled`) or 405 (writes
+    refused)."""
     status, location = _start_upload(client, repository)
     if status == 202:
-        _cancel(client, repository, location)
+        upload_id = _cancel(client, repository, location)
+        if upload_id and cancelled is not None:
+            cancelled.append(upload_id)
     return status
 
 
@@ -53,13 +59,15 @@ def require_refused(client: RegistryClient, cause: str, repository: str = PROBE_
             f"GC did not run and the original config was put back. {cause}", probe_status=status)
 
 
-def require_accepted(client: RegistryClient, timeout: float, repository: str = PROBE_REPOSITORY) -> float:
-    """Seconds until a blob upload is accepted (202, then cancelled); RegistryNotWritable past `timeout`."""
+def require_accepted(client: RegistryClient, timeout: float, repository: str = PROBE_REPOSITORY,
+                     cancelled: list[str] | None = None) -> float:
+    """Seconds until a blob upload is accepted (202, then cancelled: its id goes into `cancelled`);
+    RegistryNotWritable past `timeout`."""
     start = time.monotonic()
     last = "no answer"
     while True:
         try:
-            status = write_status(client, repository)
+            status = write_status(client, repository, cancelled)
             if status == 202:
                 return time.monotonic() - start
             last = f"HTTP {status}"
