@@ -49,7 +49,7 @@ class Sweep:
     blobs_marked: int
     revisions_changed: int
     blobs_new: int
-    manifests_read: int
+    manifests_read: int  # from the registry's files (not in the content cache)
     sizes: dict[str, int]  # of blobs stored since the mark
 
 
@@ -126,7 +126,7 @@ def under_fence(container: RegistryContainer, root: str, contents: ContentCache 
     rules.advance(mark, revisions, new_blobs, new_layered, refs)
     swept = sorted(rules.sweep(mark))
     return Sweep(blobs=swept, blobs_marked=len(mark.marked), revisions_changed=len(changed),
-                 blobs_new=len(new_blobs), manifests_read=len(wanted - set(held)), sizes=new_sizes)
+                 blobs_new=len(new_blobs), manifests_read=from_files, sizes=new_sizes)
 
 
 def delete_blobs(container: RegistryContainer, root: str, digests: list[str],
