@@ -170,3 +170,21 @@ def test_a_mark_advanced_equals_a_mark_taken_at_once(first, second) -> None:  # 
     assert rules.sweep(mark) == plain_gc(rev2, lay1 | lay2, blobs2, manifests)
     once = rules.take(rev2, lay1 | lay2, blobs2, refs_of(manifests))
     assert mark.counts == once.counts and mark.counted == once.counted
+
+
+# -- the setting --------------------------------------------------------------------------------------
+
+def test_the_mode_is_registry_unless_set_and_a_bad_one_stops_the_start() -> None:
+    from janitor.config.registries import RegistriesFileError, parse
+    from janitor.config.settings import Settings
+
+    assert Settings.from_env({}).gc_mode == "registry"
+    assert Settings.from_env({"JANITOR_GC_MODE": " Incremental "}).gc_mode == "incremental"
+    with pytest.raises(ValueError, match="JANITOR_GC_MODE must be registry or incremental"):
+        Settings.from_env({"JANITOR_GC_MODE": "fast"})
+    text = ("registries:\n- {name: a, url: 'http://127.0.0.1:5001', container: ra, gc_mode: incremental}\n"
+            "- {name: b, url: 'http://127.0.0.1:5002', container: rb}\n")
+    known = parse(text, Settings(gc_mode="registry"))
+    assert (known.get("a").gc_mode, known.get("b").gc_mode) == ("incremental", "registry")
+    with pytest.raises(RegistriesFileError, match="gc_mode must be registry or incremental"):
+        parse(text.replace("gc_mode: incremental", "gc_mode: 1"), Settings())

@@ -27,7 +27,7 @@ from janitor.storage import freed
 from janitor.window import cache, holds, preflight, probe
 from janitor.window.guard import WindowGuard
 from janitor.window.lease import MaintenanceLock
-from worker import deletion, events, policy_window, verify
+from worker import deletion, events, incremental_gc, policy_window, verify
 from worker.context import Context
 from worker.state import StepError, WindowState
 
@@ -198,6 +198,7 @@ class Window(WindowState):
                 self.prepared_at = time.time()
                 sizes = self._prepare_sizes(root, out) if root is not None else None
                 redis_cache = cache.redis_settings(ctx.container, config_path)
+                found = incremental_gc.premark(self, root, out)  # gc_mode incremental: the mark, before the fence
             with self.step(self.alive(), "fence") as out:
                 out.update(guard.close())
             with self.step(self.alive(), "hold") as out:
@@ -231,7 +232,7 @@ class Window(WindowState):
                             if not kept:
                                 job["result"]["repositories_removed"].append(repo)
             with self.step(self.alive(), "gc") as out:
-                self._gc(root, sizes, redis_cache, out)
+                self._gc(root, sizes, redis_cache, out, found)
         except StepError:
             pass
         finally:
@@ -258,12 +259,16 @@ class Window(WindowState):
         return {**known, **statted}
 
     def _gc(self, root: str | None, sizes: dict[str, int] | None, redis_cache: dict[str, Any] | None,
-            out: dict[str, Any]) -> None:
+            out: dict[str, Any], found: Any = None) -> None:
         """garbage-collect, then what must happen before writes resume: holds released, the directories of
         swept blobs removed, their registry cache keys forgotten."""
         ctx, guard = self.ctx, self.guard
         started = time.monotonic()
-        summary = guard.gc()  # lease, time, and a refused blob upload checked right before
+        mode: dict[str, Any] = {"mode": "registry"}
+        if found is not None and root is not None:  # incremental: under the fence only the change, then the sweep
+            summary = incremental_gc.collect(self, root, found, sizes, mode)
+        else:
+            summary = guard.gc()  # lease, time, and a refused blob upload checked right before
         summary.duration_seconds = round(time.monotonic() - started, 3)
         if sizes is not None:  # only a GC that finished swept what it found unreferenced
             ctx.sizes.gc_started(self.prepared_at)
@@ -281,7 +286,7 @@ class Window(WindowState):
             missing = [d for d in summary.deleted_blobs if d not in sizes]
             summary.bytes_freed, unknown = freed.count(summary.deleted_blobs, {**sizes, **ctx.sizes.lookup(missing)})
             ctx.sizes.forget(summary.deleted_blobs)
-        done = summary.as_dict()
+        done = {**summary.as_dict(), **mode}
         if sizes is None:  # blob sizes unreadable: no bytes figure at all, not a zero
             done.pop("bytes_freed", None)
         if unknown:  # never expected: said, not hidden in a smaller figure

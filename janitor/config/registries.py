@@ -29,7 +29,7 @@ from urllib.parse import urlsplit
 import yaml
 
 from janitor import errors
-from janitor.config.settings import Settings
+from janitor.config.settings import Settings, gc_mode
 
 NAME = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
 # Redis key part: no glob characters (JobStore.running scans `<prefix>:job:*`), no spaces.
@@ -75,6 +75,7 @@ OVERRIDES: dict[str, tuple[str, Callable[[Any, str], Any]]] = {
     "webhook_secret": ("webhook_secret", _text),
     "max_window": ("max_window", _number),
     "gc_timeout": ("gc_timeout", _number),
+    "gc_mode": ("gc_mode", gc_mode),
     "upload_grace": ("upload_grace", _number),
     "upload_drain": ("upload_drain", _number),
     "untagged_min_age": ("untagged_min_age", _number),
