@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import marshmallow as ma
 
+from janitor.config.settings import GC_MODES
 from janitor.registry import names
 
 
@@ -22,3 +23,12 @@ def tag(value: str) -> None:
 def digest(value: str) -> None:
     if not names.is_digest(value):
         raise ma.ValidationError("not a valid digest: sha256: followed by 64 lowercase hex digits")
+
+
+def gc_mode_field() -> ma.fields.String:
+    """`gc_mode` on every request that joins a window (POST /v1/gc, deletions, policy runs)."""
+    return ma.fields.String(validate=ma.validate.OneOf(GC_MODES), metadata={"description": (
+        "How this request's window garbage-collects, overriding JANITOR_GC_MODE (gc_mode in REGISTRIES_FILE) for "
+        "it: `registry` runs the registry's own garbage-collect while writes are refused; `incremental` marks "
+        "before the fence and, while writes are refused, reads only what changed since and sweeps the same "
+        "blobs. Requests of one window that disagree share `registry`. `result.gc.mode` says which ran")})

@@ -27,7 +27,7 @@ from janitor.storage import freed
 from janitor.window import cache, holds, leftovers, preflight
 from janitor.window.guard import WindowGuard
 from janitor.window.lease import MaintenanceLock
-from worker import deletion, events, policy_window, verify
+from worker import deletion, events, incremental_gc, policy_window, verify
 from worker.context import Context
 from worker.state import StepError, WindowState
 
@@ -223,6 +223,7 @@ class Window(WindowState):
                 out.update(self._drain(root) if root is not None else {"skipped": True, "reason": "no filesystem access"})
                 self.prepared_at = time.time()
                 sizes = self._prepare_sizes(root, out) if root is not None else None
+                found = incremental_gc.premark(self, root, out)  # gc_mode incremental: the mark, before the fence
             with self.step(self.alive(), "fence") as out:
                 out.update(guard.close())
             self._report_writes(True)
@@ -257,7 +258,7 @@ class Window(WindowState):
                             if not kept:
                                 job["result"]["repositories_removed"].append(repo)
             with self.step(self.alive(), "gc") as out:
-                self._gc(root, sizes, out)
+                self._gc(root, sizes, out, found)
         except StepError:
             pass
         finally:
@@ -283,12 +284,16 @@ class Window(WindowState):
                    stat_since=None if "sizes" not in self.marks else round(since or 0.0, 3))
         return {**known, **statted}
 
-    def _gc(self, root: str | None, sizes: dict[str, int] | None, out: dict[str, Any]) -> None:
+    def _gc(self, root: str | None, sizes: dict[str, int] | None, out: dict[str, Any], found: Any = None) -> None:
         """garbage-collect, then what must happen before writes resume: holds released, the directories of
         swept blobs removed, their registry cache keys forgotten."""
         ctx, guard = self.ctx, self.guard
         started = time.monotonic()
-        summary = guard.gc()  # lease, time, and a refused blob upload checked right before
+        mode: dict[str, Any] = {"mode": "registry"}
+        if found is not None and root is not None:  # incremental: under the fence only the change, then the sweep
+            summary = incremental_gc.collect(self, root, found, sizes, mode)
+        else:
+            summary = guard.gc()  # lease, time, and a refused blob upload checked right before
         summary.duration_seconds = round(time.monotonic() - started, 3)
         if sizes is not None:  # only a GC that finished swept what it found unreferenced
             ctx.sizes.gc_started(self.prepared_at)
@@ -306,7 +311,7 @@ class Window(WindowState):
             missing = [d for d in summary.deleted_blobs if d not in sizes]
             summary.bytes_freed, unknown = freed.count(summary.deleted_blobs, {**sizes, **ctx.sizes.lookup(missing)})
             ctx.sizes.forget(summary.deleted_blobs)
-        done = summary.as_dict()
+        done = {**summary.as_dict(), **mode}
         if sizes is None:  # blob sizes unreadable: no bytes figure at all, not a zero
             done.pop("bytes_freed", None)
         if unknown:  # never expected: said, not hidden in a smaller figure

@@ -34,7 +34,13 @@ from urllib.parse import urlsplit
 import yaml
 
 from janitor import errors
-from janitor.config.settings import Replica, Settings, cache_url, without_credentials
+from janitor.config.settings import (
+    Replica,
+    Settings,
+    cache_url,
+    gc_mode,
+    without_credentials,
+)
 
 NAME = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
 # Redis key part: no glob characters (JobStore.running scans `<prefix>:job:*`), no spaces.
@@ -80,6 +86,7 @@ OVERRIDES: dict[str, tuple[str, Callable[[Any, str], Any]]] = {
     "webhook_secret": ("webhook_secret", _text),
     "max_window": ("max_window", _number),
     "gc_timeout": ("gc_timeout", _number),
+    "gc_mode": ("gc_mode", gc_mode),
     "upload_grace": ("upload_grace", _number),
     "upload_drain": ("upload_drain", _number),
     "untagged_min_age": ("untagged_min_age", _number),

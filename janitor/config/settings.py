@@ -24,6 +24,18 @@ def _log_format(raw: str) -> str:
     return fmt
 
 
+GC_MODES = ("registry", "incremental")
+
+
+def gc_mode(raw: object, what: str = "JANITOR_GC_MODE") -> str:
+    """registry (distribution's own garbage-collect, the default) or incremental (the janitor's mark before
+    the fence and sweep under it: docs/window.md)."""
+    mode = (raw.strip().lower() or "registry") if isinstance(raw, str) else raw
+    if mode not in GC_MODES:
+        raise ValueError(f"{what} must be registry or incremental, not {raw!r}")
+    return mode
+
+
 def _index_mode(raw: str) -> str:
     mode = raw.strip().lower() or "auto"
     if mode not in ("auto", "notifications", "polling"):
@@ -113,6 +125,9 @@ class Settings:
     max_window: float = 4 * 3600.0
     # Longest `registry garbage-collect` may run before it is stopped (never past the window's end).
     gc_timeout: float = 2 * 3600.0
+    # registry: `registry garbage-collect` under the fence; incremental: the janitor marks before the fence and,
+    # under it, applies only what changed since and sweeps (docs/window.md). A request may ask for registry.
+    gc_mode: str = "registry"
     # "text" or "json" (one JSON object per line, with request_id, job_id and window_id where they apply).
     log_format: str = "text"
     # When set, GET /metrics needs `Authorization: Bearer <metrics_token>`.
@@ -197,6 +212,7 @@ class Settings:
             untagged_min_age=_float(env, "JANITOR_UNTAGGED_MIN_AGE", d.untagged_min_age),
             max_window=_float(env, "JANITOR_MAX_WINDOW", d.max_window),
             gc_timeout=_float(env, "JANITOR_GC_TIMEOUT", d.gc_timeout),
+            gc_mode=gc_mode(env.get("JANITOR_GC_MODE", d.gc_mode)),
             log_format=_log_format(env.get("LOG_FORMAT", d.log_format)),
             metrics_token=env.get("METRICS_TOKEN") or None,
             api_tokens_file=env.get("API_TOKENS_FILE") or None,

@@ -2,6 +2,8 @@ from __future__ import annotations
 
 import marshmallow as ma
 
+from service.validators import gc_mode_field
+
 
 class GcRequestSchema(ma.Schema):
     """A maintenance window with no deletion (the body may be empty)."""
@@ -15,3 +17,4 @@ class GcRequestSchema(ma.Schema):
         "indexes naming a deleted or swept manifest, and every swept blob against the surviving references. "
         "`full`: every tag of every repository, with its progress in the step's outcome "
         "(repositories_checked of repositories_total, manifests_checked) as it goes.")})
+    gc_mode = gc_mode_field()

@@ -143,7 +143,8 @@ class PolicyRuns(MethodView):
         st = state()
         store = _store(st)
         policy = store.get(name)
-        request = {"dry_run": body["dry_run"], "trigger": "api", "approval": body.get("approval")}
+        request = {"dry_run": body["dry_run"], "trigger": "api", "approval": body.get("approval"),
+                   **({"gc_mode": body["gc_mode"]} if body.get("gc_mode") else {})}
         [job] = policies.submit_runs(
             st.conn, st.keys, st.store, store, [(policy, request)], st.client.catalog(),
             lambda: st.queue.enqueue(WINDOW_JOB, st.settings.name, job_timeout=-1, result_ttl=3600),

@@ -10,6 +10,7 @@ import marshmallow as ma
 from janitor import errors
 from janitor.planning import policies
 from service.jobs.schemas import time_field
+from service.validators import gc_mode_field
 
 
 def _checked(data: Any, name_optional: bool) -> Any:
@@ -98,6 +99,7 @@ class PolicyRunSchema(ma.Schema):
     approval = ma.fields.String(allow_none=True, validate=ma.validate.OneOf(["required"]), metadata={
         "description": "`required`: the run is planned and waits as `awaiting_approval` with its plan until "
                        "another token approves it (JANITOR_REQUIRE_APPROVAL makes it the rule for real runs)"})
+    gc_mode = gc_mode_field()
 
     @ma.pre_load
     def strict(self, data: Any, **_: Any) -> Any:

@@ -1,0 +1,81 @@
+#!/usr/bin/env python3
+"""Benchmark: writes refused and GC time per window, registry GC against incremental GC (issue 19), side by side
+on the same registry. For each size a registry of N repositories x 10 tags is filled through its API
+(scripts/populate.py); once the fill is older than the upload grace, one tag is deleted per window, with
+`gc_mode` on the request: registry (cold: the first window after the fill), registry (warm), incremental (its
+first mark, which reads from the registry's files the manifests the content cache lacks), incremental (warm).
+Writes refused is the window's `write_refused_seconds`; GC is the gc step's exec or sweep; the mark is
+`gc_mark.seconds` of the drain step (before the fence).
+
+    TEST_REGISTRY_IMAGE=registry-janitor/test-registry:2.8.2 .venv/bin/python scripts/bench_gc_modes.py --repos 400 4000
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from janitor.storage import freed  # noqa: E402
+from scripts.bench_window import load, window_figures  # noqa: E402
+from scripts.benchstack import bench_stack  # noqa: E402
+from scripts.populate import populate  # noqa: E402
+
+RUNS = (("registry (cold)", "registry"), ("registry", "registry"), ("incremental (first)", "incremental"),
+        ("incremental", "incremental"))
+ROWS = ("write_refused_seconds", "gc_seconds", "mark_seconds", "fence", "hold", "gc", "restart", "drain",
+        "whole_window_seconds", "bytes_freed", "planned_bytes")
+
+
+def run_size(repos: int, tags: int, grace: float) -> dict[str, Any]:
+    with bench_stack(JANITOR_UPLOAD_GRACE=str(grace)) as (registry, stack):
+        start = time.monotonic()
+        populate(registry.url, repos, tags)
+        out: dict[str, Any] = {"repositories": repos, "tags": repos * tags, "fill_seconds": round(time.monotonic() - start, 1)}
+        time.sleep(grace + freed.MARGIN_SECONDS + 5)  # a registry of this size, not a fill of this size
+        for i, (label, mode) in enumerate(RUNS):
+            begun = time.monotonic()
+            job = stack.wait(stack.delete({"repository": "bench/app-0000", "tags": [f"v{i}"], "gc_mode": mode})["id"],
+                             timeout=1800)
+            figures = window_figures(job, time.monotonic() - begun)
+            steps = {s["name"]: s for s in job["steps"]}
+            gc = job["result"].get("gc") or {}
+            figures.update(mode=gc.get("mode"), gc_seconds=gc.get("duration_seconds"),
+                           mark_seconds=(steps["drain"]["outcome"].get("gc_mark") or {}).get("seconds"),
+                           blobs_deleted=gc.get("blobs_deleted"), bytes_freed=job["result"].get("bytes_freed"),
+                           **{name: figures["steps"].get(name) for name in ("drain", "fence", "hold", "gc", "restart")})
+            if job["status"] != "succeeded":
+                figures["error"] = job["error"]
+            out[label] = figures
+        return out
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--repos", type=int, nargs="+", default=[400, 4000])
+    parser.add_argument("--tags", type=int, default=10)
+    parser.add_argument("--grace", type=float, default=10.0, help="JANITOR_UPLOAD_GRACE for the service")
+    args = parser.parse_args()
+    results = []
+    for repos in args.repos:
+        before = load()
+        result = run_size(repos, args.tags, args.grace)
+        result["loadavg_before_after"] = [before, load()]
+        results.append(result)
+        print(json.dumps(result), flush=True)
+    print()
+    print("| | " + " | ".join(f"{r['tags']} tags: {label}" for r in results for label, _ in RUNS) + " |")
+    print("|---" * (1 + len(RUNS) * len(results)) + "|")
+    for row in ROWS:
+        print(f"| {row} | " + " | ".join(str(r[label].get(row, "-")) for r in results for label, _ in RUNS) + " |")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

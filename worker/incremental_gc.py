@@ -1,0 +1,85 @@
+"""The window's incremental GC (JANITOR_GC_MODE=incremental, or "gc_mode" on a request): the mark of the
+whole registry is taken before the fence, and under it only what changed since is read before the sweep, so
+writes are refused for time that grows with the change, not with the registry. The rules are in
+janitor/window/mark.py, the reads and deletes in janitor/window/incremental.py; this module runs them in the
+window's steps and falls back to the registry's own garbage-collect whenever the mark cannot be exact.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+from janitor import errors
+from janitor.config.settings import GC_MODES
+from janitor.storage import files as storage
+from janitor.window import incremental
+from janitor.window import mark as rules
+from janitor.window.gc import GcSummary
+from worker.state import WindowState
+
+log = logging.getLogger("worker.window")
+
+
+def wanted_mode(window: WindowState) -> str:
+    """Each job's mode is its request's `gc_mode`, else the registry's setting; jobs that disagree share the
+    stricter one, `registry`."""
+    default = window.ctx.settings.gc_mode
+    modes = {j["request"].get("gc_mode") or default for j in window.alive() or window.jobs}
+    return "incremental" if modes == {"incremental"} else GC_MODES[0]
+
+
+def premark(window: WindowState, root: str | None, out: dict[str, Any]) -> incremental.Premark | None:
+    """Before the fence: the mark, or None (and why, in `out`) when this window runs the registry's GC."""
+    if wanted_mode(window) != "incremental":
+        return None
+    if root is None:
+        out["gc_mark"] = {"skipped": True, "reason": "no filesystem access: the registry's garbage-collect runs"}
+        return None
+    ctx = window.ctx
+    started = time.monotonic()
+    try:
+        # The reference file first: whatever is written from now on is newer than it and read again under the
+        # fence, so nothing changed during these reads is missed.
+        since = storage.marks(ctx.container, window.guard.window_id + "-gc", {"gc": time.time() - 1})
+        if not since:
+            raise rules.Unreadable("the registry container has no writable /tmp for the mark's reference file")
+        window.marks["gc"] = since["gc"]  # dropped with the window's other marks
+        window.read_stored(root, ages=False)  # the last window's list and what changed since: window.stored
+        found = incremental.before_fence(ctx.container, root, ctx.contents, window.stored or {}, since["gc"])
+    except (rules.Unreadable, errors.StorageCommandFailed) as exc:
+        reason = str(exc) if isinstance(exc, rules.Unreadable) else exc.message
+        log.warning("incremental GC not possible in this window (%s): the registry's garbage-collect runs", reason)
+        out["gc_mark"] = {"skipped": True, "reason": reason}
+        return None
+    mark = found.mark
+    out["gc_mark"] = {"seconds": round(time.monotonic() - started, 3), "repositories": len(mark.revisions),
+                      "revisions_counted": len(mark.counted), "blobs": len(mark.blobs),
+                      "blobs_marked": len(mark.marked), "manifests_read_from_files": found.read_from_files}
+    return found
+
+
+def collect(window: WindowState, root: str, found: incremental.Premark, sizes: dict[str, int] | None,
+            out: dict[str, Any]) -> GcSummary:
+    """Under the fence: the change since the mark, then the sweep, checked like the registry's GC (lease,
+    time, a refused write) first. A manifest pushed since that cannot be read hands over to the registry's GC."""
+    guard = window.guard
+    guard.check("GC")
+    if not guard.fenced:
+        raise errors.FenceNotEffective("GC refused: this window has not fenced the registry")
+    guard.require_refused()
+    try:
+        sweep = incremental.under_fence(window.ctx.container, root, window.ctx.contents, found, guard.placed)
+    except rules.Unreadable as exc:
+        log.warning("incremental sweep not possible (%s): the registry's garbage-collect runs", exc)
+        out["mode"], out["incremental_refused"] = "registry", str(exc)
+        return guard.gc()
+    if sizes is not None:
+        sizes.update(found.sizes)
+        sizes.update(sweep.sizes)
+    incremental.delete_blobs(window.ctx.container, root, sweep.blobs, lambda: guard.check("deleting blobs"))
+    out.update(mode="incremental", revisions_changed=sweep.revisions_changed, blobs_new=sweep.blobs_new,
+               manifests_read=sweep.manifests_read)
+    return GcSummary(blobs_marked=sweep.blobs_marked, blobs_deleted=len(sweep.blobs), manifests_deleted=0,
+                     deleted_blobs=list(sweep.blobs))
