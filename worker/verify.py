@@ -8,6 +8,7 @@ a manifest pushed since is read from the registry); only the affected ones are r
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable
 from typing import Any
@@ -18,6 +19,8 @@ from janitor.registry import integrity
 from janitor.registry.manifests import Manifest
 from janitor.storage import files as storage
 from worker.state import WindowState
+
+log = logging.getLogger("worker.window")
 
 # How often a full walk writes its progress into the job records.
 PROGRESS_EVERY = 1.0
@@ -126,3 +129,27 @@ def _present(ctx: Any, item: dict[str, Any]) -> bool:
     if item["kind"] == "manifest":
         return ctx.client.manifest_digest(item["repository"], item["missing"]) is not None
     return bool(ctx.client.blob_exists(item["repository"], item["missing"]))
+
+
+def run(state: WindowState, everyone: list[dict[str, Any]], out: dict[str, Any]) -> None:
+    """What this window could have broken (or everything, on request) is checked; a child of a tagged
+    index deleted with `force` breaks that index on purpose, and is reported apart."""
+    if wanted_mode(state.jobs) == "full" or not state.guard.root:
+        # Without filesystem access the surviving manifests cannot be listed: everything is walked.
+        report = full(state, out, lambda: state.save(everyone))
+    else:
+        report = targeted(state, state.guard.root)
+    forced = {d for j in state.jobs if j["request"].get("force")
+              for d in j["result"].get("manifests_deleted", [])}
+    report["broken_by_request"] = [b for b in report["broken"] if b["missing"] in forced]
+    report["broken"] = [b for b in report["broken"] if b["missing"] not in forced]
+    out.update(report)
+    for job in everyone:
+        job["result"]["integrity"] = report
+    if report["broken"]:
+        log.error("integrity check after GC found %d missing items: %s", len(report["broken"]),
+                  report["broken"][:20])
+        raise errors.IntegrityBroken(
+            f"after the window, {len(report['broken'])} manifests or blobs of tagged images are missing "
+            "or unreadable (result.integrity lists them); pulls of those images fail",
+            broken=len(report["broken"]))

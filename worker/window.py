@@ -24,19 +24,15 @@ from janitor.jobs import pending, telemetry
 from janitor.jobs.records import FAILED, RUNNING, SUCCEEDED, now
 from janitor.storage import files as storage
 from janitor.storage import freed
-from janitor.window import cache, holds, leftovers, preflight
+from janitor.window import holds, leftovers, preflight
 from janitor.window.guard import WindowGuard
 from janitor.window.lease import MaintenanceLock
-from worker import deletion, events, incremental_gc, policy_window, verify
+from worker import blob_cache, deletion, events, incremental_gc, policy_window, verify
 from worker.context import Context
 from worker.state import StepError, WindowState
 
 log = logging.getLogger(__name__)
 MAINTENANCE_STEPS = ("drain", "fence", "hold", "remove_repositories", "gc")
-# After GC, how long the swept blobs' keys are retried against a Redis blob cache that does not answer.
-CACHE_RETRY_SECONDS = 30.0
-# Blobs whose cache keys a window could not remove: the next window's preflight removes them.
-LEFT_OVER_KEYS = ":blob-cache-left-over"
 
 
 def lease_connection(ctx: Context) -> redis_lib.Redis:
@@ -180,7 +176,7 @@ class Window(WindowState):
                     out["replicas"] = [{"container": c.name, "config_path": r.config_path}
                                        for c, r in zip([self.ctx.container, *others], [report, *replica_reports])]
                 if report.cache is not None:
-                    out.update(self._forget_left_over(report.cache))
+                    out.update(blob_cache.forget_left_over(self, report.cache))
                 self._storage_limits(report.storage)
         except StepError:
             return
@@ -305,7 +301,7 @@ class Window(WindowState):
         if root is not None:
             storage.remove_blob_dirs(ctx.container, root, [*summary.deleted_blobs, *held])
         if self.blob_cache is not None:  # before writes resume: nobody may be told a swept blob exists
-            out["cache_keys_removed"] = self._forget(summary.deleted_blobs, named)
+            out["cache_keys_removed"] = blob_cache.forget(self, summary.deleted_blobs, named)
         unknown: list[str] = []
         if sizes is not None:
             missing = [d for d in summary.deleted_blobs if d not in sizes]
@@ -320,42 +316,6 @@ class Window(WindowState):
         out.update(done)
         for job in self.alive():
             job["result"].update(gc=done, **({"bytes_freed": summary.bytes_freed} if sizes is not None else {}))
-
-    def _forget(self, digests: list[str], repositories: list[str]) -> int:
-        """The swept blobs' keys out of the registry's Redis blob cache, retried for a while (preflight
-        reached that Redis). If it never answers, the digests are kept for the next window's preflight and
-        the jobs fail with REGISTRY_CACHE_NOT_CLEANED, naming them."""
-        assert self.blob_cache is not None
-        try:
-            return cache.forget_retrying(self.blob_cache, digests, repositories,
-                                         within=min(CACHE_RETRY_SECONDS, max(1.0, self.guard.remaining())))
-        except errors.CacheNotCleaned:
-            with contextlib.suppress(redis_lib.RedisError):
-                if digests:
-                    self.ctx.conn.sadd(self.ctx.keys.prefix + LEFT_OVER_KEYS, *digests)
-            raise
-
-    def _forget_left_over(self, target: cache.CacheTarget) -> dict[str, Any]:
-        """Keys an earlier window could not remove from the cache (it was away after that GC), removed now that
-        preflight reached it."""
-        key = self.ctx.keys.prefix + LEFT_OVER_KEYS
-        try:
-            left = sorted(d.decode() for d in self.ctx.conn.smembers(key))
-        except redis_lib.RedisError:
-            return {}
-        if not left:
-            return {}
-        conn = cache.connect(target)
-        try:
-            removed = cache.forget(conn, left)
-        except (redis_lib.RedisError, OSError) as exc:
-            raise errors.CacheUnreachable(
-                f"the registry's Redis blob cache at {target.worker_address} stopped answering while the keys an "
-                f"earlier window left were removed: {exc}. Nothing was deleted.", address=target.worker_address) from exc
-        finally:
-            conn.close()
-        self.ctx.conn.srem(key, *left)
-        return {"blob_cache_left_over_removed": removed, "blob_cache_left_over_blobs": len(left)}
 
     def _drain(self, root: str) -> dict[str, Any]:
         """Give blob uploads in progress a bounded chance to finish before writes are refused."""
@@ -395,7 +355,7 @@ class Window(WindowState):
                 out["registry"] = "answering, writable"
         with contextlib.suppress(StepError):
             with self.step(everyone, "verify") as out:
-                self._verify(everyone, out)
+                verify.run(self, everyone, out)
 
     def _report_writes(self, read_only: bool) -> None:
         """Dashboards see the fence when it is proven, and its end when a write was accepted again (the
@@ -404,26 +364,3 @@ class Window(WindowState):
             leftovers.report(False, leftovers.WRITE_PROBE)
         with contextlib.suppress(redis_lib.RedisError):
             leftovers.publish(self.ctx.conn, self.ctx.keys, found)
-
-    def _verify(self, everyone: list[dict[str, Any]], out: dict[str, Any]) -> None:
-        """What this window could have broken (or everything, on request) is checked; a child of a tagged
-        index deleted with `force` breaks that index on purpose, and is reported apart."""
-        if verify.wanted_mode(self.jobs) == "full" or not self.guard.root:
-            # Without filesystem access the surviving manifests cannot be listed: everything is walked.
-            report = verify.full(self, out, lambda: self.save(everyone))
-        else:
-            report = verify.targeted(self, self.guard.root)
-        forced = {d for j in self.jobs if j["request"].get("force")
-                  for d in j["result"].get("manifests_deleted", [])}
-        report["broken_by_request"] = [b for b in report["broken"] if b["missing"] in forced]
-        report["broken"] = [b for b in report["broken"] if b["missing"] not in forced]
-        out.update(report)
-        for job in everyone:
-            job["result"]["integrity"] = report
-        if report["broken"]:
-            log.error("integrity check after GC found %d missing items: %s", len(report["broken"]),
-                      report["broken"][:20])
-            raise errors.IntegrityBroken(
-                f"after the window, {len(report['broken'])} manifests or blobs of tagged images are missing "
-                "or unreadable (result.integrity lists them); pulls of those images fail",
-                broken=len(report["broken"]))
