@@ -52,6 +52,8 @@ class Client:
                 raise ApiError(resp.status_code, body["code"], body["message"], body.get("details"))
             except (ValueError, KeyError, TypeError):
                 raise ApiError(resp.status_code, f"HTTP_{resp.status_code}", resp.text[:500] or resp.reason) from None
+        if resp.status_code == 204:
+            return None
         return resp.json()
 
     def _pages(self, path: str, params: dict[str, Any] | None = None) -> list[dict[str, Any]]:
@@ -103,6 +105,18 @@ class Client:
     def policy_run(self, name: str, dry_run: bool) -> dict[str, Any]:
         """A run of the policy: a job of kind `policy` (dry run: its plan only)."""
         return self._call("POST", f"/v1/policies/{quote(name, safe='')}/runs", json={"dry_run": dry_run})
+
+    def protections(self) -> list[dict[str, Any]]:
+        return self._pages("/v1/protections")
+
+    def protection_create(self, body: dict[str, Any]) -> dict[str, Any]:
+        return self._call("POST", "/v1/protections", json=body)
+
+    def protection_replace(self, name: str, body: dict[str, Any]) -> dict[str, Any]:
+        return self._call("PUT", f"/v1/protections/{quote(name, safe='')}", json=body)
+
+    def protection_delete(self, name: str) -> None:
+        self._call("DELETE", f"/v1/protections/{quote(name, safe='')}")
 
     def follow(self, job_id: str, on_change: Callable[[dict[str, Any]], None], interval: float = 0.5,
                timeout: float | None = None) -> dict[str, Any]:

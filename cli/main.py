@@ -1,5 +1,5 @@
-"""registry-janitor: list, delete, collect garbage, run retention policies and approve jobs through the
-janitor's API.
+"""registry-janitor: list, delete, collect garbage, run retention policies, protect tags and approve jobs
+through the janitor's API.
 
 Exit codes: 0 done, 1 the job failed (or the API refused or could not be reached), 2 bad usage (of the
 command line, or a request the API calls invalid), 3 the job awaits approval (nothing changed yet), 4 the job
@@ -15,7 +15,7 @@ from typing import Any
 import click
 from rich.console import Console
 
-from cli import policies, render
+from cli import policies, protections, render
 from cli.client import ApiError, Client, Unreachable
 from cli.common import (
     EXIT_CODES,
@@ -91,10 +91,13 @@ def tags(c: Ctx, repository: str) -> None:
 @click.option("--yes", "-y", is_flag=True, help="Do not ask before deleting (and skip the preview).")
 @click.option("--force", is_flag=True, help="Delete a manifest even though a tagged index references it.")
 @click.option("--no-referrers", is_flag=True, help="Keep signatures and SBOMs of deleted manifests.")
+@click.option("--override-protection", is_flag=True,
+              help="Delete protected tags too (scope admin; the job records it).")
 @json_option
 @pass_ctx
 def delete(c: Ctx, repository: str, tags_: tuple[str, ...], digests: tuple[str, ...], untagged: bool,
-           all_tags: bool, dry_run: bool, yes: bool, force: bool, no_referrers: bool) -> None:
+           all_tags: bool, dry_run: bool, yes: bool, force: bool, no_referrers: bool,
+           override_protection: bool) -> None:
     """Delete from REPOSITORY: give exactly one of --tag, --digest, --untagged or --all-tags.
 
     The plan is shown first (from a dry-run job) and you are asked [y/N] before anything is deleted; then the
@@ -118,6 +121,8 @@ def delete(c: Ctx, repository: str, tags_: tuple[str, ...], digests: tuple[str, 
         body["force"] = True
     if no_referrers:
         body["referrers"] = False
+    if override_protection:
+        body["override_protection"] = True
 
     if not (yes and not dry_run):
         preview = run_job(c, lambda: c.client.delete({**body, "dry_run": True}), label="planning", quiet=True)
@@ -208,7 +213,8 @@ def jobs(c: Ctx, job_id: str | None, watch: bool, status: str | None, kind: str 
     sys.exit(EXIT_CODES.get(job["status"], OK))  # queued or running: shown, nothing went wrong
 
 
-for command in (policies.policies, policies.policy, policies.approvals, policies.approve, policies.reject):
+for command in (policies.policies, policies.policy, policies.approvals, policies.approve, policies.reject,
+                *protections.COMMANDS):
     cli.add_command(command)
 
 

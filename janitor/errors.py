@@ -253,3 +253,30 @@ class RegistryNotKnown(NotFound):
     """A /v1/registries/{registry}/... path naming a registry REGISTRIES_FILE does not list."""
 
     code = "REGISTRY_UNKNOWN"
+
+
+class InvalidProtection(JanitorError):
+    """A tag protection rule field that cannot be used; details name each field and what is wrong with it."""
+
+    code = "INVALID_REQUEST"
+
+
+class ProtectionNotFound(NotFound):
+    code = "PROTECTION_UNKNOWN"
+
+
+class ProtectionExists(Conflict):
+    code = "PROTECTION_EXISTS"
+
+
+class ProtectionReadOnly(Conflict):
+    """Rules from PROTECTIONS_FILE change in the file, not through the API."""
+
+    code = "PROTECTION_READ_ONLY"
+
+
+class TagProtected(Conflict):
+    """The deletion would remove a protected tag, or a manifest one reaches; details name the tags and rules.
+    An admin may pass `"override_protection": true`."""
+
+    code = "TAG_PROTECTED"

@@ -79,12 +79,13 @@ def create_app(settings: Settings | None = None) -> Flask:
     from service.health.routes import blp as health
     from service.jobs.routes import blp as jobs
     from service.policies.routes import blp as policies
+    from service.protections.routes import blp as protections
     from service.registries.routes import blp as registries_blp
     from service.repositories.routes import blp as repositories
     from service.repositories.routes import usage_blp as usage
 
     # Every registry's resources: unprefixed for the default registry, and under /v1/registries/{registry}/.
-    scoped = (repositories, deletions, jobs, gc, policies, usage, events)
+    scoped = (repositories, deletions, jobs, gc, policies, protections, usage, events)
     for blp in scoped:
         api.register_blueprint(blp)
     registry_scope.register_scoped(api, scoped)

@@ -8,6 +8,7 @@ from janitor import errors
 from janitor.jobs import pending
 from janitor.planning import approval
 from janitor.planning.planner import check_request
+from janitor.planning.protections import ProtectionStore
 from janitor.window import heartbeat
 from janitor.window.preflight import refuse_without_storage
 from service.state import State
@@ -31,14 +32,20 @@ def _enqueue(st: State, kind: str, request: dict[str, Any], requested_by: str | 
 
 
 def submit_deletion(st: State, request: dict[str, Any], requested_by: str | None = None) -> dict[str, Any]:
-    """Unknown names answer 404, a child of a tagged index 409, a wrong confirmation 422, a request the storage
-    driver cannot serve 409 (STORAGE_ACCESS_REQUIRED): before anything is queued."""
+    """Unknown names answer 404, a child of a tagged index 409, a protected tag 409 (TAG_PROTECTED, unless the
+    request overrides protection), a wrong confirmation 422, a request the storage driver cannot serve 409
+    (STORAGE_ACCESS_REQUIRED): before anything is queued."""
     found = heartbeat.storage(st.conn, st.keys)
     if found is not None:  # unknown (no worker yet): the window refuses it instead
         refuse_without_storage(request, found)
-    check_request(st.client, request, st.settings.registry_host)
+    rules = [] if request.get("override_protection") else protection_store(st).all()
+    check_request(st.client, request, st.settings.registry_host, rules)
     return _enqueue(st, "deletion", request, requested_by,
                     approval=approval.needed(request, st.settings.require_approval))
+
+
+def protection_store(st: State) -> ProtectionStore:
+    return ProtectionStore(st.conn, st.keys, st.settings.protections_file)
 
 
 def submit_gc(st: State, request: dict[str, Any], requested_by: str | None = None) -> dict[str, Any]:

@@ -8,9 +8,10 @@ from typing import Any
 
 from janitor import index
 from janitor.jobs.records import SUCCEEDED, now
-from janitor.planning import approval
+from janitor.planning import approval, protections
 from janitor.planning.planner import TagWatch, delete_by_digest, read_and_plan
-from janitor.planning.rules import Plan
+from janitor.planning.protections import ProtectionStore
+from janitor.planning.rules import Graph, Plan
 from janitor.planning.snapshot import Reader, Snapshot
 from janitor.registry.untag import untag
 from worker.state import WindowState
@@ -44,14 +45,19 @@ def carry_out(state: WindowState, job: dict[str, Any], out: dict[str, Any], read
     """Untag and delete what a plan says, for a deletion or a policy run alike. Right before each guarded
     delete by digest the tags are read again (TagWatch): a tag that reaches the manifest now (pushed since
     the snapshot) keeps it, and the job reports it as skipped; the (repository, tag) pairs in `named` (the
-    request or the policy chose them) still go, alone. Blobs let go are noted per repository, so the hold
-    step never keeps them from GC. What approval skipped before (result.skipped) stays listed."""
+    request or the policy chose them) still go, alone. The protection rules are read again for each
+    repository: a tag one protects now is never untagged, nor is a manifest it reaches deleted (both skipped
+    with reason `protected`, the repository then stays), unless the request overrides protection. Blobs let
+    go are noted per repository, so the hold step never keeps them from GC. What approval skipped before
+    (result.skipped) stays listed."""
     ctx = state.ctx
     deleted: list[str] = []
     untagged: list[str] = []
     skipped: list[dict[str, Any]] = list(job["result"].get("skipped") or [])
     removed: set[str] = set()
     out.update(manifests_deleted=deleted, untagged=untagged, skipped=skipped)
+    override = bool(job["request"].get("override_protection"))
+    store = ProtectionStore(ctx.conn, ctx.keys, ctx.settings.protections_file)
 
     def untag_alone(repo: str, tag: str, planned_digest: str) -> None:
         if ctx.client.manifest_digest(repo, tag) != planned_digest:
@@ -71,10 +77,26 @@ def carry_out(state: WindowState, job: dict[str, Any], out: dict[str, Any], read
     for repo_plan in plan.repos:
         repo = repo_plan.repository
         repo_snap = snap.repos[repo]
+        guarding = {} if override else protections.protected_tags(repo, repo_snap.tags, store.all())
+        graph = Graph(repo_snap.manifests, repo_snap.tags) if guarding else None
+        kept_protected = False
         for tag in repo_plan.untag:
+            if tag in guarding:
+                skipped.append({"repository": repo, "tag": tag, "rule": guarding[tag], "reason": protections.REASON})
+                kept_protected = True
+                continue
             untag_alone(repo, tag, repo_snap.tags[tag])
         guarded, pairs, watch = set(repo_plan.guarded), repo_plan.planned_pairs, TagWatch(reader, repo_snap)
         for digest in repo_plan.delete:
+            shielding = protections.reaching(graph, digest, guarding) if graph else {}
+            if shielding:
+                skipped.append({"repository": repo, "digest": digest, "tags": sorted(shielding),
+                                "rules": sorted(set(shielding.values())), "reason": protections.REASON})
+                kept_protected = True
+                for tag in repo_plan.tags_removed.get(digest, []):
+                    if (repo, tag) in named and tag not in guarding:  # named and unprotected: it goes alone
+                        untag_alone(repo, tag, digest)
+                continue
             holders = watch.reaching(digest, pairs) if digest in guarded else []
             if holders:
                 skipped.append({"repository": repo, "digest": digest, "tags": holders,
@@ -90,10 +112,15 @@ def carry_out(state: WindowState, job: dict[str, Any], out: dict[str, Any], read
             deleted.append(digest)
             state.deleted.setdefault(repo, set()).add(digest)
             removed |= {f"{repo}:{t}" for t in repo_plan.tags_removed.get(digest, [])}
-        if repo_plan.remove_repository:
+        if repo_plan.remove_repository and kept_protected:
+            skipped.append({"repository": repo, "reason": protections.REASON,
+                            "note": "it still holds protected tags, so it stays"})
+        elif repo_plan.remove_repository:
             state.remove_repos.setdefault(repo, []).append(job)
     job["result"].update(manifests_deleted=list(deleted), tags_removed=sorted(removed),
                          skipped=list(skipped), repositories_removed=[])
+    if override:
+        job["result"]["override_protection"] = True
 
 
 def _snapshot_and_plan(state: WindowState, reader: Reader, request: dict[str, Any], root: str | None) -> tuple[Snapshot, Plan]:

@@ -80,6 +80,7 @@ def _urls(value: Any, what: str) -> tuple[str, ...]:
 # YAML key -> (Settings field, parser): settings that obviously differ from one registry to the next.
 OVERRIDES: dict[str, tuple[str, Callable[[Any, str], Any]]] = {
     "policies_file": ("policies_file", _text),
+    "protections_file": ("protections_file", _text),
     "require_approval": ("require_approval", _flag),
     "approval_ttl": ("approval_ttl", _number),
     "webhook_urls": ("webhook_urls", _urls),

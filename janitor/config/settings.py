@@ -116,6 +116,8 @@ class Settings:
     max_body_bytes: int = 64 * 1024
     # Retention policies kept in git: a YAML file, read-only through the API.
     policies_file: str | None = None
+    # Protected tags kept in git: a YAML file of rules, read-only through the API.
+    protections_file: str | None = None
     # Parallel registry reads when a policy reads tags, manifests and image configs.
     policy_read_concurrency: int = 16
     # `untagged` never deletes a manifest pushed (revision link written) less than this many seconds ago, nor
@@ -208,6 +210,7 @@ class Settings:
             registry_retry=_float(env, "JANITOR_REGISTRY_RETRY", d.registry_retry),
             max_body_bytes=int(_float(env, "JANITOR_MAX_BODY_BYTES", d.max_body_bytes)),
             policies_file=env.get("POLICIES_FILE") or None,
+            protections_file=env.get("PROTECTIONS_FILE") or None,
             policy_read_concurrency=max(1, int(_float(env, "JANITOR_POLICY_CONCURRENCY", d.policy_read_concurrency))),
             untagged_min_age=_float(env, "JANITOR_UNTAGGED_MIN_AGE", d.untagged_min_age),
             max_window=_float(env, "JANITOR_MAX_WINDOW", d.max_window),

@@ -80,8 +80,14 @@ def summary(job: dict[str, Any]) -> str:
             if result.get("manifests_deleted"):
                 parts.append(_count(len(result["manifests_deleted"]), "manifest") + " deleted")
         parts.append(human_bytes(result.get("bytes_freed") or 0) + " freed")
-        if result.get("skipped"):
-            parts.append(f"{len(result['skipped'])} skipped (not in the approved plan)")
+        skipped = result.get("skipped") or []
+        protected = sum(1 for s in skipped if s.get("reason") == "protected")
+        if len(skipped) > protected:
+            parts.append(f"{len(skipped) - protected} skipped (not in the approved plan)")
+        if protected:
+            parts.append(f"{protected} kept by protection rules")
+        if result.get("override_protection"):
+            parts.append("protection overridden by the request")
         paused = (job.get("window") or {}).get("write_refused_seconds")
         line = head + ", ".join(parts)
         if paused is not None:

@@ -7,10 +7,11 @@ is queued; the worker plans again inside the window, with storage read, on the s
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from janitor import errors
+from janitor.planning import protections as protected_rules
 from janitor.planning import rules, snapshot
 from janitor.planning.rules import Plan
 from janitor.planning.snapshot import Reader, Snapshot, StorageReader
@@ -25,11 +26,19 @@ def read_and_plan(reader: Reader, request: Mapping[str, Any], registry_host: str
     return snap, rules.plan_request(snap, request, registry_host, untagged_min_age)
 
 
-def check_request(client: RegistryClient, request: Mapping[str, Any], registry_host: str) -> None:
-    """What the API verifies before queueing: names exist, confirmations match, nothing would break.
-    Whole-repository and untagged requests only need the repository to exist; the worker plans them."""
+def check_request(client: RegistryClient, request: Mapping[str, Any], registry_host: str,
+                  protections: Sequence[Mapping[str, Any]] = ()) -> None:
+    """What the API verifies before queueing: names exist, confirmations match, nothing would break, no
+    protected tag would go (`protections`: the rules; none when an admin overrides them).
+    Untagged requests only need the repository to exist (they never take a tag); the worker plans them."""
     rules.check_confirmation(request, registry_host)
     if request.get("all_repositories"):
+        if protections:
+            found = [{"repository": repo, "tag": t, "rule": r} for repo in client.catalog()
+                     if protected_rules.covers(repo, protections)
+                     for t, r in sorted(protected_rules.protected_tags(repo, _tags_or_none(client, repo),
+                                                                       protections).items())]
+            protected_rules.refuse(found, "deleting every repository")
         return
     repo = str(request["repository"])
     if request.get("tags"):
@@ -37,12 +46,28 @@ def check_request(client: RegistryClient, request: Mapping[str, Any], registry_h
         missing = sorted(set(request["tags"]) - set(client.tags(repo)))
         if missing:
             raise errors.TagNotFound(f"tags unknown in {repo}: {', '.join(missing)}", repository=repo, tags=missing)
+        named = protected_rules.protected_tags(repo, dict.fromkeys(request["tags"]), protections)
+        protected_rules.refuse([{"repository": repo, "tag": t, "rule": r} for t, r in named.items()],
+                               f"deleting these tags of {repo}")
         return
     if request.get("digests"):
         with Reader(client) as reader:
-            read_and_plan(reader, request, registry_host)  # a child of a tagged index answers 409 here
+            snap, plan = read_and_plan(reader, request, registry_host)  # a child of a tagged index answers 409 here
+        protected_rules.refuse(protected_rules.violations(snap, plan, protections), f"deleting these manifests of {repo}")
         return
-    client.tags(repo)
+    tags = client.tags(repo)
+    if request.get("all_tags"):
+        found = protected_rules.protected_tags(repo, tags, protections)
+        protected_rules.refuse([{"repository": repo, "tag": t, "rule": r} for t, r in sorted(found.items())],
+                               f"deleting every tag of {repo}")
+
+
+def _tags_or_none(client: RegistryClient, repo: str) -> list[str]:
+    """A repository the catalog lists may have no tags left (the registry then answers 404)."""
+    try:
+        return client.tags(repo)
+    except errors.NotFound:
+        return []
 
 
 class TagWatch:

@@ -9,7 +9,7 @@ rules (janitor/rules.py) turn them into a plan that the window carries out like 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -19,6 +19,7 @@ import redis
 
 from janitor import errors
 from janitor.planning import policies, retention, rules, snapshot
+from janitor.planning import protections as protected_rules
 from janitor.planning.rules import Plan
 from janitor.planning.snapshot import Reader, RepoSnapshot, Snapshot, StorageReader
 
@@ -154,16 +155,18 @@ def read(reader: Reader, policy: dict[str, Any], storage: StorageReader | None =
 
 
 def plan(snap: Snapshot, policy: dict[str, Any], now: datetime, times: CreationTimes,
-         untagged_min_age: float = 0.0) -> PolicyPlan:
-    """Plan one policy on a snapshot: the retention rules pick each repository's tags, the deletion rules
-    (rules.plan_repository, the same as a `tags` + `untagged` request) decide what goes with them."""
+         untagged_min_age: float = 0.0, protections: Sequence[Mapping[str, Any]] = ()) -> PolicyPlan:
+    """Plan one policy on a snapshot: the retention rules pick each repository's tags (never one a rule in
+    `protections` names: kept with reason `protected`), the deletion rules (rules.plan_repository, the same as a
+    `tags` + `untagged` request) decide what goes with them; a protected tag survives, so what it reaches
+    stays too."""
     times.read(snap.repos.values())
     retain = policies.rules(policy)
     result = PolicyPlan(Plan([]))
     for name in sorted(snap.repos):
         repo = snap.repos[name]
         tags = [retention.TagInfo(t, d, times.of(repo, d)) for t, d in sorted(repo.tags.items())]
-        decision = retention.decide(tags, retain, now)
+        decision = retention.decide(tags, retain, now, protected_rules.protected_tags(name, repo.tags, protections))
         result.decisions[name] = decision
         result.plan.repos.append(rules.plan_repository(
             repo, tags=[t.name for t in decision.delete], untagged=bool(policy.get("untagged")),

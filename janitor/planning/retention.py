@@ -12,6 +12,7 @@ answered with a 422 naming the field.
 from __future__ import annotations
 
 import re
+from collections.abc import Collection
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Any
@@ -19,10 +20,11 @@ from typing import Any
 import re2
 from croniter import croniter
 
-# Kept-tag reasons, in the order they are reported when several hold.
-KEEP_TAGS, NOT_MATCHED, NO_CREATION_TIME, KEEP_LAST, NEWER_THAN = (
-    "keep_tags", "not_matched", "no_creation_time", "keep_last", "newer_than")
-REASONS = (KEEP_TAGS, NOT_MATCHED, NO_CREATION_TIME, KEEP_LAST, NEWER_THAN)
+# Kept-tag reasons, in the order they are reported when several hold. `protected`: a protection rule
+# (janitor/planning/protections.py) names the tag, whatever the policy says.
+PROTECTED, KEEP_TAGS, NOT_MATCHED, NO_CREATION_TIME, KEEP_LAST, NEWER_THAN = (
+    "protected", "keep_tags", "not_matched", "no_creation_time", "keep_last", "newer_than")
+REASONS = (PROTECTED, KEEP_TAGS, NOT_MATCHED, NO_CREATION_TIME, KEEP_LAST, NEWER_THAN)
 
 MAX_PATTERN = 1024
 _RE2_OPTIONS = re2.Options()
@@ -151,13 +153,14 @@ def rank(tags: list[TagInfo]) -> list[TagInfo]:
     return dated + sorted((t for t in tags if not t.created), key=lambda t: t.name)
 
 
-def decide(tags: list[TagInfo], rules: Rules, now: datetime) -> Decision:
-    """A tag goes when every given rule lets it: it matches delete_tags, does not match keep_tags, is not
-    among the keep_last newest, and is older than older_than. Rules left out do not restrict."""
+def decide(tags: list[TagInfo], rules: Rules, now: datetime, protected: Collection[str] = ()) -> Decision:
+    """A tag goes when every given rule lets it: it is not `protected` (by name), matches delete_tags, does not
+    match keep_tags, is not among the keep_last newest, and is older than older_than. Rules left out do not
+    restrict. A protected tag still counts among the keep_last newest."""
     decision = Decision([], [])
     cutoff = now - rules.older_than if rules.older_than is not None else None
     for position, tag in enumerate(rank(tags)):
-        reasons = []
+        reasons = [PROTECTED] if tag.name in protected else []
         if rules.keep_tags is not None and rules.keep_tags.search(tag.name):
             reasons.append(KEEP_TAGS)
         if rules.delete_tags is not None and not rules.delete_tags.search(tag.name):

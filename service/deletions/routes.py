@@ -22,8 +22,9 @@ blp = Blueprint("deletions", __name__, url_prefix="/v1/deletions",
 @blp.route("")
 class Deletions(MethodView):
     @blp.doc(operationId="createDeletion", summary="Delete tags, manifests or repositories",
-             description="Scope `delete` (`admin` for `all_repositories`). Checks the request against the registry "
-                         "(unknown names: 404, a manifest a tagged index still needs: 409, a wrong `confirm`: 422) "
+             description="Scope `delete` (`admin` for `all_repositories` and `override_protection`). Checks the "
+                         "request against the registry (unknown names: 404, a manifest a tagged index still needs or "
+                         "a protected tag: 409, a wrong `confirm`: 422) "
                          "and queues it for the next maintenance window, which deletes, garbage-collects and "
                          "restarts the registry. Answers 202 with the job; follow it at `Location`. With `dry_run` "
                          "the job reports the plan and changes nothing. With `\"approval\": \"required\"` (or "
@@ -35,7 +36,8 @@ class Deletions(MethodView):
     @blp.alt_response(404, schema=ErrorSchema, description="Repository, tag or digest unknown (REPOSITORY_UNKNOWN, "
                       "TAG_UNKNOWN, MANIFEST_UNKNOWN); nothing queued")
     @blp.alt_response(409, schema=ErrorSchema, description="The deletion would remove more than was asked "
-                      "(REFERENCED_BY_INDEX), or needs the registry's files and its storage driver is not "
+                      "(REFERENCED_BY_INDEX), or a protected tag or what it reaches (TAG_PROTECTED: details name "
+                      "the tags and rules), or needs the registry's files and its storage driver is not "
                       "filesystem (STORAGE_ACCESS_REQUIRED); nothing queued")
     @blp.alt_response(502, schema=ErrorSchema, description="The registry answered unexpectedly: REGISTRY_ERROR, "
                       "REGISTRY_AUTH_FAILED (its credentials were refused) or REGISTRY_DELETE_DISABLED")
@@ -45,5 +47,7 @@ class Deletions(MethodView):
     def post(self, body: dict[str, Any]) -> tuple[dict[str, Any], int, dict[str, str]]:
         if body.get("all_repositories"):
             auth.require("admin", " to delete every repository")
+        if body.get("override_protection"):
+            auth.require("admin", " to override tag protection")
         job = maintenance.submit_deletion(state(), body, auth.caller().name)
         return job, 202, {"Location": url_for("jobs.Job", job_id=job["id"])}

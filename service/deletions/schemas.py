@@ -74,10 +74,20 @@ class DeletionSchema(ma.Schema):
         "description": "Also delete referrers (sha256-<hex> tags: signatures, SBOMs) of deleted manifests. "
                        "Default: true"})
     gc_mode = validators.gc_mode_field()
+    override_protection = ma.fields.Boolean(metadata={
+        "description": "Scope `admin` only: delete even what protected tags (GET /v1/protections) keep; the job "
+                       "records it in its request. Default: false"})
     approval = ma.fields.String(validate=ma.validate.OneOf(["required"]), metadata={
         "description": "`required`: plan now, wait as `awaiting_approval` with the plan in `result.plan`, and "
                        "change nothing until another token approves (POST /v1/jobs/{id}/approve). "
                        "JANITOR_REQUIRE_APPROVAL=true makes it the rule for every real deletion"})
+
+    @ma.pre_load
+    def strict_override(self, data: Any, **_: Any) -> Any:
+        """`override_protection` passes rules by: only a JSON true or false means anything here."""
+        if isinstance(data, dict) and "override_protection" in data and not isinstance(data["override_protection"], bool):
+            raise ma.ValidationError({"override_protection": ["must be true or false"]})
+        return data
 
     @ma.post_load
     def with_defaults(self, data: dict[str, Any], **_: Any) -> dict[str, Any]:
