@@ -6,21 +6,17 @@ One validator serves the API and the file, so a policy means the same wherever i
 
 from __future__ import annotations
 
-import json
-import os
 import re
-import threading
 from collections.abc import Callable
 from datetime import datetime, timezone
 from typing import Any
 
 import redis
-import yaml
 
 from janitor import errors
 from janitor.jobs import pending, webhooks
 from janitor.jobs.records import SUCCEEDED, JobStore, Keys, now
-from janitor.planning import approval, retention
+from janitor.planning import approval, named, retention
 
 FIELDS = ("name", "repositories", "keep_last", "older_than", "delete_tags", "keep_tags", "untagged", "schedule",
           "enabled", "approval")
@@ -133,84 +129,34 @@ def iso(when: datetime | None) -> str | None:
     return when.astimezone(timezone.utc).isoformat().replace("+00:00", "Z") if when else None
 
 
+KIND = named.Kind(
+    short="policy", noun="policy", plural="policies", file_key="policies", file_variable="POLICIES_FILE",
+    path="/v1/policies", validate=validate, invalid=errors.InvalidPolicy, not_found=errors.PolicyNotFound,
+    exists=errors.PolicyExists, read_only=errors.PolicyReadOnly, is_name=is_name)
+
+
 def load_file(path: str) -> dict[str, dict[str, Any]]:
     """Policies in a YAML file: a list of policies, or {"policies": [...]}. Any bad entry refuses the file."""
-    with open(path, encoding="utf-8") as fh:
-        doc = yaml.safe_load(fh)
-    items = doc.get("policies") if isinstance(doc, dict) else doc
-    if items is None:
-        items = []
-    if not isinstance(items, list):
-        raise errors.InvalidPolicy(f"{path}: expected a list of policies (or policies: [...])", file=path)
-    found: dict[str, dict[str, Any]] = {}
-    for i, item in enumerate(items):
-        try:
-            policy = validate(item)
-        except errors.InvalidPolicy as exc:
-            raise errors.InvalidPolicy(f"{path}: policy #{i + 1} is not valid", file=path, index=i,
-                                       **{k: v for k, v in exc.details.items() if k not in ("file", "index")}) from None
-        if policy["name"] in found:
-            raise errors.InvalidPolicy(f"{path}: policy {policy['name']!r} is given twice", file=path, index=i)
-        found[policy["name"]] = {**policy, "source": "file"}
-    return found
+    return named.load_file(path, KIND)
 
 
-class PolicyStore:
-    """API policies in one Redis hash; file policies read (and re-read when the file changes) from disk."""
+class PolicyStore(named.NamedStore):
+    """API policies in one Redis hash; file policies read (and re-read when the file changes) from disk; and
+    each policy's schedule state."""
 
     def __init__(self, conn: redis.Redis, keys: Keys, policies_file: str | None = None) -> None:
-        self.conn = conn
-        self.key = f"{keys.prefix}:policies"
+        super().__init__(conn, f"{keys.prefix}:policies", policies_file, KIND)
         self.prefix = keys.prefix
-        self.policies_file = policies_file
-        self._file_cache: tuple[float, dict[str, dict[str, Any]]] | None = None
-        self._file_lock = threading.Lock()
 
     def _state_key(self, name: str) -> str:
         return f"{self.prefix}:policy-state:{name}"
 
-    def file_policies(self) -> dict[str, dict[str, Any]]:
-        if not self.policies_file:
-            return {}
-        mtime = os.stat(self.policies_file).st_mtime
-        with self._file_lock:
-            if self._file_cache is None or self._file_cache[0] != mtime:
-                self._file_cache = (mtime, load_file(self.policies_file))
-            return self._file_cache[1]
-
-    def all(self, with_file: bool = True) -> list[dict[str, Any]]:
-        found = {_text(k): {**json.loads(v), "source": "api"} for k, v in self.conn.hgetall(self.key).items()}
-        if with_file:
-            found.update(self.file_policies())
-        return [found[n] for n in sorted(found)]
-
-    def get(self, name: str) -> dict[str, Any]:
-        if not is_name(name):
-            raise errors.InvalidPolicy("not a valid policy name", name=["lowercase letters, digits and '-'"])
-        if name in self.file_policies():
-            return self.file_policies()[name]
-        raw = self.conn.hget(self.key, name)
-        if raw is None:
-            raise errors.PolicyNotFound(f"no policy {name}", name=name)
-        return {**json.loads(raw), "source": "api"}
-
     def create(self, policy: dict[str, Any]) -> None:
-        name = policy["name"]
-        if name in self.file_policies() or not self.conn.hsetnx(self.key, name, json.dumps(policy)):
-            raise errors.PolicyExists(f"a policy named {name} exists already; PUT /v1/policies/{name} replaces it",
-                                      name=name)
-        self.conn.delete(self._state_key(name))  # a past policy of that name leaves no schedule behind
-
-    def replace(self, policy: dict[str, Any]) -> None:
-        name = policy["name"]
-        if self.get(name)["source"] == "file":
-            raise errors.PolicyReadOnly(f"policy {name} comes from POLICIES_FILE; change it there", name=name)
-        self.conn.hset(self.key, name, json.dumps(policy))
+        super().create(policy)
+        self.conn.delete(self._state_key(policy["name"]))  # a past policy of that name leaves no schedule behind
 
     def delete(self, name: str) -> None:
-        if self.get(name)["source"] == "file":
-            raise errors.PolicyReadOnly(f"policy {name} comes from POLICIES_FILE; remove it there", name=name)
-        self.conn.hdel(self.key, name)
+        super().delete(name)
         self.conn.delete(self._state_key(name))
 
     # -- schedule state ------------------------------------------------------------------------

@@ -11,18 +11,14 @@ API and the file, so a rule means the same wherever it was written. Only an admi
 from __future__ import annotations
 
 import functools
-import json
-import os
-import threading
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import redis
-import yaml
 
 from janitor import errors
 from janitor.jobs.records import Keys
-from janitor.planning import retention
+from janitor.planning import named, retention
 from janitor.planning.policies import NAME_MAX, NAME_RE, is_name
 from janitor.planning.rules import Graph, Plan
 from janitor.planning.snapshot import Snapshot
@@ -154,77 +150,22 @@ def refuse(found: list[dict[str, str]], what: str) -> None:
 # -- where rules are kept ---------------------------------------------------------------------------
 
 
+KIND = named.Kind(
+    short="rule", noun="protection rule", plural="rules", file_key="protections", file_variable="PROTECTIONS_FILE",
+    path="/v1/protections", validate=validate, invalid=errors.InvalidProtection,
+    not_found=errors.ProtectionNotFound, exists=errors.ProtectionExists, read_only=errors.ProtectionReadOnly,
+    is_name=is_name)
+
+
 def load_file(path: str) -> dict[str, dict[str, Any]]:
     """Rules in a YAML file: a list of rules, or {"protections": [...]}. Any bad entry refuses the file."""
-    with open(path, encoding="utf-8") as fh:
-        doc = yaml.safe_load(fh)
-    items = doc.get("protections") if isinstance(doc, dict) else doc
-    if items is None:
-        items = []
-    if not isinstance(items, list):
-        raise errors.InvalidProtection(f"{path}: expected a list of rules (or protections: [...])", file=path)
-    found: dict[str, dict[str, Any]] = {}
-    for i, item in enumerate(items):
-        try:
-            rule = validate(item)
-        except errors.InvalidProtection as exc:
-            raise errors.InvalidProtection(f"{path}: rule #{i + 1} is not valid", file=path, index=i,
-                                           **{k: v for k, v in exc.details.items() if k not in ("file", "index")}) from None
-        if rule["name"] in found:
-            raise errors.InvalidProtection(f"{path}: rule {rule['name']!r} is given twice", file=path, index=i)
-        found[rule["name"]] = {**rule, "source": "file"}
-    return found
+    return named.load_file(path, KIND)
 
 
-class ProtectionStore:
-    """API rules in one Redis hash per registry; file rules read (and re-read when the file changes) from disk."""
+class ProtectionStore(named.NamedStore):
+    """API rules in one Redis hash per registry; file rules read (and re-read when the file changes) from disk.
+    A file that cannot be read fails the caller: a deletion is never checked against half the rules."""
 
     def __init__(self, conn: redis.Redis, keys: Keys, protections_file: str | None = None) -> None:
-        self.conn = conn
-        self.key = f"{keys.prefix}:protections"
-        self.protections_file = protections_file
-        self._file_cache: tuple[float, dict[str, dict[str, Any]]] | None = None
-        self._file_lock = threading.Lock()
+        super().__init__(conn, f"{keys.prefix}:protections", protections_file, KIND)
 
-    def file_rules(self) -> dict[str, dict[str, Any]]:
-        if not self.protections_file:
-            return {}
-        mtime = os.stat(self.protections_file).st_mtime
-        with self._file_lock:
-            if self._file_cache is None or self._file_cache[0] != mtime:
-                self._file_cache = (mtime, load_file(self.protections_file))
-            return self._file_cache[1]
-
-    def all(self) -> list[dict[str, Any]]:
-        """Every rule, by name. A file that cannot be read fails the caller: a deletion is never checked
-        against half the rules."""
-        found = {_text(k): {**json.loads(v), "source": "api"} for k, v in self.conn.hgetall(self.key).items()}
-        found.update(self.file_rules())
-        return [found[n] for n in sorted(found)]
-
-    def get(self, name: str) -> dict[str, Any]:
-        if not is_name(name):
-            raise errors.InvalidProtection("not a valid rule name", name=["lowercase letters, digits and '-'"])
-        if name in self.file_rules():
-            return self.file_rules()[name]
-        raw = self.conn.hget(self.key, name)
-        if raw is None:
-            raise errors.ProtectionNotFound(f"no protection rule {name}", name=name)
-        return {**json.loads(raw), "source": "api"}
-
-    def create(self, rule: dict[str, Any]) -> None:
-        name = rule["name"]
-        if name in self.file_rules() or not self.conn.hsetnx(self.key, name, json.dumps(rule)):
-            raise errors.ProtectionExists(
-                f"a protection rule named {name} exists already; PUT /v1/protections/{name} replaces it", name=name)
-
-    def replace(self, rule: dict[str, Any]) -> None:
-        name = rule["name"]
-        if self.get(name)["source"] == "file":
-            raise errors.ProtectionReadOnly(f"rule {name} comes from PROTECTIONS_FILE; change it there", name=name)
-        self.conn.hset(self.key, name, json.dumps(rule))
-
-    def delete(self, name: str) -> None:
-        if self.get(name)["source"] == "file":
-            raise errors.ProtectionReadOnly(f"rule {name} comes from PROTECTIONS_FILE; remove it there", name=name)
-        self.conn.hdel(self.key, name)
