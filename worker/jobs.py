@@ -6,7 +6,7 @@ import redis
 
 from janitor.config import registries
 from janitor.config.settings import Settings
-from worker import schedules, window
+from worker import schedules, upcoming, window
 from worker.context import Context
 
 
@@ -28,3 +28,10 @@ def policy_tick(registry: str) -> list[str]:
     """Fire the retention policies due now (scheduled by RQ's enqueue_at); returns the job ids it queued."""
     settings = settings_of(registry)
     return schedules.tick(settings, redis.Redis.from_url(settings.redis_url))
+
+
+def policy_upcoming(registry: str, name: str, due_at: str) -> str | None:
+    """Warn before policy `name`'s run due at `due_at` (`notify_before`): plan it now, with no window, and send
+    `policy.upcoming`. Returns the summary sent, or None when there was nothing to send."""
+    settings = settings_of(registry)
+    return upcoming.warn(settings, redis.Redis.from_url(settings.redis_url), name, due_at)
