@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 from datetime import datetime, timedelta, timezone
+from typing import Any
 
 import redis
 from rq import Queue
@@ -72,6 +73,8 @@ def tick(settings: Settings, conn: redis.Redis) -> list[str]:
     schedule, warn = scheduler(queue, settings), warner(queue, settings)
     current = datetime.now(timezone.utc)
     runs = []
+    warnings: list[tuple[dict[str, Any], datetime]] = []  # sent once the runs are recorded: see below
+    defer = lambda policy, due: warnings.append((policy, due))  # noqa: E731
     try:
         every = store.all()
     except (errors.InvalidPolicy, OSError) as exc:
@@ -83,14 +86,24 @@ def tick(settings: Settings, conn: redis.Redis) -> list[str]:
             continue
         due = _parse(store.state(policy["name"]).get("next_run"))
         if due is None:
-            store.reschedule(policy, schedule, current, warn)
+            store.reschedule(policy, schedule, current, defer)
             continue
         if due > current + timedelta(seconds=1):
             continue  # not yet: its own moment is on the schedule
         if store.claim(policy["name"], due):
             runs.append((policy, {"dry_run": False, "trigger": "schedule", "due": policies.iso(due),
                                   "approval": policy.get("approval")}))
-        store.reschedule(policy, schedule, max(current, due), warn)
+        store.reschedule(policy, schedule, max(current, due), defer)
+    try:
+        return _fire(settings, conn, keys, store, queue, runs)
+    finally:
+        # Only now: a warning due at once waits for its policy's run just queued (its `last_run`) to end.
+        for policy, due in warnings:
+            warn(policy, due)
+
+
+def _fire(settings: Settings, conn: redis.Redis, keys: Keys, store: PolicyStore, queue: Queue,
+          runs: list[tuple[dict[str, Any], dict[str, Any]]]) -> list[str]:
     if not runs:
         return []
     try:

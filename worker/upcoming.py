@@ -15,7 +15,7 @@ import redis
 
 from janitor import errors
 from janitor.config.settings import Settings
-from janitor.jobs.records import JobStore, Keys, now
+from janitor.jobs.records import QUEUED, RUNNING, JobStore, Keys, now
 from janitor.planning import policy_plan, upcoming
 from janitor.planning.policies import PolicyStore
 from janitor.registry.client import RegistryClient
@@ -26,6 +26,8 @@ from janitor.window import preflight
 from worker.webhooks import enqueuer
 
 log = logging.getLogger("worker.upcoming")
+LATER = "later"  # warn() could not warn yet: the policy's previous run has not ended
+RETRY_SECONDS = 2
 
 
 def plan(settings: Settings, conn: redis.Redis, policy: dict[str, Any]) -> dict[str, Any]:
@@ -53,7 +55,9 @@ def plan(settings: Settings, conn: redis.Redis, policy: dict[str, Any]) -> dict[
 def warn(settings: Settings, conn: redis.Redis, name: str, due_at: str) -> str | None:
     """Send policy `name`'s warning for its run due at `due_at`, once. Nothing is sent when the policy is
     gone, paused, no longer warns, or is now due at another time (a warning scheduled before it changed).
-    Returns the summary sent, or None."""
+    While the policy's previous run is still queued or running (its warning falls due right after it), the
+    answer is LATER: the plan then would count what that run is about to delete. Returns the summary sent,
+    LATER, or None."""
     keys = Keys.of(settings)
     store = PolicyStore(conn, keys, settings.policies_file)
     due = datetime.fromisoformat(due_at.replace("Z", "+00:00"))
@@ -69,6 +73,11 @@ def warn(settings: Settings, conn: redis.Redis, name: str, due_at: str) -> str |
         return None
     if upcoming.sent(conn, keys.prefix, name, due):
         return None
+    jobs = JobStore(conn, settings.job_ttl, keys)
+    last_id = store.state(name).get("last_run")
+    last = jobs.get(last_id) if last_id else None
+    if last and last["status"] in (QUEUED, RUNNING) and datetime.now(timezone.utc) < due:
+        return LATER
     found: dict[str, Any] | None = None
     error: dict[str, Any] | None = None
     try:
@@ -81,7 +90,6 @@ def warn(settings: Settings, conn: redis.Redis, name: str, due_at: str) -> str |
     definition = {k: v for k, v in policy.items() if k != "source"}
     raw = upcoming.body(settings.name, definition, due, found, line, error)
     record = upcoming.record_id(name, due)
-    jobs = JobStore(conn, settings.job_ttl, keys)
     send = enqueuer(conn, settings)
     ids = []
     for url in settings.webhook_urls:

@@ -85,16 +85,16 @@ def _count(n: int, word: str) -> str:
 
 
 def time_left(delta: timedelta) -> str:
-    """24h, 90m, 2d, 45s: the largest unit the time left is a whole number of, else rounded to its biggest
-    unit (so a warning sent a few seconds late still reads `in 24h`)."""
+    """45s, 90m, 24h, 3d: rounded in a unit that keeps two digits or so, so a warning sent a few seconds late
+    still reads `in 24h`."""
     seconds = max(0, round(delta.total_seconds()))
-    for size, unit in ((7 * 86400, "w"), (86400, "d"), (3600, "h"), (60, "m")):
-        if seconds >= size and seconds % size == 0:
-            return f"{seconds // size}{unit}"
-    for size, unit in ((86400, "d"), (3600, "h"), (60, "m")):
-        if seconds >= 2 * size:
-            return f"{round(seconds / size)}{unit}"
-    return f"{seconds}s"
+    if seconds < 120:
+        return f"{seconds}s"
+    if seconds < 120 * 60:
+        return f"{round(seconds / 60)}m"
+    if seconds < 72 * 3600:
+        return f"{round(seconds / 3600)}h"
+    return f"{round(seconds / 86400)}d"
 
 
 def summary(name: str, due: datetime, at: datetime, plan: dict[str, Any] | None,
