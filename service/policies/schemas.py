@@ -87,7 +87,9 @@ class LastRunSchema(ma.Schema):
     finished_at = time_field("When the run ended; null while it waits or runs", nullable=True)
 
 
-class UpcomingSchema(ma.Schema):
+class PolicyUpcomingSchema(ma.Schema):
+    """The last `policy.upcoming` warning of a policy (`notify_before`)."""
+
     due_at = time_field("The scheduled run the warning is about", required=True)
     sent_at = time_field("When the warning was planned and queued", required=True)
     summary = ma.fields.String(required=True, metadata={
@@ -102,7 +104,7 @@ class PolicyViewSchema(PolicyFields):
     last_run = ma.fields.Nested(LastRunSchema, allow_none=True)
     next_run = time_field("When the schedule fires next (UTC); null without a schedule or when paused",
                           nullable=True)
-    last_upcoming = ma.fields.Nested(UpcomingSchema, allow_none=True, metadata={
+    last_upcoming = ma.fields.Nested(PolicyUpcomingSchema, allow_none=True, metadata={
         "description": "The last `policy.upcoming` warning sent (`notify_before`); null if none"})
 
 
