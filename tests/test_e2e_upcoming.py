@@ -5,6 +5,8 @@ time; bad `notify_before` values answer 422 in the error shape with nothing stor
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import json
 import os
 import subprocess
@@ -38,8 +40,6 @@ def tags_of(registry: Registry, repo: str) -> set[str]:
 
 def signed(delivery: dict[str, Any]) -> dict[str, Any]:
     """Signed like every event: HMAC-SHA256 of the raw body with WEBHOOK_SECRET."""
-    import hashlib
-    import hmac
     raw, hdrs = delivery["raw"], delivery["headers"]
     expected = "sha256=" + hmac.new(SECRET.encode(), raw, hashlib.sha256).hexdigest()
     assert hmac.compare_digest(hdrs["X-Janitor-Signature-256"], expected)
@@ -48,8 +48,8 @@ def signed(delivery: dict[str, Any]) -> dict[str, Any]:
     return body
 
 
-def warnings(receiver: Receiver) -> list[dict[str, Any]]:
-    return [signed(d) for d in receiver.at("/ok") if json.loads(d["raw"])["event"] == "policy.upcoming"]
+def warnings(got: Receiver) -> list[dict[str, Any]]:
+    return [signed(d) for d in got.at("/ok") if json.loads(d["raw"])["event"] == "policy.upcoming"]
 
 
 def test_warning_before_a_scheduled_run_then_the_run_plans_again(
@@ -102,7 +102,7 @@ def test_warning_before_a_scheduled_run_then_the_run_plans_again(
     assert shown, c.get("/v1/policies/warn-builds").json()
     assert shown["due_at"] == due_at and shown["summary"] == first["summary"]
     assert shown["webhooks"][0]["event"] == "policy.upcoming" and shown["webhooks"][0]["last_status"] == 200
-    out = subprocess.run([CLI, "policy", "show", "warn-builds"], capture_output=True, text=True, timeout=60,
+    out = subprocess.run([CLI, "policy", "show", "warn-builds"], capture_output=True, text=True, timeout=60, check=False,
                          env={**os.environ, "JANITOR_URL": stack.api, "JANITOR_TOKEN": token_of("root"),
                               "COLUMNS": "250"})
     assert out.returncode == 0, out

@@ -74,7 +74,9 @@ def tick(settings: Settings, conn: redis.Redis) -> list[str]:
     current = datetime.now(timezone.utc)
     runs = []
     warnings: list[tuple[dict[str, Any], datetime]] = []  # sent once the runs are recorded: see below
-    defer = lambda policy, due: warnings.append((policy, due))  # noqa: E731
+
+    def defer(policy: dict[str, Any], due: datetime) -> None:
+        warnings.append((policy, due))
     try:
         every = store.all()
     except (errors.InvalidPolicy, OSError) as exc:

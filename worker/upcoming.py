@@ -6,8 +6,10 @@ run at the due time plans again on the registry as it is then."""
 
 from __future__ import annotations
 
+import functools
 import logging
 import uuid
+from collections.abc import Callable
 from datetime import datetime, timezone
 from typing import Any
 
@@ -36,14 +38,14 @@ def plan(settings: Settings, conn: redis.Redis, policy: dict[str, Any]) -> dict[
     then has no `bytes` and no untagged manifests."""
     keys = Keys.of(settings)
     client = RegistryClient.from_settings(settings)
-    stored = None
+    stored: Callable[[], tuple[float, dict[str, dict[str, float]]]] | None = None
     try:
         container = RegistryContainer(settings.registry_container, docker_host=settings.docker_host)
         root = preflight.inspect(container).storage_root
-        if root is not None:
-            stored = lambda: storage.revision_times(container, root)  # noqa: E731 - read by the snapshot, first
-    except errors.JanitorError as exc:
-        log.warning("warning for policy %s planned without storage: %s", policy["name"], exc.message)
+        if root is not None:  # read by the snapshot, first
+            stored = functools.partial(storage.revision_times, container, root)
+    except (errors.JanitorError, OSError) as exc:
+        log.warning("warning for policy %s planned without storage: %s", policy["name"], getattr(exc, "message", exc))
     times = policy_plan.CreationTimes(client, settings.policy_read_concurrency, conn, keys.prefix)
     with policy_plan.PolicyReader(client, {}, settings.policy_read_concurrency, times,
                                   contents=ContentCache(conn, keys.prefix)) as reader:
