@@ -93,7 +93,7 @@ def policies_table(items: list[dict[str, Any]]) -> Table:
 
 
 POLICY_FIELDS = ("repositories", "delete_tags", "keep_tags", "keep_last", "older_than", "untagged", "schedule",
-                 "enabled", "approval", "source", "next_run")
+                 "notify_before", "enabled", "approval", "source", "next_run")
 
 
 def policy_table(policy: dict[str, Any]) -> Table:
@@ -105,6 +105,9 @@ def policy_table(policy: dict[str, Any]) -> Table:
     last = policy.get("last_run")
     if last:
         table.add_row("last_run", f"{last['status']} at {last['at'][:19]} (job {last['job_id']})")
+    warning = policy.get("last_upcoming")
+    if warning:
+        table.add_row("last_warning", f"{warning['summary']} (sent {warning['sent_at'][:19]})")
     return table
 
 

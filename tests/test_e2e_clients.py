@@ -136,6 +136,18 @@ def test_generated_python_client_runs_a_real_flow(stack: Stack, client_package: 
     unknown_job = get_job.sync_detailed(job_id="0" * 32, client=client)
     assert unknown_job.status_code == 404 and unknown_job.parsed.code == models.ErrorCode.JOB_UNKNOWN
 
+    # A policy with a warning before its runs (notify_before), typed both ways; a bad one is a typed 422.
+    create_policy = importlib.import_module(f"{api.__name__}.policies.create_policy")
+    get_policy = importlib.import_module(f"{api.__name__}.policies.get_policy")
+    made = create_policy.sync(client=client, body=models.Policy(
+        name="warned", repositories=["team/*"], schedule="0 3 * * *", notify_before="24h", enabled=False))
+    assert isinstance(made, models.PolicyView) and made.notify_before == "24h" and made.last_upcoming is None
+    assert get_policy.sync(name="warned", client=client).notify_before == "24h"
+    bad = create_policy.sync_detailed(client=client, body=models.Policy(
+        name="unwarned", repositories=["team/*"], notify_before="24h"))
+    assert bad.status_code == 422 and bad.parsed.code == models.ErrorCode.INVALID_REQUEST
+    assert "notify_before" in bad.parsed.details.to_dict()
+
     # A failed job says why, typed: the registry container is stopped, so the window fails at preflight.
     stack.registry.container.stop(timeout=1)
     gc = create_gc.sync(client=client, body=models.GcRequest())
@@ -182,6 +194,13 @@ export type RegistryFailed = operations["createDeletion"]["responses"][502]["con
 export type Page = paths["/v1/repositories"]["get"]["responses"][200]["content"]["application/json"];
 export const total = (page: Page): number => page.items.reduce((n, r) => n + r.tag_count, 0);
 export type Query = operations["listRepositories"]["parameters"]["query"];
+
+// A policy warned about a day before each run, and the last warning as GET shows it.
+export const warned: components["schemas"]["Policy"] = {
+  name: "nightly", repositories: ["team/*"], schedule: "0 3 * * *", notify_before: "24h",
+};
+type LastWarning = NonNullable<components["schemas"]["PolicyView"]["last_upcoming"]>;
+export const said = (w: LastWarning): string => `${w.summary} (due ${w.due_at}, ${w.webhooks.length} deliveries)`;
 """
 
 

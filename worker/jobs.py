@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 import redis
+from rq import Queue
 
 from janitor.config import registries
 from janitor.config.settings import Settings
-from worker import schedules, window
+from janitor.jobs.records import Keys
+from worker import schedules, upcoming, window
 from worker.context import Context
 
 
@@ -28,3 +32,17 @@ def policy_tick(registry: str) -> list[str]:
     """Fire the retention policies due now (scheduled by RQ's enqueue_at); returns the job ids it queued."""
     settings = settings_of(registry)
     return schedules.tick(settings, redis.Redis.from_url(settings.redis_url))
+
+
+def policy_upcoming(registry: str, name: str, due_at: str) -> str | None:
+    """Warn before policy `name`'s run due at `due_at` (`notify_before`): plan it now, with no window, and send
+    `policy.upcoming`. Returns the summary sent, or None when there was nothing to send."""
+    settings = settings_of(registry)
+    conn = redis.Redis.from_url(settings.redis_url)
+    sent = upcoming.warn(settings, conn, name, due_at)
+    if sent == upcoming.LATER:  # the policy's previous run has not ended: look again shortly
+        Queue(Keys.of(settings).queue_name, connection=conn).enqueue_in(
+            timedelta(seconds=upcoming.RETRY_SECONDS), policy_upcoming, registry, name, due_at,
+            job_timeout=900, result_ttl=600, failure_ttl=7 * 24 * 3600)
+        return None
+    return sent

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 from datetime import datetime, timedelta, timezone
+from typing import Any
 
 import redis
 from rq import Queue
@@ -15,7 +16,7 @@ from rq import Queue
 from janitor import errors
 from janitor.config.settings import Settings
 from janitor.jobs.records import JobStore, Keys
-from janitor.planning import policies
+from janitor.planning import policies, upcoming
 from janitor.planning.policies import PolicyStore
 from janitor.registry.client import RegistryClient
 
@@ -33,13 +34,19 @@ def scheduler(queue: Queue, settings: Settings):  # type: ignore[no-untyped-def]
     return schedule
 
 
+def warner(queue: Queue, settings: Settings):  # type: ignore[no-untyped-def]
+    """What puts a policy's `policy.upcoming` warning on RQ's schedule (or the queue, when already due)."""
+    return upcoming.scheduler(queue, settings.name, settings.namespace)
+
+
 def reconcile(settings: Settings, conn: redis.Redis) -> list[str]:
     """At worker start: every scheduled, enabled policy (the file's too) has its next moment on RQ's schedule.
     A moment missed while no worker ran is due now and fires once; re-scheduling an existing moment names the
     same job. Returns what was scheduled, for the log."""
     keys = Keys.of(settings)
     store = PolicyStore(conn, keys, settings.policies_file)
-    schedule = scheduler(Queue(keys.queue_name, connection=conn), settings)
+    queue = Queue(keys.queue_name, connection=conn)
+    schedule, warn = scheduler(queue, settings), warner(queue, settings)
     done = []
     for policy in store.all():
         state = store.state(policy["name"])
@@ -48,9 +55,11 @@ def reconcile(settings: Settings, conn: redis.Redis) -> list[str]:
             continue
         due = _parse(state.get("next_run"))
         if due is None:
-            due = store.reschedule(policy, schedule)
+            due = store.reschedule(policy, schedule, warn=warn)
         else:
             schedule(due)
+            if policy.get("notify_before"):
+                warn(policy, due)
         done.append(f"{policy['name']} at {policies.iso(due)}")
     return done
 
@@ -61,9 +70,13 @@ def tick(settings: Settings, conn: redis.Redis) -> list[str]:
     keys = Keys.of(settings)
     store = PolicyStore(conn, keys, settings.policies_file)
     queue = Queue(keys.queue_name, connection=conn)
-    schedule = scheduler(queue, settings)
+    schedule, warn = scheduler(queue, settings), warner(queue, settings)
     current = datetime.now(timezone.utc)
     runs = []
+    warnings: list[tuple[dict[str, Any], datetime]] = []  # sent once the runs are recorded: see below
+
+    def defer(policy: dict[str, Any], due: datetime) -> None:
+        warnings.append((policy, due))
     try:
         every = store.all()
     except (errors.InvalidPolicy, OSError) as exc:
@@ -75,14 +88,24 @@ def tick(settings: Settings, conn: redis.Redis) -> list[str]:
             continue
         due = _parse(store.state(policy["name"]).get("next_run"))
         if due is None:
-            store.reschedule(policy, schedule, current)
+            store.reschedule(policy, schedule, current, defer)
             continue
         if due > current + timedelta(seconds=1):
             continue  # not yet: its own moment is on the schedule
         if store.claim(policy["name"], due):
             runs.append((policy, {"dry_run": False, "trigger": "schedule", "due": policies.iso(due),
                                   "approval": policy.get("approval")}))
-        store.reschedule(policy, schedule, max(current, due))
+        store.reschedule(policy, schedule, max(current, due), defer)
+    try:
+        return _fire(settings, conn, keys, store, queue, runs)
+    finally:
+        # Only now: a warning due at once waits for its policy's run just queued (its `last_run`) to end.
+        for policy, due in warnings:
+            warn(policy, due)
+
+
+def _fire(settings: Settings, conn: redis.Redis, keys: Keys, store: PolicyStore, queue: Queue,
+          runs: list[tuple[dict[str, Any], dict[str, Any]]]) -> list[str]:
     if not runs:
         return []
     try:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
 import redis
@@ -19,7 +19,7 @@ from janitor.jobs.records import SUCCEEDED, JobStore, Keys, now
 from janitor.planning import approval, named, retention
 
 FIELDS = ("name", "repositories", "keep_last", "older_than", "delete_tags", "keep_tags", "untagged", "schedule",
-          "enabled", "approval")
+          "enabled", "approval", "notify_before")
 NAME_RE = re.compile(r"^[a-z0-9]+(?:-[a-z0-9]+)*$")
 NAME_MAX = 63
 MAX_REPOSITORY_GLOBS = 100
@@ -88,6 +88,10 @@ def validate(data: Any, name: str | None = None) -> dict[str, Any]:
             bad(field, "must be true or false")
     if data.get("approval") not in (None, approval.REQUIRED):
         bad("approval", f"\"{approval.REQUIRED}\" (its scheduled runs wait for approval) or null")
+    if data.get("notify_before") is not None and "notify_before" not in problems and "schedule" not in problems:
+        message = check_notify_before(data["notify_before"], data.get("schedule"))
+        if message:
+            bad("notify_before", message)
     if problems:
         raise errors.InvalidPolicy("the policy is not valid: see details", **problems)
     return {
@@ -101,7 +105,29 @@ def validate(data: Any, name: str | None = None) -> dict[str, Any]:
         "schedule": data.get("schedule"),
         "enabled": bool(data.get("enabled", True)),
         "approval": data.get("approval"),
+        "notify_before": data.get("notify_before"),
     }
+
+
+def check_notify_before(value: Any, schedule: Any) -> str | None:
+    """What is wrong with `notify_before` given the policy's schedule, or None. The warning is for the next
+    scheduled run, so it needs a schedule; with an interval it must come after the run before it."""
+    if not isinstance(value, str):
+        return "must be a string: a duration such as 24h"
+    try:
+        before = retention.parse_duration(value)
+    except retention.RuleError as exc:
+        return str(exc)
+    if before <= timedelta(0):
+        return "must be a positive duration (e.g. 30m, 24h, 2d)"
+    if not schedule:
+        return "needs a schedule: the warning is sent that long before the next scheduled run"
+    if isinstance(schedule, str) and retention.is_interval(schedule):
+        period = retention.parse_duration(schedule)
+        if before >= period:
+            return (f"must be shorter than the schedule's interval ({schedule}): otherwise the warning would come "
+                    "before the previous run")
+    return None
 
 
 def rules(policy: dict[str, Any]) -> retention.Rules:
@@ -170,6 +196,10 @@ class PolicyStore(named.NamedStore):
         else:
             self.conn.hset(self._state_key(name), "next_run", iso(when))  # type: ignore[arg-type]
 
+    def set_upcoming(self, name: str, warning: dict[str, Any]) -> None:
+        """The last `policy.upcoming` warning sent (janitor/planning/upcoming.py), for GET to show."""
+        self.conn.hset(self._state_key(name), "upcoming", json.dumps(warning))
+
     def set_last(self, name: str, job_id: str) -> None:
         self.conn.hset(self._state_key(name), "last_run", job_id)
 
@@ -179,25 +209,35 @@ class PolicyStore(named.NamedStore):
                                   ex=FIRED_TTL))
 
     def reschedule(self, policy: dict[str, Any], schedule: Callable[[datetime], object],
-                   after: datetime | None = None) -> datetime | None:
-        """Record and schedule the policy's next run after `after` (now), or clear it when paused."""
+                   after: datetime | None = None,
+                   warn: Callable[[dict[str, Any], datetime], object] | None = None) -> datetime | None:
+        """Record and schedule the policy's next run after `after` (now), or clear it when paused. `warn`
+        schedules its `policy.upcoming` warning (janitor/planning/upcoming.py) when it sets `notify_before`."""
         if not policy.get("schedule") or not policy.get("enabled", True):
             self.set_next(policy["name"], None)
             return None
         when = retention.next_run(policy["schedule"], after or datetime.now(timezone.utc))
         self.set_next(policy["name"], when)
         schedule(when)
+        if warn is not None and policy.get("notify_before"):
+            warn(policy, when)
         return when
 
     def view(self, policy: dict[str, Any], jobs: JobStore) -> dict[str, Any]:
         """A policy as GET shows it: its fields, where it comes from, its last and next run."""
         state = self.state(policy["name"])
         last = jobs.get(state["last_run"]) if state.get("last_run") else None
+        warning = json.loads(state["upcoming"]) if state.get("upcoming") else None
+        if warning:
+            hooks = self.conn.hgetall(jobs.keys.webhooks(warning.pop("webhooks_id", "")))
+            warning["webhooks"] = sorted((json.loads(v) for v in hooks.values()),
+                                         key=lambda d: (d["queued_at"], d["url"]))
         return {
             **policy,
             "last_run": {"job_id": last["id"], "status": last["status"], "at": last["created_at"],
                          "finished_at": last["finished_at"]} if last else None,
             "next_run": state.get("next_run") if policy.get("schedule") and policy.get("enabled") else None,
+            "last_upcoming": warning,
         }
 
 

@@ -86,6 +86,11 @@ def parse_duration(value: str) -> timedelta:
     return duration
 
 
+def is_interval(schedule: str) -> bool:
+    """An interval schedule (15m) rather than a cron expression."""
+    return bool(_DURATION.match(schedule))
+
+
 def check_schedule(value: str) -> None:
     """A 5-field cron expression in UTC, or an interval such as 15m."""
     if _DURATION.match(value):

@@ -10,7 +10,7 @@ from flask import url_for
 from flask.views import MethodView
 from flask_smorest import Blueprint
 
-from janitor.planning import policies
+from janitor.planning import policies, upcoming
 from janitor.planning.policies import PolicyStore
 from service import auth, pagination
 from service.errors import ErrorSchema
@@ -49,6 +49,11 @@ def _schedule(st: State):  # type: ignore[no-untyped-def]
     return schedule
 
 
+def _warn(st: State):  # type: ignore[no-untyped-def]
+    """Puts the policy's `policy.upcoming` warning on RQ's schedule, or on the queue when it is due already."""
+    return upcoming.scheduler(st.queue, st.settings.name, st.settings.namespace)
+
+
 @blp.route("")
 class Policies(MethodView):
     @blp.doc(operationId="listPolicies", summary="List retention policies",
@@ -76,7 +81,7 @@ class Policies(MethodView):
         store = _store(st)
         policy = policies.validate(body)
         store.create(policy)
-        store.reschedule(policy, _schedule(st))
+        store.reschedule(policy, _schedule(st), warn=_warn(st))
         return store.view({**policy, "source": "api"}, st.store), 201, {
             "Location": url_for("policies.Policy", name=policy["name"])}
 
@@ -109,7 +114,7 @@ class Policy(MethodView):
         store.get(name)  # 404 and bad names before anything else
         policy = policies.validate(body, name=name)
         store.replace(policy)
-        store.reschedule(policy, _schedule(st))
+        store.reschedule(policy, _schedule(st), warn=_warn(st))
         return store.view({**policy, "source": "api"}, st.store)
 
     @blp.doc(operationId="deletePolicy", summary="Delete a retention policy",

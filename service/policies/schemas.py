@@ -9,7 +9,7 @@ import marshmallow as ma
 
 from janitor import errors
 from janitor.planning import policies
-from service.jobs.schemas import time_field
+from service.jobs.schemas import WebhookDeliverySchema, time_field
 from service.validators import gc_mode_field
 
 
@@ -56,6 +56,11 @@ class PolicyFields(ma.Schema):
     approval = ma.fields.String(allow_none=True, validate=ma.validate.OneOf(["required"]), metadata={
         "description": "`required`: the policy's scheduled runs are planned and wait as `awaiting_approval` "
                        "until a token with `approve` approves them", "example": "required"})
+    notify_before = ma.fields.String(allow_none=True, metadata={
+        "description": "Warn this long before each scheduled run (a duration: 30m, 24h, 2d): the run's plan is "
+                       "read then, with no window, and sent as webhook event `policy.upcoming` with a one-line "
+                       "`summary`. Needs a schedule, and is shorter than an interval schedule. The run plans again "
+                       "when due", "example": "24h"})
 
 
 class PolicySchema(PolicyFields):
@@ -82,12 +87,25 @@ class LastRunSchema(ma.Schema):
     finished_at = time_field("When the run ended; null while it waits or runs", nullable=True)
 
 
+class PolicyUpcomingSchema(ma.Schema):
+    """The last `policy.upcoming` warning of a policy (`notify_before`)."""
+
+    due_at = time_field("The scheduled run the warning is about", required=True)
+    sent_at = time_field("When the warning was planned and queued", required=True)
+    summary = ma.fields.String(required=True, metadata={
+        "example": "policy app-builds will delete 12 tags (9 manifests, 3.4 GB) in 24h at 2026-12-07T03:00Z"})
+    webhooks = ma.fields.List(ma.fields.Nested(WebhookDeliverySchema), required=True, metadata={
+        "description": "One delivery per WEBHOOK_URLS entry"})
+
+
 class PolicyViewSchema(PolicyFields):
     source = ma.fields.String(required=True, validate=ma.validate.OneOf(["api", "file"]), metadata={
         "description": "api, or file: given in POLICIES_FILE and read-only here"})
     last_run = ma.fields.Nested(LastRunSchema, allow_none=True)
     next_run = time_field("When the schedule fires next (UTC); null without a schedule or when paused",
                           nullable=True)
+    last_upcoming = ma.fields.Nested(PolicyUpcomingSchema, allow_none=True, metadata={
+        "description": "The last `policy.upcoming` warning sent (`notify_before`); null if none"})
 
 
 class PolicyRunSchema(ma.Schema):
@@ -116,6 +134,9 @@ POLICY_EXAMPLES = {
     "approved": {"summary": "Scheduled runs wait for approval", "value": {
         "name": "old-previews", "repositories": ["previews/**"], "older_than": "2w", "schedule": "15m",
         "approval": "required"}},
+    "warned": {"summary": "Nightly, with a warning a day before", "value": {
+        "name": "nightly-prs", "repositories": ["team/*"], "delete_tags": "^pr-", "older_than": "7d",
+        "schedule": "0 3 * * *", "notify_before": "24h"}},
 }
 RUN_EXAMPLES = {
     "dryRun": {"summary": "The plan only, nothing changed", "value": {"dry_run": True}},
