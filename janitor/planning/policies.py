@@ -6,6 +6,7 @@ One validator serves the API and the file, so a policy means the same wherever i
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Callable
 from datetime import datetime, timedelta, timezone
