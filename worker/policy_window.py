@@ -10,6 +10,7 @@ from typing import Any
 
 from janitor.jobs.records import SUCCEEDED, now
 from janitor.planning import approval, policy_plan
+from janitor.planning.pulls import PullBook
 from worker.deletion import carry_out
 from worker.state import WindowState
 
@@ -26,8 +27,9 @@ def run(window: WindowState, job: dict[str, Any], root: str | None) -> None:
             ctx.client, window.manifests, ctx.settings.policy_read_concurrency, window.creation_times,
             contents=ctx.contents) as reader:
         snap = policy_plan.read(reader, policy, stored)
+        pulled, heard_since = policy_plan.read_pulls(PullBook(ctx.conn, ctx.keys.prefix), policy, snap)
         planned = policy_plan.plan(snap, policy, datetime.now(timezone.utc), window.creation_times,
-                                   ctx.settings.untagged_min_age)
+                                   ctx.settings.untagged_min_age, pulled, heard_since)
         plan, as_dict = planned.plan, planned.as_dict()
         out.update(plan=as_dict, dry_run=bool(request.get("dry_run")))
         if plan.blobs_freed is not None:
