@@ -55,10 +55,13 @@ class EnvelopeSchema(ma.Schema):
 class EventsResultSchema(ma.Schema):
     received = ma.fields.Integer(required=True, metadata={"description": "Events in the envelope"})
     ignored = ma.fields.Integer(required=True, metadata={
-        "description": "Pulls, mounts, blob pushes and pushes by digest: they change no tag"})
+        "description": "Mounts, blob events, pushes by digest and the janitor's own reads: they change no tag "
+                       "and are no pull"})
+    pulls = ma.fields.Integer(required=True, metadata={
+        "description": "Manifest pulls recorded (by clients other than the janitor)"})
     repositories = ma.fields.List(ma.fields.String(), required=True, metadata={
-        "description": "Repositories checked against the registry"})
+        "description": "Repositories queued to be checked against the registry (in the background)"})
     changed = ma.fields.List(ma.fields.String(), required=True, metadata={
-        "description": "Repositories whose index entry was written after the check"})
+        "description": "Always empty: the checks run after the answer (kept for clients of the earlier answer)"})
     rechecking = ma.fields.List(ma.fields.String(), required=True, metadata={
-        "description": "Repositories with a pushed tag the registry does not show yet, checked again shortly"})
+        "description": "Always empty: the checks run after the answer (kept for clients of the earlier answer)"})
