@@ -103,7 +103,25 @@ def test_events_are_read_as_hints_per_repository() -> None:
     ]
     found, ignored = index.events_to_check(events)
     assert ignored == 4
-    assert found == {"a": Confirm({"v1"}, set()), "b": Confirm({"v2"}, {digest})}
+    assert found == {"a": Confirm({"v1"}, set(), {"v1": digest}), "b": Confirm({"v2"}, {digest})}
+
+
+def test_claims_merge_in_order_and_a_claim_the_index_shows_needs_no_check() -> None:
+    d1, d2 = "sha256:" + "1" * 64, "sha256:" + "2" * 64
+    push = lambda tag, d: {"action": "push", "target": {"mediaType": OCI_MANIFEST, "digest": d, "repository": "a", "tag": tag}}  # noqa: E731
+    delete_tag = {"action": "delete", "target": {"repository": "a", "tag": "v1"}}
+    merged = index.events_to_check([push("v1", d1)])[0]["a"]
+    merged.merge(index.events_to_check([delete_tag])[0]["a"])  # pushed, then deleted: the push claim is void
+    assert merged == Confirm({"v1"}, set(), {})
+    merged.merge(index.events_to_check([push("v1", d2), push("v2", d1)])[0]["a"])
+    assert merged == Confirm({"v1", "v2"}, set(), {"v1": d2, "v2": d1})
+    current = {"v1": {"digest": d2}, "v2": {"digest": d2}}
+    assert merged.already_shown(current) == {"v1"}  # v2 claims d1, the index has d2: checked
+    merged.merge(index.events_to_check([{"action": "delete", "target": {"repository": "a", "digest": d2}}])[0]["a"])
+    assert merged.already_shown(current) == set()  # its digest was deleted since: checked
+    copy = merged.copy()
+    copy.tags.add("x")
+    assert "x" not in merged.tags
 
 
 def test_notifications_are_detected_from_the_registry_config() -> None:
