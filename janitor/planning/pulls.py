@@ -66,7 +66,10 @@ def pulls_of(events: Iterable[Mapping[str, Any]], now: float) -> list[tuple[str,
 
 
 class PullBook:
-    """One registry's pull times in Redis."""
+    """One registry's pull times in Redis. `PullBook.of` keeps one per connection and prefix (the events
+    endpoint records on every request)."""
+
+    _books: dict[tuple[int, str], PullBook] = {}
 
     _memo: dict[tuple[str, str, str], int] = {}  # (prefix, repo, digest) -> second last written, per process
     _memo_lock = threading.Lock()
@@ -76,6 +79,13 @@ class PullBook:
         self.prefix = prefix
         self.since_key = f"{prefix}:pulls:since"
         self._script = conn.register_script(_RECORD)
+
+    @classmethod
+    def of(cls, conn: redis.Redis, prefix: str) -> PullBook:
+        book = cls._books.get((id(conn), prefix))
+        if book is None or book.conn is not conn:
+            book = cls._books[(id(conn), prefix)] = cls(conn, prefix)
+        return book
 
     def key(self, repo: str) -> str:
         return f"{self.prefix}:pulls:{repo}"

@@ -44,7 +44,7 @@ class Events(MethodView):
                          "`keep_last_pulled`), except the janitor's own reads (User-Agent `registry-janitor`). "
                          "Mounts and blob events are ignored. "
                          "Takes application/vnd.docker.distribution.events.v1+json (v2 too) and application/json.")
-    @blp.arguments(EnvelopeSchema, example=EXAMPLE)
+    @blp.arguments(EnvelopeSchema(), example=EXAMPLE)  # an instance: webargs would build a class anew per request
     @blp.response(200, EventsResultSchema, description="Events taken: pulls recorded, claims queued for checking",
                   example={"received": 1, "ignored": 0, "pulls": 0, "repositories": ["team/app"], "changed": [],
                            "rechecking": []})
@@ -56,7 +56,7 @@ class Events(MethodView):
     def post(self, envelope: dict[str, Any]) -> dict[str, Any]:
         st = state()
         events = envelope["events"]
-        pulls = PullBook(st.conn, st.keys.prefix).record(events)  # one Redis round trip at most
+        pulls = PullBook.of(st.conn, st.keys.prefix).record(events)  # one Redis round trip at most
         checks, ignored = index.events_to_check(events)
         queue = confirming.queue()
         queued = [repo for repo, check in sorted(checks.items()) if queue.submit(st.index, repo, check)]
