@@ -31,15 +31,26 @@ class TargetSchema(ma.Schema):
     url = ma.fields.String()
 
 
+class RequestSchema(ma.Schema):
+    class Meta:
+        unknown = ma.EXCLUDE
+
+    method = ma.fields.String(validate=ma.validate.Length(max=16))
+    useragent = ma.fields.String(validate=ma.validate.Length(max=1024), metadata={
+        "description": "The client's User-Agent: the janitor's own reads (registry-janitor) are no pulls"})
+
+
 class EventSchema(ma.Schema):
     class Meta:
         unknown = ma.EXCLUDE
 
     id = ma.fields.String()
-    timestamp = ma.fields.String()
+    timestamp = ma.fields.String(validate=ma.validate.Length(max=64), metadata={
+        "description": "RFC 3339: a pull's time (never later than its arrival)"})
     action = ma.fields.String(required=True, validate=ma.validate.Length(min=1, max=32), metadata={
         "description": "push, pull, mount or delete"})
     target = ma.fields.Nested(TargetSchema, required=True)
+    request = ma.fields.Nested(RequestSchema)
 
 
 class EnvelopeSchema(ma.Schema):
