@@ -27,7 +27,7 @@ from janitor.index.reading import IndexReader
 log = logging.getLogger("janitor.index")
 
 WORKERS = 2
-COOLDOWN = 0.25  # seconds between two checks of one repository
+COOLDOWN = 0.5  # seconds between two checks of one repository
 MAX_WAITING = 10_000  # repositories waiting; beyond, the claim is dropped and a reconcile asked for
 
 
