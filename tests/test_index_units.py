@@ -4,6 +4,7 @@ Redis. Milliseconds each."""
 from __future__ import annotations
 
 import json
+from typing import Any
 from datetime import datetime, timedelta, timezone
 
 import pytest
@@ -181,3 +182,47 @@ def test_compose_sends_the_registrys_events_to_the_api_with_a_token_it_accepts()
     token = header.removeprefix("Bearer ").split(":", 1)[0]
     assert token == "${EVENTS_TOKEN"  # the same variable the api takes as EVENTS_TOKENS
     assert environment(compose["services"]["api"])["EVENTS_TOKENS"].startswith("${EVENTS_TOKEN:")
+
+
+def _paths(messages: Any, prefix: tuple = ()) -> set[tuple]:
+    if isinstance(messages, dict):
+        return set().union(*(_paths(v, (*prefix, str(k))) for k, v in messages.items())) if messages else {prefix}
+    return {prefix}
+
+
+def test_the_envelope_checked_by_hand_answers_as_its_schema_does() -> None:
+    import marshmallow as ma
+
+    from service.events.schemas import EnvelopeSchema
+
+    schema = EnvelopeSchema()
+    digest = "sha256:" + "a" * 64
+    good = {"action": "pull", "id": "x", "timestamp": "2026-01-01T00:00:00Z",
+            "target": {"mediaType": OCI_MANIFEST, "digest": digest, "repository": "team/app", "tag": "v1", "size": 5,
+                       "length": 5, "url": "http://r/v2/x", "other": 1},
+            "request": {"method": "GET", "useragent": "docker/24", "addr": "1.2.3.4"}, "actor": {}, "source": {}}
+    cases: list[Any] = [
+        {"events": [good]}, {"events": []}, {"events": [good] * 100}, {"events": [good] * 101}, {"events": "x"},
+        {"events": None}, {}, [], "x", None, {"events": [good, "x"]}, {"events": [{"action": "push"}]},
+        {"events": [{**good, "request": "x"}]}, {"events": [{**good, "request": {"useragent": 5}}]},
+        {"events": [{**good, "request": {"useragent": "u" * 1025}}]}, {"events": [{**good, "timestamp": "t" * 65}]},
+        {"events": [{**good, "action": ""}]}, {"events": [{**good, "action": "a" * 33}]}, {"events": [{**good, "action": 5}]},
+        {"events": [{**good, "target": "x"}]}, {"events": [{**good, "target": None}]}, {"events": [{**good, "id": 5}]},
+        {"events": [{**good, "request": None}]}, {"events": [None]},
+    ]
+    for key, bad in (("repository", "UP/../x"), ("repository", 5), ("repository", None), ("tag", "v" * 200),
+                     ("tag", "-x"), ("digest", "nope"), ("digest", 5), ("mediaType", "m" * 256), ("size", "5"),
+                     ("size", 1.5), ("size", True), ("length", None), ("url", 5), ("mediaType", None)):
+        cases.append({"events": [{**good, "target": {**good["target"], key: bad}}]})
+    cases.append({"events": [{**good, "target": {k: v for k, v in good["target"].items() if k != "repository"}}]})
+    cases.append({"events": [{**good, "target": {"repository": "a"}}]})  # mediaType defaults to ""
+    for case in cases:
+        try:
+            expected: Any = ma.Schema.load(schema, case)
+        except ma.ValidationError as exc:
+            expected = _paths(exc.messages)
+        try:
+            got: Any = schema.load(case)
+        except ma.ValidationError as exc:
+            got = _paths(exc.messages)
+        assert got == expected, (case, got, expected)
