@@ -226,3 +226,41 @@ def test_the_envelope_checked_by_hand_answers_as_its_schema_does() -> None:
         except ma.ValidationError as exc:
             got = _paths(exc.messages)
         assert got == expected, (case, got, expected)
+
+
+def test_the_confirm_queue_merges_claims_per_repository_and_spaces_its_checks() -> None:
+    import threading
+    import time as clock
+
+    from janitor.index.confirming import ConfirmQueue
+    from tests.images import wait_until
+
+    class Recorder:  # stands in for the index: records each check (the checks themselves are e2e-tested)
+        def __init__(self) -> None:
+            self.checks: list[tuple[str, set[str], float]] = []
+            self.lock = threading.Lock()
+
+        def confirm(self, repo: str, check: Confirm) -> tuple[bool, set[str]]:
+            with self.lock:
+                self.checks.append((repo, set(check.tags), clock.monotonic()))
+            clock.sleep(0.02)
+            return True, set()
+
+    index = Recorder()
+    queue = ConfirmQueue(workers=1, cooldown=0.2)
+    started = clock.monotonic()
+    for i in range(200):  # a burst on one repository: a check or two, covering every tag
+        assert queue.submit(index, "busy", Confirm({f"t{i % 20}"}, set()))  # type: ignore[arg-type]
+    assert wait_until(lambda: queue.pending() == 0, 5, 0.01)
+    busy = [c for c in index.checks if c[0] == "busy"]
+    assert 1 <= len(busy) <= 2 and set().union(*(c[1] for c in busy)) == {f"t{i}" for i in range(20)}
+    # Claims arriving while a repository cools down wait for it; one on another repository does not.
+    queue.submit(index, "busy", Confirm({f"t{i}" for i in range(20)}, set()))  # type: ignore[arg-type]
+    queue.submit(index, "quiet", Confirm({"v1"}, set()))  # type: ignore[arg-type]
+    assert wait_until(lambda: queue.pending() == 0, 5, 0.01)
+    quiet = [c for c in index.checks if c[0] == "quiet"]
+    again = [c for c in index.checks if c[0] == "busy"][len(busy):]
+    assert len(quiet) == 1 and len(again) == 1
+    assert again[0][2] - busy[-1][2] >= 0.2  # the cooldown
+    assert quiet[0][2] <= again[0][2]  # fewer claims first
+    assert quiet[0][2] - started < 2.0

@@ -28,6 +28,7 @@ log = logging.getLogger("janitor.index")
 
 WORKERS = 2
 COOLDOWN = 0.5  # seconds between two checks of one repository
+STARVING = 1.0  # seconds: a repository waiting this long is checked next, however many claims it has
 MAX_WAITING = 10_000  # repositories waiting; beyond, the claim is dropped and a reconcile asked for
 
 
@@ -42,6 +43,7 @@ class ConfirmQueue:
         self._waiting: OrderedDict[tuple[int, str], tuple[IndexReader, Confirm]] = OrderedDict()
         self._busy: set[tuple[int, str]] = set()
         self._last: dict[tuple[int, str], float] = {}  # when each repository's last check began (monotonic)
+        self._since: dict[tuple[int, str], float] = {}  # when each waiting repository's first claim came
         self._threads: list[threading.Thread] = []
 
     def submit(self, index: IndexReader, repo: str, check: Confirm) -> bool:
@@ -52,6 +54,7 @@ class ConfirmQueue:
                 self._waiting[key][1].merge(check)
             elif len(self._waiting) < MAX_WAITING:
                 self._waiting[key] = (index, check.copy())
+                self._since[key] = time.monotonic()
             full = key not in self._waiting
             if not self._threads:
                 self._start()
@@ -75,23 +78,34 @@ class ConfirmQueue:
             self._threads.append(thread)
 
     def _take(self) -> tuple[tuple[int, str], IndexReader, Confirm]:
-        """The longest-waiting repository not being checked and not checked within the cooldown."""
+        """A repository not being checked and not checked within the cooldown: the one with the fewest claims
+        first (a check costs a HEAD per claimed tag, so the quick ones do not wait behind a busy repository's
+        long one), but one waiting longer than STARVING first of all (the longest waiting)."""
         with self._cond:
             while True:
                 now = time.monotonic()
-                wake = None
-                for key in self._waiting:
+                wake, best, fewest = None, None, 0
+                for key, (_, check) in self._waiting.items():
                     if key in self._busy:
                         continue
                     ready = self._last.get(key, 0.0) + self.cooldown
-                    if ready <= now:
-                        index, check = self._waiting.pop(key)
-                        self._busy.add(key)
-                        self._last[key] = now
-                        if len(self._last) > MAX_WAITING:
-                            self._last = {k: t for k, t in self._last.items() if t > now - self.cooldown}
-                        return key, index, check
-                    wake = ready if wake is None else min(wake, ready)
+                    if ready > now:
+                        wake = ready if wake is None else min(wake, ready)
+                        continue
+                    claims = len(check.tags) + len(check.digests)
+                    if now - self._since[key] > STARVING:
+                        best = key  # insertion order: the first one found has waited longest
+                        break
+                    if best is None or claims < fewest:
+                        best, fewest = key, claims
+                if best is not None:
+                    index, check = self._waiting.pop(best)
+                    del self._since[best]
+                    self._busy.add(best)
+                    self._last[best] = now
+                    if len(self._last) > MAX_WAITING:
+                        self._last = {k: t for k, t in self._last.items() if t > now - self.cooldown}
+                    return best, index, check
                 self._cond.wait(None if wake is None else max(wake - now, 0.001))
 
     def _run(self) -> None:
