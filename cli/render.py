@@ -92,8 +92,9 @@ def policies_table(items: list[dict[str, Any]]) -> Table:
     return table
 
 
-POLICY_FIELDS = ("repositories", "delete_tags", "keep_tags", "keep_last", "older_than", "untagged", "schedule",
-                 "notify_before", "enabled", "approval", "source", "next_run")
+POLICY_FIELDS = ("repositories", "delete_tags", "keep_tags", "keep_last", "older_than", "keep_pulled_within",
+                 "keep_last_pulled", "untagged", "schedule", "notify_before", "enabled", "approval", "source",
+                 "next_run")
 
 
 def policy_table(policy: dict[str, Any]) -> Table:

@@ -9,7 +9,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -30,9 +30,11 @@ from tests.conftest import (  # noqa: E402
 
 
 @contextlib.contextmanager
-def bench_stack(**env: str) -> Iterator[tuple[Registry, Stack]]:
+def bench_stack(registry_env: Callable[[int], dict[str, str]] | None = None,
+                **env: str) -> Iterator[tuple[Registry, Stack]]:
     """The registry image from TEST_REGISTRY_IMAGE, or as scripts/provision.sh provides it; `env` goes to the
-    API and the worker."""
+    API and the worker. `registry_env(api_port)`: the registry's extra environment, for one that sends its
+    notifications to the API (whose port is chosen first)."""
     image = os.environ.get("TEST_REGISTRY_IMAGE") or subprocess.run(
         [str(ROOT / "scripts/provision.sh")], check=True, capture_output=True, text=True).stdout.split()[-1]
     port, workdir = free_port(), tempfile.mkdtemp(prefix="rj-bench-redis-")
@@ -43,8 +45,9 @@ def bench_stack(**env: str) -> Iterator[tuple[Registry, Stack]]:
     try:
         conn = redis.Redis(port=port)
         images.wait_until(lambda: pings(conn), 20)
-        registry = start_registry(docker.from_env(), image)
-        stack = start_stack(registry, f"redis://127.0.0.1:{port}/0", conn, **env)
+        api_port = free_port()
+        registry = start_registry(docker.from_env(), image, **(registry_env(api_port) if registry_env else {}))
+        stack = start_stack(registry, f"redis://127.0.0.1:{port}/0", conn, port=api_port, **env)
         yield registry, stack
     finally:
         if stack is not None:

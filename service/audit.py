@@ -29,8 +29,15 @@ def setup(log_format: str) -> None:
             logger.propagate = False
 
 
+def _delivered_event(response: Response) -> bool:
+    """The registry's notifications (POST /v1/events, one per push, delete and pull): a delivery taken is a
+    registry reporting, not someone changing something, and at a thousand a second it would drown every other
+    line; a refused one (401, 403, 422) is audited."""
+    return response.status_code < 400 and request.endpoint is not None and request.endpoint.endswith("events.Events")
+
+
 def record(response: Response) -> Response:
-    if request.method in READ_METHODS or not request.path.startswith("/v1/"):
+    if request.method in READ_METHODS or not request.path.startswith("/v1/") or _delivered_event(response):
         return response
     body = response.get_json(silent=True) if response.is_json else None
     body = body if isinstance(body, dict) else {}

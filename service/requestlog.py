@@ -50,7 +50,11 @@ def install(app: Flask) -> None:
                  "request_id": request_id}
         if job_id:
             extra["job_id"] = job_id
-        log.info("%s %s %s", request.method, request.path, response.status_code, extra=extra)
+        # A delivered registry notification is logged at DEBUG: distribution sends one per pull.
+        level = logging.DEBUG if response.status_code < 400 and (request.endpoint or "").endswith("events.Events") \
+            else logging.INFO
+        if log.isEnabledFor(level):
+            log.log(level, "%s %s %s", request.method, request.path, response.status_code, extra=extra)
         return response
 
     @app.teardown_request

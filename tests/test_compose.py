@@ -203,7 +203,21 @@ def check_dockerfile(compose: Compose, dockerfile: str) -> None:
     assert "pip install" in dockerfile, "the Dockerfile should install the package with pip"
 
 
-CHECKS = [check_services, check_registry, check_janitor_env, check_worker, check_api, check_dockerfile]
+def check_notifications(compose: Compose, dockerfile: str) -> None:
+    """The registry notifies the api's /v1/events of pushes, deletes and manifest pulls (for last_pulled and
+    the pull policies), and leaves out blob events at the source."""
+    raw = environment(compose["services"]["registry"]).get("REGISTRY_NOTIFICATIONS_ENDPOINTS", "")
+    endpoints = yaml.safe_load(raw) if raw else None
+    assert isinstance(endpoints, list) and endpoints, "the registry should send its notifications to the janitor"
+    [janitor] = [e for e in endpoints if urlsplit(str(e.get("url", ""))).path.rstrip("/") == "/v1/events"]
+    assert urlsplit(janitor["url"]).hostname == "api", "notifications go to the api service's /v1/events"
+    ignore = janitor.get("ignore") or {}
+    assert "application/octet-stream" in (ignore.get("mediatypes") or []), "blob events should be ignored at the source"
+    assert "pull" not in (ignore.get("actions") or []), "manifest pulls must reach the janitor (keep_pulled_within)"
+
+
+CHECKS = [check_services, check_registry, check_janitor_env, check_worker, check_api, check_dockerfile,
+          check_notifications]
 
 
 @pytest.mark.parametrize("check", CHECKS, ids=lambda c: c.__name__)
@@ -262,6 +276,12 @@ BROKEN = {
     "no docker socket": (check_worker, _volumes("worker", lambda v: "docker.sock" not in str(v))),
     "worker runs api": (check_worker, _set("services.worker.command", _DELETE)),
     "api runs worker": (check_api, _set("services.api.command", ["python", "-m", "worker"])),
+    "pulls ignored": (check_notifications, _env("registry", "REGISTRY_NOTIFICATIONS_ENDPOINTS",
+                                                "- name: j\n  url: http://api:8000/v1/events\n  ignore:\n"
+                                                "    mediatypes: [application/octet-stream]\n    actions: [pull]\n")),
+    "blob events sent": (check_notifications, _env("registry", "REGISTRY_NOTIFICATIONS_ENDPOINTS",
+                                                   "- name: j\n  url: http://api:8000/v1/events\n")),
+    "no notifications": (check_notifications, _env("registry", "REGISTRY_NOTIFICATIONS_ENDPOINTS", None)),
     "api on loopback": (check_api, _set("services.api.command",
                                         'gunicorn -b 127.0.0.1:8000 "service:create_app()"')),
 }

@@ -162,7 +162,7 @@ def _reconciled_after(stack: Stack, when: float) -> bool:
 def endpoints(port: int) -> str:
     return (f"- name: janitor\n  url: http://127.0.0.1:{port}/v1/events\n"
             f"  headers:\n    Authorization: [Bearer {EVENTS_TOKEN}]\n"
-            "  timeout: 2s\n  threshold: 3\n  backoff: 1s\n  ignore: {mediatypes: [application/octet-stream], actions: [pull]}\n")
+            "  timeout: 2s\n  threshold: 3\n  backoff: 1s\n  ignore: {mediatypes: [application/octet-stream]}\n")
 
 
 @pytest.fixture

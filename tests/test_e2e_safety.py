@@ -23,7 +23,15 @@ import requests
 
 from janitor.window.lease import MaintenanceLock
 from tests import images
-from tests.conftest import Registry, Stack, free_port, job_record, pings, start_stack, wait_http
+from tests.conftest import (
+    Registry,
+    Stack,
+    free_port,
+    job_record,
+    pings,
+    start_stack,
+    wait_http,
+)
 from tests.images import Pusher
 
 pytestmark = pytest.mark.e2e

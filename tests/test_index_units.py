@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from datetime import datetime, timedelta, timezone
+from typing import Any
 
 import pytest
 import redis
@@ -103,7 +104,25 @@ def test_events_are_read_as_hints_per_repository() -> None:
     ]
     found, ignored = index.events_to_check(events)
     assert ignored == 4
-    assert found == {"a": Confirm({"v1"}, set()), "b": Confirm({"v2"}, {digest})}
+    assert found == {"a": Confirm({"v1"}, set(), {"v1": digest}), "b": Confirm({"v2"}, {digest})}
+
+
+def test_claims_merge_in_order_and_a_claim_the_index_shows_needs_no_check() -> None:
+    d1, d2 = "sha256:" + "1" * 64, "sha256:" + "2" * 64
+    push = lambda tag, d: {"action": "push", "target": {"mediaType": OCI_MANIFEST, "digest": d, "repository": "a", "tag": tag}}  # noqa: E731
+    delete_tag = {"action": "delete", "target": {"repository": "a", "tag": "v1"}}
+    merged = index.events_to_check([push("v1", d1)])[0]["a"]
+    merged.merge(index.events_to_check([delete_tag])[0]["a"])  # pushed, then deleted: the push claim is void
+    assert merged == Confirm({"v1"}, set(), {})
+    merged.merge(index.events_to_check([push("v1", d2), push("v2", d1)])[0]["a"])
+    assert merged == Confirm({"v1", "v2"}, set(), {"v1": d2, "v2": d1})
+    current = {"v1": {"digest": d2}, "v2": {"digest": d2}}
+    assert merged.already_shown(current) == {"v1"}  # v2 claims d1, the index has d2: checked
+    merged.merge(index.events_to_check([{"action": "delete", "target": {"repository": "a", "digest": d2}}])[0]["a"])
+    assert merged.already_shown(current) == set()  # its digest was deleted since: checked
+    copy = merged.copy()
+    copy.tags.add("x")
+    assert "x" not in merged.tags
 
 
 def test_notifications_are_detected_from_the_registry_config() -> None:
@@ -163,3 +182,85 @@ def test_compose_sends_the_registrys_events_to_the_api_with_a_token_it_accepts()
     token = header.removeprefix("Bearer ").split(":", 1)[0]
     assert token == "${EVENTS_TOKEN"  # the same variable the api takes as EVENTS_TOKENS
     assert environment(compose["services"]["api"])["EVENTS_TOKENS"].startswith("${EVENTS_TOKEN:")
+
+
+def _paths(messages: Any, prefix: tuple = ()) -> set[tuple]:
+    if isinstance(messages, dict):
+        return set().union(*(_paths(v, (*prefix, str(k))) for k, v in messages.items())) if messages else {prefix}
+    return {prefix}
+
+
+def test_the_envelope_checked_by_hand_answers_as_its_schema_does() -> None:
+    import marshmallow as ma
+
+    from service.events.schemas import EnvelopeSchema
+
+    schema = EnvelopeSchema()
+    digest = "sha256:" + "a" * 64
+    good = {"action": "pull", "id": "x", "timestamp": "2026-01-01T00:00:00Z",
+            "target": {"mediaType": OCI_MANIFEST, "digest": digest, "repository": "team/app", "tag": "v1", "size": 5,
+                       "length": 5, "url": "http://r/v2/x", "other": 1},
+            "request": {"method": "GET", "useragent": "docker/24", "addr": "1.2.3.4"}, "actor": {}, "source": {}}
+    cases: list[Any] = [
+        {"events": [good]}, {"events": []}, {"events": [good] * 100}, {"events": [good] * 101}, {"events": "x"},
+        {"events": None}, {}, [], "x", None, {"events": [good, "x"]}, {"events": [{"action": "push"}]},
+        {"events": [{**good, "request": "x"}]}, {"events": [{**good, "request": {"useragent": 5}}]},
+        {"events": [{**good, "request": {"useragent": "u" * 1025}}]}, {"events": [{**good, "timestamp": "t" * 65}]},
+        {"events": [{**good, "action": ""}]}, {"events": [{**good, "action": "a" * 33}]}, {"events": [{**good, "action": 5}]},
+        {"events": [{**good, "target": "x"}]}, {"events": [{**good, "target": None}]}, {"events": [{**good, "id": 5}]},
+        {"events": [{**good, "request": None}]}, {"events": [None]},
+    ]
+    for key, bad in (("repository", "UP/../x"), ("repository", 5), ("repository", None), ("tag", "v" * 200),
+                     ("tag", "-x"), ("digest", "nope"), ("digest", 5), ("mediaType", "m" * 256), ("size", "5"),
+                     ("size", 1.5), ("size", True), ("length", None), ("url", 5), ("mediaType", None)):
+        cases.append({"events": [{**good, "target": {**good["target"], key: bad}}]})
+    cases.append({"events": [{**good, "target": {k: v for k, v in good["target"].items() if k != "repository"}}]})
+    cases.append({"events": [{**good, "target": {"repository": "a"}}]})  # mediaType defaults to ""
+    for case in cases:
+        try:
+            expected: Any = ma.Schema.load(schema, case)
+        except ma.ValidationError as exc:
+            expected = _paths(exc.messages)
+        try:
+            got: Any = schema.load(case)
+        except ma.ValidationError as exc:
+            got = _paths(exc.messages)
+        assert got == expected, (case, got, expected)
+
+
+def test_the_confirm_queue_merges_claims_per_repository_and_spaces_its_checks() -> None:
+    import threading
+    import time as clock
+
+    from janitor.index.confirming import ConfirmQueue
+    from tests.images import wait_until
+
+    class Recorder:  # stands in for the index: records each check (the checks themselves are e2e-tested)
+        def __init__(self) -> None:
+            self.checks: list[tuple[str, set[str], float]] = []
+            self.lock = threading.Lock()
+
+        def confirm(self, repo: str, check: Confirm) -> tuple[bool, set[str]]:
+            with self.lock:
+                self.checks.append((repo, set(check.tags), clock.monotonic()))
+            clock.sleep(0.02)
+            return True, set()
+
+    index = Recorder()
+    queue = ConfirmQueue(workers=1, cooldown=0.2)
+    started = clock.monotonic()
+    for i in range(200):  # a burst on one repository: a check or two, covering every tag
+        assert queue.submit(index, "busy", Confirm({f"t{i % 20}"}, set()))  # type: ignore[arg-type]
+    assert wait_until(lambda: queue.pending() == 0, 5, 0.01)
+    busy = [c for c in index.checks if c[0] == "busy"]
+    assert 1 <= len(busy) <= 2 and set().union(*(c[1] for c in busy)) == {f"t{i}" for i in range(20)}
+    # Claims arriving while a repository cools down wait for it; one on another repository does not.
+    queue.submit(index, "busy", Confirm({f"t{i}" for i in range(20)}, set()))  # type: ignore[arg-type]
+    queue.submit(index, "quiet", Confirm({"v1"}, set()))  # type: ignore[arg-type]
+    assert wait_until(lambda: queue.pending() == 0, 5, 0.01)
+    quiet = [c for c in index.checks if c[0] == "quiet"]
+    again = [c for c in index.checks if c[0] == "busy"][len(busy):]
+    assert len(quiet) == 1 and len(again) == 1
+    assert again[0][2] - busy[-1][2] >= 0.2  # the cooldown
+    assert quiet[0][2] <= again[0][2]  # fewer claims first
+    assert quiet[0][2] - started < 2.0

@@ -97,6 +97,69 @@ def test_each_rule_alone_and_combined() -> None:
     assert reasons["build-2"] == ["keep_last", "newer_than"] and reasons["sbom"] == ["not_matched", "no_creation_time"]
 
 
+def test_keep_pulled_within_keeps_what_was_pulled_and_waits_until_its_duration_was_observed() -> None:
+    tags = [TagInfo("hot", "d1", ago(90), last_pulled=ago(2)), TagInfo("cold", "d2", ago(90), last_pulled=ago(20)),
+            TagInfo("never", "d3", ago(90)), TagInfo("edge", "d4", ago(90), last_pulled=ago(10))]
+    rules = retention.Rules(keep_pulled_within=timedelta(days=10))
+    # Pulls heard for 30 days (more than 10): a tag with no pull heard of was not pulled within them.
+    d = retention.decide(tags, rules, NOW, pulls_heard_since=ago(30))
+    assert deleted(d) == ["cold", "never"]
+    assert kept(d) == {"hot": "pulled_recently", "edge": "pulled_recently"}  # exactly 10 days ago is within
+    # Heard for 3 days only: a tag never heard pulled might have been pulled 5 days ago: it stays, and says why.
+    d = retention.decide(tags, rules, NOW, pulls_heard_since=ago(3))
+    assert deleted(d) == ["cold"]
+    assert kept(d) == {"hot": "pulled_recently", "edge": "pulled_recently", "never": "no_pull_data"}
+    d = retention.decide(tags, rules, NOW, pulls_heard_since=None)  # never heard any pull
+    assert kept(d)["never"] == "no_pull_data" and deleted(d) == ["cold"]
+    assert retention.decide(tags, rules, NOW, pulls_heard_since=ago(10)).delete  # exactly the duration: observed
+    assert not retention.pulls_observed(rules, ago(10) + timedelta(seconds=1), NOW)
+    # Without a pull rule, pull data changes nothing.
+    assert deleted(retention.decide(tags, retention.Rules(), NOW)) == ["cold", "edge", "hot", "never"]
+
+
+def test_keep_last_pulled_ranks_the_pulled_tags_most_recent_first() -> None:
+    tags = [TagInfo("a", "d1", ago(1), last_pulled=ago(5)), TagInfo("b", "d2", ago(2), last_pulled=ago(1)),
+            TagInfo("c", "d3", ago(3), last_pulled=ago(5)), TagInfo("d", "d4", ago(4)),
+            TagInfo("e", "d5", ago(5), last_pulled=ago(50))]
+    d = retention.decide(tags, retention.Rules(keep_last_pulled=2), NOW, pulls_heard_since=ago(60))
+    assert kept(d) == {"b": "keep_last_pulled", "a": "keep_last_pulled"}  # a and c tie: by name
+    assert deleted(d) == ["c", "d", "e"]
+    d = retention.decide(tags, retention.Rules(keep_last_pulled=10), NOW, pulls_heard_since=ago(60))
+    assert deleted(d) == ["d"]  # never pulled while pulls were heard: not among the pulled ones
+    d = retention.decide(tags, retention.Rules(keep_last_pulled=0), NOW, pulls_heard_since=ago(60))
+    assert deleted(d) == ["a", "b", "c", "d", "e"]
+    # No pull heard at all yet: nothing to rank by, every tag with no pull data stays.
+    d = retention.decide(tags[3:4], retention.Rules(keep_last_pulled=1), NOW, pulls_heard_since=None)
+    assert kept(d) == {"d": "no_pull_data"}
+    # With keep_pulled_within too, tags with no pull heard of wait for its duration.
+    d = retention.decide(tags, retention.Rules(keep_last_pulled=1, keep_pulled_within=timedelta(days=2)), NOW,
+                         pulls_heard_since=ago(1))
+    assert kept(d) == {"b": "pulled_recently", "d": "no_pull_data"} and deleted(d) == ["a", "c", "e"]
+    assert {t.name: r for t, r in d.keep}["b"] == ["pulled_recently", "keep_last_pulled"]
+    # Combined with the others: every rule must let a tag go.
+    d = retention.decide(tags, retention.Rules(keep_last_pulled=1, older_than=timedelta(days=3),
+                                               keep_tags=retention.compile_regex("^e$")), NOW,
+                         pulls_heard_since=ago(60))
+    assert deleted(d) == ["d"] and kept(d) == {"a": "newer_than", "b": "newer_than", "c": "newer_than",
+                                                 "e": "keep_tags"}
+
+
+def test_pull_events_are_read_by_manifest_and_the_janitors_own_reads_are_not_pulls() -> None:
+    from janitor.planning import pulls
+    from janitor.registry.client import USER_AGENT
+
+    def ev(action: str = "pull", media: str = "application/vnd.oci.image.manifest.v1+json", agent: str = "docker/24",
+           stamp: str | None = "2026-06-01T11:59:00.123456789Z", **target: object) -> dict[str, object]:
+        return {"action": action, "timestamp": stamp, "request": {"useragent": agent},
+                "target": {"mediaType": media, "repository": "team/app", "digest": "sha256:" + "a" * 64, **target}}
+    now = NOW.timestamp()
+    assert pulls.pulls_of([ev()], now) == [("team/app", "sha256:" + "a" * 64, int(now) - 60)]
+    assert pulls.pulls_of([ev(stamp="2027-01-01T00:00:00Z")], now)[0][2] == int(now)  # never in the future
+    assert pulls.pulls_of([ev(stamp=None)], now)[0][2] == int(now)
+    assert pulls.pulls_of([ev(action="push"), ev(media=pulls.BLOB_MEDIA_TYPE), ev(agent=f"{USER_AGENT} (x)"),
+                           ev(repository="UP/x"), ev(digest=None), ev(digest=5)], now) == []
+
+
 def test_creation_times_parse_rfc3339_with_nanoseconds_and_refuse_placeholders() -> None:
     assert retention.parse_time("2024-01-02T03:04:05.123456789Z") == datetime(2024, 1, 2, 3, 4, 5, 123456,
                                                                                tzinfo=timezone.utc)
@@ -139,12 +202,16 @@ GOOD = {"name": "app-builds", "repositories": ["team/*", "tools/ci"], "keep_last
 
 
 def test_the_issue_example_is_valid_and_defaults_fill_in() -> None:
-    assert policies.validate(GOOD) == {**GOOD, "approval": None, "notify_before": None}
+    assert policies.validate(GOOD) == {**GOOD, "approval": None, "notify_before": None, "keep_pulled_within": None,
+                                       "keep_last_pulled": None}
     assert policies.validate({**GOOD, "approval": "required"})["approval"] == "required"
     assert policies.validate({"name": "x", "repositories": ["a"]}) == {
         "name": "x", "repositories": ["a"], "keep_last": None, "older_than": None, "delete_tags": None,
-        "keep_tags": None, "untagged": False, "schedule": None, "enabled": True, "approval": None,
-        "notify_before": None}
+        "keep_tags": None, "keep_pulled_within": None, "keep_last_pulled": None, "untagged": False,
+        "schedule": None, "enabled": True, "approval": None, "notify_before": None}
+    pulled = policies.validate({"name": "x", "repositories": ["a"], "keep_pulled_within": "30d", "keep_last_pulled": 5})
+    assert (pulled["keep_pulled_within"], pulled["keep_last_pulled"]) == ("30d", 5)
+    assert policies.rules(pulled) == retention.Rules(keep_pulled_within=timedelta(days=30), keep_last_pulled=5)
 
 
 @pytest.mark.parametrize("field,value", [
@@ -159,6 +226,10 @@ def test_the_issue_example_is_valid_and_defaults_fill_in() -> None:
     ("untagged", "true"), ("untagged", 1), ("untagged", None),
     ("schedule", "daily"), ("schedule", 15), ("schedule", "60 * * * *"),
     ("enabled", "yes"), ("enabled", 0), ("approval", "yes"), ("approval", True),
+    ("keep_pulled_within", "30"), ("keep_pulled_within", 30), ("keep_pulled_within", "0d"),
+    ("keep_pulled_within", "30y"), ("keep_pulled_within", ["30d"]),
+    ("keep_last_pulled", -1), ("keep_last_pulled", 2.5), ("keep_last_pulled", "3"), ("keep_last_pulled", False),
+    ("keep_last_pulled", 100_001),
 ])
 def test_each_bad_field_is_named(field: str, value: object) -> None:
     with pytest.raises(errors.InvalidPolicy) as caught:

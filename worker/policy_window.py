@@ -11,6 +11,7 @@ from typing import Any
 from janitor.jobs.records import SUCCEEDED, now
 from janitor.planning import approval, policy_plan
 from janitor.planning.protections import ProtectionStore
+from janitor.planning.pulls import PullBook
 from worker.deletion import carry_out
 from worker.state import WindowState
 
@@ -28,8 +29,10 @@ def run(window: WindowState, job: dict[str, Any], root: str | None) -> None:
             contents=ctx.contents) as reader:
         snap = policy_plan.read(reader, policy, stored)
         rules = ProtectionStore(ctx.conn, ctx.keys, ctx.settings.protections_file).all()  # as they are now
+        pulled, heard_since = policy_plan.read_pulls(PullBook(ctx.conn, ctx.keys.prefix), policy, snap)
         planned = policy_plan.plan(snap, policy, datetime.now(timezone.utc), window.creation_times,
-                                   ctx.settings.untagged_min_age, rules)
+                                   ctx.settings.untagged_min_age, protections=rules, pulled=pulled,
+                                   pulls_heard_since=heard_since)
         plan, as_dict = planned.plan, planned.as_dict()
         out.update(plan=as_dict, dry_run=bool(request.get("dry_run")))
         if plan.blobs_freed is not None:

@@ -20,6 +20,8 @@ from janitor.config.settings import Settings
 from janitor.jobs.records import QUEUED, RUNNING, JobStore, Keys, now
 from janitor.planning import policy_plan, upcoming
 from janitor.planning.policies import PolicyStore
+from janitor.planning.protections import ProtectionStore
+from janitor.planning.pulls import PullBook
 from janitor.registry.client import RegistryClient
 from janitor.registry.container import RegistryContainer
 from janitor.storage import files as storage
@@ -50,7 +52,11 @@ def plan(settings: Settings, conn: redis.Redis, policy: dict[str, Any]) -> dict[
     with policy_plan.PolicyReader(client, {}, settings.policy_read_concurrency, times,
                                   contents=ContentCache(conn, keys.prefix)) as reader:
         snap = policy_plan.read(reader, policy, stored)
-        planned = policy_plan.plan(snap, policy, datetime.now(timezone.utc), times, settings.untagged_min_age)
+        # What the run would keep at its due time as things stand: protection rules and pull times included.
+        rules = ProtectionStore(conn, keys, settings.protections_file).all()
+        pulled, heard_since = policy_plan.read_pulls(PullBook(conn, keys.prefix), policy, snap)
+        planned = policy_plan.plan(snap, policy, datetime.now(timezone.utc), times, settings.untagged_min_age,
+                                   protections=rules, pulled=pulled, pulls_heard_since=heard_since)
     return planned.as_dict()
 
 

@@ -14,10 +14,29 @@ import yaml
 
 @dataclass
 class Confirm:
-    """What an envelope asks to check in one repository: tags pushed or deleted, digests deleted."""
+    """What events ask to check in one repository: tags pushed or deleted, digests deleted; and, per tag whose
+    last event was a push, the digest it claims (a claim the index already shows needs no registry read)."""
 
     tags: set[str] = field(default_factory=set)
     digests: set[str] = field(default_factory=set)
+    pushed: dict[str, str] = field(default_factory=dict)
+
+    def merge(self, other: Confirm) -> None:
+        """Add later events' claims (in order: a later delete of a tag voids its earlier push claim)."""
+        self.tags |= other.tags
+        self.digests |= other.digests
+        for tag in other.tags - set(other.pushed):
+            self.pushed.pop(tag, None)
+        self.pushed.update(other.pushed)
+
+    def copy(self) -> Confirm:
+        return Confirm(set(self.tags), set(self.digests), dict(self.pushed))
+
+    def already_shown(self, current: Mapping[str, Mapping[str, Any]]) -> set[str]:
+        """Pushed tags the index shows on the digest their push claims, with no delete of that digest named:
+        nothing to check (a forged claim of what the index shows changes nothing either)."""
+        return {t for t, d in self.pushed.items()
+                if d not in self.digests and t in current and current[t].get("digest") == d}
 
 
 def events_to_check(events: Iterable[Mapping[str, Any]]) -> tuple[dict[str, Confirm], int]:
@@ -34,11 +53,17 @@ def events_to_check(events: Iterable[Mapping[str, Any]]) -> tuple[dict[str, Conf
             ignored += 1  # the schema requires it; never index under a non-name
             continue
         if action == "push" and tag:  # only a manifest push names a tag; blob pushes never do
-            found.setdefault(repo, Confirm()).tags.add(tag)
+            confirm = found.setdefault(repo, Confirm())
+            confirm.tags.add(tag)
+            if isinstance(digest, str) and digest:
+                confirm.pushed[tag] = digest
+            else:
+                confirm.pushed.pop(tag, None)
         elif action == "delete" and (tag or digest):
             confirm = found.setdefault(repo, Confirm())
             if tag:
                 confirm.tags.add(tag)
+                confirm.pushed.pop(tag, None)
             if digest:
                 confirm.digests.add(digest)
         else:

@@ -4,12 +4,14 @@ after the first fill), read from the registry where it may not be (polling, or n
 from __future__ import annotations
 
 from collections.abc import Mapping
+from datetime import datetime
 from typing import Any
 
 from janitor import errors
 from janitor.index.entries import glob_filter, sort_repositories, usage
 from janitor.index.reading import IndexReader
 from janitor.index.store import NOTIFICATIONS, POLLING
+from janitor.planning.pulls import PullBook
 from janitor.planning.snapshot import _again
 
 
@@ -69,7 +71,8 @@ class TagIndex(IndexReader):
         found = self.tags(repo)
         if found is None:
             raise errors.RepositoryNotFound(f"repository {repo} unknown to the registry", repository=repo)
-        return [{"name": t, **e} for t, e in found.items()]
+        pulled = PullBook(self.conn, self.prefix).times([repo])[repo]
+        return [{"name": t, **e, "last_pulled": _iso(pulled.get(e["digest"]))} for t, e in found.items()]
 
     def usage_report(self) -> tuple[list[dict[str, Any]], int]:
         """Bytes per repository (size, shared, unique), largest unique first, and the registry's total."""
@@ -86,3 +89,7 @@ class TagIndex(IndexReader):
         for row in rows:
             row["tag_count"] = summaries.get(row["name"], {}).get("tag_count", 0)
         return sorted(rows, key=lambda r: (-r["unique_bytes"], -r["size"], r["name"])), total
+
+
+def _iso(when: datetime | None) -> str | None:
+    return when.isoformat().replace("+00:00", "Z") if when else None

@@ -187,7 +187,8 @@ class IndexReader(IndexStore):
                     if self.commit(repo, gen, lambda tags, indexed, s=state: s):  # type: ignore[misc]
                         return True, pushed - set(state)
                     continue
-                checked = pushed | {t for t, e in current.items() if e["digest"] in check.digests}
+                shown = check.already_shown(current)
+                checked = (pushed - shown) | {t for t, e in current.items() if e["digest"] in check.digests}
                 if not checked:
                     return False, set()
                 heads = reader.heads(repo, sorted(checked))
@@ -201,7 +202,7 @@ class IndexReader(IndexStore):
                     kept = {t: e for t, e in tags.items() if t not in checked}
                     return {**kept, **found}
                 if self.commit(repo, gen, patch):
-                    return True, pushed - set(found)
+                    return True, pushed - shown - set(found)
             return False, set()
 
     def confirm_later(self, repo: str, tags: set[str]) -> bool:

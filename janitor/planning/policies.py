@@ -19,8 +19,8 @@ from janitor.jobs import pending, webhooks
 from janitor.jobs.records import SUCCEEDED, JobStore, Keys, now
 from janitor.planning import approval, named, retention
 
-FIELDS = ("name", "repositories", "keep_last", "older_than", "delete_tags", "keep_tags", "untagged", "schedule",
-          "enabled", "approval", "notify_before")
+FIELDS = ("name", "repositories", "keep_last", "older_than", "delete_tags", "keep_tags", "keep_pulled_within",
+          "keep_last_pulled", "untagged", "schedule", "enabled", "approval", "notify_before")
 NAME_RE = re.compile(r"^[a-z0-9]+(?:-[a-z0-9]+)*$")
 NAME_MAX = 63
 MAX_REPOSITORY_GLOBS = 100
@@ -68,11 +68,14 @@ def validate(data: Any, name: str | None = None) -> dict[str, Any]:
                 retention.compile_glob(glob)
             except retention.RuleError as exc:
                 bad("repositories", f"[{i}] {glob!r}: {exc}")
+    for field in ("keep_last", "keep_last_pulled"):
+        count = data.get(field)
+        if count is not None and (isinstance(count, bool) or not isinstance(count, int)
+                                  or not 0 <= count <= MAX_KEEP_LAST):
+            bad(field, f"a whole number from 0 to {MAX_KEEP_LAST}")
     keep_last = data.get("keep_last")
-    if keep_last is not None and (isinstance(keep_last, bool) or not isinstance(keep_last, int)
-                                  or not 0 <= keep_last <= MAX_KEEP_LAST):
-        bad("keep_last", f"a whole number from 0 to {MAX_KEEP_LAST}")
-    for field, check in (("older_than", retention.parse_duration), ("delete_tags", retention.compile_regex),
+    for field, check in (("older_than", retention.parse_duration),
+                         ("keep_pulled_within", retention.parse_duration), ("delete_tags", retention.compile_regex),
                          ("keep_tags", retention.compile_regex), ("schedule", retention.check_schedule)):
         value = data.get(field)
         if value is None:
@@ -102,6 +105,8 @@ def validate(data: Any, name: str | None = None) -> dict[str, Any]:
         "older_than": data.get("older_than"),
         "delete_tags": data.get("delete_tags"),
         "keep_tags": data.get("keep_tags"),
+        "keep_pulled_within": data.get("keep_pulled_within"),
+        "keep_last_pulled": data.get("keep_last_pulled"),
         "untagged": bool(data.get("untagged", False)),
         "schedule": data.get("schedule"),
         "enabled": bool(data.get("enabled", True)),
@@ -137,6 +142,9 @@ def rules(policy: dict[str, Any]) -> retention.Rules:
         older_than=retention.parse_duration(policy["older_than"]) if policy.get("older_than") else None,
         delete_tags=retention.compile_regex(policy["delete_tags"]) if policy.get("delete_tags") is not None else None,
         keep_tags=retention.compile_regex(policy["keep_tags"]) if policy.get("keep_tags") is not None else None,
+        keep_pulled_within=(retention.parse_duration(policy["keep_pulled_within"])
+                            if policy.get("keep_pulled_within") else None),
+        keep_last_pulled=policy.get("keep_last_pulled"),
     )
 
 

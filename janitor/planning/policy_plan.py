@@ -20,6 +20,7 @@ import redis
 from janitor import errors
 from janitor.planning import policies, retention, rules, snapshot
 from janitor.planning import protections as protected_rules
+from janitor.planning.pulls import PullBook
 from janitor.planning.rules import Plan
 from janitor.planning.snapshot import Reader, RepoSnapshot, Snapshot, StorageReader
 
@@ -30,6 +31,7 @@ CREATED_TTL = 30 * 24 * 3600  # creation times by config digest; digests are imm
 class PolicyPlan:
     plan: Plan  # what the deletion machinery carries out
     decisions: dict[str, retention.Decision] = field(default_factory=dict)  # repository -> tags kept/deleted
+    pulls: dict[str, Any] | None = None  # the policy uses pull times: since when they are heard, and whether enough
 
     @property
     def changes_anything(self) -> bool:
@@ -60,13 +62,31 @@ class PolicyPlan:
                 "kept_too_young": carried.get("kept_too_young", []),
             })
         out: dict[str, Any] = {"repositories": repos, "tags": base["tags"], "manifests": base["manifests"]}
+        if self.pulls is not None:
+            out["pulls"] = self.pulls
         if "bytes" in base:
             out.update(blobs=base["blobs"], bytes=base["bytes"])
         return out
 
 
 def _tag(t: retention.TagInfo) -> dict[str, Any]:
-    return {"tag": t.name, "digest": t.digest, "created": policies.iso(t.created)}
+    return {"tag": t.name, "digest": t.digest, "created": policies.iso(t.created),
+            "last_pulled": policies.iso(t.last_pulled)}
+
+
+def pulls_note(retain: retention.Rules, heard_since: datetime | None, now: datetime) -> dict[str, Any]:
+    """What the plan says about its pull data: since when pulls are heard, and whether that is long enough for
+    the pull rules to judge a tag with no pull heard of (else such tags stay, `no_pull_data`)."""
+    observed = retention.pulls_observed(retain, heard_since, now)
+    if heard_since is None:
+        note = ("no pull heard from this registry yet (its notifications must send manifest pulls): every tag "
+                "the pull rules would judge stays, reason no_pull_data")
+    elif not observed:
+        note = (f"pulls heard only since {policies.iso(heard_since)}, less than keep_pulled_within: a tag with no "
+                "pull heard of stays, reason no_pull_data, until that much time has been observed")
+    else:
+        note = f"pulls heard since {policies.iso(heard_since)}: a tag with no pull heard of was not pulled since"
+    return {"heard_since": policies.iso(heard_since), "observed": observed, "note": note}
 
 
 class CreationTimes:
@@ -154,19 +174,32 @@ def read(reader: Reader, policy: dict[str, Any], storage: StorageReader | None =
                                       skip_missing=True)
 
 
+def read_pulls(book: PullBook, policy: dict[str, Any], snap: Snapshot) -> tuple[dict[str, dict[str, datetime]],
+                                                                                  datetime | None]:
+    """The pull times a policy's rules need (none unless it has a pull rule): read before the rules run."""
+    if not policies.rules(policy).uses_pulls:
+        return {}, None
+    return book.times(sorted(snap.repos)), book.heard_since()
+
+
 def plan(snap: Snapshot, policy: dict[str, Any], now: datetime, times: CreationTimes,
-         untagged_min_age: float = 0.0, protections: Sequence[Mapping[str, Any]] = ()) -> PolicyPlan:
+         untagged_min_age: float = 0.0, protections: Sequence[Mapping[str, Any]] = (),
+         pulled: dict[str, dict[str, datetime]] | None = None, pulls_heard_since: datetime | None = None) -> PolicyPlan:
     """Plan one policy on a snapshot: the retention rules pick each repository's tags (never one a rule in
     `protections` names: kept with reason `protected`), the deletion rules (rules.plan_repository, the same as a
     `tags` + `untagged` request) decide what goes with them; a protected tag survives, so what it reaches
-    stays too."""
+    stays too. `pulled` (repository -> digest -> last pull) and `pulls_heard_since` come from read_pulls."""
     times.read(snap.repos.values())
     retain = policies.rules(policy)
     result = PolicyPlan(Plan([]))
+    if retain.uses_pulls:
+        result.pulls = pulls_note(retain, pulls_heard_since, now)
     for name in sorted(snap.repos):
         repo = snap.repos[name]
-        tags = [retention.TagInfo(t, d, times.of(repo, d)) for t, d in sorted(repo.tags.items())]
-        decision = retention.decide(tags, retain, now, protected_rules.protected_tags(name, repo.tags, protections))
+        seen = (pulled or {}).get(name, {})
+        tags = [retention.TagInfo(t, d, times.of(repo, d), seen.get(d)) for t, d in sorted(repo.tags.items())]
+        decision = retention.decide(tags, retain, now, protected_rules.protected_tags(name, repo.tags, protections),
+                                    pulls_heard_since)
         result.decisions[name] = decision
         result.plan.repos.append(rules.plan_repository(
             repo, tags=[t.name for t in decision.delete], untagged=bool(policy.get("untagged")),

@@ -24,7 +24,9 @@ from croniter import croniter
 # (janitor/planning/protections.py) names the tag, whatever the policy says.
 PROTECTED, KEEP_TAGS, NOT_MATCHED, NO_CREATION_TIME, KEEP_LAST, NEWER_THAN = (
     "protected", "keep_tags", "not_matched", "no_creation_time", "keep_last", "newer_than")
-REASONS = (PROTECTED, KEEP_TAGS, NOT_MATCHED, NO_CREATION_TIME, KEEP_LAST, NEWER_THAN)
+PULLED_RECENTLY, KEEP_LAST_PULLED, NO_PULL_DATA = "pulled_recently", "keep_last_pulled", "no_pull_data"
+REASONS = (PROTECTED, KEEP_TAGS, NOT_MATCHED, NO_CREATION_TIME, KEEP_LAST, NEWER_THAN, PULLED_RECENTLY,
+           KEEP_LAST_PULLED, NO_PULL_DATA)
 
 MAX_PATTERN = 1024
 _RE2_OPTIONS = re2.Options()
@@ -137,6 +139,12 @@ class Rules:
     older_than: timedelta | None = None
     delete_tags: Any = None  # compiled RE2 pattern, searched
     keep_tags: Any = None
+    keep_pulled_within: timedelta | None = None
+    keep_last_pulled: int | None = None
+
+    @property
+    def uses_pulls(self) -> bool:
+        return self.keep_pulled_within is not None or self.keep_last_pulled is not None
 
 
 @dataclass(frozen=True)
@@ -144,6 +152,16 @@ class TagInfo:
     name: str
     digest: str
     created: datetime | None  # an index: its newest child's
+    last_pulled: datetime | None = None  # the newest pull of its digest the janitor heard of
+
+
+def pulls_observed(rules: Rules, heard_since: datetime | None, now: datetime) -> bool:
+    """Whether the janitor has heard pulls long enough for the pull rules to judge a tag it heard no pull of:
+    for `keep_pulled_within`, at least that long; for `keep_last_pulled` alone, at all. Before that, such a
+    tag may have been pulled without the janitor knowing, so it stays (`no_pull_data`)."""
+    if heard_since is None:
+        return False
+    return rules.keep_pulled_within is None or heard_since <= now - rules.keep_pulled_within
 
 
 @dataclass
@@ -158,12 +176,25 @@ def rank(tags: list[TagInfo]) -> list[TagInfo]:
     return dated + sorted((t for t in tags if not t.created), key=lambda t: t.name)
 
 
-def decide(tags: list[TagInfo], rules: Rules, now: datetime, protected: Collection[str] = ()) -> Decision:
+def rank_pulled(tags: list[TagInfo]) -> list[TagInfo]:
+    """Most recently pulled first, ties by name; tags with no pull heard of are left out."""
+    return sorted((t for t in tags if t.last_pulled), key=lambda t: (-t.last_pulled.timestamp(), t.name))  # type: ignore[union-attr]
+
+
+def decide(tags: list[TagInfo], rules: Rules, now: datetime, protected: Collection[str] = (),
+           pulls_heard_since: datetime | None = None) -> Decision:
     """A tag goes when every given rule lets it: it is not `protected` (by name), matches delete_tags, does not
-    match keep_tags, is not among the keep_last newest, and is older than older_than. Rules left out do not
-    restrict. A protected tag still counts among the keep_last newest."""
+    match keep_tags, is not among the keep_last newest, is older than older_than, was not pulled within
+    keep_pulled_within and is not among the keep_last_pulled most recently pulled. Rules left out do not
+    restrict. A protected tag still counts among the keep_last newest. `pulls_heard_since`: when the janitor
+    began hearing the registry's pulls (None: never); a tag with no pull heard of stays while that is too
+    recent for the pull rules to judge it (pulls_observed)."""
     decision = Decision([], [])
     cutoff = now - rules.older_than if rules.older_than is not None else None
+    pulled_cutoff = now - rules.keep_pulled_within if rules.keep_pulled_within is not None else None
+    observed = pulls_observed(rules, pulls_heard_since, now)
+    last_pulled = ({t.name for t in rank_pulled(tags)[:rules.keep_last_pulled]}
+                   if rules.keep_last_pulled is not None else set())
     for position, tag in enumerate(rank(tags)):
         reasons = [PROTECTED] if tag.name in protected else []
         if rules.keep_tags is not None and rules.keep_tags.search(tag.name):
@@ -176,6 +207,12 @@ def decide(tags: list[TagInfo], rules: Rules, now: datetime, protected: Collecti
             reasons.append(KEEP_LAST)
         if cutoff is not None and tag.created is not None and tag.created >= cutoff:
             reasons.append(NEWER_THAN)
+        if pulled_cutoff is not None and tag.last_pulled is not None and tag.last_pulled >= pulled_cutoff:
+            reasons.append(PULLED_RECENTLY)
+        if tag.name in last_pulled:
+            reasons.append(KEEP_LAST_PULLED)
+        if rules.uses_pulls and tag.last_pulled is None and not observed:
+            reasons.append(NO_PULL_DATA)
         if reasons:
             decision.keep.append((tag, reasons))
         else:

@@ -73,6 +73,11 @@ def _error_code(resp: requests.Response) -> str:
         return ""
 
 
+# Sent with every request, so the registry's pull notifications of the janitor's own reads can be told apart
+# (janitor.planning.pulls ignores them: a HEAD to check a tag is no pull).
+USER_AGENT = "registry-janitor"
+
+
 class RegistryClient:
     """One registry; thread-safe enough for the API's threads (a session per client, tokens cached by scope)."""
 
@@ -94,6 +99,7 @@ class RegistryClient:
         # The environment's proxies and CA bundle are read once per origin (`_environment`), not by requests
         # on every request: it scans the whole environment each time, a third of a read's CPU.
         self.session.trust_env = False
+        self.session.headers["User-Agent"] = f"{USER_AGENT} (python-requests/{requests.__version__})"
         self._environments: dict[tuple[str, str, int], dict[str, Any]] = {}
         # Parallel readers (the index fill, policies) share this session: keep that many connections alive.
         adapter = requests.adapters.HTTPAdapter(pool_connections=4, pool_maxsize=POOL_SIZE)

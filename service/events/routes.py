@@ -1,14 +1,18 @@
-"""Registry notifications: distribution POSTs an envelope per push and delete; the index is corrected after
-checking each claim against the registry (events are hints, not truth)."""
+"""Registry notifications: distribution POSTs an envelope per push, delete and manifest pull, one at a time per
+endpoint, so this answers at once: pulls are recorded (one Redis round trip), pushes and deletes queued to be
+checked against the registry in the background (janitor/index/confirming.py; events are hints, not truth)."""
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from flask.views import MethodView
 from flask_smorest import Blueprint
 
 from janitor import index
+from janitor.index import confirming
+from janitor.planning.pulls import PullBook
 from service import auth
 from service.errors import ErrorSchema
 from service.events.schemas import EnvelopeSchema, EventsResultSchema
@@ -30,15 +34,19 @@ class Events(MethodView):
     @blp.doc(operationId="receiveRegistryEvents", summary="Receive registry notifications",
              description="The endpoint for distribution's `notifications.endpoints` (send "
                          "`Authorization: Bearer <token>` in its `headers`; the token needs the `events` or `admin` "
-                         "scope). Pushes and deletes of tagged manifests are checked against the registry (a HEAD "
-                         "per tag; a manifest only when its digest is not cached) before the index changes, so an "
-                         "event whose content is false changes nothing (distribution sends a push event just before "
-                         "it writes the tag: a pushed tag not visible yet is checked again in the background for "
-                         "about 1.5 s); pulls, mounts and blob events are ignored. "
+                         "scope). Answers at once: distribution sends one event per POST, in sequence, so the "
+                         "answer time caps how many events a registry can send. Pushes and deletes of tagged "
+                         "manifests are queued and checked against the registry in the background (a HEAD per tag; "
+                         "a manifest only when its digest is not cached; claims on one repository merge while they "
+                         "wait) before the index changes, so an event whose content is false changes nothing; a "
+                         "push shows in the listing within 2 s. Manifest pulls are recorded per repository and "
+                         "digest (`last_pulled` in tag listings, the policies' `keep_pulled_within` and "
+                         "`keep_last_pulled`), except the janitor's own reads (User-Agent `registry-janitor`). "
+                         "Mounts and blob events are ignored. "
                          "Takes application/vnd.docker.distribution.events.v1+json (v2 too) and application/json.")
-    @blp.arguments(EnvelopeSchema, example=EXAMPLE)
-    @blp.response(200, EventsResultSchema, description="Events checked and the index corrected",
-                  example={"received": 1, "ignored": 0, "repositories": ["team/app"], "changed": ["team/app"],
+    @blp.arguments(EnvelopeSchema(), example=EXAMPLE)  # an instance: webargs would build a class anew per request
+    @blp.response(200, EventsResultSchema, description="Events taken: pulls recorded, claims queued for checking",
+                  example={"received": 1, "ignored": 0, "pulls": 0, "repositories": ["team/app"], "changed": [],
                            "rechecking": []})
     @blp.alt_response(403, schema=ErrorSchema, description="The token lacks the events scope (FORBIDDEN)")
     @blp.alt_response(502, schema=ErrorSchema, description="The registry answered unexpectedly: REGISTRY_ERROR, "
@@ -46,16 +54,24 @@ class Events(MethodView):
     @blp.alt_response(503, schema=ErrorSchema, description="Registry unreachable (REGISTRY_UNAVAILABLE)")
     @auth.scope("events")
     def post(self, envelope: dict[str, Any]) -> dict[str, Any]:
-        idx = state().index
+        st = state()
         events = envelope["events"]
+        pulls = PullBook.of(st.conn, st.keys.prefix).record(events)  # one Redis round trip at most
         checks, ignored = index.events_to_check(events)
-        changed, pending = [], []
-        for repo, check in sorted(checks.items()):
-            committed, missing = idx.confirm(repo, check)
-            if committed:
-                changed.append(repo)
-            if missing and idx.confirm_later(repo, missing):
-                pending.append(repo)
+        queue = confirming.queue()
+        queued = [repo for repo, check in sorted(checks.items()) if queue.submit(st.index, repo, check)]
+        _note_event(st.index)
+        return {"received": len(events), "ignored": ignored - pulls, "pulls": pulls, "repositories": queued,
+                "changed": [], "rechecking": []}
+
+
+_noted: dict[int, float] = {}
+NOTE_EVERY = 1.0  # seconds: last_event_at is written at most this often per process and registry
+
+
+def _note_event(idx: index.TagIndex) -> None:
+    """`last_event_at` for /readyz, without a Redis write per event."""
+    now = time.monotonic()
+    if now - _noted.get(id(idx), -NOTE_EVERY) >= NOTE_EVERY:
+        _noted[id(idx)] = now
         idx.note(last_event_at=index.now_iso())
-        return {"received": len(events), "ignored": ignored, "repositories": sorted(checks), "changed": changed,
-                "rechecking": pending}

@@ -47,6 +47,14 @@ class PolicyFields(ma.Schema):
     keep_tags = ma.fields.String(allow_none=True, metadata={
         "description": "RE2 regular expression (searched): matching tags always stay (keep wins)",
         "example": "^(latest|stable|v\\d+\\.\\d+\\.\\d+)$"})
+    keep_pulled_within = ma.fields.String(allow_none=True, metadata={
+        "description": "Keep tags whose image was pulled within this (90m, 12h, 30d, 2w), as the registry's "
+                       "notifications tell (manifest pulls by others than the janitor). Until pulls have been "
+                       "heard that long, a tag with no pull heard of stays (reason no_pull_data)",
+        "example": "30d"})
+    keep_last_pulled = ma.fields.Integer(allow_none=True, strict=True, metadata={
+        "description": "Keep the N most recently pulled tags of each repository; until any pull has been heard, "
+                       "every tag with no pull heard of stays (reason no_pull_data)", "example": 5})
     untagged = ma.fields.Boolean(metadata={
         "description": "Also delete manifests no tag reaches, as the untagged deletion does", "example": True})
     schedule = ma.fields.String(allow_none=True, metadata={

@@ -59,6 +59,10 @@ class TagSchema(ma.Schema):
     created = ImageTime(allow_none=True, metadata={
         "format": "date-time", "description": "From the image config, in UTC; null when it states no valid time"})
     platforms = ma.fields.List(ma.fields.String(), metadata={"description": "os/arch[/variant] of an index"})
+    last_pulled = ImageTime(allow_none=True, metadata={
+        "format": "date-time", "description": "The newest pull of this tag's digest the registry's notifications "
+                                              "told (manifest pulls by others than the janitor), in UTC, to the "
+                                              "second; null when none was heard of"})
 
 
 class RepositoryQueryArgsSchema(PageQueryArgsSchema):
