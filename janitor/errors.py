@@ -253,3 +253,27 @@ class RegistryNotKnown(NotFound):
     """A /v1/registries/{registry}/... path naming a registry REGISTRIES_FILE does not list."""
 
     code = "REGISTRY_UNKNOWN"
+
+
+class NotRestorable(Conflict):
+    """Nothing of that job can be put back: it deleted nothing, was a dry run, or had no restore window."""
+
+    code = "NOT_RESTORABLE"
+
+
+class RestoreWindowEnded(Conflict):
+    """The job's restore window is over: GC may have freed what it deleted."""
+
+    code = "RESTORE_WINDOW_ENDED"
+
+
+class InvalidRestore(JanitorError):
+    """A restore naming tags or manifests the job did not delete; details name them."""
+
+    code = "INVALID_REQUEST"
+
+
+class RestoreIncomplete(JanitorError):
+    """A restore job put back what it could; the rest (result.failed) could not be PUT."""
+
+    code = "RESTORE_INCOMPLETE"

@@ -13,6 +13,7 @@ from janitor.planning.planner import TagWatch, delete_by_digest, read_and_plan
 from janitor.planning.rules import Plan
 from janitor.planning.snapshot import Reader, Snapshot
 from janitor.registry.untag import untag
+from worker import restore
 from worker.state import WindowState
 
 
@@ -51,6 +52,7 @@ def carry_out(state: WindowState, job: dict[str, Any], out: dict[str, Any], read
     untagged: list[str] = []
     skipped: list[dict[str, Any]] = list(job["result"].get("skipped") or [])
     removed: set[str] = set()
+    gone: list[tuple[str, str]] = []  # (repository, digest) deleted: what a restore window keeps
     out.update(manifests_deleted=deleted, untagged=untagged, skipped=skipped)
 
     def untag_alone(repo: str, tag: str, planned_digest: str) -> None:
@@ -88,12 +90,14 @@ def carry_out(state: WindowState, job: dict[str, Any], out: dict[str, Any], read
             delete_by_digest(ctx.client, repo, digest)
             index.manifest_deleted(ctx.conn, ctx.keys.prefix, repo, digest)  # its tags leave the listing
             deleted.append(digest)
+            gone.append((repo, digest))
             state.deleted.setdefault(repo, set()).add(digest)
             removed |= {f"{repo}:{t}" for t in repo_plan.tags_removed.get(digest, [])}
         if repo_plan.remove_repository:
             state.remove_repos.setdefault(repo, []).append(job)
     job["result"].update(manifests_deleted=list(deleted), tags_removed=sorted(removed),
                          skipped=list(skipped), repositories_removed=[])
+    restore.remember(state, job, snap, plan, gone, removed)
 
 
 def _snapshot_and_plan(state: WindowState, reader: Reader, request: dict[str, Any], root: str | None) -> tuple[Snapshot, Plan]:

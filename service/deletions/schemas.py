@@ -74,6 +74,7 @@ class DeletionSchema(ma.Schema):
         "description": "Also delete referrers (sha256-<hex> tags: signatures, SBOMs) of deleted manifests. "
                        "Default: true"})
     gc_mode = validators.gc_mode_field()
+    restore_window = validators.restore_window_field()
     approval = ma.fields.String(validate=ma.validate.OneOf(["required"]), metadata={
         "description": "`required`: plan now, wait as `awaiting_approval` with the plan in `result.plan`, and "
                        "change nothing until another token approves (POST /v1/jobs/{id}/approve). "
