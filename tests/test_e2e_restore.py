@@ -107,7 +107,7 @@ def test_after_the_window_gc_frees_exactly_what_the_plan_promised(stack: Stack) 
     assert ended.status_code == 409 and ended.json()["code"] == "RESTORE_WINDOW_ENDED", ended.text
 
     gc = _ok(stack, stack.post("/v1/gc", {}).json()["id"])
-    assert gc["result"]["bytes_freed"] == promised
+    assert gc["result"]["bytes_freed"] == promised, (gc["result"], job["result"], stack.registry.blob_files())
     assert stack.registry.storage_bytes() == before - promised
     assert images.pull_verified(stack.registry.url, "team/app", "keep") == []
 

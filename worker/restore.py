@@ -67,7 +67,11 @@ def remember(state: WindowState, job: dict[str, Any], snap: Snapshot, plan: Plan
 
 
 def holds(state: WindowState, root: str, out: dict[str, Any]) -> list[tuple[holds_mod.Hold, bytes]]:
-    """The hold step's holds for every still-restorable deletion's blobs (says how many in `out`)."""
+    """The hold step's holds for every still-restorable deletion's blobs (says how many in `out`). The blobs
+    of deletions whose window has ended count as let go, like those of this window's own deletions: their
+    links are the deleted images' own, not a push in flight, so the upload grace does not hold them either."""
+    for repo, blobs in rules.held(store(state).ended()).items():
+        state.released_blobs.setdefault(repo, set()).update(blobs)
     records = store(state).live()
     wanted = rules.held(records)
     if not wanted:

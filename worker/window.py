@@ -243,8 +243,8 @@ class Window(WindowState):
                             sizes.update(late)  # blobs stored since the sizes were read
                     else:
                         recent = holds.recent_blobs(ctx.container, root, ctx.settings.upload_grace)
-                    built = holds.build(holds.unreleased(recent, self.released_blobs))
-                    built += restore.holds(self, root, out)  # blobs of deletions still restorable
+                    kept = restore.holds(self, root, out)  # blobs of deletions still restorable
+                    built = holds.build(holds.unreleased(recent, self.released_blobs)) + kept
                     guard.place_holds(built)
                     out.update(holds=len(built), blobs_held=sum(len(h.blobs) for h, _ in built))
             if self.remove_repos and root is not None:  # without filesystem access such requests are refused

@@ -232,6 +232,13 @@ class RestorableStore:
             self.conn.zrem(self.index, *gone)
         return sorted(found, key=lambda r: r["deleted_at"], reverse=True)
 
+    def ended(self, at: float | None = None) -> list[dict[str, Any]]:
+        """Records whose window has ended (and which are still kept): their blobs are let go."""
+        at = time.time() if at is None else at
+        ids = [i.decode() if isinstance(i, bytes) else str(i)
+               for i in self.conn.zrangebyscore(self.index, at - KEEP_AFTER, at)]
+        return [rec for job_id in ids if (rec := self.get(job_id)) is not None]
+
     def restored(self, job_id: str, by: str) -> None:
         """Note a restore job on the record (watched: two restores never lose each other's note)."""
         key = self.prefix + job_id
