@@ -139,11 +139,12 @@ GOOD = {"name": "app-builds", "repositories": ["team/*", "tools/ci"], "keep_last
 
 
 def test_the_issue_example_is_valid_and_defaults_fill_in() -> None:
-    assert policies.validate(GOOD) == {**GOOD, "approval": None}
+    assert policies.validate(GOOD) == {**GOOD, "approval": None, "restore_window": None}
     assert policies.validate({**GOOD, "approval": "required"})["approval"] == "required"
     assert policies.validate({"name": "x", "repositories": ["a"]}) == {
         "name": "x", "repositories": ["a"], "keep_last": None, "older_than": None, "delete_tags": None,
-        "keep_tags": None, "untagged": False, "schedule": None, "enabled": True, "approval": None}
+        "keep_tags": None, "untagged": False, "schedule": None, "enabled": True, "approval": None,
+        "restore_window": None}
 
 
 @pytest.mark.parametrize("field,value", [
