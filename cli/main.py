@@ -105,10 +105,12 @@ def tags(c: Ctx, repository: str) -> None:
 @click.option("--yes", "-y", is_flag=True, help="Do not ask before deleting (and skip the preview).")
 @click.option("--force", is_flag=True, help="Delete a manifest even though a tagged index references it.")
 @click.option("--no-referrers", is_flag=True, help="Keep signatures and SBOMs of deleted manifests.")
+@click.option("--restore-window", help="How long it can be put back (`registry-janitor restore JOB`), e.g. 7d; 0: off.")
 @_json_option
 @pass_ctx
 def delete(c: Ctx, repository: str, tags_: tuple[str, ...], digests: tuple[str, ...], untagged: bool,
-           all_tags: bool, dry_run: bool, yes: bool, force: bool, no_referrers: bool) -> None:
+           all_tags: bool, dry_run: bool, yes: bool, force: bool, no_referrers: bool,
+           restore_window: str | None) -> None:
     """Delete from REPOSITORY: give exactly one of --tag, --digest, --untagged or --all-tags.
 
     The plan is shown first (from a dry-run job) and you are asked [y/N] before anything is deleted; then the
@@ -132,6 +134,8 @@ def delete(c: Ctx, repository: str, tags_: tuple[str, ...], digests: tuple[str, 
         body["force"] = True
     if no_referrers:
         body["referrers"] = False
+    if restore_window is not None:
+        body["restore_window"] = restore_window
 
     if not (yes and not dry_run):
         preview = _run_job(c, lambda: c.client.delete({**body, "dry_run": True}), label="planning", quiet=True)
@@ -208,7 +212,7 @@ JOB_STATUSES = ["queued", "running", "succeeded", "failed", "awaiting_approval",
 @click.argument("job_id", required=False)
 @click.option("--watch", "-w", is_flag=True, help="Follow the job until it finishes.")
 @click.option("--status", type=click.Choice(JOB_STATUSES), help="Only jobs in this state.")
-@click.option("--kind", type=click.Choice(["deletion", "gc", "policy"]), help="Only jobs of this kind.")
+@click.option("--kind", type=click.Choice(["deletion", "gc", "policy", "restore"]), help="Only jobs of this kind.")
 @click.option("--repository", help="Only jobs on this repository.")
 @click.option("--policy", help="Only runs of this policy.")
 @click.option("--requested-by", help="Only jobs asked for by this token (its name).")
@@ -426,6 +430,7 @@ def _finish(c: Ctx, job: dict[str, Any]) -> None:
 
 
 def main() -> None:
+    from cli import restore  # noqa: F401  (registers `restore` and `restorable` on the group)
     try:
         cli.main(standalone_mode=False)
     except click.exceptions.Abort:

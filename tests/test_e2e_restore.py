@@ -3,7 +3,11 @@ identical digests; a tag pushed anew is left alone; after the window a GC frees 
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
 import time
+from pathlib import Path
 
 import pytest
 
@@ -12,6 +16,12 @@ from tests import images
 from tests.conftest import Stack
 
 pytestmark = pytest.mark.e2e
+CLI = str(Path(sys.executable).parent / "registry-janitor")
+
+
+def _cli(stack: Stack, *argv: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([CLI, "--url", stack.api, "--token", stack.token, *argv], capture_output=True, text=True,
+                          timeout=180)
 
 
 def _ok(stack: Stack, job_id: str) -> dict:
@@ -73,8 +83,11 @@ def test_delete_gc_restore_pulls_identical_and_a_new_push_is_left_alone(stack: S
         resp = p.session.get(f"{url}/v2/team/app/manifests/{ref}", headers={"Accept": images.ACCEPT}, timeout=30)
         assert resp.content == img.manifest and resp.headers["Docker-Content-Digest"] == img.digest
 
-    for job in (by_digest, whole):
-        _ok(stack, stack.post(f"/v1/jobs/{job['id']}/restore").json()["id"])
+    _ok(stack, stack.post(f"/v1/jobs/{by_digest['id']}/restore").json()["id"])
+    listed = json.loads(_cli(stack, "restorable", "--json").stdout)
+    assert [r["restored_by"] != [] for r in listed] == [False, True, True]
+    done = _cli(stack, "restore", whole["id"])  # the CLI follows it to the end
+    assert done.returncode == 0 and "manifests restored: 1, tags restored: 1" in done.stdout, done
     resp = p.session.get(f"{url}/v2/team/multi/manifests/latest", headers={"Accept": images.ACCEPT}, timeout=30)
     assert resp.content == idx.manifest and resp.headers["Docker-Content-Digest"] == idx.digest
     assert images.pull_verified(url, "team/multi", "latest") == []
