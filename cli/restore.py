@@ -20,8 +20,8 @@ def restore_job(c: Ctx, job_id: str, body: dict[str, Any]) -> dict[str, Any]:
 def restore_lines(job: dict[str, Any]) -> list[str]:
     """What a restore put back, what it left alone and what it could not."""
     result = job.get("result") or {}
-    lines = [f"manifests restored: {len(result.get('manifests_restored') or [])}, tags restored: "
-             f"{len(result.get('tags_restored') or [])}"]
+    lines = [(f"manifests restored: {len(result.get('manifests_restored') or [])}, tags restored: "
+              f"{len(result.get('tags_restored') or [])}")]
     for s in result.get("skipped") or []:
         lines.append(f"left alone: {s['repository']}:{s['tag']} (now at {s.get('now_at')}): {s['reason']}")
     for f in result.get("failed") or []:

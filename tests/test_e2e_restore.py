@@ -21,7 +21,7 @@ CLI = str(Path(sys.executable).parent / "registry-janitor")
 
 def _cli(stack: Stack, *argv: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run([CLI, "--url", stack.api, "--token", stack.token, *argv], capture_output=True, text=True,
-                          timeout=180)
+                          timeout=180, check=False)
 
 
 def _ok(stack: Stack, job_id: str) -> dict:

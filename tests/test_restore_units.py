@@ -65,7 +65,7 @@ def test_everything_comes_back_children_before_their_index() -> None:
 
 
 def test_a_subset_brings_what_it_needs_along() -> None:
-    rec, idx, amd, arm, app = _record()
+    rec, idx, _, _, app = _record()
     plan = restore.plan(rec, {"tags": ["team/multi:latest"]})
     assert [m["digest"] for m in plan.manifests][-1] == idx.digest and len(plan.manifests) == 3
     assert [t["tag"] for t in plan.tags] == ["latest"]
@@ -88,7 +88,7 @@ def test_a_subset_naming_what_the_job_did_not_delete_is_refused(subset: dict, fi
 
 
 def test_the_listing_says_what_and_until_when() -> None:
-    rec, idx, _, _, app = _record()
+    rec, idx, _, _, _ = _record()
     item = restore.summary(rec)
     assert item["restorable_until"] == "1970-01-01T00:17:40.000Z" and item["repositories"] == ["team/app", "team/multi"]
     assert f"team/multi@{idx.digest}" in item["manifests"] and "team/app:v1" in item["tags"]

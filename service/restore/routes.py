@@ -13,7 +13,11 @@ from service import auth, maintenance, pagination
 from service.errors import ErrorSchema
 from service.jobs.schemas import JobSchema
 from service.openapi import location_header
-from service.restore.schemas import RestorablePageSchema, RestorableQueryArgsSchema, RestoreRequestSchema
+from service.restore.schemas import (
+    RestorablePageSchema,
+    RestorableQueryArgsSchema,
+    RestoreRequestSchema,
+)
 from service.state import state
 
 blp = Blueprint("restore", __name__, url_prefix="/v1/jobs", description="Put back what a job deleted")
