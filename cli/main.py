@@ -15,7 +15,7 @@ from typing import Any
 import click
 from rich.console import Console
 
-from cli import policies, protections, render
+from cli import policies, protections, render, restore
 from cli.client import ApiError, Client, Unreachable
 from cli.common import (
     EXIT_CODES,
@@ -93,11 +93,12 @@ def tags(c: Ctx, repository: str) -> None:
 @click.option("--no-referrers", is_flag=True, help="Keep signatures and SBOMs of deleted manifests.")
 @click.option("--override-protection", is_flag=True,
               help="Delete protected tags too (scope admin; the job records it).")
+@click.option("--restore-window", help="How long it can be put back (`registry-janitor restore JOB`), e.g. 7d; 0: off.")
 @json_option
 @pass_ctx
 def delete(c: Ctx, repository: str, tags_: tuple[str, ...], digests: tuple[str, ...], untagged: bool,
            all_tags: bool, dry_run: bool, yes: bool, force: bool, no_referrers: bool,
-           override_protection: bool) -> None:
+           override_protection: bool, restore_window: str | None) -> None:
     """Delete from REPOSITORY: give exactly one of --tag, --digest, --untagged or --all-tags.
 
     The plan is shown first (from a dry-run job) and you are asked [y/N] before anything is deleted; then the
@@ -123,6 +124,8 @@ def delete(c: Ctx, repository: str, tags_: tuple[str, ...], digests: tuple[str, 
         body["referrers"] = False
     if override_protection:
         body["override_protection"] = True
+    if restore_window is not None:
+        body["restore_window"] = restore_window
 
     if not (yes and not dry_run):
         preview = run_job(c, lambda: c.client.delete({**body, "dry_run": True}), label="planning", quiet=True)
@@ -172,7 +175,7 @@ JOB_STATUSES = ["queued", "running", "succeeded", "failed", "awaiting_approval",
 @click.argument("job_id", required=False)
 @click.option("--watch", "-w", is_flag=True, help="Follow the job until it finishes.")
 @click.option("--status", type=click.Choice(JOB_STATUSES), help="Only jobs in this state.")
-@click.option("--kind", type=click.Choice(["deletion", "gc", "policy"]), help="Only jobs of this kind.")
+@click.option("--kind", type=click.Choice(["deletion", "gc", "policy", "restore"]), help="Only jobs of this kind.")
 @click.option("--repository", help="Only jobs on this repository.")
 @click.option("--policy", help="Only runs of this policy.")
 @click.option("--requested-by", help="Only jobs asked for by this token (its name).")
@@ -214,7 +217,7 @@ def jobs(c: Ctx, job_id: str | None, watch: bool, status: str | None, kind: str 
 
 
 for command in (policies.policies, policies.policy, policies.approvals, policies.approve, policies.reject,
-                *protections.COMMANDS):
+                *protections.COMMANDS, *restore.COMMANDS):
     cli.add_command(command)
 
 

@@ -257,6 +257,23 @@ class RegistryNotKnown(NotFound):
 
 class InvalidProtection(JanitorError):
     """A tag protection rule field that cannot be used; details name each field and what is wrong with it."""
+    code = "INVALID_REQUEST"
+
+
+class NotRestorable(Conflict):
+    """Nothing of that job can be put back: it deleted nothing, was a dry run, or had no restore window."""
+
+    code = "NOT_RESTORABLE"
+
+
+class RestoreWindowEnded(Conflict):
+    """The job's restore window is over: GC may have freed what it deleted."""
+
+    code = "RESTORE_WINDOW_ENDED"
+
+
+class InvalidRestore(JanitorError):
+    """A restore naming tags or manifests the job did not delete; details name them."""
 
     code = "INVALID_REQUEST"
 
@@ -280,3 +297,9 @@ class TagProtected(Conflict):
     An admin may pass `"override_protection": true`."""
 
     code = "TAG_PROTECTED"
+
+
+class RestoreIncomplete(JanitorError):
+    """A restore job put back what it could; the rest (result.failed) could not be PUT."""
+
+    code = "RESTORE_INCOMPLETE"

@@ -83,9 +83,11 @@ def create_app(settings: Settings | None = None) -> Flask:
     from service.registries.routes import blp as registries_blp
     from service.repositories.routes import blp as repositories
     from service.repositories.routes import usage_blp as usage
+    from service.restore.routes import blp as restore
+    from service.restore.routes import listing_blp as restorable
 
     # Every registry's resources: unprefixed for the default registry, and under /v1/registries/{registry}/.
-    scoped = (repositories, deletions, jobs, gc, policies, protections, usage, events)
+    scoped = (repositories, deletions, jobs, restore, restorable, gc, policies, protections, usage, events)
     for blp in scoped:
         api.register_blueprint(blp)
     registry_scope.register_scoped(api, scoped)

@@ -23,6 +23,7 @@ STATUS_BY_ERROR: list[tuple[type[errors.JanitorError], int]] = [
     (errors.ConfirmationMismatch, 422),
     (errors.InvalidPolicy, 422),
     (errors.InvalidProtection, 422),
+    (errors.InvalidRestore, 422),
     (errors.StorageAccessRequired, 409),
     (errors.RegistryUnavailable, 503),
     (errors.QueueUnavailable, 503),

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import marshmallow as ma
 
-from janitor.config.settings import GC_MODES
+from janitor.config.settings import GC_MODES, restore_window
 from janitor.registry import names
 
 
@@ -32,3 +32,19 @@ def gc_mode_field() -> ma.fields.String:
         "it: `registry` runs the registry's own garbage-collect while writes are refused; `incremental` marks "
         "before the fence and, while writes are refused, reads only what changed since and sweeps the same "
         "blobs. Requests of one window that disagree share `registry`. `result.gc.mode` says which ran")})
+
+
+def _restore_window(value: str) -> None:
+    try:
+        restore_window(value, "restore_window")
+    except ValueError as exc:
+        raise ma.ValidationError(str(exc)) from exc
+
+
+def restore_window_field() -> ma.fields.String:
+    """`restore_window` on a deletion (a policy has its own, checked by janitor.planning.policies)."""
+    return ma.fields.String(validate=_restore_window, metadata={"pattern": r"^(0|[1-9][0-9]{0,6}[smhdw])$",
+                                                               "description": (
+        "How long what this deletion deletes can be put back (POST /v1/jobs/{id}/restore), overriding "
+        "JANITOR_RESTORE_WINDOW: `0` (off) or a whole number and a unit s, m, h, d or w (e.g. `7d`). Until then "
+        "GC keeps its blobs; the first GC after it frees them. The job says `result.restorable_until`")})

@@ -203,12 +203,13 @@ GOOD = {"name": "app-builds", "repositories": ["team/*", "tools/ci"], "keep_last
 
 def test_the_issue_example_is_valid_and_defaults_fill_in() -> None:
     assert policies.validate(GOOD) == {**GOOD, "approval": None, "notify_before": None, "keep_pulled_within": None,
-                                       "keep_last_pulled": None}
+                                       "keep_last_pulled": None, "restore_window": None}
     assert policies.validate({**GOOD, "approval": "required"})["approval"] == "required"
     assert policies.validate({"name": "x", "repositories": ["a"]}) == {
         "name": "x", "repositories": ["a"], "keep_last": None, "older_than": None, "delete_tags": None,
         "keep_tags": None, "keep_pulled_within": None, "keep_last_pulled": None, "untagged": False,
-        "schedule": None, "enabled": True, "approval": None, "notify_before": None}
+        "schedule": None, "enabled": True, "approval": None, "notify_before": None,
+        "restore_window": None}
     pulled = policies.validate({"name": "x", "repositories": ["a"], "keep_pulled_within": "30d", "keep_last_pulled": 5})
     assert (pulled["keep_pulled_within"], pulled["keep_last_pulled"]) == ("30d", 5)
     assert policies.rules(pulled) == retention.Rules(keep_pulled_within=timedelta(days=30), keep_last_pulled=5)

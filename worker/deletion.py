@@ -14,6 +14,7 @@ from janitor.planning.protections import ProtectionStore
 from janitor.planning.rules import Graph, Plan
 from janitor.planning.snapshot import Reader, Snapshot
 from janitor.registry.untag import untag
+from worker import restore
 from worker.state import WindowState
 
 
@@ -55,6 +56,7 @@ def carry_out(state: WindowState, job: dict[str, Any], out: dict[str, Any], read
     untagged: list[str] = []
     skipped: list[dict[str, Any]] = list(job["result"].get("skipped") or [])
     removed: set[str] = set()
+    gone: list[tuple[str, str]] = []  # (repository, digest) deleted: what a restore window keeps
     out.update(manifests_deleted=deleted, untagged=untagged, skipped=skipped)
     override = bool(job["request"].get("override_protection"))
     store = ProtectionStore(ctx.conn, ctx.keys, ctx.settings.protections_file)
@@ -110,6 +112,7 @@ def carry_out(state: WindowState, job: dict[str, Any], out: dict[str, Any], read
             delete_by_digest(ctx.client, repo, digest)
             index.manifest_deleted(ctx.conn, ctx.keys.prefix, repo, digest)  # its tags leave the listing
             deleted.append(digest)
+            gone.append((repo, digest))
             state.deleted.setdefault(repo, set()).add(digest)
             removed |= {f"{repo}:{t}" for t in repo_plan.tags_removed.get(digest, [])}
         if repo_plan.remove_repository and kept_protected:
@@ -121,6 +124,7 @@ def carry_out(state: WindowState, job: dict[str, Any], out: dict[str, Any], read
                          skipped=list(skipped), repositories_removed=[])
     if override:
         job["result"]["override_protection"] = True
+    restore.remember(state, job, snap, plan, gone, removed)
 
 
 def _snapshot_and_plan(state: WindowState, reader: Reader, request: dict[str, Any], root: str | None) -> tuple[Snapshot, Plan]:

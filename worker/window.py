@@ -27,7 +27,15 @@ from janitor.storage import freed
 from janitor.window import holds, leftovers, preflight
 from janitor.window.guard import WindowGuard
 from janitor.window.lease import MaintenanceLock
-from worker import blob_cache, deletion, events, incremental_gc, policy_window, verify
+from worker import (
+    blob_cache,
+    deletion,
+    events,
+    incremental_gc,
+    policy_window,
+    restore,
+    verify,
+)
 from worker.context import Context
 from worker.state import StepError, WindowState
 
@@ -181,10 +189,12 @@ class Window(WindowState):
         except StepError:
             return
         for job in self.jobs:
-            if job["kind"] in ("deletion", "policy") and job["status"] == RUNNING and not job["error"]:
+            if job["kind"] in ("deletion", "policy", "restore") and job["status"] == RUNNING and not job["error"]:
                 with contextlib.suppress(StepError):
                     if job["kind"] == "deletion":
                         deletion.run(self, job, root)
+                    elif job["kind"] == "restore":
+                        restore.run(self, job, root)  # PUTs only: done before the fence, no part in GC
                     else:
                         policy_window.run(self, job, root)
                 events.parked(self.ctx, job)
@@ -237,7 +247,8 @@ class Window(WindowState):
                             sizes.update(late)  # blobs stored since the sizes were read
                     else:
                         recent = holds.recent_blobs(ctx.container, root, ctx.settings.upload_grace)
-                    built = holds.build(holds.unreleased(recent, self.released_blobs))
+                    kept = restore.holds(self, root, out)  # blobs of deletions still restorable
+                    built = holds.build(holds.unreleased(recent, self.released_blobs)) + kept
                     guard.place_holds(built)
                     out.update(holds=len(built), blobs_held=sum(len(h.blobs) for h, _ in built))
             if self.remove_repos and root is not None:  # without filesystem access such requests are refused

@@ -39,6 +39,7 @@ from janitor.config.settings import (
     Settings,
     cache_url,
     gc_mode,
+    restore_window,
     without_credentials,
 )
 
@@ -94,6 +95,7 @@ OVERRIDES: dict[str, tuple[str, Callable[[Any, str], Any]]] = {
     "registry_ready_timeout": ("registry_ready_timeout", _number),
     "restart_stop_timeout": ("restart_stop_timeout", lambda v, w: int(_number(v, w))),
     "cache_url": ("registry_cache_url", lambda v, w: cache_url(_text(v, w), w)),
+    "restore_window": ("restore_window", restore_window),
 }
 KNOWN = {"name", "url", "username", "password", "password_file", "password_env", "container", "replicas",
          "docker_host", "default", "namespace", *OVERRIDES}

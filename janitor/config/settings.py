@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from urllib.parse import urlsplit
@@ -25,6 +26,26 @@ def _log_format(raw: str) -> str:
 
 
 GC_MODES = ("registry", "incremental")
+DURATION_RE = re.compile(r"^([1-9][0-9]{0,6})([smhdw])$")
+DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+MAX_RESTORE_WINDOW = 366 * 86400.0
+
+
+def restore_window(raw: object, what: str = "JANITOR_RESTORE_WINDOW") -> float:
+    """Seconds a deletion stays restorable: `0` (off), a whole number and a unit (s, m, h, d, w: `7d`, `3s`),
+    or a number of seconds (REGISTRIES_FILE may give one). At most 366 days: GC keeps those bytes meanwhile."""
+    if isinstance(raw, (int, float)) and not isinstance(raw, bool):
+        seconds = float(raw)
+    elif isinstance(raw, str) and (raw.strip() in ("", "0")):
+        seconds = 0.0
+    elif isinstance(raw, str) and (match := DURATION_RE.match(raw.strip())):
+        seconds = float(int(match.group(1)) * DURATION_UNITS[match.group(2)])
+    else:
+        raise ValueError(f"{what} must be 0 (off) or a whole number and a unit s, m, h, d or w (e.g. 7d, 12h, "
+                         f"30s), not {raw!r}")
+    if not 0 <= seconds <= MAX_RESTORE_WINDOW:
+        raise ValueError(f"{what} must be from 0 to 366 days, not {raw!r}")
+    return seconds
 
 
 def gc_mode(raw: object, what: str = "JANITOR_GC_MODE") -> str:
@@ -176,6 +197,9 @@ class Settings:
     # The registry's Redis blob-descriptor cache as the worker reaches it (redis:// or rediss:// URL); None: the
     # address the registry's config gives, which is the registry container's view (`redis:6379`, `localhost`).
     registry_cache_url: str | None = None
+    # How long what a deletion or policy run deleted can be put back (POST /v1/jobs/{id}/restore); GC keeps its
+    # blobs until then. 0: off. A request's or a policy's `restore_window` overrides it.
+    restore_window: float = 0.0
 
     @property
     def replicas(self) -> tuple[Replica, ...]:
@@ -236,4 +260,5 @@ class Settings:
             index_read_concurrency=max(1, int(_float(env, "JANITOR_INDEX_CONCURRENCY", d.index_read_concurrency))),
             events_tokens=tuple(t.strip() for t in env.get("EVENTS_TOKENS", "").split(",") if t.strip()),
             registry_cache_url=cache_url(env.get("JANITOR_REGISTRY_CACHE_URL")),
+            restore_window=restore_window(env.get("JANITOR_RESTORE_WINDOW", "0")),
         )

@@ -74,6 +74,12 @@ def summary(job: dict[str, Any]) -> str:
             return (head + f"dry run: {_count(len(plan.get('tags', [])), 'tag')}, "
                     f"{_count(len(plan.get('manifests', [])), 'manifest')} would go"
                     + (f", {human_bytes(plan['bytes'])} freed" if "bytes" in plan else "") + tail)
+        if job.get("kind") == "restore":
+            return (f"restore of job {str(result.get('restored_from', ''))[:4]}…: "
+                    f"{_count(len(result.get('manifests_restored', [])), 'manifest')}, "
+                    f"{_count(len(result.get('tags_restored', [])), 'tag')} put back"
+                    + (f", {len(result['skipped'])} tags left alone (pushed anew)" if result.get("skipped") else "")
+                    + tail)
         parts = []
         if job.get("kind") != "gc":
             parts.append(_count(len(result.get("tags_removed", [])), "tag") + " deleted")

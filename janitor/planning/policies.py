@@ -15,12 +15,13 @@ from typing import Any
 import redis
 
 from janitor import errors
+from janitor.config.settings import restore_window
 from janitor.jobs import pending, webhooks
 from janitor.jobs.records import SUCCEEDED, JobStore, Keys, now
 from janitor.planning import approval, named, retention
 
 FIELDS = ("name", "repositories", "keep_last", "older_than", "delete_tags", "keep_tags", "keep_pulled_within",
-          "keep_last_pulled", "untagged", "schedule", "enabled", "approval", "notify_before")
+          "keep_last_pulled", "untagged", "schedule", "enabled", "approval", "notify_before", "restore_window")
 NAME_RE = re.compile(r"^[a-z0-9]+(?:-[a-z0-9]+)*$")
 NAME_MAX = 63
 MAX_REPOSITORY_GLOBS = 100
@@ -90,6 +91,13 @@ def validate(data: Any, name: str | None = None) -> dict[str, Any]:
     for field in ("untagged", "enabled"):
         if field in data and not isinstance(data[field], bool):
             bad(field, "must be true or false")
+    if data.get("restore_window") is not None:
+        try:
+            restore_window(data["restore_window"], "restore_window")
+            if not isinstance(data["restore_window"], str):
+                raise ValueError("restore_window must be a string: 0 (off) or a duration such as 7d")
+        except ValueError as exc:
+            bad("restore_window", str(exc))
     if data.get("approval") not in (None, approval.REQUIRED):
         bad("approval", f"\"{approval.REQUIRED}\" (its scheduled runs wait for approval) or null")
     if data.get("notify_before") is not None and "notify_before" not in problems and "schedule" not in problems:
@@ -112,6 +120,7 @@ def validate(data: Any, name: str | None = None) -> dict[str, Any]:
         "enabled": bool(data.get("enabled", True)),
         "approval": data.get("approval"),
         "notify_before": data.get("notify_before"),
+        "restore_window": data.get("restore_window"),
     }
 
 

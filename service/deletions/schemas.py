@@ -77,6 +77,7 @@ class DeletionSchema(ma.Schema):
     override_protection = ma.fields.Boolean(metadata={
         "description": "Scope `admin` only: delete even what protected tags (GET /v1/protections) keep; the job "
                        "records it in its request. Default: false"})
+    restore_window = validators.restore_window_field()
     approval = ma.fields.String(validate=ma.validate.OneOf(["required"]), metadata={
         "description": "`required`: plan now, wait as `awaiting_approval` with the plan in `result.plan`, and "
                        "change nothing until another token approves (POST /v1/jobs/{id}/approve). "

@@ -8,7 +8,7 @@ from service.errors import code_field
 from service.pagination import PageQueryArgsSchema, page_schema
 
 STATUSES = ["queued", "running", "succeeded", "failed", "awaiting_approval", "rejected", "expired", "cancelled"]
-KINDS = ["deletion", "gc", "policy"]
+KINDS = ["deletion", "gc", "policy", "restore"]
 
 
 def time_field(description: str, nullable: bool = False, required: bool = False) -> ma.fields.String:
@@ -94,7 +94,11 @@ class JobSchema(ma.Schema):
                                                      "integrity ({manifests_checked, blobs_checked, broken}: when "
                                                      "broken is not empty the job is failed with INTEGRITY_BROKEN), "
                                                      "storage (driver and the protections it turns off); planned "
-                                                     "and bytes_freed are absent when blob sizes cannot be read"})
+                                                     "and bytes_freed are absent when blob sizes cannot be read. "
+                                                     "With a restore window: restorable_until and bytes_held (GC "
+                                                     "keeps those bytes until then). A restore job: restored_from, "
+                                                     "manifests_restored, tags_restored, skipped (tags pushed anew "
+                                                     "since, left alone) and failed"})
     error = ma.fields.Nested(JobErrorSchema, allow_none=True, metadata={
         "description": "Why it failed; null unless status is failed"})
     requested_by = ma.fields.String(allow_none=True, metadata={"description": "Name of the token that asked"})

@@ -61,6 +61,10 @@ class PolicyFields(ma.Schema):
         "description": "Cron expression (5 fields, UTC) or an interval such as 15m; omitted: on demand only",
         "example": "0 3 * * *"})
     enabled = ma.fields.Boolean(metadata={"description": "false pauses the schedule", "example": True})
+    restore_window = ma.fields.String(allow_none=True, metadata={
+        "description": "How long what the policy's runs delete can be put back (POST /v1/jobs/{id}/restore), "
+                       "overriding JANITOR_RESTORE_WINDOW: `0` (off) or a whole number and a unit s, m, h, d or w "
+                       "(e.g. `7d`); null: the registry's", "example": "7d"})
     approval = ma.fields.String(allow_none=True, validate=ma.validate.OneOf(["required"]), metadata={
         "description": "`required`: the policy's scheduled runs are planned and wait as `awaiting_approval` "
                        "until a token with `approve` approves them", "example": "required"})
