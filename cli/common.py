@@ -68,7 +68,7 @@ def carry_out(c: Ctx, submit: Callable[[], dict[str, Any]], label: str) -> None:
             c.out.print(f"job {job['id']} needs approval: it is planned in the next window, then waits. "
                         f"See `registry-janitor approvals`; another token approves with "
                         f"`registry-janitor approve {job['id']}`.")
-        sys.exit(OK)
+        sys.exit(AWAITING)  # nothing changed yet: the same code as a wait that ends on awaiting_approval
     finish(c, run_job(c, lambda: job, label=label))
 
 

@@ -254,7 +254,7 @@ def start_stack(registry: Registry, redis_url: str, conn: redis.Redis, worker: b
     stack.procs["api"] = subprocess.Popen(
         [sys.executable, "-m", "gunicorn", "-b", f"127.0.0.1:{port}", "-w", "2", "--threads", "4",
          "service:create_app()"], cwd=ROOT, env=env, start_new_session=True, stderr=subprocess.DEVNULL)
-    wait_http(f"{stack.api}/healthz")
+    wait_http(f"{stack.api}/healthz", timeout=90)  # gunicorn imports the app: slow on a loaded machine
     if worker:
         stack.start_worker()
     return stack

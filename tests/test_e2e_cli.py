@@ -102,7 +102,7 @@ def test_repos_policies_and_approvals_through_the_cli(registry: Registry, make_s
 
     # -- a real run under JANITOR_REQUIRE_APPROVAL: queued, planned, listed as awaiting -----------------------
     out = cli(stack, "policy", "run", "dev-cleanup", "-y")
-    assert out.returncode == 0 and "needs approval" in out.stdout, out
+    assert out.returncode == 3 and "needs approval" in out.stdout, out
     run_id = out.stdout.split()[1]
     job = wait_until(lambda: awaiting(stack, run_id), 120, 0.5)
     assert job and job["kind"] == "policy" and job["policy"] == "dev-cleanup", job
@@ -127,7 +127,7 @@ def test_repos_policies_and_approvals_through_the_cli(registry: Registry, make_s
     out = cli(stack, "delete", "team/app", "--tag", "stable")
     assert out.returncode == 1 and "not a terminal: pass -y to confirm" in out.stderr, out
     out = cli(stack, "delete", "team/app", "--tag", "stable", "-y")
-    assert out.returncode == 0 and "needs approval" in out.stdout, out
+    assert out.returncode == 3 and "needs approval" in out.stdout, out
     doomed = out.stdout.split()[1]
     assert wait_until(lambda: awaiting(stack, doomed), 120, 0.5)
     out = cli(stack, "reject", doomed, token="other-token")

@@ -202,7 +202,8 @@ def test_malformed_requests_and_tokens(stack: Stack) -> None:
     # Docker is reported by the worker's heartbeat, which starts with it.
     assert images.wait_until(lambda: requests.get(stack.api + "/readyz", timeout=10).status_code == 200, 30)
     ready = requests.get(stack.api + "/readyz", timeout=10).json()
-    assert set(ready["checks"]) == {"redis", "registry", "docker", "storage", "index"}
+    assert set(ready["checks"]) == {"redis", "registry", "docker", "storage", "index", "writes"}
+    assert ready["checks"]["writes"]["read_only"] is False  # the worker looked at the config: no read-only mode
     assert ready["checks"]["index"]["mode"] == "polling"  # this registry sends no notifications
     assert all(c["ok"] for c in ready["checks"].values())
     assert ready["checks"]["storage"]["driver"] == "filesystem" and ready["checks"]["storage"]["protections_off"] == []

@@ -66,7 +66,11 @@ def step_status(stack: Stack, job_id: str, step: str) -> str | None:
 
 
 def fenced(reg: Registry) -> bool | None:
-    code, out = reg.container.exec_run(["head", "-c", "20", f"{CONFIG_DIR}/config.yml"])
+    """Whether the config holds the fence marker; None while the container cannot be asked (restarting)."""
+    try:
+        code, out = reg.container.exec_run(["head", "-c", "20", f"{CONFIG_DIR}/config.yml"])
+    except docker.errors.APIError:
+        return None
     return out.decode().startswith("# registry-janitor") if code == 0 else None
 
 

@@ -21,7 +21,9 @@ UNREACHABLE = "DOCKER_UNAVAILABLE"
 
 
 # Environment values too common to be secrets, and that messages legitimately contain.
-_PLAIN = re.compile(r"^(true|false|yes|no|on|off|\d+)$", re.IGNORECASE)
+# Values no secret can be: flags, numbers, and distribution's own driver and cache names (which /readyz names).
+_PLAIN = re.compile(r"^(true|false|yes|no|on|off|\d+|filesystem|inmemory|s3|s3aws|gcs|azure|swift|oss|redis)$",
+                    re.IGNORECASE)
 REDACTED = "<redacted>"
 
 

@@ -22,19 +22,23 @@ def _checked(data: Any, name_optional: bool) -> Any:
     return data
 
 
+def _name(required: bool) -> ma.fields.String:
+    return ma.fields.String(required=required, validate=[
+        ma.validate.Length(min=1, max=protections.NAME_MAX), ma.validate.Regexp(protections.NAME_RE.pattern)],
+        metadata={"description": "Lowercase letters, digits and '-'; unique", "example": "releases"})
+
+
 class ProtectionFields(ma.Schema):
     class Meta:
         unknown = ma.RAISE
 
-    name = ma.fields.String(validate=[ma.validate.Length(min=1, max=protections.NAME_MAX),
-                                      ma.validate.Regexp(protections.NAME_RE.pattern)],
-                            metadata={"description": "Lowercase letters, digits and '-'; unique", "example": "releases"})
-    repositories = ma.fields.List(ma.fields.String(validate=[
+    name = _name(required=False)
+    repositories = ma.fields.List(required=True, cls_or_instance=ma.fields.String(validate=[
         ma.validate.Length(min=1, max=255), ma.validate.Regexp(r"^[a-z0-9._/*-]+$")]),
         validate=ma.validate.Length(min=1, max=protections.MAX_REPOSITORY_GLOBS), metadata={
         "description": "Globs on the whole repository name, as in policies: * within one path segment, ** across "
                        "them", "example": ["**"]})
-    tags = ma.fields.String(validate=ma.validate.Length(min=1), metadata={
+    tags = ma.fields.String(required=True, validate=ma.validate.Length(min=1), metadata={
         "description": "RE2 regular expression, searched (anchor it with ^...$ to match whole tags): the tags it "
                        "matches in those repositories are never removed", "example": "^v\\d+\\.\\d+\\.\\d+$"})
 
@@ -43,6 +47,8 @@ class ProtectionSchema(ProtectionFields):
     """A protection rule: the tags it names, in the repositories its globs name, are never removed. A deletion
     that would take one is refused (409 TAG_PROTECTED), a policy keeps it (reason `protected`), the window skips
     it (reason `protected`); only an admin's `"override_protection": true` on a deletion passes it by."""
+
+    name = _name(required=True)
 
     @ma.pre_load
     def check(self, data: Any, **_: Any) -> Any:
@@ -58,6 +64,7 @@ class ProtectionReplaceSchema(ProtectionFields):
 
 
 class ProtectionViewSchema(ProtectionFields):
+    name = _name(required=True)
     source = ma.fields.String(required=True, validate=ma.validate.OneOf(["api", "file"]), metadata={
         "description": "api, or file: given in PROTECTIONS_FILE and read-only here"})
 
