@@ -246,15 +246,32 @@ class Stack:
 
 def start_stack(registry: Registry, redis_url: str, conn: redis.Redis, worker: bool = True, port: int | None = None,
                 **extra: str) -> Stack:
-    """`port`: the API's, when something must know it beforehand (a registry sending it notifications)."""
-    port = port or free_port()
-    env = {**os.environ, "REGISTRY_URL": registry.url, "REGISTRY_CONTAINER": registry.name, "REDIS_URL": redis_url,
-           "API_TOKENS": "test-token,other-token", "JANITOR_LOCK_TTL": "6", **extra}
-    stack = Stack(f"http://127.0.0.1:{port}", registry, conn, env)
-    stack.procs["api"] = subprocess.Popen(
-        [sys.executable, "-m", "gunicorn", "-b", f"127.0.0.1:{port}", "-w", "2", "--threads", "4",
-         "service:create_app()"], cwd=ROOT, env=env, start_new_session=True, stderr=subprocess.DEVNULL)
-    wait_http(f"{stack.api}/healthz", timeout=90)  # gunicorn imports the app: slow on a loaded machine
+    """`port`: the API's, when something must know it beforehand (a registry sending it notifications).
+    A port picked here can be taken by another test process before gunicorn binds it: then another is tried."""
+    for attempt in range(3):
+        api_port = port or free_port()
+        env = {**os.environ, "REGISTRY_URL": registry.url, "REGISTRY_CONTAINER": registry.name,
+               "REDIS_URL": redis_url, "API_TOKENS": "test-token,other-token", "JANITOR_LOCK_TTL": "6", **extra}
+        stack = Stack(f"http://127.0.0.1:{api_port}", registry, conn, env)
+        log = tempfile.NamedTemporaryFile(prefix="rj-api-", suffix=".log", delete=False)  # noqa: SIM115
+        stack.procs["api"] = api = subprocess.Popen(
+            [sys.executable, "-m", "gunicorn", "-b", f"127.0.0.1:{api_port}", "-w", "2", "--threads", "4",
+             "service:create_app()"], cwd=ROOT, env=env, start_new_session=True, stderr=log)
+
+        def up() -> bool:
+            try:
+                return requests.get(f"{stack.api}/healthz", timeout=1).status_code < 500
+            except requests.RequestException:
+                return False
+        # gunicorn imports the app: slow on a loaded machine; a gunicorn that exited will not come up.
+        wait_until(lambda: up() or api.poll() is not None, 90)
+        if up():
+            break
+        stack.stop()
+        text = Path(log.name).read_text(errors="replace")
+        if port is None and attempt < 2 and "Address already in use" in text:
+            continue
+        raise RuntimeError(f"{stack.api}/healthz did not come up; gunicorn said:\n{text[-3000:]}")
     if worker:
         stack.start_worker()
     return stack

@@ -203,7 +203,9 @@ def test_malformed_requests_and_tokens(stack: Stack) -> None:
     assert images.wait_until(lambda: requests.get(stack.api + "/readyz", timeout=10).status_code == 200, 30)
     ready = requests.get(stack.api + "/readyz", timeout=10).json()
     assert set(ready["checks"]) == {"redis", "registry", "docker", "storage", "index", "writes"}
-    assert ready["checks"]["writes"]["read_only"] is False  # the worker looked at the config: no read-only mode
+    # The worker's look at the config (every 5 s) says the registry takes writes.
+    assert images.wait_until(lambda: requests.get(stack.api + "/readyz", timeout=10).json()["checks"]["writes"]
+                             .get("read_only") is False, 20)
     assert ready["checks"]["index"]["mode"] == "polling"  # this registry sends no notifications
     assert all(c["ok"] for c in ready["checks"].values())
     assert ready["checks"]["storage"]["driver"] == "filesystem" and ready["checks"]["storage"]["protections_off"] == []

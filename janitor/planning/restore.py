@@ -30,7 +30,7 @@ from janitor.registry import manifests as mf
 from janitor.registry import names
 
 KEEP_AFTER = 7 * 24 * 3600  # seconds a record stays readable after its window (409, not "nothing deleted")
-MAX_SUBSET = 1000  # entries in a restore's `tags` plus `manifests`
+MAX_SUBSET = 200  # entries in a restore's `tags` plus `manifests`
 
 
 def iso(epoch: float) -> str:

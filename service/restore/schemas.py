@@ -3,6 +3,9 @@ from __future__ import annotations
 import marshmallow as ma
 
 from janitor.planning.restore import MAX_SUBSET
+
+# Per field, so that a body of the longest entries stays under JANITOR_MAX_BODY_BYTES' default (64 KiB).
+MAX_PER_FIELD = MAX_SUBSET // 2
 from service.jobs.schemas import time_field
 from service.pagination import PageQueryArgsSchema, page_schema
 
@@ -13,12 +16,12 @@ class RestoreRequestSchema(ma.Schema):
     class Meta:
         unknown = ma.RAISE
 
-    tags = ma.fields.List(ma.fields.String(validate=ma.validate.Length(min=3, max=400)),
-                          validate=ma.validate.Length(min=1, max=MAX_SUBSET), metadata={
+    tags = ma.fields.List(ma.fields.String(validate=ma.validate.Length(min=3, max=384)),
+                          validate=ma.validate.Length(min=1, max=MAX_PER_FIELD), metadata={
         "description": "`repository:tag` entries of the job's `tags_removed`: each is PUT back where it pointed "
                        "(its manifest first, when the job deleted it), unless the tag was pushed anew since"})
-    manifests = ma.fields.List(ma.fields.String(validate=ma.validate.Length(min=71, max=400)),
-                               validate=ma.validate.Length(min=1, max=MAX_SUBSET), metadata={
+    manifests = ma.fields.List(ma.fields.String(validate=ma.validate.Length(min=71, max=327)),
+                               validate=ma.validate.Length(min=1, max=MAX_PER_FIELD), metadata={
         "description": "`sha256:...` entries of the job's `manifests_deleted` (or `repository@sha256:...`): each "
                        "is PUT back by digest, an index with the children the job deleted"})
 
