@@ -23,6 +23,7 @@ from janitor import errors
 from janitor.config.settings import Settings
 from janitor.registry.client import RegistryClient
 from janitor.registry.container import RegistryContainer
+from janitor.storage.driver import Storage
 from janitor.window import gc, holds, probe
 from janitor.window.fence import WriteFence
 from janitor.window.lease import MaintenanceLock
@@ -42,6 +43,7 @@ class WindowGuard:
         self.window_id = window_id or uuid.uuid4().hex
         self.config_path = ""
         self.root = ""
+        self.storage: Storage | None = None  # the registry's storage (janitor.storage.driver); None: unreadable
         self.deadline = float("inf")
         self.fenced = False  # this window wrote (or began to write) the read-only config
         self.placed: list[holds.Hold] = []  # holds this window placed and has not released
@@ -59,8 +61,14 @@ class WindowGuard:
     def is_own(self, owner: str | None) -> bool:
         return bool(owner) and str(owner).startswith(f"window-{self.window_id}/")
 
-    def locate(self, config_path: str, root: str) -> None:
-        self.config_path, self.root = config_path, root
+    def locate(self, config_path: str, root: str, storage: Storage | None = None) -> None:
+        self.config_path, self.root, self.storage = config_path, root, storage
+
+    def _store(self) -> Storage:
+        if self.storage is None:
+            raise errors.StorageAccessRequired("holds need the registry's storage, which this window cannot read",
+                                               driver="unknown")
+        return self.storage
 
     def start_clock(self) -> None:
         self.deadline = time.monotonic() + self.settings.max_window
@@ -129,14 +137,15 @@ class WindowGuard:
         self.container.write_file(self.config_path + holds.RECORD_SUFFIX, record)
         self.recorded = True
         self.placed = [h for h, _ in built]
-        holds.place(self.container, self.root, built)
+        holds.place(self._store(), built)
 
     def release_holds(self) -> None:
         """Holds go once GC is done; the record of them goes last."""
         self.lease.check("releasing holds")
         if not self.placed and not self.recorded:
             return  # this window wrote neither
-        holds.release(self.container, self.root, self.placed)
+        if self.placed:
+            holds.release(self._store(), self.placed)
         self.placed = []
         self._drop_own_record()
         self.recorded = False
@@ -222,7 +231,8 @@ class WindowGuard:
             else:
                 for why in record.rejected:
                     log.error("holds record %s: refused to act on %s", record_path, why)
-                holds.release(self.container, self.root, list(record.holds))
+                if record.holds:
+                    holds.release(self._store(), list(record.holds))
                 if record.rejected:
                     self.container.exec(["mv", "-f", record_path, record_path + ".rejected"])
                     done.append(f"holds record had {len(record.rejected)} invalid entries; kept as "

@@ -22,7 +22,8 @@ import yaml
 
 from janitor import errors
 from janitor.registry.container import RegistryContainer, env_of
-from janitor.storage import files as storage
+from janitor.storage import drivers
+from janitor.storage.driver import Storage
 
 FILESYSTEM = "filesystem"
 INMEMORY = "inmemory"
@@ -85,8 +86,9 @@ class Report:
 
     config_path: str
     storage: StorageAccess
-    storage_root: str | None  # None without filesystem access
+    storage_root: str | None  # where the registry's files are (a path, s3://...); None: unreadable
     traps: list[errors.PreflightFailed] = field(default_factory=list)
+    store: Storage | None = None  # the registry's storage, read and changed through janitor.storage.driver
 
     def raise_first(self) -> None:
         if self.traps:
@@ -219,9 +221,18 @@ def inspect(container: RegistryContainer) -> Report:
     path = container.config_path()
     attrs = container.attrs()
     env = env_of(attrs)
-    access = StorageAccess(storage_driver(env, container.read_yaml(path)))
-    root = storage.root(container, path) if access.filesystem else None
-    return Report(path, access, root, find_traps(attrs, path, access))
+    config = container.read_yaml(path)
+    access = StorageAccess(storage_driver(env, config))
+    store = drivers.open_storage(container, access.driver, env, config)
+    return Report(path, access, store.where if store else None, find_traps(attrs, path, access), store)
+
+
+def storage_of(container: RegistryContainer, config_path: str) -> tuple[str, Storage | None]:
+    """(where, storage) of the registry, for a recovery that must release holds on whatever driver."""
+    env = container.env()
+    config = container.read_yaml(config_path)
+    store = drivers.open_storage(container, storage_driver(env, config), env, config)
+    return (store.where if store else ""), store
 
 
 def check(container: RegistryContainer) -> Report:
