@@ -440,7 +440,7 @@ def job_record(conn: redis.Redis, job_id: str) -> bytes | None:
 # Fixtures that start or reach a real server: a test using any of them is end-to-end, whatever its file says, so
 # the fast tier (`pytest -m "not e2e"`, scripts/test-fast.sh) never needs a Docker engine or a Redis server.
 REAL_SERVER_FIXTURES = frozenset({"docker_client", "redis_server", "redis_conn", "registry_image", "make_registry",
-                                  "registry", "make_stack", "stack", "s3_server",
+                                  "registry", "make_stack", "stack",
                                   "make_s3_registry"})
 
 
