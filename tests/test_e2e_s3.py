@@ -6,9 +6,10 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import pytest
+import requests
 
 from tests import images
-from tests.conftest import Registry, Stack
+from tests.conftest import Registry, Stack, free_port
 
 pytestmark = pytest.mark.e2e
 
@@ -47,3 +48,47 @@ def test_a_tag_deletion_and_gc_sweep_the_bucket(make_s3_registry: Callable[..., 
     assert set(kept.blobs) <= set(stored)
     assert images.pull_verified(reg.url, "team/app", "kept") == []
     assert images.head_manifest(reg.url, "team/app", "old") == 404
+
+
+def _ready(stack: Stack) -> dict:
+    def storage_seen() -> dict | None:
+        found = requests.get(stack.api + "/readyz", timeout=10).json()
+        return found if "storage" in found["checks"] else None
+    found = images.wait_until(storage_seen, 30)
+    assert found, requests.get(stack.api + "/readyz", timeout=10).json()
+    return found
+
+
+def test_readyz_says_every_protection_is_on_and_untagged_is_accepted(make_s3_registry: Callable[..., Registry],
+                                                                    make_stack: Callable[..., Stack]) -> None:
+    reg = make_s3_registry()
+    stack = make_stack(reg)
+    ready = _ready(stack)
+
+    storage = ready["checks"]["storage"]
+    assert ready["status"] == "ready", ready
+    assert storage["driver"] == "s3" and storage["readable"] and storage["protections_off"] == []
+    assert storage["message"] == "s3 storage: every protection is on"
+    images.Pusher(reg.url).image("team/app", images.image(), "v1")
+    resp = stack.post("/v1/deletions", {"repository": "team/app", "untagged": True, "dry_run": True})
+    assert resp.status_code == 202, resp.text  # 409 STORAGE_ACCESS_REQUIRED before
+
+
+def test_a_bucket_the_janitor_cannot_list_fails_preflight_with_its_own_code(
+        make_s3_registry: Callable[..., Registry], make_stack: Callable[..., Stack]) -> None:
+    reg = make_s3_registry()
+    closed = f"http://127.0.0.1:{free_port()}"
+    stack = make_stack(reg, JANITOR_S3_ENDPOINT=closed)  # the janitor's own way to the bucket: nobody there
+    img = images.image()
+    stack.pusher().image("team/app", img, "v1")
+
+    ready = _ready(stack)
+    storage = ready["checks"]["storage"]
+    assert ready["status"] == "unavailable" and not storage["ok"], ready
+    assert storage["code"] == "STORAGE_UNREACHABLE" and closed in storage["message"], storage
+    assert "protections" not in storage["message"]  # never a quiet fall back to "protections off"
+
+    job = stack.wait(stack.delete({"repository": "team/app", "tags": ["v1"]})["id"])
+    assert job["status"] == "failed" and job["error"]["code"] == "STORAGE_UNREACHABLE", job["error"]
+    assert job["error"]["step"] == "preflight"
+    assert images.pull_verified(reg.url, "team/app", "v1") == []  # nothing was deleted

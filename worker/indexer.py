@@ -55,7 +55,11 @@ def read_container(ctx: Context, index: TagIndex) -> Storage | None:
         return None
     if config is None:
         return None
-    return drivers.open_storage(container, preflight.storage_driver(env, config), env, config)
+    try:
+        return drivers.open_storage(container, preflight.storage_driver(env, config), env, config, ctx.settings.s3)
+    except errors.JanitorError as exc:
+        log.info("index: the registry's storage settings are unusable (%s); prefill skipped", exc.message)
+        return None
 
 
 def prefill(ctx: Context, index: TagIndex, store: Storage | None) -> None:

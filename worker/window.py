@@ -86,7 +86,7 @@ def recover(ctx: Context, guard: WindowGuard) -> list[str]:
     Call only under the lease. Returns what was done, for the log."""
     try:
         config_path = ctx.container.config_path()
-        guard.locate(config_path, *preflight.storage_of(ctx.container, config_path))
+        guard.locate(config_path, *preflight.storage_of(ctx.container, config_path, ctx.settings.s3))
         done = guard.recover()
     except errors.JanitorError as exc:
         log.error("recovery could not check the registry: %s", exc.message)
@@ -150,7 +150,7 @@ class Window(WindowState):
             with self.step(self.jobs, "preflight") as out:
                 # Reach Docker and the container, and find the traps the fence cannot work around, before
                 # deleting anything, so nothing is left half-done.
-                report = preflight.check(self.ctx.container)
+                report = preflight.check(self.ctx.container, self.ctx.settings.s3)
                 config_path, root = report.config_path, report.storage_root
                 self.guard.locate(config_path, root or "", report.store)
                 out.update(container=self.ctx.container.name, **report.as_dict())

@@ -12,6 +12,7 @@ defaults). Without the file there is exactly one registry, `default`, from REGIS
         default: true                   # the registry of /v1/repositories, /v1/jobs, ... (default: the first)
         namespace: registry.example:5000   # optional: Redis namespace (default: the name)
         require_approval: true          # optional per-registry overrides, see OVERRIDES
+        storage: {s3: {endpoint: ..., access_key: ..., secret_key_file: ...}}  # janitor/config/storage.py
 
 A bad file stops the service and the worker at start with a message naming the entry and the field.
 """
@@ -30,6 +31,7 @@ import yaml
 
 from janitor import errors
 from janitor.config.settings import Settings
+from janitor.config.storage import s3_from_entry
 
 NAME = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
 # Redis key part: no glob characters (JobStore.running scans `<prefix>:job:*`), no spaces.
@@ -82,7 +84,7 @@ OVERRIDES: dict[str, tuple[str, Callable[[Any, str], Any]]] = {
     "restart_stop_timeout": ("restart_stop_timeout", lambda v, w: int(_number(v, w))),
 }
 KNOWN = {"name", "url", "username", "password", "password_file", "password_env", "container", "docker_host",
-         "default", "namespace", *OVERRIDES}
+         "default", "namespace", "storage", *OVERRIDES}
 
 
 @dataclass(frozen=True)
@@ -215,6 +217,8 @@ def _entry(entry: Any, base: Settings, env: dict[str, str]) -> tuple[Settings, b
         if key in OVERRIDES:
             field, parse_ = OVERRIDES[key]
             fields[field] = parse_(value, key)
+    if entry.get("storage") is not None:
+        fields["s3"] = s3_from_entry(entry["storage"], env)
     settings = replace(
         base, name=name, registry_url=url, registry_username=username, registry_password=_password(entry, env),
         registry_container=container, docker_host=docker_host if docker_host is not None else base.docker_host,

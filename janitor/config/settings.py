@@ -7,6 +7,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
+from janitor.config.storage import S3Overrides, s3_from_env
+
 
 def _bool(env: Mapping[str, str], name: str) -> bool:
     return env.get(name, "").strip().lower() in ("1", "true", "yes", "on")
@@ -111,6 +113,9 @@ class Settings:
     index_read_concurrency: int = 16
     # Bearer tokens a registry sends with its notifications: the `events` scope only (POST /v1/events).
     events_tokens: tuple[str, ...] = ()
+    # The janitor's own endpoint and credentials for the registry's bucket (janitor/config/storage.py); empty:
+    # the registry's own, from its config.
+    s3: S3Overrides = S3Overrides()
 
     @property
     def registry_host(self) -> str:
@@ -163,4 +168,5 @@ class Settings:
             index_mode=_index_mode(env.get("JANITOR_INDEX_MODE", d.index_mode)),
             index_read_concurrency=max(1, int(_float(env, "JANITOR_INDEX_CONCURRENCY", d.index_read_concurrency))),
             events_tokens=tuple(t.strip() for t in env.get("EVENTS_TOKENS", "").split(",") if t.strip()),
+            s3=s3_from_env(env),
         )

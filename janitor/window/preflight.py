@@ -15,6 +15,7 @@ unit-tested without Docker.
 from __future__ import annotations
 
 import posixpath
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -22,8 +23,10 @@ import yaml
 
 from janitor import errors
 from janitor.registry.container import RegistryContainer, env_of
+from janitor.config.storage import S3Overrides
 from janitor.storage import drivers
 from janitor.storage.driver import Storage
+from janitor.storage.s3 import S3Storage
 
 FILESYSTEM = "filesystem"
 INMEMORY = "inmemory"
@@ -55,13 +58,18 @@ class StorageAccess:
         return self.driver == FILESYSTEM
 
     @property
+    def readable(self) -> bool:
+        """The janitor reads and changes this driver's storage itself (janitor.storage): every protection is on."""
+        return self.driver in drivers.READABLE
+
+    @property
     def gc_runs(self) -> bool:
         """The inmemory driver lives in the registry process: a restart erases it, a separate GC sees nothing."""
         return self.driver != INMEMORY
 
     @property
     def protections_off(self) -> dict[str, str]:
-        if self.filesystem:
+        if self.readable:
             return {}
         off = dict(PROTECTIONS)
         if not self.gc_runs:
@@ -70,13 +78,15 @@ class StorageAccess:
 
     @property
     def message(self) -> str:
-        if self.filesystem:
-            return "filesystem storage: every protection is on"
-        return (f"storage driver {self.driver!r}: the janitor reads the registry's files only with the filesystem "
-                f"driver, so these protections are off: {'; '.join(self.protections_off.values())}")
+        if self.readable:
+            return f"{self.driver} storage: every protection is on"
+        return (f"storage driver {self.driver!r}: the janitor reads the registry's storage only with the "
+                f"{' and '.join(sorted(drivers.READABLE))} drivers, so these protections are off: "
+                f"{'; '.join(self.protections_off.values())}")
 
     def as_dict(self) -> dict[str, Any]:
-        return {"driver": self.driver, "filesystem": self.filesystem, "gc_runs": self.gc_runs,
+        return {"driver": self.driver, "filesystem": self.filesystem, "readable": self.readable,
+                "gc_runs": self.gc_runs,
                 "protections_off": sorted(self.protections_off), "message": self.message}
 
 
@@ -202,44 +212,86 @@ def needs_storage(request: dict[str, Any]) -> str | None:
 
 
 def refuse_without_storage(request: dict[str, Any], access: StorageAccess | dict[str, Any]) -> None:
-    """StorageAccessRequired when the request needs the registry's files and the driver is not filesystem."""
+    """StorageAccessRequired when the request needs the registry's files and the janitor cannot read the
+    driver's storage."""
     driver = access.driver if isinstance(access, StorageAccess) else str(access.get("driver"))
-    filesystem = access.filesystem if isinstance(access, StorageAccess) else bool(access.get("filesystem"))
+    readable = access.readable if isinstance(access, StorageAccess) else \
+        bool(access.get("readable", access.get("filesystem")))
     reason = needs_storage(request)
-    if reason and not filesystem:
+    if reason and not readable:
         raise errors.StorageAccessRequired(
-            f"the registry uses the {driver!r} storage driver and the janitor reads the registry's files only with "
-            f"the filesystem driver: {reason}. Delete by tags or digests instead", driver=driver)
+            f"the registry uses the {driver!r} storage driver and the janitor reads the registry's storage only "
+            f"with the {' and '.join(sorted(drivers.READABLE))} drivers: {reason}. Delete by tags or digests "
+            "instead", driver=driver)
 
 
 # -- reading the container ------------------------------------------------------------------------------
 
 
-def inspect(container: RegistryContainer) -> Report:
+def inspect(container: RegistryContainer, s3: S3Overrides | None = None) -> Report:
     """Read the container once and find the config, the storage driver and the traps (raises nothing for a
-    trap: see Report.raise_first)."""
+    trap: see Report.raise_first). With an object store, its prefix must list: a store the janitor cannot
+    read is a trap of its own (STORAGE_UNREACHABLE), never a quiet fall back to protections off."""
     path = container.config_path()
     attrs = container.attrs()
     env = env_of(attrs)
     config = container.read_yaml(path)
     access = StorageAccess(storage_driver(env, config))
-    store = drivers.open_storage(container, access.driver, env, config)
-    return Report(path, access, store.where if store else None, find_traps(attrs, path, access), store)
+    traps = find_traps(attrs, path, access)
+    try:
+        store = drivers.open_storage(container, access.driver, env, config, s3)
+    except errors.StorageConfigInvalid as exc:
+        return Report(path, access, None, [*traps, exc])
+    if isinstance(store, S3Storage):
+        traps += reach_traps(store)
+    return Report(path, access, store.where if store else None, traps, store)
 
 
-def storage_of(container: RegistryContainer, config_path: str) -> tuple[str, Storage | None]:
+# An object store's prefix listed at most this often (seconds) per location: /readyz looks every few seconds.
+REACH_TTL = 60.0
+_reached: dict[str, tuple[float, errors.PreflightFailed | None]] = {}
+
+
+def reach_traps(store: S3Storage, fresh: bool = False) -> list[errors.PreflightFailed]:
+    """STORAGE_UNREACHABLE when the janitor cannot list the registry's prefix in its bucket."""
+    loc = store.location
+    key = f"{loc.endpoint_url}|{loc.bucket}|{loc.root}|{loc.accesskey}"
+    seen = _reached.get(key)
+    if seen is not None and not fresh and time.monotonic() - seen[0] < REACH_TTL:
+        return [seen[1]] if seen[1] else []
+    found: errors.PreflightFailed | None = None
+    try:
+        store.reachable()
+    except errors.StorageCommandFailed as exc:
+        found = errors.StorageUnreachable(
+            f"the registry stores into {store.where} ({loc.endpoint_url or 'AWS S3'}, region {loc.region}) and the "
+            f"janitor cannot list it: {exc.details.get('error') or exc.message}. Every protection needs that "
+            "listing, so nothing was deleted. Fix: let the janitor reach that endpoint and give it credentials "
+            "that may list, read, write and delete under the registry's rootdirectory (JANITOR_S3_ENDPOINT, "
+            "JANITOR_S3_ACCESS_KEY/SECRET_KEY, or `storage: {s3: ...}` in REGISTRIES_FILE), or fix the registry's "
+            "own storage.s3 settings", **loc.as_dict(), error=exc.details.get("error"))
+    _reached[key] = (time.monotonic(), found)
+    return [found] if found else []
+
+
+def storage_of(container: RegistryContainer, config_path: str,
+               s3: S3Overrides | None = None) -> tuple[str, Storage | None]:
     """(where, storage) of the registry, for a recovery that must release holds on whatever driver."""
     env = container.env()
     config = container.read_yaml(config_path)
-    store = drivers.open_storage(container, storage_driver(env, config), env, config)
+    try:
+        store = drivers.open_storage(container, storage_driver(env, config), env, config, s3)
+    except errors.StorageConfigInvalid:
+        return "", None
     return (store.where if store else ""), store
 
 
-def check(container: RegistryContainer) -> Report:
+def check(container: RegistryContainer, s3: S3Overrides | None = None) -> Report:
     """Preflight for a window: the container runs, and no trap defeats the fence. Raises the first trap."""
     status = container.get().status
     if status != "running":
         raise errors.ContainerError(f"registry container {container.name!r} is {status}; start it, then ask again")
-    report = inspect(container)
+    _reached.clear()  # a window looks afresh
+    report = inspect(container, s3)
     report.raise_first()
     return report
