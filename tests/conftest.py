@@ -149,6 +149,12 @@ class Bucket:
                 found[obj["Key"]] = obj
         return found
 
+    def remove(self, under: str) -> None:
+        """Delete every object under v2/<under>, behind the registry's back."""
+        keys = list(self.objects(under))
+        if keys:
+            self.endpoint.client().delete_objects(Bucket=self.name, Delete={"Objects": [{"Key": k} for k in keys]})
+
 
 def s3_config(bucket: Bucket, **storage: Any) -> str:
     """A registry config whose storage is the bucket; the keys come from the environment (REGISTRY_STORAGE_S3_*),

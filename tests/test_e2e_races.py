@@ -57,7 +57,7 @@ def test_an_index_tag_with_its_childrens_tags_frees_the_whole_image(stack: Stack
     assert images.pull_verified(stack.registry.url, REPO, "kept") == []
 
 
-def test_untagged_keeps_fresh_pushes_by_default(stack: Stack) -> None:
+def test_untagged_keeps_fresh_pushes_by_default(driver: str, stack: Stack) -> None:
     p = stack.pusher()
     loose = images.image()
     p.image(REPO, loose, None)  # pushed by digest a moment ago: its tag may be on its way
@@ -69,7 +69,7 @@ def test_untagged_keeps_fresh_pushes_by_default(stack: Stack) -> None:
     assert images.head_manifest(stack.registry.url, REPO, loose.digest) == 200
 
 
-def test_a_manifest_tagged_while_untagged_cleanup_runs_is_kept(registry: Registry,
+def test_a_manifest_tagged_while_untagged_cleanup_runs_is_kept(driver: str, registry: Registry,
                                                                 make_stack: Callable[..., Stack]) -> None:
     """The check right before each delete: tags put on untagged manifests after the plan keep them."""
     stack = make_stack(registry, JANITOR_UNTAGGED_MIN_AGE="0")
@@ -103,7 +103,7 @@ def test_a_manifest_tagged_while_untagged_cleanup_runs_is_kept(registry: Registr
         assert images.pull_verified(stack.registry.url, REPO, f"rescued-{n}") == []
 
 
-def test_untagged_cleanups_never_take_a_push_that_lands_meanwhile(registry: Registry,
+def test_untagged_cleanups_never_take_a_push_that_lands_meanwhile(driver: str, registry: Registry,
                                                                     make_stack: Callable[..., Stack]) -> None:
     """Cleanups in a loop while three clients push new tags (and move one tag each, which leaves untagged
     manifests to delete). The minimum age is short (5 s): it covers a manifest PUT in progress, whose

@@ -129,7 +129,7 @@ def test_a_window_that_loses_its_lock_never_runs_gc(stack: Stack) -> None:
 
 
 @pytest.mark.parametrize("step", ["delete", "fence", "hold", "gc", "restart"])
-def test_worker_killed_inside_the_window_leaves_no_wreck(stack: Stack, step: str) -> None:
+def test_worker_killed_inside_the_window_leaves_no_wreck(driver: str, stack: Stack, step: str) -> None:
     p = stack.pusher()
     imgs = [images.image(layers=3) for _ in range(4)]
     for i, img in enumerate(imgs):
@@ -287,7 +287,7 @@ def _overlaps(a: tuple[float, float], b: tuple[float, float]) -> bool:
     return a[0] < b[1] and b[0] < a[1]
 
 
-def test_pushes_during_maintenance_windows_lose_nothing(registry, make_stack) -> None:  # type: ignore[no-untyped-def]
+def test_pushes_during_maintenance_windows_lose_nothing(driver: str, registry, make_stack) -> None:  # type: ignore[no-untyped-def]
     s = make_stack(registry, JANITOR_UPLOAD_DRAIN="2")
     rng = random.Random(4)
     pushes = [Push(f"push/p{n}", f"t{i}", images.image(layers=rng.randint(1, 3), layer_size=rng.randint(2_000, 30_000)))

@@ -90,11 +90,13 @@ class WindowState:
         for job in jobs:
             job["steps"].append(record)
         self.save(jobs)
+        counted = self._storage_requests()
         try:
             if name in CHANGING_STEPS:
                 self.guard.check(f"step {name}")  # lease still owned, window still within its time
             yield record["outcome"]
         except Exception as exc:
+            self._count_requests(record, counted)
             if not isinstance(exc, errors.JanitorError):
                 log.exception("step %s failed unexpectedly", name)
                 exc = errors.InternalError(f"unexpected {type(exc).__name__} in step {name}: {exc}")
@@ -105,8 +107,19 @@ class WindowState:
                     job["error"] = {**error, "step": name}
             self.save(jobs)
             raise StepError(name) from exc
+        self._count_requests(record, counted)
         record.update(status=SUCCEEDED, finished_at=now())
         self.save(jobs)
+
+    def _storage_requests(self) -> int | None:
+        return None if self.guard.storage is None else self.guard.storage.requests()
+
+    def _count_requests(self, record: dict[str, Any], before: int | None) -> None:
+        """What an object store bills: its requests in this step, and in the window so far."""
+        after = self._storage_requests()
+        if after is not None:
+            record["outcome"]["storage_requests"] = after - (before or 0)
+            self.info["storage_requests"] = after
 
     # -- the window ----------------------------------------------------------------------------
 
