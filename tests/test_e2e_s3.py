@@ -48,6 +48,14 @@ def test_a_tag_deletion_and_gc_sweep_the_bucket(make_s3_registry: Callable[..., 
     assert set(kept.blobs) <= set(stored)
     assert images.pull_verified(reg.url, "team/app", "kept") == []
     assert images.head_manifest(reg.url, "team/app", "old") == 404
+    # Every protection ran on the bucket: uploads drained, sizes read, pushes in flight held; each step says
+    # what it cost, and the window the sum.
+    steps_by_name = {s["name"]: s["outcome"] for s in job["steps"]}
+    assert job["result"]["bytes_freed"] == sum(len(b) for b in old.blobs.values()) + len(old.manifest)
+    assert steps_by_name["hold"]["holds"] == 1  # both images were pushed within the upload grace
+    assert all(isinstance(steps_by_name[n].get("storage_requests"), int) for n in ("preflight", "drain", "hold"))
+    assert steps_by_name["drain"]["storage_requests"] >= 3  # uploads listed; blob sizes listed
+    assert job["window"]["storage_requests"] == sum(o.get("storage_requests", 0) for o in steps_by_name.values())
 
 
 def _ready(stack: Stack) -> dict:
