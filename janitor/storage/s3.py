@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import email.utils
+import functools
 import hashlib
 import posixpath
 import re
@@ -114,8 +115,14 @@ class S3Storage:
         self.layout = Layout(location.root)
         self._count = 0
         self._lock = threading.Lock()
-        self.client = client or self._client()
-        self.client.meta.events.register("before-send.s3", self._counted)
+        self._given = client
+
+    @functools.cached_property
+    def client(self) -> Any:
+        """Made on first use: /readyz opens the storage every few seconds and rarely talks to it."""
+        client = self._given or self._client()
+        client.meta.events.register("before-send.s3", self._counted)
+        return client
 
     def _client(self) -> Any:
         loc = self.location
@@ -291,6 +298,7 @@ class S3Storage:
         wanted = sorted(set(digests))
         if not wanted:
             return {}
+        assert self.client is not None  # made here, not by several threads at once
         with concurrent.futures.ThreadPoolExecutor(max_workers=READ_WORKERS) as pool:
             read = list(pool.map(lambda d: self._read_blob(d, limit), wanted))
         return {d: data for d, data in zip(wanted, read, strict=True) if data is not None}
