@@ -6,6 +6,7 @@ from __future__ import annotations
 import concurrent.futures
 import hashlib
 import time
+from datetime import datetime, timezone
 
 import pytest
 
@@ -105,6 +106,10 @@ def test_uploads_in_progress_are_seen_by_their_objects_and_their_multipart_data(
     store.client.upload_part(Bucket=store.bucket, Key=key, UploadId=started["UploadId"], PartNumber=1, Body=b"d" * 64)
     assert store.storage.active_uploads(60, time.time()) == 2
     assert store.storage.active_uploads(60, time.time() + 600) == 0  # written longer ago than `within`
+    # Committed between the listing and its parts' listing: done, not an error.
+    gone = store.storage._written_since({"Key": key, "UploadId": "no-such-upload",
+                                         "Initiated": datetime.fromtimestamp(0, timezone.utc)}, time.time() - 60)
+    assert gone is False
 
 
 def test_read_blobs_returns_only_whole_verified_bytes(store: Store) -> None:

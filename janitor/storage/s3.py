@@ -282,8 +282,16 @@ class S3Storage:
         """A multipart upload started, or given a part, since `cutoff` (one ListParts for an older one)."""
         if upload["Initiated"].timestamp() >= cutoff:
             return True
-        parts = self._call("ListParts", lambda: self.client.list_parts(
-            Bucket=self.location.bucket, Key=upload["Key"], UploadId=upload["UploadId"]))
+        try:
+            parts = self.client.list_parts(Bucket=self.location.bucket, Key=upload["Key"], UploadId=upload["UploadId"])
+        except botocore.exceptions.ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") == "NoSuchUpload":
+                return False  # committed or aborted since it was listed: no longer in progress
+            raise errors.StorageCommandFailed(f"S3 ListParts on {self.where} failed: {exc}",
+                                              bucket=self.location.bucket, request="ListParts") from exc
+        except botocore.exceptions.BotoCoreError as exc:
+            raise errors.StorageCommandFailed(f"S3 ListParts on {self.where} failed: {exc}",
+                                              bucket=self.location.bucket, request="ListParts") from exc
         return any(p["LastModified"].timestamp() >= cutoff for p in parts.get("Parts", []))
 
     def _multipart(self, path: str) -> list[dict[str, Any]]:
