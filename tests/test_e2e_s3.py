@@ -24,7 +24,7 @@ def test_push_and_pull_go_through_the_bucket(make_s3_registry: Callable[..., Reg
     assert reg.blob_files() == {d: len(b) for d, b in img.blobs.items()} | {digest: len(img.manifest)}
     assert reg.revisions() == {"team/app": {digest}}
     keys = reg.bucket.objects("repositories/team/app/")
-    assert f"some/root/docker/registry/v2/repositories/team/app/_manifests/tags/v1/current/link" in keys
+    assert "some/root/docker/registry/v2/repositories/team/app/_manifests/tags/v1/current/link" in keys
     assert all(k.startswith("some/root/docker/registry/v2/") for k in reg.bucket.objects(""))
 
 
