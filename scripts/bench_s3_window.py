@@ -29,7 +29,6 @@ sys.path.insert(0, str(ROOT))
 
 import docker  # noqa: E402
 import redis  # noqa: E402
-from moto.server import ThreadedMotoServer  # noqa: E402
 
 from janitor.storage import freed  # noqa: E402
 from scripts.bench_window import STEPS, load, window_figures  # noqa: E402
@@ -38,9 +37,9 @@ from tests import images  # noqa: E402
 from tests.conftest import (  # noqa: E402
     Bucket,
     Registry,
-    S3Endpoint,
     Stack,
     free_port,
+    moto_server,
     pings,
     s3_config,
     start_registry,
@@ -53,31 +52,23 @@ def s3_stack(**env: str) -> Iterator[tuple[Registry, Stack]]:
     """moto, a registry storing into a new bucket of it, a private redis-server and the service."""
     image = os.environ.get("TEST_REGISTRY_IMAGE") or subprocess.run(
         [str(ROOT / "scripts/provision.sh")], check=True, capture_output=True, text=True).stdout.split()[-1]
-    s3_port, port, workdir = free_port(), free_port(), tempfile.mkdtemp(prefix="rj-bench-redis-")
-    moto = ThreadedMotoServer(ip_address="127.0.0.1", port=s3_port, verbose=False)
-    moto.start()
-    redis_proc = subprocess.Popen(["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
-                                   "--dir", workdir], stdout=subprocess.DEVNULL)
-    registry: Registry | None = None
-    stack: Stack | None = None
-    try:
-        endpoint = S3Endpoint(f"http://127.0.0.1:{s3_port}")
+    port, workdir = free_port(), tempfile.mkdtemp(prefix="rj-bench-redis-")
+    with contextlib.ExitStack() as cleanup:
+        endpoint = cleanup.enter_context(moto_server())
+        redis_proc = subprocess.Popen(["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+                                       "--dir", workdir], stdout=subprocess.DEVNULL)
+        cleanup.callback(shutil.rmtree, workdir, ignore_errors=True)
+        cleanup.callback(redis_proc.terminate)
         bucket = Bucket(endpoint, endpoint.new_bucket(), "/registry")
         conn = redis.Redis(port=port)
         images.wait_until(lambda: pings(conn), 20)
         registry = start_registry(docker.from_env(), image, config=s3_config(bucket), bucket=bucket,
                                   REGISTRY_STORAGE_S3_ACCESSKEY=endpoint.access_key,
                                   REGISTRY_STORAGE_S3_SECRETKEY=endpoint.secret_key)
+        cleanup.callback(registry.container.remove, force=True, v=True)
         stack = start_stack(registry, f"redis://127.0.0.1:{port}/0", conn, **env)
+        cleanup.callback(stack.stop)
         yield registry, stack
-    finally:
-        if stack is not None:
-            stack.stop()
-        if registry is not None:
-            registry.container.remove(force=True, v=True)
-        redis_proc.terminate()
-        moto.stop()
-        shutil.rmtree(workdir, ignore_errors=True)
 
 
 def s3_figures(job: dict[str, Any], wall: float) -> dict[str, Any]:

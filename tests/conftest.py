@@ -270,17 +270,30 @@ def make_registry(docker_client: docker.DockerClient, registry_image: str) -> It
         reg.container.remove(force=True, v=True)
 
 
+@contextlib.contextmanager
+def moto_server() -> Iterator[S3Endpoint]:
+    """moto in server mode on loopback (moto.server's ThreadedMotoServer, in a process of its own so that the
+    test's own threads, pushing and reading, never compete with the store for one interpreter lock)."""
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-c", "import sys, time; from moto.server import ThreadedMotoServer; "
+         "s = ThreadedMotoServer(ip_address='127.0.0.1', port=int(sys.argv[1]), verbose=False); s.start(); "
+         "time.sleep(10 ** 9)", str(port)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        endpoint = S3Endpoint(f"http://127.0.0.1:{port}")
+        assert wait_until(lambda: _answers(endpoint), 30), "moto did not start"
+        yield endpoint
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
 @pytest.fixture(scope="session")
 def s3_server() -> Iterator[S3Endpoint]:
-    """moto in server mode on loopback: a real S3 API over HTTP, for the registry and the janitor alike."""
-    from moto.server import ThreadedMotoServer
-    port = free_port()
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
-    endpoint = S3Endpoint(f"http://127.0.0.1:{port}")
-    assert wait_until(lambda: _answers(endpoint), 20), "moto did not start"
-    yield endpoint
-    server.stop()
+    """A real S3 API over HTTP on loopback, for the registry and the janitor alike."""
+    with moto_server() as endpoint:
+        yield endpoint
 
 
 def _answers(endpoint: S3Endpoint) -> bool:
@@ -353,7 +366,9 @@ class Stack:
         assert resp.status_code == 202, resp.text
         return resp.json()
 
-    def wait(self, job_id: str, timeout: float = 120.0) -> dict[str, Any]:
+    def wait(self, job_id: str, timeout: float | None = None) -> dict[str, Any]:
+        """`timeout` defaults to 120 s, twice that on S3 (every storage read is an HTTP request there)."""
+        timeout = timeout or (240.0 if self.registry.bucket else 120.0)
         def finished() -> dict[str, Any] | None:
             job = self.get(f"/v1/jobs/{job_id}").json()
             return job if job["status"] in ("succeeded", "failed") else None
