@@ -19,7 +19,7 @@ pytestmark = pytest.mark.e2e
 REPO = "team/busy"
 
 
-def _ok(stack: Stack, body: dict, timeout: float = 120.0) -> dict:
+def _ok(stack: Stack, body: dict, timeout: float | None = None) -> dict:
     job = stack.wait(stack.delete(body)["id"], timeout)
     assert job["status"] == "succeeded", (job["error"], job["steps"][-1])
     return job
@@ -114,7 +114,9 @@ def test_untagged_cleanups_never_take_a_push_that_lands_meanwhile(driver: str, r
     seed = stack.pusher()
     base = images.image()
     seed.image(REPO, base, "seed-0")
-    for i in range(1, 100):  # a busy repository: reading its tags takes a while
+    # A busy repository: reading its tags takes a while (on S3 every read is several requests already, and
+    # the check before each delete reads them all again: fewer keep the windows within the test's time).
+    for i in range(1, 100 if driver == "filesystem" else 30):
         seed.manifest(REPO, f"seed-{i}", base.manifest, base.media_type)
 
     acked: dict[str, str] = {}  # tag -> digest, every push the registry acknowledged
@@ -141,7 +143,7 @@ def test_untagged_cleanups_never_take_a_push_that_lands_meanwhile(driver: str, r
     for t in threads:
         t.start()
     jobs = []
-    deadline = time.monotonic() + 25
+    deadline = time.monotonic() + (70 if driver == "s3" else 25)  # a window on S3 takes longer
     try:
         while time.monotonic() < deadline:
             jobs.append(_ok(stack, {"repository": REPO, "untagged": True}))
