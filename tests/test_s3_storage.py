@@ -100,6 +100,8 @@ def test_blob_sizes_all_or_only_those_stored_since_a_mark(store: Store) -> None:
 def test_uploads_in_progress_are_seen_by_their_objects_and_their_multipart_data(store: Store) -> None:
     assert store.storage.active_uploads(60, time.time()) == 0
     store.put("repositories/team/app/_uploads/11111111-aaaa/startedat", b"2026-01-01T00:00:00Z")
+    assert store.storage.active_uploads(60, time.time()) == 0  # started, nothing written: a probe's leftover
+    store.put("repositories/team/app/_uploads/11111111-aaaa/hashstates/sha256/1024", b"state")
     assert store.storage.active_uploads(60, time.time()) == 1
     key = store.v2 + "repositories/team/other/_uploads/22222222-bbbb/data"
     started = store.client.create_multipart_upload(Bucket=store.bucket, Key=key)  # data in flight: not an object

@@ -263,14 +263,16 @@ class S3Storage:
         return self.recent_links(grace, now), self.blob_sizes(stored_since)
 
     def active_uploads(self, within: float, now: float) -> int:
-        """Uploads any of whose objects (startedat, hash states, data) or multipart parts of its data were
+        """Uploads any of whose objects (hash states, data) or multipart parts of its data were
         written within `within` seconds: distribution's s3 writer keeps an upload's data as a multipart upload
         until it is committed, which a listing of objects does not show."""
         cutoff = now - within
         active: set[tuple[str, str]] = set()
         for obj in self.listing(self.layout.repositories)[1]:
             match = _UPLOAD.search(self.path(obj["Key"])[len(self.layout.v2):])
-            if match and obj["LastModified"].timestamp() >= cutoff:
+            # `startedat` is written once, when the upload starts (its data then starts as a multipart upload,
+            # seen below): like the filesystem's `data`, only what a push writes as it goes counts.
+            if match and not obj["Key"].endswith("/startedat") and obj["LastModified"].timestamp() >= cutoff:
                 active.add((match.group(1), match.group(2)))
         for upload in self._multipart(self.layout.repositories):
             match = _UPLOAD.search(self.path(upload["Key"])[len(self.layout.v2):])
