@@ -199,6 +199,19 @@ class StorageCommandFailed(ContainerError):
     code = "STORAGE_COMMAND_FAILED"
 
 
+class StorageUnreachable(PreflightFailed):
+    """The janitor cannot list the registry's bucket (endpoint, credentials, permissions): every protection
+    needs it, so the window stops before anything is deleted."""
+
+    code = "STORAGE_UNREACHABLE"
+
+
+class StorageConfigInvalid(PreflightFailed):
+    """The registry's storage settings (or the janitor's own for it) are incomplete or invalid."""
+
+    code = "STORAGE_CONFIG_INVALID"
+
+
 class StoragePathRefused(JanitorError, ValueError):
     """A name or digest that must never become a storage path (janitor/layout.py)."""
 

@@ -4,12 +4,14 @@ gunicorn and the worker, each on loopback. scripts/test.sh provisions them on a 
 from __future__ import annotations
 
 import contextlib
+import io
 import os
 import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tarfile
 import tempfile
 import uuid
 from collections.abc import Callable, Iterator
@@ -103,10 +105,81 @@ def redis_conn(redis_server: str) -> Iterator[redis.Redis]:
 
 
 @dataclass
+class S3Endpoint:
+    """A real S3 endpoint on loopback (moto in server mode) and the credentials the tests use with it."""
+
+    url: str
+    access_key: str = "janitor-test"
+    secret_key: str = "janitor-test-secret"
+    region: str = "us-east-1"
+
+    def client(self) -> Any:
+        import boto3
+        from botocore.config import Config
+        return boto3.client("s3", endpoint_url=self.url, aws_access_key_id=self.access_key,
+                            aws_secret_access_key=self.secret_key, region_name=self.region,
+                            config=Config(s3={"addressing_style": "path"}))
+
+    def new_bucket(self) -> str:
+        name = f"rj-{uuid.uuid4().hex[:12]}"
+        self.client().create_bucket(Bucket=name)
+        return name
+
+
+@dataclass
+class Bucket:
+    """Where an S3-backed test registry keeps its files: read straight from the bucket, like the tests read a
+    filesystem registry's files straight from its container."""
+
+    endpoint: S3Endpoint
+    name: str
+    rootdirectory: str = ""
+
+    @property
+    def v2(self) -> str:
+        root = self.rootdirectory.strip("/")
+        return (root + "/" if root else "") + "docker/registry/v2/"
+
+    def objects(self, under: str) -> dict[str, dict[str, Any]]:
+        """key -> listing entry of every object under v2/<under>."""
+        found: dict[str, dict[str, Any]] = {}
+        for page in self.endpoint.client().get_paginator("list_objects_v2").paginate(
+                Bucket=self.name, Prefix=self.v2 + under):
+            for obj in page.get("Contents", []):
+                found[obj["Key"]] = obj
+        return found
+
+    def remove(self, under: str) -> None:
+        """Delete every object under v2/<under>, behind the registry's back."""
+        keys = list(self.objects(under))
+        if keys:
+            self.endpoint.client().delete_objects(Bucket=self.name, Delete={"Objects": [{"Key": k} for k in keys]})
+
+
+def s3_config(bucket: Bucket, **storage: Any) -> str:
+    """A registry config whose storage is the bucket; the keys come from the environment (REGISTRY_STORAGE_S3_*),
+    as many deployments pass secrets, so both ways of configuring the driver are read."""
+    import yaml
+    s3 = {"region": bucket.endpoint.region, "bucket": bucket.name, "regionendpoint": bucket.endpoint.url,
+          "forcepathstyle": True, "secure": False, "v4auth": True, "rootdirectory": bucket.rootdirectory or "/",
+          **storage}
+    return yaml.safe_dump({
+        "version": 0.1, "log": {"fields": {"service": "registry"}},
+        "storage": {"cache": {"blobdescriptor": "inmemory"}, "s3": s3, "redirect": {"disable": True}},
+        "http": {"addr": ":5000", "headers": {"X-Content-Type-Options": ["nosniff"]}},
+    })
+
+
+@dataclass
 class Registry:
     url: str
     name: str
     container: Any
+    bucket: Bucket | None = None  # an S3-backed registry's bucket; None: filesystem storage in the container
+
+    @property
+    def driver(self) -> str:
+        return "s3" if self.bucket else "filesystem"
 
     def exec(self, *argv: str) -> str:
         code, out = self.container.exec_run(list(argv))
@@ -114,17 +187,30 @@ class Registry:
         return out.decode()
 
     def blob_files(self) -> dict[str, int]:
-        """digest -> size of every blob in storage, read straight from the filesystem."""
+        """digest -> size of every blob in storage, read straight from the filesystem (or the bucket)."""
+        if self.bucket:
+            return {"sha256:" + key.split("/")[-2]: int(obj["Size"])
+                    for key, obj in self.bucket.objects("blobs/").items() if key.endswith("/data")}
         out = self.exec("find", "/var/lib/registry/docker/registry/v2/blobs", "-type", "f", "-name", "data",
                         "-exec", "stat", "-c", "%s %n", "{}", "+") if self.has_blobs() else ""
         return {"sha256:" + line.split("/")[-2]: int(line.split()[0]) for line in out.splitlines() if line.strip()}
 
     def has_blobs(self) -> bool:
+        if self.bucket:
+            return bool(self.bucket.objects("blobs/"))
         code, _ = self.container.exec_run(["test", "-d", "/var/lib/registry/docker/registry/v2/blobs"])
         return code == 0
 
     def revisions(self) -> dict[str, set[str]]:
-        """Every stored manifest per repository, read straight from the filesystem."""
+        """Every stored manifest per repository, read straight from the filesystem (or the bucket)."""
+        if self.bucket:
+            keys = [k[len(self.bucket.v2 + "repositories/"):] for k in self.bucket.objects("repositories/")
+                    if "/_manifests/revisions/sha256/" in k and k.endswith("/link")]
+            found_s3: dict[str, set[str]] = {}
+            for key in keys:
+                repo, _, rest = key.partition("/_manifests/revisions/sha256/")
+                found_s3.setdefault(repo, set()).add("sha256:" + rest.split("/")[0])
+            return found_s3
         out = self.exec("find", "/var/lib/registry/docker/registry/v2/repositories", "-type", "f", "-path",
                         "*/_manifests/revisions/sha256/*/link") if self.has_blobs() else ""
         found: dict[str, set[str]] = {}
@@ -141,18 +227,33 @@ class Registry:
 
 
 def start_registry(docker_client: docker.DockerClient, image: str, *,
-                   volumes: dict[str, dict[str, str]] | None = None, **env: str) -> Registry:
-    """`volumes` is docker-py's bind mapping, {host_path: {"bind": container_path, "mode": "ro"}}."""
+                   volumes: dict[str, dict[str, str]] | None = None, config: str | None = None,
+                   bucket: Bucket | None = None, **env: str) -> Registry:
+    """`volumes` is docker-py's bind mapping, {host_path: {"bind": container_path, "mode": "ro"}}. `config`
+    replaces the image's /etc/docker/registry/config.yml before the registry starts. Only the environment
+    given here reaches the container (never this machine's: an AWS_CA_BUNDLE makes the s3 driver panic)."""
     port = free_port()
     name = f"rj-test-{uuid.uuid4().hex[:10]}"
-    container = docker_client.containers.run(
-        image, name=name, detach=True, network_mode="host",
+    container = docker_client.containers.create(
+        image, name=name, network_mode="host",
         environment={"REGISTRY_HTTP_ADDR": f"127.0.0.1:{port}", "REGISTRY_STORAGE_DELETE_ENABLED": "true", **env},
         **({"volumes": volumes} if volumes else {}),
     )
+    if config is not None:
+        buf = io.BytesIO()
+        with tarfile.open(fileobj=buf, mode="w") as tar:
+            info = tarfile.TarInfo("config.yml")
+            info.size, info.mode = len(config.encode()), 0o644
+            tar.addfile(info, io.BytesIO(config.encode()))
+        container.put_archive("/etc/docker/registry", buf.getvalue())
+    container.start()
     url = f"http://127.0.0.1:{port}"
-    wait_http(f"{url}/v2/")
-    return Registry(url, name, container)
+    try:
+        wait_http(f"{url}/v2/")
+    except RuntimeError:
+        container.reload()
+        raise RuntimeError(f"registry {name} did not come up: {container.logs()[-3000:].decode(errors='replace')}")
+    return Registry(url, name, container, bucket)
 
 
 @pytest.fixture
@@ -169,8 +270,73 @@ def make_registry(docker_client: docker.DockerClient, registry_image: str) -> It
         reg.container.remove(force=True, v=True)
 
 
+@contextlib.contextmanager
+def moto_server() -> Iterator[S3Endpoint]:
+    """moto in server mode on loopback (moto.server's ThreadedMotoServer, in a process of its own so that the
+    test's own threads, pushing and reading, never compete with the store for one interpreter lock)."""
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-c", "import sys, time; from moto.server import ThreadedMotoServer; "
+         "s = ThreadedMotoServer(ip_address='127.0.0.1', port=int(sys.argv[1]), verbose=False); s.start(); "
+         "time.sleep(10 ** 9)", str(port)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        endpoint = S3Endpoint(f"http://127.0.0.1:{port}")
+        assert wait_until(lambda: _answers(endpoint), 30), "moto did not start"
+        yield endpoint
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+@pytest.fixture(scope="session")
+def s3_server() -> Iterator[S3Endpoint]:
+    """A real S3 API over HTTP on loopback, for the registry and the janitor alike."""
+    with moto_server() as endpoint:
+        yield endpoint
+
+
+def _answers(endpoint: S3Endpoint) -> bool:
+    try:
+        endpoint.client().list_buckets()
+        return True
+    except Exception:  # noqa: BLE001 - not up yet
+        return False
+
+
 @pytest.fixture
-def registry(make_registry: Callable[..., Registry]) -> Registry:
+def make_s3_registry(docker_client: docker.DockerClient, registry_image: str,
+                     s3_server: S3Endpoint) -> Iterator[Callable[..., Registry]]:
+    """Registries storing into a new bucket each (under `rootdirectory`), removed after the test."""
+    made: list[Registry] = []
+
+    def make(rootdirectory: str = "/registry", storage: dict[str, Any] | None = None, **env: str) -> Registry:
+        bucket = Bucket(s3_server, s3_server.new_bucket(), rootdirectory)
+        keys = {"REGISTRY_STORAGE_S3_ACCESSKEY": s3_server.access_key,
+                "REGISTRY_STORAGE_S3_SECRETKEY": s3_server.secret_key}
+        made.append(start_registry(docker_client, registry_image, config=s3_config(bucket, **(storage or {})),
+                                   bucket=bucket, **{**keys, **env}))
+        return made[-1]
+
+    yield make
+    for reg in made:
+        reg.container.remove(force=True, v=True)
+
+
+DRIVERS = ("filesystem", "s3")
+
+
+@pytest.fixture(params=DRIVERS)
+def driver(request: pytest.FixtureRequest) -> str:
+    """Run a test once per storage driver: the suites that prove a promise on the filesystem prove it on S3."""
+    return str(request.param)
+
+
+@pytest.fixture
+def registry(request: pytest.FixtureRequest, make_registry: Callable[..., Registry]) -> Registry:
+    """A filesystem registry, or with the `driver` fixture in the test, one per driver."""
+    if "driver" in request.fixturenames and request.getfixturevalue("driver") == "s3":
+        return request.getfixturevalue("make_s3_registry")()
     return make_registry()
 
 
@@ -200,7 +366,9 @@ class Stack:
         assert resp.status_code == 202, resp.text
         return resp.json()
 
-    def wait(self, job_id: str, timeout: float = 120.0) -> dict[str, Any]:
+    def wait(self, job_id: str, timeout: float | None = None) -> dict[str, Any]:
+        """`timeout` defaults to 120 s, twice that on S3 (every storage read is an HTTP request there)."""
+        timeout = timeout or (240.0 if self.registry.bucket else 120.0)
         def finished() -> dict[str, Any] | None:
             job = self.get(f"/v1/jobs/{job_id}").json()
             return job if job["status"] in ("succeeded", "failed") else None
@@ -310,7 +478,8 @@ def job_record(conn: redis.Redis, job_id: str) -> bytes | None:
 # Fixtures that start or reach a real server: a test using any of them is end-to-end, whatever its file says, so
 # the fast tier (`pytest -m "not e2e"`, scripts/test-fast.sh) never needs a Docker engine or a Redis server.
 REAL_SERVER_FIXTURES = frozenset({"docker_client", "redis_server", "redis_conn", "registry_image", "make_registry",
-                                  "registry", "make_stack", "stack"})
+                                  "registry", "make_stack", "stack",
+                                  "make_s3_registry"})
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

@@ -115,7 +115,8 @@ def test_untagging_the_children_of_a_tagged_index_never_breaks_it(stack: Stack) 
     assert stack.registry.revisions()["team/app"] == {idx.digest, amd.digest, arm.digest}
 
 
-def test_untagged_removes_only_what_no_tag_reaches(registry: Registry, make_stack: Callable[..., Stack]) -> None:
+def test_untagged_removes_only_what_no_tag_reaches(driver: str, registry: Registry,
+                                                   make_stack: Callable[..., Stack]) -> None:
     stack = make_stack(registry, JANITOR_UNTAGGED_MIN_AGE="0")  # everything here was pushed a moment ago
     p = stack.pusher()
     kept = images.image()
@@ -135,7 +136,7 @@ def test_untagged_removes_only_what_no_tag_reaches(registry: Registry, make_stac
     assert {idx.digest, amd.digest, arm.digest, kept.digest} <= stack.registry.revisions()["team/app"]
 
 
-def test_whole_repository_goes_from_the_catalog_and_nested_ones_stay(stack: Stack) -> None:
+def test_whole_repository_goes_from_the_catalog_and_nested_ones_stay(driver: str, stack: Stack) -> None:
     p = stack.pusher()
     a, b, loose, nested = images.image(), images.image(), images.image(), images.image()
     p.image("team/gone", a, "a")
@@ -168,7 +169,7 @@ def test_every_repository_needs_the_registry_host_confirmed(stack: Stack) -> Non
     assert stack.registry.blob_files() == {}
 
 
-def test_dry_run_changes_nothing_and_the_real_run_frees_what_it_planned(stack: Stack) -> None:
+def test_dry_run_changes_nothing_and_the_real_run_frees_what_it_planned(driver: str, stack: Stack) -> None:
     p = stack.pusher()
     base = images.layer(30_000)
     doomed = images.image(layers=2, shared_layers=[base])

@@ -538,11 +538,12 @@ def test_a_broken_image_found_by_verify_fails_the_job_with_integrity_broken(
 def test_a_bad_holds_record_is_refused_entry_by_entry_and_the_worker_carries_on(
         registry: Registry, make_stack: Callable[..., Stack]) -> None:
     from janitor.registry.container import RegistryContainer
+    from janitor.storage.filesystem import FilesystemStorage
     from janitor.window import holds
 
     kept = seed(registry)
     built = holds.build({"team/app": set(kept["t0"].blobs)})
-    holds.place(RegistryContainer(registry.name), "/var/lib/registry", built)
+    holds.place(FilesystemStorage(RegistryContainer(registry.name), "/var/lib/registry"), built)
     hold = built[0][0]
     assert hold.digest in registry.revisions()["team/app"]
     record = {"owner": "window-dead/lease-1", "holds": [

@@ -19,6 +19,7 @@ from janitor.registry.manifests import ACCEPT, OCI_MANIFEST, sha256_digest
 from janitor.storage import contents
 from janitor.storage import files as storage
 from janitor.storage.contents import ContentCache
+from janitor.storage.filesystem import FilesystemStorage
 from janitor.storage.layout import Layout
 from tests import images
 from tests.conftest import Registry, Stack
@@ -59,7 +60,7 @@ def test_stored_blobs_are_read_only_when_they_hash_to_their_digest(registry: Reg
 def test_prefill_caches_what_the_registry_api_answers(registry: Registry, redis_conn: redis.Redis) -> None:
     made = pushed(registry)
     cache = ContentCache(redis_conn, "janitor:prefill-test")
-    added = contents.prefill(cache, RegistryContainer(registry.name), ROOT)
+    added = contents.prefill(cache, FilesystemStorage(RegistryContainer(registry.name), ROOT))
     # Four image manifests and one index; four image configs.
     assert added == {"manifests": 5, "configs": 4}
     for img in made.values():
@@ -71,7 +72,7 @@ def test_prefill_caches_what_the_registry_api_answers(registry: Registry, redis_
     index = cache.manifests([served.headers["Docker-Content-Digest"]])
     assert [m.raw for m in index.values()] == [served.content]
     # Nothing new: nothing read again.
-    assert contents.prefill(cache, RegistryContainer(registry.name), ROOT) == {"manifests": 0, "configs": 0}
+    assert contents.prefill(cache, FilesystemStorage(RegistryContainer(registry.name), ROOT)) == {"manifests": 0, "configs": 0}
 
 
 def test_the_first_fill_asks_the_registry_for_no_config_blob(registry: Registry,

@@ -19,7 +19,7 @@ pytestmark = pytest.mark.e2e
 REPO = "team/busy"
 
 
-def _ok(stack: Stack, body: dict, timeout: float = 120.0) -> dict:
+def _ok(stack: Stack, body: dict, timeout: float | None = None) -> dict:
     job = stack.wait(stack.delete(body)["id"], timeout)
     assert job["status"] == "succeeded", (job["error"], job["steps"][-1])
     return job
@@ -57,7 +57,7 @@ def test_an_index_tag_with_its_childrens_tags_frees_the_whole_image(stack: Stack
     assert images.pull_verified(stack.registry.url, REPO, "kept") == []
 
 
-def test_untagged_keeps_fresh_pushes_by_default(stack: Stack) -> None:
+def test_untagged_keeps_fresh_pushes_by_default(driver: str, stack: Stack) -> None:
     p = stack.pusher()
     loose = images.image()
     p.image(REPO, loose, None)  # pushed by digest a moment ago: its tag may be on its way
@@ -69,7 +69,7 @@ def test_untagged_keeps_fresh_pushes_by_default(stack: Stack) -> None:
     assert images.head_manifest(stack.registry.url, REPO, loose.digest) == 200
 
 
-def test_a_manifest_tagged_while_untagged_cleanup_runs_is_kept(registry: Registry,
+def test_a_manifest_tagged_while_untagged_cleanup_runs_is_kept(driver: str, registry: Registry,
                                                                 make_stack: Callable[..., Stack]) -> None:
     """The check right before each delete: tags put on untagged manifests after the plan keep them."""
     stack = make_stack(registry, JANITOR_UNTAGGED_MIN_AGE="0")
@@ -103,7 +103,7 @@ def test_a_manifest_tagged_while_untagged_cleanup_runs_is_kept(registry: Registr
         assert images.pull_verified(stack.registry.url, REPO, f"rescued-{n}") == []
 
 
-def test_untagged_cleanups_never_take_a_push_that_lands_meanwhile(registry: Registry,
+def test_untagged_cleanups_never_take_a_push_that_lands_meanwhile(driver: str, registry: Registry,
                                                                     make_stack: Callable[..., Stack]) -> None:
     """Cleanups in a loop while three clients push new tags (and move one tag each, which leaves untagged
     manifests to delete). The minimum age is short (5 s): it covers a manifest PUT in progress, whose
@@ -114,7 +114,9 @@ def test_untagged_cleanups_never_take_a_push_that_lands_meanwhile(registry: Regi
     seed = stack.pusher()
     base = images.image()
     seed.image(REPO, base, "seed-0")
-    for i in range(1, 100):  # a busy repository: reading its tags takes a while
+    # A busy repository: reading its tags takes a while (on S3 every read is several requests already, and
+    # the check before each delete reads them all again: fewer keep the windows within the test's time).
+    for i in range(1, 100 if driver == "filesystem" else 30):
         seed.manifest(REPO, f"seed-{i}", base.manifest, base.media_type)
 
     acked: dict[str, str] = {}  # tag -> digest, every push the registry acknowledged
@@ -141,7 +143,7 @@ def test_untagged_cleanups_never_take_a_push_that_lands_meanwhile(registry: Regi
     for t in threads:
         t.start()
     jobs = []
-    deadline = time.monotonic() + 25
+    deadline = time.monotonic() + (70 if driver == "s3" else 25)  # a window on S3 takes longer
     try:
         while time.monotonic() < deadline:
             jobs.append(_ok(stack, {"repository": REPO, "untagged": True}))

@@ -141,7 +141,7 @@ def test_a_window_that_loses_its_lock_never_runs_gc(stack: Stack) -> None:
 
 
 @pytest.mark.parametrize("step", ["delete", "fence", "hold", "gc", "restart"])
-def test_worker_killed_inside_the_window_leaves_no_wreck(stack: Stack, step: str) -> None:
+def test_worker_killed_inside_the_window_leaves_no_wreck(driver: str, stack: Stack, step: str) -> None:
     p = stack.pusher()
     imgs = [images.image(layers=3) for _ in range(4)]
     for i, img in enumerate(imgs):
@@ -417,7 +417,9 @@ def _overlaps(a: tuple[float, float], b: tuple[float, float]) -> bool:
 
 
 @pytest.mark.parametrize("gc_mode", ["registry", "incremental"])
-def test_pushes_during_maintenance_windows_lose_nothing(registry, make_stack, gc_mode) -> None:  # type: ignore[no-untyped-def]
+def test_pushes_during_maintenance_windows_lose_nothing(driver: str, registry, make_stack, gc_mode) -> None:  # type: ignore[no-untyped-def]
+    if driver == "s3" and gc_mode == "incremental":
+        pytest.skip("the incremental mark reads the registry's files: on S3 the registry's own GC runs")
     s = make_stack(registry, JANITOR_UPLOAD_DRAIN="2", JANITOR_GC_MODE=gc_mode)
     rng = random.Random(4)
     pushes = [Push(f"push/p{n}", f"t{i}", images.image(layers=rng.randint(1, 3), layer_size=rng.randint(2_000, 30_000)))

@@ -143,11 +143,14 @@ def test_storage_driver(env: dict[str, str], config: dict[str, Any], driver: str
     assert preflight.storage_driver(env, config) == driver
 
 
-def test_protections_off_without_filesystem() -> None:
-    assert FS.protections_off == {} and FS.gc_runs
+def test_protections_off_unless_the_janitor_reads_the_storage() -> None:
+    assert FS.protections_off == {} and FS.gc_runs and FS.message == "filesystem storage: every protection is on"
     s3 = preflight.StorageAccess("s3")
-    assert set(s3.protections_off) == {"holds", "untagged_listing", "repository_removal", "exact_bytes"}
-    assert s3.gc_runs and "s3" in s3.message
+    assert s3.protections_off == {} and s3.gc_runs and s3.readable and not s3.filesystem
+    assert s3.message == "s3 storage: every protection is on"
+    gcs = preflight.StorageAccess("gcs")
+    assert set(gcs.protections_off) == {"holds", "untagged_listing", "repository_removal", "exact_bytes"}
+    assert gcs.gc_runs and "'gcs'" in gcs.message and "filesystem and s3" in gcs.message
     mem = preflight.StorageAccess("inmemory")
     assert "garbage_collection" in mem.protections_off and not mem.gc_runs
     assert mem.as_dict()["protections_off"] == sorted(mem.protections_off)
@@ -161,6 +164,8 @@ def test_protections_off_without_filesystem() -> None:
 def test_requests_that_need_the_registry_files(request_body: dict[str, Any], needs: bool) -> None:
     assert (preflight.needs_storage(request_body) is not None) is needs
     preflight.refuse_without_storage(request_body, FS)  # filesystem: everything goes
+    preflight.refuse_without_storage(request_body, preflight.StorageAccess("s3"))  # and s3
+    preflight.refuse_without_storage(request_body, {"driver": "s3", "filesystem": False, "readable": True})
     if needs:
         with pytest.raises(errors.StorageAccessRequired, match="inmemory"):
             preflight.refuse_without_storage(request_body, {"driver": "inmemory", "filesystem": False})

@@ -269,3 +269,47 @@ def test_credentials_in_a_registry_url_are_refused_at_start_without_echoing_them
     message = str(caught_file.value)
     assert "registries[1] (b): url must not carry credentials" in message and "s3cret" not in message, message
     assert Settings.from_env({"REGISTRY_URL": "http://127.0.0.1:5000/"}).registry_url == "http://127.0.0.1:5000"
+
+
+# -- the janitor's own way to an object store --------------------------------------------------------------
+
+
+def test_s3_overrides_from_the_environment(tmp_path: Any) -> None:
+    from janitor.config.storage import S3Overrides, s3_from_env
+    assert Settings.from_env({}).s3 == S3Overrides() and not Settings.from_env({}).s3
+    secret = tmp_path / "secret"
+    secret.write_text("from-file\n")
+    found = Settings.from_env({"JANITOR_S3_ENDPOINT": "http://127.0.0.1:9000/", "JANITOR_S3_ACCESS_KEY": "k",
+                               "JANITOR_S3_SECRET_KEY_FILE": str(secret), "JANITOR_S3_REGION": "eu-west-1"}).s3
+    assert found == S3Overrides("http://127.0.0.1:9000", "eu-west-1", "k", "from-file")
+    assert "from-file" not in repr(found)
+    with pytest.raises(ValueError, match="go together"):
+        s3_from_env({"JANITOR_S3_ACCESS_KEY": "k"})
+    with pytest.raises(ValueError, match="http"):
+        s3_from_env({"JANITOR_S3_ENDPOINT": "127.0.0.1:9000"})
+
+
+def test_s3_overrides_per_registry(tmp_path: Any) -> None:
+    secret = tmp_path / "secret"
+    secret.write_text("s3cret")
+    text = f"""
+registries:
+  - name: eu
+    url: http://127.0.0.1:5001
+    container: reg-eu
+    storage: {{s3: {{endpoint: "https://s3.internal:9000", access_key: janitor, secret_key_file: "{secret}"}}}}
+  - name: us
+    url: http://127.0.0.1:5002
+    container: reg-us
+    storage: {{s3: {{access_key: other, secret_key_env: US_SECRET}}}}
+"""
+    regs = parse(text, Settings(), {"US_SECRET": "from-env"})
+    eu, us = regs.get("eu").s3, regs.get("us").s3
+    assert (eu.endpoint, eu.access_key, eu.secret_key) == ("https://s3.internal:9000", "janitor", "s3cret")
+    assert (us.endpoint, us.access_key, us.secret_key) == (None, "other", "from-env")
+    for bad, why in (("{s3: {bucket: x}}", "unknown field"), ("{gcs: {}}", "one key, `s3`"),
+                     ("{s3: {access_key: a}}", "go together"), ("{s3: {endpoint: ftp://x}}", "http"),
+                     ("{s3: {access_key: a, secret_key_env: NOPE}}", "not set")):
+        with pytest.raises(RegistriesFileError, match=why):
+            parse(f"registries:\n  - {{name: a, url: 'http://h:1', container: c, storage: {bad}}}\n",
+                             Settings(), {})

@@ -14,6 +14,7 @@ from typing import Any
 from janitor import errors
 from janitor.config.settings import GC_MODES
 from janitor.storage import files as storage
+from janitor.storage.filesystem import FilesystemStorage
 from janitor.window import incremental
 from janitor.window import mark as rules
 from janitor.window.gc import GcSummary
@@ -34,7 +35,7 @@ def premark(window: WindowState, root: str | None, out: dict[str, Any]) -> incre
     """Before the fence: the mark, or None (and why, in `out`) when this window runs the registry's GC."""
     if wanted_mode(window) != "incremental":
         return None
-    if root is None:
+    if root is None or not isinstance(window.storage, FilesystemStorage):
         out["gc_mark"] = {"skipped": True, "reason": "no filesystem access: the registry's garbage-collect runs"}
         return None
     ctx = window.ctx

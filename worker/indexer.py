@@ -17,8 +17,8 @@ import redis
 
 from janitor import errors
 from janitor.index import TagIndex, notifications_configured
-from janitor.storage import contents
-from janitor.storage import files as storage
+from janitor.storage import contents, drivers
+from janitor.storage.driver import Storage
 from janitor.window import preflight
 from worker.context import Context
 
@@ -33,10 +33,10 @@ def index_for(ctx: Context) -> TagIndex:
     return TagIndex(ctx.conn, ctx.keys.prefix, ctx.client, s.index_read_concurrency, s.index_mode)
 
 
-def read_container(ctx: Context, index: TagIndex) -> str | None:
+def read_container(ctx: Context, index: TagIndex) -> Storage | None:
     """The registry container's environment and config file, read once per reconcile for the two things it
     wants from them: whether the registry sends events to a janitor (the mode, for the API and /readyz) and,
-    with the filesystem driver, where its storage is (for `prefill`; None: not readable). Best effort: without
+    its storage (for `prefill`; None: not readable). Best effort: without
     Docker the last mode stays and prefill is skipped."""
     try:
         container = ctx.container
@@ -52,20 +52,24 @@ def read_container(ctx: Context, index: TagIndex) -> str | None:
     except Exception:  # noqa: BLE001 - e.g. a config file that is not YAML: the reconcile goes on regardless
         log.exception("index: cannot read the registry container's config; mode unchanged")
         return None
-    if config is None or not preflight.StorageAccess(preflight.storage_driver(env, config)).filesystem:
+    if config is None:
         return None
-    return storage.root_from(env, config)
+    try:
+        return drivers.open_storage(container, preflight.storage_driver(env, config), env, config, ctx.settings.s3)
+    except errors.JanitorError as exc:
+        log.info("index: the registry's storage settings are unusable (%s); prefill skipped", exc.message)
+        return None
 
 
-def prefill(ctx: Context, index: TagIndex, root: str | None) -> None:
-    """Manifests and config times from the registry's files (under `root`) into the content cache, before the
-    reconcile reads the registry (see `contents.prefill`). Best effort: without Docker or with another storage
-    driver than the filesystem the reconcile reads everything over HTTP, as it always could."""
-    if root is None:
+def prefill(ctx: Context, index: TagIndex, store: Storage | None) -> None:
+    """Manifests and config times from the registry's storage into the content cache, before the reconcile
+    reads the registry (see `contents.prefill`). Best effort: without Docker or with a storage driver the
+    janitor cannot read the reconcile reads everything over HTTP, as it always could."""
+    if store is None:
         return
     try:
         started = time.monotonic()
-        added = contents.prefill(index.contents, ctx.container, root)
+        added = contents.prefill(index.contents, store)
         log.info("index: %s read from storage in %.2f s", added, time.monotonic() - started)
     except errors.JanitorError as exc:
         log.info("index: storage not read (%s); the reconcile reads the registry's API", exc.message)

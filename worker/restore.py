@@ -28,6 +28,7 @@ from janitor.planning.rules import Plan
 from janitor.planning.snapshot import Snapshot
 from janitor.registry.container import RegistryContainer
 from janitor.storage import files as storage
+from janitor.storage.filesystem import FilesystemStorage
 from janitor.storage.freed import known_sizes
 from janitor.storage.layout import Layout
 from janitor.window import holds as holds_mod
@@ -75,6 +76,12 @@ def holds(state: WindowState, root: str, out: dict[str, Any]) -> list[tuple[hold
     records = store(state).live()
     wanted = rules.held(records)
     if not wanted:
+        return []
+    if not isinstance(state.guard.storage, FilesystemStorage):
+        # The restorable holds are placed with the filesystem's commands; on an object store they are not yet.
+        out["restorable"] = {"jobs": len(records), "holds": 0, "blobs_not_held": len(set().union(*wanted.values())),
+                             "reason": "restorable blobs are held on the filesystem driver only"}
+        log.error("restorable deletions' blobs are not held: the registry's storage is not a filesystem")
         return []
     container = state.ctx.container
     layout = Layout(root)

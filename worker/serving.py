@@ -64,7 +64,7 @@ class DockerWatch:
 
     def look(self) -> None:
         try:
-            found = heartbeat.report(self.ctx.conn, self.ctx.keys, self.ctx.container)
+            found = heartbeat.report(self.ctx.conn, self.ctx.keys, self.ctx.container, self.ctx.settings.s3)
             # Only workers that reach the engine write the heartbeat: is there one (within the last 15 s)?
             other = found.get("code") == heartbeat.UNREACHABLE and bool(self.ctx.conn.exists(self.ctx.keys.heartbeat))
         except redis.RedisError:

@@ -17,7 +17,7 @@ import redis as redis_lib
 from janitor import errors, logs
 from janitor.jobs.records import FAILED, RUNNING, SUCCEEDED, now
 from janitor.registry.manifests import Manifest
-from janitor.storage import files as storage
+from janitor.storage.driver import Mark, Storage
 from janitor.window.cache import CacheTarget
 from janitor.window.guard import WindowGuard
 from worker.context import Context
@@ -53,8 +53,16 @@ class WindowState:
         # container's clock): the check after GC lists again only the repositories changed since.
         self.stored: dict[str, set[str]] | None = None
         self.stored_read_at = 0.0
-        self.marks: dict[str, str] = {}  # name -> reference file in the container, for `find -newer`
+        self.marks: dict[str, Mark] = {}  # name -> a point in time the storage compares with (Storage.marks)
         self.creation_times: Any = None  # policy_plan.CreationTimes, made by the first policy job
+
+    @property
+    def storage(self) -> Storage:
+        """The registry's storage, found by preflight: only steps that run with storage access ask for it."""
+        if self.guard.storage is None:
+            raise errors.StorageAccessRequired("this step needs the registry's storage, which this window cannot "
+                                               "read", driver="unknown")
+        return self.guard.storage
 
     # -- bookkeeping ---------------------------------------------------------------------------
 
@@ -84,11 +92,13 @@ class WindowState:
         for job in jobs:
             job["steps"].append(record)
         self.save(jobs)
+        counted = self._storage_requests()
         try:
             if name in CHANGING_STEPS:
                 self.guard.check(f"step {name}")  # lease still owned, window still within its time
             yield record["outcome"]
         except Exception as exc:
+            self._count_requests(record, counted)
             if not isinstance(exc, errors.JanitorError):
                 log.exception("step %s failed unexpectedly", name)
                 exc = errors.InternalError(f"unexpected {type(exc).__name__} in step {name}: {exc}")
@@ -99,8 +109,19 @@ class WindowState:
                     job["error"] = {**error, "step": name}
             self.save(jobs)
             raise StepError(name) from exc
+        self._count_requests(record, counted)
         record.update(status=SUCCEEDED, finished_at=now())
         self.save(jobs)
+
+    def _storage_requests(self) -> int | None:
+        return None if self.guard.storage is None else self.guard.storage.requests()
+
+    def _count_requests(self, record: dict[str, Any], before: int | None) -> None:
+        """What an object store bills: its requests in this step, and in the window so far."""
+        after = self._storage_requests()
+        if after is not None:
+            record["outcome"]["storage_requests"] = after - (before or 0)
+            self.info["storage_requests"] = after
 
     # -- the window ----------------------------------------------------------------------------
 
@@ -111,16 +132,15 @@ class WindowState:
         book and only what changed since is listed again; each then reads as pushed at the read."""
         ctx = self.ctx
         book = None if ages else ctx.revisions.load()
-        marks = {} if book is None else storage.marks(ctx.container, self.guard.window_id + "-book",
-                                                       {"revisions": book[0] - 1})
+        marks = {} if book is None else self.storage.marks(self.guard.window_id + "-book", {"revisions": book[0] - 1})
         if book is not None and marks:
             try:
-                read_at, sets = storage.revisions_since(ctx.container, root, marks["revisions"], book[1])
+                read_at, sets = self.storage.revisions_since(marks["revisions"], book[1])
             finally:
-                storage.drop_marks(ctx.container, list(marks.values()))
+                self.storage.drop_marks(marks.values())
             times = {r: dict.fromkeys(ds, read_at) for r, ds in sets.items()}
         else:
-            read_at, times = storage.revision_times(ctx.container, root)
+            read_at, times = self.storage.revision_times()
             sets = {r: set(t) for r, t in times.items()}
         self.stored, self.stored_read_at = sets, read_at
         ctx.revisions.save(read_at, sets)

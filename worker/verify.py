@@ -17,7 +17,6 @@ from janitor import errors
 from janitor.planning.snapshot import Reader
 from janitor.registry import integrity
 from janitor.registry.manifests import Manifest
-from janitor.storage import files as storage
 from worker.state import WindowState
 
 log = logging.getLogger("worker.window")
@@ -112,15 +111,14 @@ def stored_manifests(reader: Reader, stored: dict[str, set[str]]) -> tuple[dict[
 def _stored_now(window: WindowState, root: str) -> dict[str, set[str]]:
     """Every stored manifest now: the repositories changed since this window read them are listed again,
     the others taken from that read (see storage.revisions_since); everything is read without one."""
-    ctx = window.ctx
     if window.stored is not None:
-        marks = storage.marks(ctx.container, window.guard.window_id, {"revisions": window.stored_read_at - 1})
+        marks = window.storage.marks(window.guard.window_id, {"revisions": window.stored_read_at - 1})
         if marks:
             try:
-                return storage.revisions_since(ctx.container, root, marks["revisions"], window.stored)[1]
+                return window.storage.revisions_since(marks["revisions"], window.stored)[1]
             finally:
-                storage.drop_marks(ctx.container, list(marks.values()))
-    _, stored = storage.revision_times(ctx.container, root)
+                window.storage.drop_marks(marks.values())
+    _, stored = window.storage.revision_times()
     return {repo: set(times) for repo, times in stored.items()}
 
 

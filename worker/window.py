@@ -22,7 +22,6 @@ from rq import Queue
 from janitor import errors, index, logs
 from janitor.jobs import pending, telemetry
 from janitor.jobs.records import FAILED, RUNNING, SUCCEEDED, now
-from janitor.storage import files as storage
 from janitor.storage import freed
 from janitor.window import holds, leftovers, preflight
 from janitor.window.guard import WindowGuard
@@ -109,7 +108,7 @@ def recover(ctx: Context, guard: WindowGuard) -> list[str]:
     Call only under the lease. Returns what was done, for the log."""
     try:
         config_path = ctx.container.config_path()
-        guard.locate(config_path, storage.root(ctx.container, config_path))
+        guard.locate(config_path, *preflight.storage_of(ctx.container, config_path, ctx.settings.s3))
         done = guard.recover()
     except errors.JanitorError as exc:
         log.error("recovery could not check the registry: %s", exc.message)
@@ -173,11 +172,11 @@ class Window(WindowState):
             with self.step(self.jobs, "preflight") as out:
                 # Reach Docker and the container, and find the traps the fence cannot work around, before
                 # deleting anything, so nothing is left half-done.
-                report = preflight.check(self.ctx.container, self.ctx.settings.registry_cache_url)
+                report = preflight.check(self.ctx.container, self.ctx.settings.registry_cache_url, self.ctx.settings.s3)
                 config_path, root = report.config_path, report.storage_root
                 others = [r.container for r in self.guard.replicas[1:]]
                 replica_reports = preflight.check_replicas(self.ctx.container, report, others)
-                self.guard.locate(config_path, root or "", [r.config_path for r in replica_reports])
+                self.guard.locate(config_path, root or "", [r.config_path for r in replica_reports], report.store)
                 self.blob_cache = report.cache
                 out.update(container=self.ctx.container.name, **report.as_dict())
                 if replica_reports:  # every container of the registry, the one GC runs in first
@@ -241,12 +240,12 @@ class Window(WindowState):
                     # before now, found without stat-ing every link.
                     if "grace" in self.marks and "prepared" in self.marks:
                         recent, late = holds.recent_blobs_and_sizes(
-                            ctx.container, root, ctx.settings.upload_grace, self.prepared_at, self.marks["grace"],
+                            self.storage, ctx.settings.upload_grace, self.prepared_at, self.marks["grace"],
                             self.marks["prepared"])
                         if sizes is not None:
                             sizes.update(late)  # blobs stored since the sizes were read
                     else:
-                        recent = holds.recent_blobs(ctx.container, root, ctx.settings.upload_grace)
+                        recent = holds.recent_blobs(self.storage, ctx.settings.upload_grace)
                     kept = restore.holds(self, root, out)  # blobs of deletions still restorable
                     built = holds.build(holds.unreleased(recent, self.released_blobs)) + kept
                     guard.place_holds(built)
@@ -256,7 +255,7 @@ class Window(WindowState):
                     held = {h.repository for h in guard.placed}
                     for repo, jobs in sorted(self.remove_repos.items()):
                         kept = "a push into it is in flight" if repo in held else \
-                            storage.remove_repository(ctx.container, root, repo)
+                            self.storage.remove_repository(repo)
                         out.setdefault("kept" if kept else "removed", []).append(
                             {"repository": repo, "reason": kept} if kept else repo)
                         if not kept:
@@ -271,7 +270,8 @@ class Window(WindowState):
         finally:
             self._unfence()
             with contextlib.suppress(errors.JanitorError):
-                storage.drop_marks(ctx.container, list(self.marks.values()))
+                if self.guard.storage is not None:
+                    self.storage.drop_marks(self.marks.values())
 
     def _prepare_sizes(self, root: str, out: dict[str, Any]) -> dict[str, int]:
         """Before the fence: the size of every blob GC may sweep. Sizes from the manifests this window's plans
@@ -284,8 +284,8 @@ class Window(WindowState):
         since = freed.stat_since(ctx.sizes.last_gc(), self.prepared_at, grace) if self.manifests else None
         wanted = {"grace": self.prepared_at - grace - 1, "prepared": self.prepared_at - 1,
                   **({"sizes": since - 1} if since is not None else {})}
-        self.marks = storage.marks(ctx.container, self.guard.window_id, wanted)
-        statted = storage.blob_sizes(ctx.container, root, self.marks.get("sizes"))
+        self.marks = self.storage.marks(self.guard.window_id, wanted)
+        statted = self.storage.blob_sizes(self.marks.get("sizes"))
         ctx.sizes.remember({**known, **statted})
         out.update(blob_sizes_known=len(known), blob_files_stat=len(statted),
                    stat_since=None if "sizes" not in self.marks else round(since or 0.0, 3))
@@ -310,7 +310,7 @@ class Window(WindowState):
         guard.release_holds()
         guard.check("cleaning up after GC")
         if root is not None:
-            storage.remove_blob_dirs(ctx.container, root, [*summary.deleted_blobs, *held])
+            self.storage.remove_blob_dirs([*summary.deleted_blobs, *held])
         if self.blob_cache is not None:  # before writes resume: nobody may be told a swept blob exists
             out["cache_keys_removed"] = blob_cache.forget(self, summary.deleted_blobs, named)
         unknown: list[str] = []
@@ -333,7 +333,7 @@ class Window(WindowState):
         ctx = self.ctx
         start = time.monotonic()
         while True:
-            active = storage.active_uploads(ctx.container, root, within=60, now=time.time())
+            active = self.storage.active_uploads(within=60, now=time.time())
             waited = time.monotonic() - start
             if not active or waited >= min(ctx.settings.upload_drain, self.guard.remaining()):
                 return {"waited_seconds": round(waited, 3), "uploads_still_active": active}

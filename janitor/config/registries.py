@@ -17,6 +17,7 @@ defaults). Without the file there is exactly one registry, `default`, from REGIS
         cache_url: redis://:secret@127.0.0.1:6380/0  # optional: the registry's Redis blob cache as the worker
                                         # reaches it (default: the address in the registry's config)
         require_approval: true          # optional per-registry overrides, see OVERRIDES
+        storage: {s3: {endpoint: ..., access_key: ..., secret_key_file: ...}}  # janitor/config/storage.py
 
 A bad file stops the service and the worker at start with a message naming the entry and the field.
 """
@@ -42,6 +43,7 @@ from janitor.config.settings import (
     restore_window,
     without_credentials,
 )
+from janitor.config.storage import s3_from_entry
 
 NAME = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
 # Redis key part: no glob characters (JobStore.running scans `<prefix>:job:*`), no spaces.
@@ -98,7 +100,7 @@ OVERRIDES: dict[str, tuple[str, Callable[[Any, str], Any]]] = {
     "restore_window": ("restore_window", restore_window),
 }
 KNOWN = {"name", "url", "username", "password", "password_file", "password_env", "container", "replicas",
-         "docker_host", "default", "namespace", *OVERRIDES}
+         "docker_host", "default", "namespace", "storage", *OVERRIDES}
 REPLICA_KNOWN = ("container", "url")
 
 
@@ -233,6 +235,8 @@ def _entry(entry: Any, base: Settings, env: dict[str, str]) -> tuple[Settings, b
             field, parse_ = OVERRIDES[key]
             fields[field] = parse_(value, key)
     fields.setdefault("registry_cache_url", None)  # one registry's cache, never every registry's default
+    if entry.get("storage") is not None:
+        fields["s3"] = s3_from_entry(entry["storage"], env)
     settings = replace(
         base, name=name, registry_url=url, registry_username=username, registry_password=_password(entry, env),
         registry_container=container, registry_replicas=replicas,

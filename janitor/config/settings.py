@@ -8,6 +8,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
+from janitor.config.storage import S3Overrides, s3_from_env
+
 
 def _bool(env: Mapping[str, str], name: str) -> bool:
     return env.get(name, "").strip().lower() in ("1", "true", "yes", "on")
@@ -205,6 +207,9 @@ class Settings:
     def replicas(self) -> tuple[Replica, ...]:
         """Every container of this registry, the one GC runs in first; one unless REGISTRIES_FILE names several."""
         return self.registry_replicas or (Replica(self.registry_container, self.registry_url),)
+    # The janitor's own endpoint and credentials for the registry's bucket (janitor/config/storage.py); empty:
+    # the registry's own, from its config.
+    s3: S3Overrides = S3Overrides()
 
     @property
     def registry_host(self) -> str:
@@ -261,4 +266,5 @@ class Settings:
             events_tokens=tuple(t.strip() for t in env.get("EVENTS_TOKENS", "").split(",") if t.strip()),
             registry_cache_url=cache_url(env.get("JANITOR_REGISTRY_CACHE_URL")),
             restore_window=restore_window(env.get("JANITOR_RESTORE_WINDOW", "0")),
+            s3=s3_from_env(env),
         )

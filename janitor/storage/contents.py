@@ -22,9 +22,8 @@ import redis
 
 from janitor.registry import manifests as mf
 from janitor.registry.client import CONFIG_LIMIT, MANIFEST_LIMIT
-from janitor.registry.container import RegistryContainer
 from janitor.registry.manifests import Manifest
-from janitor.storage import files as storage
+from janitor.storage.driver import Storage
 
 # Reads and writes go in pipelines of this many keys: one round trip per chunk, bounded memory per call.
 CHUNK = 1000
@@ -113,23 +112,23 @@ class ContentCache:
                 pipe.execute()
 
 
-def prefill(cache: ContentCache, container: RegistryContainer, storage_root: str) -> dict[str, int]:
+def prefill(cache: ContentCache, store: Storage) -> dict[str, int]:
     """Every stored manifest not cached yet, and the `created` of every image config they name, read from the
-    registry's files (`storage.read_blobs`: a few execs, not a request each) into the cache. A first fill then
+    registry's storage (`Storage.read_blobs`: a few execs or object reads, not a registry request each) into the cache. A first fill then
     asks the registry's HTTP API for tags and digests, but for no config blob, its costliest request. What the
     files cannot answer (a blob mid-write, too large, a manifest that names no media type) is left to HTTP.
     Returns how many manifests and config times were added."""
-    stored: set[str] = set().union(*storage.revisions(container, storage_root).values())
+    stored: set[str] = set().union(*store.revisions().values())
     unknown = stored - cache.cached_manifests(stored)
-    read = storage.read_blobs(container, storage_root, unknown, min(MANIFEST_LIMIT, STORED_BLOB_LIMIT))
+    read = store.read_blobs(unknown, min(MANIFEST_LIMIT, STORED_BLOB_LIMIT))
     new = {d: m for d, raw in read.items() if (m := _stored_manifest(d, raw)) is not None}
     cache.put_manifests(new.values())
     # Configs of the manifests just cached: one cached before had its config read with it (the listing's reads
     # cache both), and one that did not is read over HTTP when a listing needs it.
     configs = {m.config.digest for m in new.values() if not m.is_index and m.config is not None}
     times: dict[str, str | None] = {}
-    for digest, raw in storage.read_blobs(container, storage_root, configs - set(cache.created(configs)),
-                                          min(CONFIG_LIMIT, STORED_BLOB_LIMIT)).items():
+    for digest, raw in store.read_blobs(configs - set(cache.created(configs)),
+                                        min(CONFIG_LIMIT, STORED_BLOB_LIMIT)).items():
         try:
             doc = json.loads(raw)
         except ValueError:

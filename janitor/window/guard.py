@@ -28,7 +28,7 @@ from janitor import errors
 from janitor.config.settings import Settings
 from janitor.registry.client import RegistryClient
 from janitor.registry.container import RegistryContainer
-from janitor.storage import files as storage
+from janitor.storage.driver import Storage
 from janitor.window import gc, holds, probe
 from janitor.window.fence import WriteFence
 from janitor.window.lease import MaintenanceLock
@@ -66,6 +66,7 @@ class WindowGuard:
         self.window_id = window_id or uuid.uuid4().hex
         self.config_path = ""
         self.root = ""
+        self.storage: Storage | None = None  # the registry's storage (janitor.storage.driver); None: unreadable
         self.deadline = float("inf")
         self.fenced = False  # this window wrote (or began to write) the read-only config
         self.placed: list[holds.Hold] = []  # holds this window placed and has not released
@@ -83,15 +84,22 @@ class WindowGuard:
     def is_own(self, owner: str | None) -> bool:
         return bool(owner) and str(owner).startswith(f"window-{self.window_id}/")
 
-    def locate(self, config_path: str, root: str, replica_paths: list[str] | None = None) -> None:
-        """The first container's config and storage root; `replica_paths`: the other replicas' configs, in
-        order (read from their containers when not given)."""
+    def locate(self, config_path: str, root: str, replica_paths: list[str] | None = None,
+               storage: Storage | None = None) -> None:
+        """The first container's config, the storage root and the storage itself (janitor.storage.driver);
+        `replica_paths`: the other replicas' configs, in order (read from their containers when not given)."""
         others = replica_paths if replica_paths is not None else \
             [r.container.config_path() for r in self.replicas[1:]]
         if len(others) != len(self.replicas) - 1:
             raise ValueError("one config path per further replica")
-        self.config_path, self.root = config_path, root
+        self.config_path, self.root, self.storage = config_path, root, storage
         self.replica_paths = [config_path, *others]
+
+    def _store(self) -> Storage:
+        if self.storage is None:
+            raise errors.StorageAccessRequired("holds need the registry's storage, which this window cannot read",
+                                               driver="unknown")
+        return self.storage
 
     @property
     def several(self) -> bool:
@@ -146,12 +154,12 @@ class WindowGuard:
 
     def remove_probe_uploads(self, upload_ids: list[str] | None) -> int | None:
         """The probe's cancelled uploads (`_uploads/<id>/hashstates`): those named, or all of them inside the
-        fence. Housekeeping only: without filesystem access, or when it fails, nothing else is affected
+        fence. Housekeeping only: without the registry's storage, or when it fails, nothing else is affected
         (None; the next window tries again)."""
-        if not self.root or upload_ids == []:
-            return None if not self.root else 0
+        if self.storage is None or upload_ids == []:
+            return None if self.storage is None else 0
         try:
-            return storage.remove_uploads(self.container, self.root, probe.PROBE_REPOSITORY, upload_ids)
+            return self.storage.remove_uploads(probe.PROBE_REPOSITORY, upload_ids)
         except errors.JanitorError as exc:
             log.warning("probe uploads in %s not removed: %s", probe.PROBE_REPOSITORY, exc.message)
             return None
@@ -206,14 +214,15 @@ class WindowGuard:
         self.container.write_file(self.config_path + holds.RECORD_SUFFIX, record)
         self.recorded = True
         self.placed = [h for h, _ in built]
-        holds.place(self.container, self.root, built)
+        holds.place(self._store(), built)
 
     def release_holds(self) -> None:
         """Holds go once GC is done; the record of them goes last."""
         self.lease.check("releasing holds")
         if not self.placed and not self.recorded:
             return  # this window wrote neither
-        holds.release(self.container, self.root, self.placed)
+        if self.placed:
+            holds.release(self._store(), self.placed)
         self.placed = []
         self._drop_own_record()
         self.recorded = False
@@ -322,7 +331,8 @@ class WindowGuard:
             else:
                 for why in record.rejected:
                     log.error("holds record %s: refused to act on %s", record_path, why)
-                holds.release(self.container, self.root, list(record.holds))
+                if record.holds:
+                    holds.release(self._store(), list(record.holds))
                 if record.rejected:
                     self.container.exec(["mv", "-f", record_path, record_path + ".rejected"])
                     done.append(f"holds record had {len(record.rejected)} invalid entries; kept as "

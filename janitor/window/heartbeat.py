@@ -12,6 +12,7 @@ from typing import Any
 import redis
 
 from janitor import errors
+from janitor.config.storage import S3Overrides
 from janitor.jobs.records import Keys, now
 from janitor.registry.container import RegistryContainer, env_of
 from janitor.window import preflight
@@ -20,7 +21,6 @@ INTERVAL = 5.0
 UNREACHABLE = "DOCKER_UNAVAILABLE"
 
 
-# Environment values too common to be secrets, and that messages legitimately contain.
 # Values no secret can be: flags, numbers, and distribution's own driver and cache names (which /readyz names).
 _PLAIN = re.compile(r"^(true|false|yes|no|on|off|\d+|filesystem|inmemory|s3|s3aws|gcs|azure|swift|oss|redis)$",
                     re.IGNORECASE)
@@ -44,7 +44,7 @@ def redact(found: dict[str, Any], env: dict[str, str]) -> dict[str, Any]:
     return scrub(found, False)
 
 
-def check(container: RegistryContainer) -> dict[str, Any]:
+def check(container: RegistryContainer, s3: S3Overrides | None = None) -> dict[str, Any]:
     try:
         got = container.get()
         status = got.status
@@ -53,13 +53,13 @@ def check(container: RegistryContainer) -> dict[str, Any]:
     if status != "running":
         return {"ok": False, "code": "REGISTRY_CONTAINER_NOT_RUNNING",
                 "message": f"registry container {container.name!r} is {status}"}
-    return redact({"ok": True, "storage": storage_check(container)}, env_of(got.attrs))
+    return redact({"ok": True, "storage": storage_check(container, s3)}, env_of(got.attrs))
 
 
-def storage_check(container: RegistryContainer) -> dict[str, Any]:
+def storage_check(container: RegistryContainer, s3: S3Overrides | None = None) -> dict[str, Any]:
     """What the storage driver allows, and any trap that would fail every window's preflight."""
     try:
-        report = preflight.inspect(container)
+        report = preflight.inspect(container, s3)
     except errors.JanitorError as exc:
         return {"ok": False, "code": exc.code, "message": exc.message}
     found: dict[str, Any] = {"ok": not report.traps, **report.storage.as_dict()}
@@ -68,15 +68,16 @@ def storage_check(container: RegistryContainer) -> dict[str, Any]:
     return found
 
 
-def publish(conn: redis.Redis, keys: Keys, container: RegistryContainer) -> None:
-    conn.set(keys.heartbeat, json.dumps({**check(container), "at": now()}), px=int(INTERVAL * 3000))
+def publish(conn: redis.Redis, keys: Keys, container: RegistryContainer, s3: S3Overrides | None = None) -> None:
+    conn.set(keys.heartbeat, json.dumps({**check(container, s3), "at": now()}), px=int(INTERVAL * 3000))
 
 
-def report(conn: redis.Redis, keys: Keys, container: RegistryContainer) -> dict[str, Any]:
+def report(conn: redis.Redis, keys: Keys, container: RegistryContainer,
+           s3: S3Overrides | None = None) -> dict[str, Any]:
     """One look at Docker, published: on the heartbeat when the engine answers (the container's state, good
     or bad), apart (`publish_unreachable`) when it does not. Returns what was seen; `code` DOCKER_UNAVAILABLE
     means this worker must not take the registry's windows."""
-    found = check(container)
+    found = check(container, s3)
     if found.get("code") == UNREACHABLE:
         publish_unreachable(conn, keys, found.get("message", "Docker engine unreachable"))
     else:

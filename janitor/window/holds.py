@@ -9,22 +9,14 @@ removed right after GC, before writes resume; the manifest that the client PUTs 
 
 from __future__ import annotations
 
-import io
 import json
-import math
-import tarfile
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-import docker.errors
-
-from janitor import errors
 from janitor.registry import names
-from janitor.registry.container import RegistryContainer
 from janitor.registry.manifests import OCI_MANIFEST, sha256_digest
-from janitor.storage.files import checked
-from janitor.storage.layout import Layout
+from janitor.storage.driver import Mark, Storage
 
 HOLD_ANNOTATION = "io.registry-janitor.hold"
 
@@ -36,66 +28,18 @@ class Hold:
     blobs: tuple[str, ...]
 
 
-def recent_blobs(container: RegistryContainer, root: str, grace: float, now: float | None = None,
-                 newer_than: str | None = None) -> dict[str, set[str]]:
-    """Blobs linked into each repository within `grace` seconds before `now` (link mtime = upload time).
-
-    `find` skips the manifests and uploads of every repository and keeps only links newer than the file
-    `newer_than` (a mark written with mtime `now - grace - 1`), or else younger than the grace to the minute,
-    rounded up; only those are printed and stat-ed, and the cutoff is then exact."""
-    layout = Layout(root)
-    if newer_than:
-        # A blob linked for the first time adds a directory to its repository's _layers/sha256, which makes
-        # that directory newer than the mark: the layer links of every other repository are never looked at.
-        # (A link rewritten in place, a blob uploaded again into a repository that had it linked already,
-        # leaves the directory as it was: the registry answered that blob as present all along, so clients
-        # skip its upload; such a blob is not held.)
-        recent = ["-path", "*/_layers/sha256", "!", "-newer", newer_than, "-prune", "-o", "-type", "f",
-                  "-path", "*/_layers/sha256/*/link", "-newer", newer_than]
-    else:
-        recent = ["-type", "f", "-path", "*/_layers/sha256/*/link", "-mmin", f"-{max(1, math.ceil(grace / 60) + 1)}"]
-    result = checked(container, ["find", layout.repositories, "(", "-name", "_manifests", "-o", "-name", "_uploads",
-                                 ")", "-prune", "-o", *recent, "-exec", "stat", "-c", "%Y %n", "{}", "+"])
-    cutoff = (now or time.time()) - grace
-    found: dict[str, set[str]] = {}
-    for line in result.stdout.splitlines():
-        mtime, _, path = line.strip().partition(" ")
-        parsed = layout.parse_layer_link(path)
-        if parsed and mtime.isdigit() and int(mtime) >= cutoff:
-            found.setdefault(parsed[0], set()).add(parsed[1])
-    return found
+def recent_blobs(store: Storage, grace: float, now: float | None = None,
+                 newer_than: Mark | None = None) -> dict[str, set[str]]:
+    """Blobs linked into each repository within `grace` seconds before `now` (link time = upload time)."""
+    return store.recent_links(grace, now, newer_than)
 
 
-def recent_blobs_and_sizes(container: RegistryContainer, root: str, grace: float, now: float, newer_than: str,
-                           stored_since: str) -> tuple[dict[str, set[str]], dict[str, int]]:
-    """`recent_blobs` (with a mark), and in the same exec the size of every blob stored since the file
-    `stored_since` (the window's sizes were read before it): one `find` over both trees while writes are
-    refused, so a blob stored after that read (a push cut off between storing and linking it leaves one, which
-    GC then sweeps) still has a size."""
-    layout = Layout(root)
-    result = checked(container, [
-        "find", layout.repositories, layout.blobs, "(", "-name", "_manifests", "-o", "-name", "_uploads", ")",
-        "-prune",
-        "-o", "-path", "*/_layers/sha256", "!", "-newer", newer_than, "-prune",
-        "-o", "-type", "f", "-path", "*/_layers/sha256/*/link", "-newer", newer_than,
-        "-exec", "stat", "-c", "%Y %n", "{}", "+",
-        "-o", "-path", f"{layout.blobs}/sha256/??", "!", "-newer", stored_since, "-prune",
-        "-o", "-type", "f", "-path", f"{layout.blobs}/sha256/*/data", "-newer", stored_since,
-        "-exec", "stat", "-c", "%s %n", "{}", "+"])
-    cutoff = now - grace
-    found: dict[str, set[str]] = {}
-    sizes: dict[str, int] = {}
-    for line in result.stdout.splitlines():
-        number, _, path = line.strip().partition(" ")
-        if not number.isdigit():
-            continue
-        parsed = layout.parse_layer_link(path)
-        if parsed:
-            if int(number) >= cutoff:
-                found.setdefault(parsed[0], set()).add(parsed[1])
-        elif (digest := layout.parse_blob_data(path)) is not None:
-            sizes[digest] = int(number)
-    return found, sizes
+def recent_blobs_and_sizes(store: Storage, grace: float, now: float, newer_than: Mark,
+                           stored_since: Mark) -> tuple[dict[str, set[str]], dict[str, int]]:
+    """`recent_blobs`, and in the same read the size of every blob stored since `stored_since` (the window's
+    sizes were read before it), while writes are refused: a blob stored after that read (a push cut off between
+    storing and linking it leaves one, which GC then sweeps) still has a size."""
+    return store.recent_links_and_sizes(grace, now, newer_than, stored_since)
 
 
 def unreleased(recent: Mapping[str, set[str]], released: Mapping[str, set[str]]) -> dict[str, set[str]]:
@@ -127,42 +71,16 @@ def build(recent: dict[str, set[str]]) -> list[tuple[Hold, bytes]]:
     return built
 
 
-def place(container: RegistryContainer, root: str, built: list[tuple[Hold, bytes]]) -> None:
-    """Write the hold manifests into storage in a single archive: their blob and a revision link each."""
-    if not built:
-        return
-    layout = Layout(root)
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w") as tar:
-        for hold, body in built:
-            _add(tar, layout.rel_blob_data(hold.digest), body)
-            _add(tar, layout.rel_revision_link(hold.repository, hold.digest), hold.digest.encode())
-    checked(container, ["mkdir", "-p", layout.v2], missing_ok=False)
-    try:
-        ok = container.get().put_archive(layout.v2, buf.getvalue())
-    except docker.errors.APIError as exc:
-        raise errors.ContainerError(f"cannot write the holds into {layout.v2}: {exc.explanation or exc}") from exc
-    if not ok:
-        raise errors.ContainerError(f"cannot write the holds into {layout.v2}")
+def place(store: Storage, built: list[tuple[Hold, bytes]]) -> None:
+    """Write the hold manifests into storage: their blob and a revision link each."""
+    if built:
+        store.write_manifests([(hold.repository, hold.digest, body) for hold, body in built])
 
 
-def release(container: RegistryContainer, root: str, holds: list[Hold]) -> None:
+def release(store: Storage, holds: list[Hold]) -> None:
     """Remove the hold manifests (their revision links and their own blobs)."""
-    if not holds:
-        return
-    layout = Layout(root)
-    paths: list[str] = []
-    for hold in holds:
-        paths.append(layout.revision(hold.repository, hold.digest))
-        paths.append(layout.blob(hold.digest))
-    for start in range(0, len(paths), 200):
-        checked(container, ["rm", "-rf", *paths[start:start + 200]], missing_ok=False)
-
-
-def _add(tar: tarfile.TarFile, name: str, data: bytes) -> None:
-    info = tarfile.TarInfo(name)
-    info.size, info.mode, info.mtime = len(data), 0o644, int(time.time())
-    tar.addfile(info, io.BytesIO(data))
+    if holds:
+        store.remove_manifests([(hold.repository, hold.digest) for hold in holds])
 
 
 # -- the holds record ------------------------------------------------------------------------------

@@ -16,14 +16,18 @@ from __future__ import annotations
 
 import posixpath
 import re
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
 import yaml
 
 from janitor import errors
+from janitor.config.storage import S3Overrides
 from janitor.registry.container import RegistryContainer, env_of
-from janitor.storage import files as storage
+from janitor.storage import drivers
+from janitor.storage.driver import Storage
+from janitor.storage.s3 import S3Storage
 from janitor.window import cache
 
 FILESYSTEM = "filesystem"
@@ -57,13 +61,18 @@ class StorageAccess:
         return self.driver == FILESYSTEM
 
     @property
+    def readable(self) -> bool:
+        """The janitor reads and changes this driver's storage itself (janitor.storage): every protection is on."""
+        return self.driver in drivers.READABLE
+
+    @property
     def gc_runs(self) -> bool:
         """The inmemory driver lives in the registry process: a restart erases it, a separate GC sees nothing."""
         return self.driver != INMEMORY
 
     @property
     def protections_off(self) -> dict[str, str]:
-        if self.filesystem:
+        if self.readable:
             return {}
         off = dict(PROTECTIONS)
         if not self.gc_runs:
@@ -72,13 +81,15 @@ class StorageAccess:
 
     @property
     def message(self) -> str:
-        if self.filesystem:
-            return "filesystem storage: every protection is on"
-        return (f"storage driver {self.driver!r}: the janitor reads the registry's files only with the filesystem "
-                f"driver, so these protections are off: {'; '.join(self.protections_off.values())}")
+        if self.readable:
+            return f"{self.driver} storage: every protection is on"
+        return (f"storage driver {self.driver!r}: the janitor reads the registry's storage only with the "
+                f"{' and '.join(sorted(drivers.READABLE))} drivers, so these protections are off: "
+                f"{'; '.join(self.protections_off.values())}")
 
     def as_dict(self) -> dict[str, Any]:
-        return {"driver": self.driver, "filesystem": self.filesystem, "gc_runs": self.gc_runs,
+        return {"driver": self.driver, "filesystem": self.filesystem, "readable": self.readable,
+                "gc_runs": self.gc_runs,
                 "protections_off": sorted(self.protections_off), "message": self.message}
 
 
@@ -88,9 +99,10 @@ class Report:
 
     config_path: str
     storage: StorageAccess
-    storage_root: str | None  # None without filesystem access
+    storage_root: str | None  # where the registry's files are (a path, s3://...); None: unreadable
     traps: list[errors.PreflightFailed] = field(default_factory=list)
     cache: cache.CacheTarget | None = None  # the registry's Redis blob cache, reached by `check`
+    store: Storage | None = None  # the registry's storage, read and changed through janitor.storage.driver
 
     def raise_first(self) -> None:
         if self.traps:
@@ -244,28 +256,31 @@ def needs_storage(request: dict[str, Any]) -> str | None:
 
 
 def refuse_without_storage(request: dict[str, Any], access: StorageAccess | dict[str, Any]) -> None:
-    """StorageAccessRequired when the request needs the registry's files and the driver is not filesystem."""
+    """StorageAccessRequired when the request needs the registry's files and the janitor cannot read the
+    driver's storage."""
     driver = access.driver if isinstance(access, StorageAccess) else str(access.get("driver"))
-    filesystem = access.filesystem if isinstance(access, StorageAccess) else bool(access.get("filesystem"))
+    readable = access.readable if isinstance(access, StorageAccess) else \
+        bool(access.get("readable", access.get("filesystem")))
     reason = needs_storage(request)
-    if reason and not filesystem:
+    if reason and not readable:
         raise errors.StorageAccessRequired(
-            f"the registry uses the {driver!r} storage driver and the janitor reads the registry's files only with "
-            f"the filesystem driver: {reason}. Delete by tags or digests instead", driver=driver)
+            f"the registry uses the {driver!r} storage driver and the janitor reads the registry's storage only "
+            f"with the {' and '.join(sorted(drivers.READABLE))} drivers: {reason}. Delete by tags or digests "
+            "instead", driver=driver)
 
 
 # -- reading the container ------------------------------------------------------------------------------
 
 
-def inspect(container: RegistryContainer, cache_url: str | None = None) -> Report:
+def inspect(container: RegistryContainer, cache_url: str | None = None, s3: S3Overrides | None = None) -> Report:
     """Read the container once and find the config, the storage driver, the blob cache and the traps (raises
-    nothing for a trap: see Report.raise_first)."""
+    nothing for a trap: see Report.raise_first). With an object store, its prefix must list: a store the
+    janitor cannot read is a trap of its own (STORAGE_UNREACHABLE), never a quiet fall back to protections off."""
     path = container.config_path()
     attrs = container.attrs()
     env = env_of(attrs)
     config = container.read_yaml(path)
     access = StorageAccess(storage_driver(env, config))
-    root = storage.root(container, path) if access.filesystem else None
     traps = find_traps(attrs, path, access)
     target = None
     if access.gc_runs:  # without GC no blob is swept, so no key goes stale
@@ -273,16 +288,62 @@ def inspect(container: RegistryContainer, cache_url: str | None = None) -> Repor
             target = cache.locate(container, path, config, env, cache_url)
         except errors.PreflightFailed as exc:
             traps.append(exc)
-    return Report(path, access, root, traps, target)
+    try:
+        store = drivers.open_storage(container, access.driver, env, config, s3)
+    except errors.StorageConfigInvalid as exc:
+        return Report(path, access, None, [*traps, exc], cache=target)
+    if isinstance(store, S3Storage):
+        traps += reach_traps(store)
+    return Report(path, access, store.where if store else None, traps, cache=target, store=store)
 
 
-def check(container: RegistryContainer, cache_url: str | None = None) -> Report:
-    """Preflight for a window: the container runs, no trap defeats the fence, and the registry's Redis blob
-    cache (if any) answers the worker. Raises the first trap."""
+# An object store's prefix listed at most this often (seconds) per location: /readyz looks every few seconds.
+REACH_TTL = 60.0
+_reached: dict[str, tuple[float, errors.PreflightFailed | None]] = {}
+
+
+def reach_traps(store: S3Storage, fresh: bool = False) -> list[errors.PreflightFailed]:
+    """STORAGE_UNREACHABLE when the janitor cannot list the registry's prefix in its bucket."""
+    loc = store.location
+    key = f"{loc.endpoint_url}|{loc.bucket}|{loc.root}|{loc.accesskey}"
+    seen = _reached.get(key)
+    if seen is not None and not fresh and time.monotonic() - seen[0] < REACH_TTL:
+        return [seen[1]] if seen[1] else []
+    found: errors.PreflightFailed | None = None
+    try:
+        store.reachable()
+    except errors.StorageCommandFailed as exc:
+        found = errors.StorageUnreachable(
+            f"the registry stores into {store.where} ({loc.endpoint_url or 'AWS S3'}, region {loc.region}) and the "
+            f"janitor cannot list it: {exc.details.get('error') or exc.message}. Every protection needs that "
+            "listing, so nothing was deleted. Fix: let the janitor reach that endpoint and give it credentials "
+            "that may list, read, write and delete under the registry's rootdirectory (JANITOR_S3_ENDPOINT, "
+            "JANITOR_S3_ACCESS_KEY/SECRET_KEY, or `storage: {s3: ...}` in REGISTRIES_FILE), or fix the registry's "
+            "own storage.s3 settings", **loc.as_dict(), error=exc.details.get("error"))
+    _reached[key] = (time.monotonic(), found)
+    return [found] if found else []
+
+
+def storage_of(container: RegistryContainer, config_path: str,
+               s3: S3Overrides | None = None) -> tuple[str, Storage | None]:
+    """(where, storage) of the registry, for a recovery that must release holds on whatever driver."""
+    env = container.env()
+    config = container.read_yaml(config_path)
+    try:
+        store = drivers.open_storage(container, storage_driver(env, config), env, config, s3)
+    except errors.StorageConfigInvalid:
+        return "", None
+    return (store.where if store else ""), store
+
+
+def check(container: RegistryContainer, cache_url: str | None = None, s3: S3Overrides | None = None) -> Report:
+    """Preflight for a window: the container runs, no trap defeats the fence, the registry's Redis blob cache
+    (if any) answers the worker, and an object store lists. Raises the first trap."""
     status = container.get().status
     if status != "running":
         raise errors.ContainerError(f"registry container {container.name!r} is {status}; start it, then ask again")
-    report = inspect(container, cache_url)
+    _reached.clear()  # a window looks afresh
+    report = inspect(container, cache_url, s3)
     report.raise_first()
     if report.cache is not None:
         cache.reach(report.cache).close()

@@ -15,7 +15,9 @@ class CheckSchema(ma.Schema):
     message = ma.fields.String()
     at = ma.fields.String(metadata={"format": "date-time", "description": "When the worker last checked (docker only)"})
     driver = ma.fields.String(metadata={"description": "The registry's storage driver (storage only)"})
-    filesystem = ma.fields.Boolean(metadata={"description": "Whether the janitor can read the registry's files"})
+    filesystem = ma.fields.Boolean(metadata={"description": "Whether the registry uses the filesystem driver"})
+    readable = ma.fields.Boolean(metadata={"description": "Whether the janitor reads and changes the registry's "
+                                                          "storage itself (filesystem and s3): every protection on"})
     gc_runs = ma.fields.Boolean(metadata={"description": "Whether windows run garbage-collect"})
     protections_off = ma.fields.List(ma.fields.String(), metadata={
         "description": "Protections the storage driver turns off: holds, untagged_listing, repository_removal, "

@@ -38,7 +38,7 @@ class StepSchema(ma.Schema):
     started_at = time_field("When the step started", required=True)
     finished_at = time_field("When the step ended; null while it runs", nullable=True)
     outcome = ma.fields.Dict(metadata={"description": (
-        "What the step did: manifests deleted, GC summary, ... For `verify`: `mode` (targeted or full), "
+        "What the step did: manifests deleted, GC summary, ...; storage_requests on an object store. For `verify`: `mode` (targeted or full), "
         "manifests_checked, blobs_checked, broken, broken_by_request; a targeted check adds "
         "surviving_manifests, affected_manifests and blobs_swept_checked; a full walk updates "
         "repositories_checked, repositories_total and manifests_checked as it goes")})
@@ -54,6 +54,9 @@ class WindowSchema(ma.Schema):
     jobs = ma.fields.List(ma.fields.String(), metadata={"description": "Jobs that shared this window"})
     write_refused_seconds = ma.fields.Float(allow_none=True, metadata={
         "description": "How long the registry refused writes"})
+    storage_requests = ma.fields.Integer(allow_none=True, metadata={
+        "description": "Requests the window made to the registry's object storage (s3), what the store bills; "
+                       "each step's outcome has its own storage_requests. Absent on the filesystem"})
 
 
 class WebhookDeliverySchema(ma.Schema):

@@ -1,0 +1,91 @@
+"""The one interface to the registry's storage that the window, the planner and the index use, whatever the
+driver: `FilesystemStorage` (janitor/storage/filesystem.py) execs busybox in the registry's container,
+`S3Storage` (janitor/storage/s3.py) talks to the bucket. Neither caller knows which.
+
+Both read distribution's layout (janitor/storage/layout.py names every path): revisions and layer links with
+the time they were written (file mtime, or object LastModified), blob sizes and bytes, uploads in progress;
+and make the few changes a window needs while the registry refuses writes: hold manifests written and
+removed, an emptied repository removed, the directories of swept blobs tidied.
+
+Times are the storage's own clock (the container's, or the object store's), so ages never mix two clocks.
+A `Mark` is a point in time the storage can compare cheaply against: a reference file for `find -newer` on
+the filesystem, the time itself on an object store. Adding another object store (GCS, Azure) is one module
+implementing this Protocol; see docs/window.md, "Storage drivers".
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Protocol
+
+Mark = str | float
+# One hold manifest to write: (repository, digest, body).
+HeldManifest = tuple[str, str, bytes]
+
+
+class Storage(Protocol):
+    driver: str
+
+    @property
+    def where(self) -> str:
+        """Where the registry's files are, for people: a path in the container, or s3://bucket/root."""
+
+    def requests(self) -> int | None:
+        """Requests made to the storage so far (what an object store bills); None when not counted."""
+
+    # -- reading -----------------------------------------------------------------------------------
+
+    def revision_times(self) -> tuple[float, dict[str, dict[str, float]]]:
+        """(the storage's clock now, repository -> stored manifest digest -> when its revision was written)."""
+
+    def revisions_since(self, mark: Mark, known: dict[str, set[str]]) -> tuple[float, dict[str, set[str]]]:
+        """Every stored manifest, given `known` as read at `mark`; may list only what changed since."""
+
+    def revisions(self) -> dict[str, set[str]]:
+        """Every stored manifest of every repository, tagged or not."""
+
+    def blob_sizes(self, newer_than: Mark | None = None) -> dict[str, int]:
+        """digest -> size of every stored blob, or of those stored after `newer_than`."""
+
+    def recent_links(self, grace: float, now: float | None = None,
+                     newer_than: Mark | None = None) -> dict[str, set[str]]:
+        """Blobs linked into each repository (a layer link written) within `grace` seconds before `now`."""
+
+    def recent_links_and_sizes(self, grace: float, now: float, newer_than: Mark,
+                               stored_since: Mark) -> tuple[dict[str, set[str]], dict[str, int]]:
+        """`recent_links`, and the size of every blob stored after `stored_since`, in one read."""
+
+    def active_uploads(self, within: float, now: float) -> int:
+        """Blob uploads written to within the last `within` seconds."""
+
+    def read_blobs(self, digests: Iterable[str], limit: int) -> dict[str, bytes]:
+        """Stored bytes of these blobs, each at most `limit` bytes and only when they hash to their digest."""
+
+    # -- marks ---------------------------------------------------------------------------------------
+
+    def marks(self, window_id: str, times: dict[str, float]) -> dict[str, Mark]:
+        """One Mark per name at the given time (the worker's clock); {} when they cannot be made."""
+
+    def drop_marks(self, marks: Iterable[Mark]) -> None:
+        """Remove what `marks` made."""
+
+    # -- changes (only while the registry refuses writes) --------------------------------------------
+
+    def write_manifests(self, manifests: list[HeldManifest]) -> None:
+        """Store each body as a blob and link it as a revision of its repository (the holds)."""
+
+    def remove_manifests(self, manifests: list[tuple[str, str]]) -> None:
+        """Remove (repository, digest) revisions written by `write_manifests`, and their blobs."""
+
+    def remove_repository(self, name: str) -> str | None:
+        """Remove an emptied repository (GC never does, so it stays in the catalog). Returns why it was
+        kept, or None when it is gone."""
+
+    def remove_uploads(self, name: str, upload_ids: Iterable[str] | None = None) -> int:
+        """Remove a repository's upload sessions: those named, or every one (only where no upload can be in
+        progress: the janitor's probe repository, inside the fence). A cancelled upload leaves
+        `_uploads/<id>/hashstates` behind, which nothing else removes with upload purging off (3.x's default).
+        Returns how many were removed."""
+
+    def remove_blob_dirs(self, digests: list[str]) -> None:
+        """Tidy what GC leaves behind of blobs it swept (empty directories on a filesystem; nothing on S3)."""

@@ -1,0 +1,162 @@
+"""The Storage interface (janitor/storage/driver.py) on distribution's filesystem driver: busybox commands
+exec'd in the registry's container (janitor/storage/files.py), holds written there with one archive."""
+
+from __future__ import annotations
+
+import io
+import math
+import tarfile
+import time
+from collections.abc import Iterable
+
+import docker.errors
+
+from janitor import errors
+from janitor.registry.container import RegistryContainer
+from janitor.storage import files
+from janitor.storage.driver import HeldManifest, Mark
+from janitor.storage.layout import Layout
+
+
+class FilesystemStorage:
+    driver = "filesystem"
+
+    def __init__(self, container: RegistryContainer, root: str) -> None:
+        self.container = container
+        self.root = root
+        self.layout = Layout(root)
+
+    @property
+    def where(self) -> str:
+        return self.root
+
+    def requests(self) -> int | None:
+        return None
+
+    # -- reading -----------------------------------------------------------------------------------
+
+    def revision_times(self) -> tuple[float, dict[str, dict[str, float]]]:
+        return files.revision_times(self.container, self.root)
+
+    def revisions_since(self, mark: Mark, known: dict[str, set[str]]) -> tuple[float, dict[str, set[str]]]:
+        return files.revisions_since(self.container, self.root, str(mark), known)
+
+    def revisions(self) -> dict[str, set[str]]:
+        return files.revisions(self.container, self.root)
+
+    def blob_sizes(self, newer_than: Mark | None = None) -> dict[str, int]:
+        return files.blob_sizes(self.container, self.root, None if newer_than is None else str(newer_than))
+
+    def recent_links(self, grace: float, now: float | None = None,
+                     newer_than: Mark | None = None) -> dict[str, set[str]]:
+        """`find` skips the manifests and uploads of every repository and keeps only links newer than the file
+        `newer_than` (a mark written with mtime `now - grace - 1`), or else younger than the grace to the
+        minute, rounded up; only those are printed and stat-ed, and the cutoff is then exact."""
+        if newer_than is not None:
+            # A blob linked for the first time adds a directory to its repository's _layers/sha256, which makes
+            # that directory newer than the mark: the layer links of every other repository are never looked
+            # at. (A link rewritten in place, a blob uploaded again into a repository that had it linked
+            # already, leaves the directory as it was: the registry answered that blob as present all along,
+            # so clients skip its upload; such a blob is not held.)
+            recent = ["-path", "*/_layers/sha256", "!", "-newer", str(newer_than), "-prune", "-o", "-type", "f",
+                      "-path", "*/_layers/sha256/*/link", "-newer", str(newer_than)]
+        else:
+            recent = ["-type", "f", "-path", "*/_layers/sha256/*/link", "-mmin",
+                      f"-{max(1, math.ceil(grace / 60) + 1)}"]
+        result = files.checked(self.container, [
+            "find", self.layout.repositories, "(", "-name", "_manifests", "-o", "-name", "_uploads", ")", "-prune",
+            "-o", *recent, "-exec", "stat", "-c", "%Y %n", "{}", "+"])
+        cutoff = (now or time.time()) - grace
+        found: dict[str, set[str]] = {}
+        for line in result.stdout.splitlines():
+            mtime, _, path = line.strip().partition(" ")
+            parsed = self.layout.parse_layer_link(path)
+            if parsed and mtime.isdigit() and int(mtime) >= cutoff:
+                found.setdefault(parsed[0], set()).add(parsed[1])
+        return found
+
+    def recent_links_and_sizes(self, grace: float, now: float, newer_than: Mark,
+                               stored_since: Mark) -> tuple[dict[str, set[str]], dict[str, int]]:
+        """One `find` over both trees while writes are refused, so a blob stored after the window's sizes were
+        read (a push cut off between storing and linking it leaves one, which GC then sweeps) still has one."""
+        layout = self.layout
+        result = files.checked(self.container, [
+            "find", layout.repositories, layout.blobs, "(", "-name", "_manifests", "-o", "-name", "_uploads", ")",
+            "-prune",
+            "-o", "-path", "*/_layers/sha256", "!", "-newer", str(newer_than), "-prune",
+            "-o", "-type", "f", "-path", "*/_layers/sha256/*/link", "-newer", str(newer_than),
+            "-exec", "stat", "-c", "%Y %n", "{}", "+",
+            "-o", "-path", f"{layout.blobs}/sha256/??", "!", "-newer", str(stored_since), "-prune",
+            "-o", "-type", "f", "-path", f"{layout.blobs}/sha256/*/data", "-newer", str(stored_since),
+            "-exec", "stat", "-c", "%s %n", "{}", "+"])
+        cutoff = now - grace
+        found: dict[str, set[str]] = {}
+        sizes: dict[str, int] = {}
+        for line in result.stdout.splitlines():
+            number, _, path = line.strip().partition(" ")
+            if not number.isdigit():
+                continue
+            parsed = layout.parse_layer_link(path)
+            if parsed:
+                if int(number) >= cutoff:
+                    found.setdefault(parsed[0], set()).add(parsed[1])
+            elif (digest := layout.parse_blob_data(path)) is not None:
+                sizes[digest] = int(number)
+        return found, sizes
+
+    def active_uploads(self, within: float, now: float) -> int:
+        return files.active_uploads(self.container, self.root, within, now)
+
+    def read_blobs(self, digests: Iterable[str], limit: int) -> dict[str, bytes]:
+        return files.read_blobs(self.container, self.root, digests, limit)
+
+    # -- marks ---------------------------------------------------------------------------------------
+
+    def marks(self, window_id: str, times: dict[str, float]) -> dict[str, Mark]:
+        return dict(files.marks(self.container, window_id, times))
+
+    def drop_marks(self, marks: Iterable[Mark]) -> None:
+        files.drop_marks(self.container, [str(m) for m in marks])
+
+    # -- changes ---------------------------------------------------------------------------------------
+
+    def write_manifests(self, manifests: list[HeldManifest]) -> None:
+        """In a single archive: a blob and a revision link each."""
+        if not manifests:
+            return
+        layout = self.layout
+        buf = io.BytesIO()
+        with tarfile.open(fileobj=buf, mode="w") as tar:
+            for repository, digest, body in manifests:
+                _add(tar, layout.rel_blob_data(digest), body)
+                _add(tar, layout.rel_revision_link(repository, digest), digest.encode())
+        files.checked(self.container, ["mkdir", "-p", layout.v2], missing_ok=False)
+        try:
+            ok = self.container.get().put_archive(layout.v2, buf.getvalue())
+        except docker.errors.APIError as exc:
+            raise errors.ContainerError(f"cannot write the holds into {layout.v2}: {exc.explanation or exc}") from exc
+        if not ok:
+            raise errors.ContainerError(f"cannot write the holds into {layout.v2}")
+
+    def remove_manifests(self, manifests: list[tuple[str, str]]) -> None:
+        paths: list[str] = []
+        for repository, digest in manifests:
+            paths.append(self.layout.revision(repository, digest))
+            paths.append(self.layout.blob(digest))
+        for start in range(0, len(paths), 200):
+            files.checked(self.container, ["rm", "-rf", *paths[start:start + 200]], missing_ok=False)
+
+    def remove_repository(self, name: str) -> str | None:
+        return files.remove_repository(self.container, self.root, name)
+
+    def remove_uploads(self, name: str, upload_ids: Iterable[str] | None = None) -> int:
+        return files.remove_uploads(self.container, self.root, name, upload_ids)
+
+    def remove_blob_dirs(self, digests: list[str]) -> None:
+        files.remove_blob_dirs(self.container, self.root, digests)
+
+
+def _add(tar: tarfile.TarFile, name: str, data: bytes) -> None:
+    info = tarfile.TarInfo(name)
+    info.size, info.mode, info.mtime = len(data), 0o644, int(time.time())
+    tar.addfile(info, io.BytesIO(data))

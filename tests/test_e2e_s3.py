@@ -1,0 +1,102 @@
+"""The registry on S3 (moto in server mode on loopback): pushes and pulls land in the bucket under distribution's
+layout, and a window deletes, fences, garbage-collects and restarts it there."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import pytest
+import requests
+
+from tests import images
+from tests.conftest import Registry, Stack, free_port
+
+pytestmark = pytest.mark.e2e
+
+
+def test_push_and_pull_go_through_the_bucket(make_s3_registry: Callable[..., Registry]) -> None:
+    reg = make_s3_registry(rootdirectory="/some/root")
+    assert reg.bucket is not None
+    img = images.image()
+    digest = images.Pusher(reg.url).image("team/app", img, "v1")
+
+    assert images.pull_verified(reg.url, "team/app", "v1") == []
+    assert reg.blob_files() == {d: len(b) for d, b in img.blobs.items()} | {digest: len(img.manifest)}
+    assert reg.revisions() == {"team/app": {digest}}
+    keys = reg.bucket.objects("repositories/team/app/")
+    assert "some/root/docker/registry/v2/repositories/team/app/_manifests/tags/v1/current/link" in keys
+    assert all(k.startswith("some/root/docker/registry/v2/") for k in reg.bucket.objects(""))
+
+
+def test_a_tag_deletion_and_gc_sweep_the_bucket(make_s3_registry: Callable[..., Registry],
+                                                 make_stack: Callable[..., Stack]) -> None:
+    reg = make_s3_registry()
+    stack = make_stack(reg)
+    p = stack.pusher()
+    old, kept = images.image(), images.image()
+    p.image("team/app", old, "old")
+    p.image("team/app", kept, "kept")
+
+    job = stack.wait(stack.delete({"repository": "team/app", "tags": ["old"]})["id"])
+
+    assert job["status"] == "succeeded", job
+    steps = [s["name"] for s in job["steps"]]
+    assert "gc" in steps and "restart" in steps, steps
+    assert job["result"]["manifests_deleted"] == [old.digest]
+    stored = reg.blob_files()
+    assert not set(old.blobs) & set(stored), "GC swept the old image's blobs from the bucket"
+    assert set(kept.blobs) <= set(stored)
+    assert images.pull_verified(reg.url, "team/app", "kept") == []
+    assert images.head_manifest(reg.url, "team/app", "old") == 404
+    # Every protection ran on the bucket: uploads drained, sizes read, pushes in flight held; each step says
+    # what it cost, and the window the sum.
+    steps_by_name = {s["name"]: s["outcome"] for s in job["steps"]}
+    assert job["result"]["bytes_freed"] == sum(len(b) for b in old.blobs.values()) + len(old.manifest)
+    assert steps_by_name["hold"]["holds"] == 1  # both images were pushed within the upload grace
+    assert all(isinstance(steps_by_name[n].get("storage_requests"), int) for n in ("preflight", "drain", "hold"))
+    assert steps_by_name["drain"]["storage_requests"] >= 3  # uploads listed; blob sizes listed
+    assert job["window"]["storage_requests"] == sum(o.get("storage_requests", 0) for o in steps_by_name.values())
+
+
+def _ready(stack: Stack) -> dict:
+    def storage_seen() -> dict | None:
+        found = requests.get(stack.api + "/readyz", timeout=10).json()
+        return found if "storage" in found["checks"] else None
+    found = images.wait_until(storage_seen, 30)
+    assert found, requests.get(stack.api + "/readyz", timeout=10).json()
+    return found
+
+
+def test_readyz_says_every_protection_is_on_and_untagged_is_accepted(make_s3_registry: Callable[..., Registry],
+                                                                    make_stack: Callable[..., Stack]) -> None:
+    reg = make_s3_registry()
+    stack = make_stack(reg)
+    ready = _ready(stack)
+
+    storage = ready["checks"]["storage"]
+    assert ready["status"] == "ready", ready
+    assert storage["driver"] == "s3" and storage["readable"] and storage["protections_off"] == []
+    assert storage["message"] == "s3 storage: every protection is on"
+    images.Pusher(reg.url).image("team/app", images.image(), "v1")
+    resp = stack.post("/v1/deletions", {"repository": "team/app", "untagged": True, "dry_run": True})
+    assert resp.status_code == 202, resp.text  # 409 STORAGE_ACCESS_REQUIRED before
+
+
+def test_a_bucket_the_janitor_cannot_list_fails_preflight_with_its_own_code(
+        make_s3_registry: Callable[..., Registry], make_stack: Callable[..., Stack]) -> None:
+    reg = make_s3_registry()
+    closed = f"http://127.0.0.1:{free_port()}"
+    stack = make_stack(reg, JANITOR_S3_ENDPOINT=closed)  # the janitor's own way to the bucket: nobody there
+    img = images.image()
+    stack.pusher().image("team/app", img, "v1")
+
+    ready = _ready(stack)
+    storage = ready["checks"]["storage"]
+    assert ready["status"] == "unavailable" and not storage["ok"], ready
+    assert storage["code"] == "STORAGE_UNREACHABLE" and closed in storage["message"], storage
+    assert "protections" not in storage["message"]  # never a quiet fall back to "protections off"
+
+    job = stack.wait(stack.delete({"repository": "team/app", "tags": ["v1"]})["id"])
+    assert job["status"] == "failed" and job["error"]["code"] == "STORAGE_UNREACHABLE", job["error"]
+    assert job["error"]["step"] == "preflight"
+    assert images.pull_verified(reg.url, "team/app", "v1") == []  # nothing was deleted

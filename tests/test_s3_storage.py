@@ -1,0 +1,208 @@
+"""S3Storage against a real S3 API (moto in server mode on loopback): distribution's layout read and changed
+through boto3, each answer checked against objects written the way distribution writes them."""
+
+from __future__ import annotations
+
+import concurrent.futures
+import hashlib
+import time
+from datetime import datetime, timezone
+
+import pytest
+
+from janitor import errors
+from janitor.storage.s3 import S3Location, S3Storage, location_from
+from tests.conftest import S3Endpoint
+
+
+def digest_of(data: bytes) -> str:
+    return "sha256:" + hashlib.sha256(data).hexdigest()
+
+
+def hexd(digest: str) -> str:
+    return digest.split(":", 1)[1]
+
+
+class Store:
+    """A bucket, the S3Storage under test on it, and a way to lay out objects as distribution does."""
+
+    def __init__(self, endpoint: S3Endpoint, rootdirectory: str = "/registry") -> None:
+        self.endpoint = endpoint
+        self.bucket = endpoint.new_bucket()
+        self.client = endpoint.client()
+        self.location = S3Location(self.bucket, endpoint.region, endpoint.url, rootdirectory, True, False,
+                                   endpoint.access_key, endpoint.secret_key)
+        self.storage = S3Storage(self.location)
+        root = rootdirectory.strip("/")
+        self.v2 = (root + "/" if root else "") + "docker/registry/v2/"
+
+    def put(self, key: str, body: bytes = b"") -> None:
+        self.client.put_object(Bucket=self.bucket, Key=self.v2 + key, Body=body)
+
+    def blob(self, data: bytes) -> str:
+        digest = digest_of(data)
+        self.put(f"blobs/sha256/{hexd(digest)[:2]}/{hexd(digest)}/data", data)
+        return digest
+
+    def revision(self, repo: str, digest: str) -> None:
+        self.put(f"repositories/{repo}/_manifests/revisions/sha256/{hexd(digest)}/link", digest.encode())
+
+    def layer(self, repo: str, digest: str) -> None:
+        self.put(f"repositories/{repo}/_layers/sha256/{hexd(digest)}/link", digest.encode())
+
+    def tag(self, repo: str, tag: str, digest: str) -> None:
+        self.put(f"repositories/{repo}/_manifests/tags/{tag}/current/link", digest.encode())
+        self.put(f"repositories/{repo}/_manifests/tags/{tag}/index/sha256/{hexd(digest)}/link", digest.encode())
+
+    def keys(self) -> set[str]:
+        found: set[str] = set()
+        for page in self.client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket):
+            found.update(o["Key"][len(self.v2):] for o in page.get("Contents", []))
+        return found
+
+
+@pytest.fixture
+def store(s3_server: S3Endpoint) -> Store:
+    return Store(s3_server)
+
+
+def test_revisions_and_layer_links_come_with_the_stores_times(store: Store) -> None:
+    before = time.time() - 2
+    a, b, layer = store.blob(b"manifest a"), store.blob(b"manifest b"), store.blob(b"layer")
+    store.revision("team/app", a)
+    store.revision("team/app/sub", b)  # nested: its own repository
+    store.layer("team/app", layer)
+    store.tag("team/app", "v1", a)
+    after = time.time() + 2
+
+    read_at, times = store.storage.revision_times()
+
+    assert set(times) == {"team/app", "team/app/sub"}
+    assert set(times["team/app"]) == {a} and set(times["team/app/sub"]) == {b}
+    assert all(before <= t <= after for repo in times.values() for t in repo.values())
+    assert before <= read_at <= after
+    assert store.storage.revisions() == {"team/app": {a}, "team/app/sub": {b}}
+    assert store.storage.revisions_since(0.0, {})[1] == {"team/app": {a}, "team/app/sub": {b}}
+    assert store.storage.recent_links(60) == {"team/app": {layer}}
+    assert store.storage.recent_links(60, now=time.time() + 600) == {}  # linked longer ago than the grace
+
+
+def test_blob_sizes_all_or_only_those_stored_since_a_mark(store: Store) -> None:
+    old = store.blob(b"x" * 10)
+    marks = store.storage.marks("w", {"since": time.time() + 60})
+    assert store.storage.blob_sizes() == {old: 10}
+    assert store.storage.blob_sizes(marks["since"]) == {}
+    assert store.storage.blob_sizes(time.time() - 60) == {old: 10}
+    links, sizes = store.storage.recent_links_and_sizes(60, time.time(), time.time() - 61, time.time() - 60)
+    assert links == {} and sizes == {old: 10}
+
+
+def test_uploads_in_progress_are_seen_by_their_objects_and_their_multipart_data(store: Store) -> None:
+    assert store.storage.active_uploads(60, time.time()) == 0
+    store.put("repositories/team/app/_uploads/11111111-aaaa/startedat", b"2026-01-01T00:00:00Z")
+    assert store.storage.active_uploads(60, time.time()) == 0  # started, nothing written: a probe's leftover
+    store.put("repositories/team/app/_uploads/11111111-aaaa/hashstates/sha256/1024", b"state")
+    assert store.storage.active_uploads(60, time.time()) == 1
+    key = store.v2 + "repositories/team/other/_uploads/22222222-bbbb/data"
+    started = store.client.create_multipart_upload(Bucket=store.bucket, Key=key)  # data in flight: not an object
+    store.client.upload_part(Bucket=store.bucket, Key=key, UploadId=started["UploadId"], PartNumber=1, Body=b"d" * 64)
+    assert store.storage.active_uploads(60, time.time()) == 2
+    assert store.storage.active_uploads(60, time.time() + 600) == 0  # written longer ago than `within`
+    # Committed between the listing and its parts' listing: done, not an error.
+    gone = store.storage._written_since({"Key": key, "UploadId": "no-such-upload",
+                                         "Initiated": datetime.fromtimestamp(0, timezone.utc)}, time.time() - 60)
+    assert gone is False
+
+
+def test_read_blobs_returns_only_whole_verified_bytes(store: Store) -> None:
+    good, large = store.blob(b'{"a": 1}'), store.blob(b"y" * 100)
+    lying = digest_of(b"what the name promises")
+    store.put(f"blobs/sha256/{hexd(lying)[:2]}/{hexd(lying)}/data", b"something else")
+    missing = digest_of(b"never stored")
+
+    assert store.storage.read_blobs([good, large, lying, missing], 50) == {good: b'{"a": 1}'}
+    assert store.storage.read_blobs([large], 100) == {large: b"y" * 100}
+
+
+def test_holds_are_written_as_manifests_and_removed_with_their_blob(store: Store) -> None:
+    body = b'{"schemaVersion": 2, "hold": true}'
+    digest = digest_of(body)
+    store.storage.write_manifests([("team/app", digest, body)])
+
+    assert store.storage.revisions() == {"team/app": {digest}}
+    assert store.storage.read_blobs([digest], 1024) == {digest: body}
+
+    store.storage.remove_manifests([("team/app", digest)])
+    assert store.keys() == set()
+
+
+def test_an_emptied_repository_is_removed_and_nothing_else(store: Store) -> None:
+    a, b, c = store.blob(b"a"), store.blob(b"b"), store.blob(b"c")
+    store.revision("team/app", a)
+    store.layer("team/app", a)
+    store.revision("team/app/sub", b)
+    store.tag("team/app/sub", "v1", b)
+    store.revision("team/apps", c)
+    store.put("repositories/team/app/_uploads/old-upload/startedat", b"x")
+
+    # An upload object is there: kept, nothing removed.
+    assert store.storage.remove_repository("team/app") == "an upload into it is in flight"
+    store.client.delete_object(Bucket=store.bucket, Key=store.v2 + "repositories/team/app/_uploads/old-upload/startedat")
+    assert store.storage.remove_repository("team/app") is None
+
+    assert store.storage.revisions() == {"team/app/sub": {b}, "team/apps": {c}}
+    assert not any(k.startswith("repositories/team/app/_") for k in store.keys())
+    assert store.storage.remove_repository("team/app/sub") == "tags were pushed to it after the deletion"
+    with pytest.raises(errors.StoragePathRefused):
+        store.storage.remove_repository("../../etc")
+
+
+def test_listings_page_and_deletes_go_a_thousand_at_a_time_every_request_counted(store: Store) -> None:
+    with concurrent.futures.ThreadPoolExecutor(16) as pool:
+        list(pool.map(lambda i: store.put(f"repositories/many/_layers/sha256/{i:064x}/link", b"x"), range(1001)))
+    counted = store.storage.requests()
+    keys = store.storage._keys(store.storage.layout.repositories)
+    assert len(keys) == 1001
+    assert store.storage.requests() == counted + 2  # two pages of 1,000
+
+    counted = store.storage.requests()
+    assert store.storage.delete(keys) == 1001
+    assert store.storage.requests() == counted + 2  # DeleteObjects takes 1,000 keys
+    assert store.keys() == set()
+
+
+def test_keys_follow_the_rootdirectory_as_distribution_does(s3_server: S3Endpoint) -> None:
+    for root, prefix in (("", "docker/registry/v2/"), ("/", "docker/registry/v2/"), ("/a/b/", "a/b/docker/registry/v2/")):
+        store = Store(s3_server, root)
+        digest = store.blob(b"m")
+        store.revision("r", digest)
+        assert store.v2 == prefix
+        assert store.storage.revisions() == {"r": {digest}}
+        assert store.storage.where == f"s3://{store.bucket}" + ("/a/b" if root == "/a/b/" else "")
+
+
+def test_a_store_that_cannot_be_listed_fails_instead_of_looking_empty(s3_server: S3Endpoint) -> None:
+    gone = S3Storage(S3Location("no-such-bucket", "us-east-1", s3_server.url, "", True, False, "k", "s"))
+    with pytest.raises(errors.StorageCommandFailed, match="NoSuchBucket"):
+        gone.revisions()
+    with pytest.raises(errors.StorageCommandFailed):
+        gone.reachable()
+    closed = S3Storage(S3Location("b", "us-east-1", "http://127.0.0.1:9", "", True, False, "k", "s"))
+    with pytest.raises(errors.StorageCommandFailed):
+        closed.blob_sizes()
+
+
+def test_the_registrys_s3_settings_are_read_environment_first() -> None:
+    config = {"storage": {"s3": {"bucket": "from-file", "region": "eu-west-1", "regionendpoint": "minio:9000",
+                                 "rootdirectory": "/r", "forcepathstyle": "true", "secure": False,
+                                 "accesskey": "file-key", "secretkey": "file-secret"}}}
+    loc = location_from({"REGISTRY_STORAGE_S3_BUCKET": "from-env", "REGISTRY_STORAGE_S3_SECURE": "true"}, config)
+    assert (loc.bucket, loc.region, loc.rootdirectory, loc.forcepathstyle, loc.secure) == \
+        ("from-env", "eu-west-1", "/r", True, True)
+    assert loc.endpoint_url == "https://minio:9000" and loc.accesskey == "file-key"
+    assert "file-secret" not in repr(loc) and "file-secret" not in str(loc.as_dict())
+    assert location_from({}, {"storage": {"s3": {"bucket": "b", "secure": "false", "regionendpoint": "h:1"}}}
+                         ).endpoint_url == "http://h:1"
+    assert location_from({}, {"storage": {"s3": {"bucket": "b"}}}).endpoint_url is None  # AWS itself
+    with pytest.raises(errors.StorageConfigInvalid, match="no bucket"):
+        location_from({}, {"storage": {"s3": {"region": "x"}}})
