@@ -33,6 +33,41 @@ class Kind:
     is_name: Callable[[str], bool]
 
 
+def check_name_and_repositories(data: dict[str, Any], name: str | None, fields: tuple[str, ...], short: str,
+                                 is_name: Callable[[Any], bool], max_globs: int) -> dict[str, list[str]]:
+    """The checks every named entry shares: no unknown field, a valid name that the path's (when given) does not
+    contradict, and 1 to `max_globs` repository globs. Returns field -> what is wrong, for more checks to add to."""
+    from janitor.planning import (
+        retention,  # retention imports nothing of this package's stores
+    )
+
+    problems: dict[str, list[str]] = {}
+
+    def bad(field: str, message: str) -> None:
+        problems.setdefault(field, []).append(message)
+
+    for key in data:
+        if key not in fields:
+            bad(str(key), "Unknown field.")
+    given = data.get("name", name)
+    if name is not None and "name" in data and data["name"] != name:
+        bad("name", f"the body names {data['name']!r} but the path {name!r}; a {short} cannot be renamed")
+    elif not is_name(given):
+        bad("name", "required: lowercase letters, digits and single '-' between them, at most 63 characters")
+    repos = data.get("repositories")
+    if not isinstance(repos, list) or not repos or len(repos) > max_globs:
+        bad("repositories", f"required: a list of 1 to {max_globs} repository globs")
+    else:
+        for i, glob in enumerate(repos):
+            try:
+                if not isinstance(glob, str):
+                    raise retention.RuleError("not a string")
+                retention.compile_glob(glob)
+            except retention.RuleError as exc:
+                bad("repositories", f"[{i}] {glob!r}: {exc}")
+    return problems
+
+
 def _text(value: bytes | str) -> str:
     return value.decode() if isinstance(value, bytes) else value
 

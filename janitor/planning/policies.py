@@ -45,30 +45,13 @@ def validate(data: Any, name: str | None = None) -> dict[str, Any]:
     is wrong with it. `name`, when given, is the name from the path: a body may repeat it but not change it."""
     if not isinstance(data, dict):
         raise errors.InvalidPolicy("a policy is a JSON object", _schema=["a policy is an object of fields"])
-    problems: dict[str, list[str]] = {}
+    problems = named.check_name_and_repositories(data, name, FIELDS, "policy", is_name, MAX_REPOSITORY_GLOBS)
+
+    given, repos = data.get("name", name), data.get("repositories")
 
     def bad(field: str, message: str) -> None:
         problems.setdefault(field, []).append(message)
 
-    for key in data:
-        if key not in FIELDS:
-            bad(str(key), "Unknown field.")
-    given = data.get("name", name)
-    if name is not None and "name" in data and data["name"] != name:
-        bad("name", f"the body names {data['name']!r} but the path {name!r}; a policy cannot be renamed")
-    elif not is_name(given):
-        bad("name", "required: lowercase letters, digits and single '-' between them, at most 63 characters")
-    repos = data.get("repositories")
-    if not isinstance(repos, list) or not repos or len(repos) > MAX_REPOSITORY_GLOBS:
-        bad("repositories", f"required: a list of 1 to {MAX_REPOSITORY_GLOBS} repository globs")
-    else:
-        for i, glob in enumerate(repos):
-            try:
-                if not isinstance(glob, str):
-                    raise retention.RuleError("not a string")
-                retention.compile_glob(glob)
-            except retention.RuleError as exc:
-                bad("repositories", f"[{i}] {glob!r}: {exc}")
     for field in ("keep_last", "keep_last_pulled"):
         count = data.get(field)
         if count is not None and (isinstance(count, bool) or not isinstance(count, int)

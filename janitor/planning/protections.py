@@ -40,30 +40,13 @@ def validate(data: Any, name: str | None = None) -> dict[str, Any]:
     `name`, when given, is the name from the path: a body may repeat it but not change it."""
     if not isinstance(data, dict):
         raise errors.InvalidProtection("a protection rule is a JSON object", _schema=["a rule is an object of fields"])
-    problems: dict[str, list[str]] = {}
+    problems = named.check_name_and_repositories(data, name, FIELDS, "rule", is_name, MAX_REPOSITORY_GLOBS)
+
+    given, repos = data.get("name", name), data.get("repositories")
 
     def bad(field: str, message: str) -> None:
         problems.setdefault(field, []).append(message)
 
-    for key in data:
-        if key not in FIELDS:
-            bad(str(key), "Unknown field.")
-    given = data.get("name", name)
-    if name is not None and "name" in data and data["name"] != name:
-        bad("name", f"the body names {data['name']!r} but the path {name!r}; a rule cannot be renamed")
-    elif not is_name(given):
-        bad("name", "required: lowercase letters, digits and single '-' between them, at most 63 characters")
-    repos = data.get("repositories")
-    if not isinstance(repos, list) or not repos or len(repos) > MAX_REPOSITORY_GLOBS:
-        bad("repositories", f"required: a list of 1 to {MAX_REPOSITORY_GLOBS} repository globs")
-    else:
-        for i, glob in enumerate(repos):
-            try:
-                if not isinstance(glob, str):
-                    raise retention.RuleError("not a string")
-                retention.compile_glob(glob)
-            except retention.RuleError as exc:
-                bad("repositories", f"[{i}] {glob!r}: {exc}")
     tags = data.get("tags")
     if not isinstance(tags, str) or not tags:
         bad("tags", "required: an RE2 regular expression (searched), e.g. ^v\\d+\\.\\d+\\.\\d+$")

@@ -124,3 +124,25 @@ class WriteFence:
 
     def left_closed(self, config_path: str) -> bool:
         return self.owner(config_path) is not None
+
+
+def cause(env: dict[str, str], config_path: str) -> str:
+    """Why a rewritten config may not take effect, from the container's environment, and the fix."""
+    overriding = sorted(k for k in env if k.startswith("REGISTRY_STORAGE_MAINTENANCE"))
+    other_file = env.get("REGISTRY_CONFIGURATION_PATH")
+    causes: list[str] = []
+    if overriding:
+        causes.append(f"the container's environment sets {', '.join(overriding)}, which replaces the whole "
+                      "storage.maintenance section of the config file, read-only flag included")
+    if other_file and other_file != config_path:
+        causes.append(f"REGISTRY_CONFIGURATION_PATH={other_file} points the registry at a file other than "
+                      f"{config_path}, the one the janitor rewrites")
+    if not causes:
+        causes.append("nothing in the container's recorded environment explains it, so most likely its "
+                      "entrypoint or command exports REGISTRY_STORAGE_MAINTENANCE (or "
+                      "REGISTRY_STORAGE_MAINTENANCE_READONLY), which overrides the config file's storage."
+                      f"maintenance section, or the registry reads a config file other than {config_path}")
+    return ("Likely cause: " + "; ".join(causes) + ". Fix: move those maintenance settings into "
+            f"{config_path} (storage.maintenance.uploadpurging ...) and remove the variable from the "
+            f"container's environment and entrypoint, and run the registry with {config_path} "
+            "(`registry serve <that file>`); then ask again.")

@@ -31,6 +31,7 @@ from janitor.registry.container import RegistryContainer
 from janitor.storage.driver import Storage
 from janitor.window import gc, holds, probe
 from janitor.window.fence import WriteFence
+from janitor.window.fence import cause as fence_cause_of
 from janitor.window.lease import MaintenanceLock
 
 log = logging.getLogger(__name__)
@@ -185,24 +186,7 @@ class WindowGuard:
             env = container.env()
         except errors.JanitorError:
             env = {}
-        overriding = sorted(k for k in env if k.startswith("REGISTRY_STORAGE_MAINTENANCE"))
-        other_file = env.get("REGISTRY_CONFIGURATION_PATH")
-        causes: list[str] = []
-        if overriding:
-            causes.append(f"the container's environment sets {', '.join(overriding)}, which replaces the whole "
-                          "storage.maintenance section of the config file, read-only flag included")
-        if other_file and other_file != config_path:
-            causes.append(f"REGISTRY_CONFIGURATION_PATH={other_file} points the registry at a file other than "
-                          f"{config_path}, the one the janitor rewrites")
-        if not causes:
-            causes.append("nothing in the container's recorded environment explains it, so most likely its "
-                          "entrypoint or command exports REGISTRY_STORAGE_MAINTENANCE (or "
-                          "REGISTRY_STORAGE_MAINTENANCE_READONLY), which overrides the config file's storage."
-                          f"maintenance section, or the registry reads a config file other than {config_path}")
-        return ("Likely cause: " + "; ".join(causes) + ". Fix: move those maintenance settings into "
-                f"{config_path} (storage.maintenance.uploadpurging ...) and remove the variable from the "
-                f"container's environment and entrypoint, and run the registry with {config_path} "
-                "(`registry serve <that file>`); then ask again.")
+        return fence_cause_of(env, config_path)
 
     def place_holds(self, built: list[tuple[holds.Hold, bytes]]) -> None:
         """Record, then place: a crash in between still lets the next owner remove them. Nothing to hold,
