@@ -108,7 +108,8 @@ def recover(ctx: Context, guard: WindowGuard) -> list[str]:
     Call only under the lease. Returns what was done, for the log."""
     try:
         config_path = ctx.container.config_path()
-        guard.locate(config_path, *preflight.storage_of(ctx.container, config_path, ctx.settings.s3))
+        root, store = preflight.storage_of(ctx.container, config_path, ctx.settings.s3)
+        guard.locate(config_path, root, storage=store)
         done = guard.recover()
     except errors.JanitorError as exc:
         log.error("recovery could not check the registry: %s", exc.message)
@@ -176,7 +177,8 @@ class Window(WindowState):
                 config_path, root = report.config_path, report.storage_root
                 others = [r.container for r in self.guard.replicas[1:]]
                 replica_reports = preflight.check_replicas(self.ctx.container, report, others)
-                self.guard.locate(config_path, root or "", [r.config_path for r in replica_reports], report.store)
+                self.guard.locate(config_path, root or "", [r.config_path for r in replica_reports],
+                                  storage=report.store)
                 self.blob_cache = report.cache
                 out.update(container=self.ctx.container.name, **report.as_dict())
                 if replica_reports:  # every container of the registry, the one GC runs in first

@@ -59,7 +59,7 @@ def check(container: RegistryContainer, s3: S3Overrides | None = None) -> dict[s
 def storage_check(container: RegistryContainer, s3: S3Overrides | None = None) -> dict[str, Any]:
     """What the storage driver allows, and any trap that would fail every window's preflight."""
     try:
-        report = preflight.inspect(container, s3)
+        report = preflight.inspect(container, s3=s3)
     except errors.JanitorError as exc:
         return {"ok": False, "code": exc.code, "message": exc.message}
     found: dict[str, Any] = {"ok": not report.traps, **report.storage.as_dict()}
