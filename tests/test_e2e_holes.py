@@ -161,7 +161,7 @@ def test_the_cli_stops_waiting_on_a_parked_or_unrun_job(registry: Registry,
     assert out.returncode == 3, out.stdout + out.stderr
     # A real delete that needs approval is not followed: its id and how to approve it, then 3.
     job_id = re.search(r"job (\S+) needs approval", out.stdout).group(1)  # type: ignore[union-attr]
-    assert f"registry-janitor approve {job_id}" in out.stdout
+    assert f"registry-janitor approve {job_id}" in " ".join(out.stdout.split())  # rich wraps long lines
 
     watched = cli(stack, "jobs", job_id, "--watch", timeout=60)  # the wait ends where the job parks
     assert watched.returncode == 3, watched.stdout + watched.stderr
