@@ -24,13 +24,14 @@ from dataclasses import dataclass, field
 import pytest
 import redis
 import requests
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
 from janitor.registry.container import RegistryContainer
 from janitor.registry.manifests import DOCKER_MANIFEST, OCI_MANIFEST, sha256_digest
 from janitor.storage import files as storage
 from janitor.storage.contents import ContentCache
+from janitor.storage.filesystem import FilesystemStorage
 from janitor.window import gc, holds, incremental
 from tests import images
 from tests.conftest import Registry
@@ -174,8 +175,9 @@ def window(reg: Registry, conn: redis.Redis, before: list, between: list, cached
     premark = incremental.before_fence(container, ROOT, contents, storage.revisions(container, ROOT), since)
     for op in between:  # pushes and deletions after the mark, before the fence
         world.run(op)
-    built = holds.build(holds.recent_blobs(container, ROOT, GRACE))
-    holds.place(container, ROOT, built)
+    store = FilesystemStorage(container, ROOT)
+    built = holds.build(holds.recent_blobs(store, GRACE))
+    holds.place(store, built)
     try:
         sweep = incremental.under_fence(container, ROOT, contents, premark, [h for h, _ in built])
         dry = gc.run(container, CONFIG, dry_run=True)
@@ -186,7 +188,7 @@ def window(reg: Registry, conn: redis.Redis, before: list, between: list, cached
         incremental.delete_blobs(container, ROOT, sweep.blobs)
         assert gc.run(container, CONFIG, dry_run=True).deleted_blobs == []  # nothing left that GC would sweep
     finally:
-        holds.release(container, ROOT, [h for h, _ in built])
+        holds.release(store, [h for h, _ in built])
         storage.drop_marks(container, [since])
     storage.remove_blob_dirs(container, ROOT, sweep.blobs)
     for repo, tags in world.tags.items():
@@ -198,6 +200,7 @@ def window(reg: Registry, conn: redis.Redis, before: list, between: list, cached
 
 @pytest.mark.skipif(os.environ.get("GC_EQUALITY_EXAMPLES") == "0", reason="GC_EQUALITY_EXAMPLES=0")
 @settings(max_examples=int(os.environ.get("GC_EQUALITY_EXAMPLES", "10")), deadline=None,
+          phases=[Phase.explicit, Phase.reuse, Phase.generate],  # no shrinking: minutes on a real registry
           suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow,
                                  HealthCheck.data_too_large])
 @given(before=st.lists(OPS, min_size=1, max_size=14), between=st.lists(OPS, max_size=6), cached=st.booleans())

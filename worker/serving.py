@@ -114,9 +114,24 @@ class DockerWatch:
         thread.start()
         return thread
 
+def _wait_for_redis(conn: redis.Redis, name: str) -> None:
+    """Until Redis answers: a worker that Redis restarts under must wait for it, not exit (with one registry
+    nothing would start it again, and the requests it should serve would wait for ever)."""
+    delay = 0.5
+    while True:
+        try:
+            conn.ping()
+            return
+        except redis.RedisError as exc:
+            log.warning("[%s] Redis not answering (%s); trying again in %.1fs", name, exc, delay)
+            time.sleep(delay)
+            delay = min(delay * 2, 5.0)
+
+
 def serve(settings: Settings) -> None:
     """Serve one registry in this process until stopped (SIGTERM/SIGINT: RQ's warm shutdown)."""
     conn = redis.Redis.from_url(settings.redis_url)
+    _wait_for_redis(conn, settings.name)
     ctx = Context.build(settings, conn)
     # The listing index first: a cold listing waits on its fill, which needs nothing set up below.
     indexer.start(ctx)  # filled now, reconciled every JANITOR_RECONCILE_INTERVAL
@@ -134,23 +149,36 @@ def serve(settings: Settings) -> None:
             signal.signal(signal.SIGINT, signal.default_int_handler)
             watch.reachable.wait()
         watch.lost = False
-        recover_on_start(ctx)
-        # A fresh connection per RQ worker: a warm shutdown may leave the last one mid-read.
-        rq_conn = redis.Redis.from_url(settings.redis_url)
-        queue = Queue(ctx.keys.queue_name, connection=rq_conn)
-        supervision.resume_waiting(ctx)  # requests a dead worker never claimed get a window
         try:
-            for line in schedules.reconcile(settings, conn):
-                log.info("[%s] policy schedule: %s", settings.name, line)
-        except (errors.JanitorError, OSError) as exc:
-            log.error("[%s] policy schedules not set: %s", settings.name, getattr(exc, "message", exc))
+            recover_on_start(ctx)
+            # A fresh connection per RQ worker: a warm shutdown may leave the last one mid-read.
+            rq_conn = redis.Redis.from_url(settings.redis_url)
+            queue = Queue(ctx.keys.queue_name, connection=rq_conn)
+            supervision.resume_waiting(ctx)  # requests a dead worker never claimed get a window
+            try:
+                for line in schedules.reconcile(settings, conn):
+                    log.info("[%s] policy schedule: %s", settings.name, line)
+            except (errors.JanitorError, OSError) as exc:
+                log.error("[%s] policy schedules not set: %s", settings.name, getattr(exc, "message", exc))
+        except redis.RedisError as exc:  # Redis restarted while this worker set up: set up again once it answers
+            log.warning("[%s] Redis stopped answering while the worker set up (%s)", settings.name, exc)
+            _wait_for_redis(conn, settings.name)
+            continue
         watch.listening = True
+        worker = Worker([queue], connection=rq_conn,
+                        work_horse_killed_handler=supervision.on_work_horse_killed(ctx))
         try:
             # RQ's scheduler (one worker per queue holds its lock) moves due policy moments to the queue.
-            Worker([queue], connection=rq_conn, work_horse_killed_handler=supervision.on_work_horse_killed(ctx)
-                   ).work(with_scheduler=True)
+            worker.work(with_scheduler=True)
+        except redis.RedisError as exc:
+            log.warning("[%s] the RQ worker lost Redis (%s)", settings.name, exc)
         finally:
             watch.listening = False
-        if not watch.lost:
-            return  # stopped from outside
-        log.warning("[%s] not listening on %s until Docker host answers again", settings.name, queue.name)
+        if watch.lost:
+            log.warning("[%s] not listening on %s until Docker host answers again", settings.name, queue.name)
+            continue
+        if getattr(worker, "_shutdown_requested_date", None) is not None:
+            return  # stopped from outside (SIGTERM/SIGINT)
+        # RQ gave up on its own (it quits on a Redis timeout): serve again once Redis answers, never end quietly.
+        log.warning("[%s] the RQ worker stopped without a stop request; listening again", settings.name)
+        _wait_for_redis(conn, settings.name)
