@@ -12,8 +12,6 @@ Writes refused is the window's `write_refused_seconds`; GC is the gc step's exec
 
 from __future__ import annotations
 
-import argparse
-import json
 import sys
 import time
 from pathlib import Path
@@ -23,8 +21,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from janitor.storage import freed  # noqa: E402
-from scripts.bench_window import load, window_figures  # noqa: E402
-from scripts.benchstack import bench_stack  # noqa: E402
+from scripts.bench_window import window_figures  # noqa: E402
+from scripts.benchstack import bench_stack, run_sizes  # noqa: E402
 from scripts.populate import populate  # noqa: E402
 
 RUNS = (("registry (cold)", "registry"), ("registry", "registry"), ("incremental (first)", "incremental"),
@@ -57,19 +55,7 @@ def run_size(repos: int, tags: int, grace: float) -> dict[str, Any]:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--repos", type=int, nargs="+", default=[400, 4000])
-    parser.add_argument("--tags", type=int, default=10)
-    parser.add_argument("--grace", type=float, default=10.0, help="JANITOR_UPLOAD_GRACE for the service")
-    args = parser.parse_args()
-    results = []
-    for repos in args.repos:
-        before = load()
-        result = run_size(repos, args.tags, args.grace)
-        result["loadavg_before_after"] = [before, load()]
-        results.append(result)
-        print(json.dumps(result), flush=True)
-    print()
+    results = run_sizes(__doc__ or "", run_size, [400, 4000])
     print("| | " + " | ".join(f"{r['tags']} tags: {label}" for r in results for label, _ in RUNS) + " |")
     print("|---" * (1 + len(RUNS) * len(results)) + "|")
     for row in ROWS:

@@ -11,9 +11,7 @@ writes refused is the window's `write_refused_seconds`.
 
 from __future__ import annotations
 
-import argparse
 import contextlib
-import json
 import os
 import shutil
 import subprocess
@@ -31,7 +29,8 @@ import docker  # noqa: E402
 import redis  # noqa: E402
 
 from janitor.storage import freed  # noqa: E402
-from scripts.bench_window import STEPS, load, window_figures  # noqa: E402
+from scripts.bench_window import STEPS, window_figures  # noqa: E402
+from scripts.benchstack import run_sizes  # noqa: E402
 from scripts.populate import populate  # noqa: E402
 from tests import images  # noqa: E402
 from tests.conftest import (  # noqa: E402
@@ -98,19 +97,7 @@ def run_size(repos: int, tags: int, grace: float) -> dict[str, Any]:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--repos", type=int, nargs="+", default=[50, 400])
-    parser.add_argument("--tags", type=int, default=10)
-    parser.add_argument("--grace", type=float, default=10.0, help="JANITOR_UPLOAD_GRACE for the service")
-    args = parser.parse_args()
-    results = []
-    for repos in args.repos:
-        before = load()
-        result = run_size(repos, args.tags, args.grace)
-        result["loadavg_before_after"] = [before, load()]
-        results.append(result)
-        print(json.dumps(result), flush=True)
-    print()
+    results = run_sizes(__doc__ or "", run_size, [50, 400])
     cols = [(r, w) for r in results for w in ("cold", "warm")]
     print("| step (seconds / S3 requests) | " + " | ".join(f"{r['tags']} tags ({w})" for r, w in cols) + " |")
     print("|---" * (1 + len(cols)) + "|")

@@ -11,9 +11,6 @@ own duration is the `garbage-collect` exec's; writes refused is the window's `wr
 
 from __future__ import annotations
 
-import argparse
-import json
-import os
 import sys
 import time
 from datetime import datetime
@@ -24,7 +21,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from janitor.storage import freed  # noqa: E402
-from scripts.benchstack import bench_stack  # noqa: E402
+from scripts.benchstack import bench_stack, run_sizes  # noqa: E402
 from scripts.populate import populate  # noqa: E402
 
 STEPS = ("preflight", "delete", "drain", "fence", "hold", "gc", "restart", "health", "verify")
@@ -72,25 +69,8 @@ def run_size(repos: int, tags: int, grace: float) -> dict[str, Any]:
         return out
 
 
-def load() -> str:
-    one, five, _ = os.getloadavg()
-    return f"{one:.2f} {five:.2f}"
-
-
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--repos", type=int, nargs="+", default=[50, 400])
-    parser.add_argument("--tags", type=int, default=10)
-    parser.add_argument("--grace", type=float, default=10.0, help="JANITOR_UPLOAD_GRACE for the service")
-    args = parser.parse_args()
-    results = []
-    for repos in args.repos:
-        before = load()
-        result = run_size(repos, args.tags, args.grace)
-        result["loadavg_before_after"] = [before, load()]
-        results.append(result)
-        print(json.dumps(result), flush=True)
-    print()
+    results = run_sizes(__doc__ or "", run_size, [50, 400])
     header = "| step | " + " | ".join(f"{r['tags']} tags ({w})" for r in results for w in ("cold", "warm")) + " |"
     print(header)
     print("|---" * (1 + 2 * len(results)) + "|")

@@ -3,7 +3,9 @@ service (gunicorn API and worker), all on loopback, torn down afterwards."""
 
 from __future__ import annotations
 
+import argparse
 import contextlib
+import json
 import os
 import shutil
 import subprocess
@@ -11,6 +13,7 @@ import sys
 import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -56,3 +59,29 @@ def bench_stack(registry_env: Callable[[int], dict[str, str]] | None = None,
             registry.container.remove(force=True, v=True)
         redis_proc.terminate()
         shutil.rmtree(workdir, ignore_errors=True)
+
+
+def load() -> str:
+    """The 1- and 5-minute load averages, printed next to every figure (this machine is shared)."""
+    one, five, _ = os.getloadavg()
+    return f"{one:.2f} {five:.2f}"
+
+
+def run_sizes(description: str, run_size: Callable[[int, int, float], dict[str, Any]],
+              default_repos: list[int]) -> list[dict[str, Any]]:
+    """The window benchmarks' command line (--repos N..., --tags, --grace) and their loop: one registry size
+    after another, each result printed as a JSON line with the load before and after."""
+    parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--repos", type=int, nargs="+", default=default_repos)
+    parser.add_argument("--tags", type=int, default=10)
+    parser.add_argument("--grace", type=float, default=10.0, help="JANITOR_UPLOAD_GRACE for the service")
+    args = parser.parse_args()
+    results = []
+    for repos in args.repos:
+        before = load()
+        result = run_size(repos, args.tags, args.grace)
+        result["loadavg_before_after"] = [before, load()]
+        results.append(result)
+        print(json.dumps(result), flush=True)
+    print()
+    return results
