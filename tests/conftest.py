@@ -367,8 +367,9 @@ class Stack:
         return resp.json()
 
     def wait(self, job_id: str, timeout: float | None = None) -> dict[str, Any]:
-        """`timeout` defaults to 120 s, twice that on S3 (every storage read is an HTTP request there)."""
-        timeout = timeout or (240.0 if self.registry.bucket else 120.0)
+        """`timeout` defaults to 120 s, 600 s on S3 (every storage read is an HTTP request there)."""
+        # On S3 the registry's own garbage-collect walks the bucket through moto: minutes on a loaded machine.
+        timeout = timeout or (600.0 if self.registry.bucket else 120.0)
         def finished() -> dict[str, Any] | None:
             job = self.get(f"/v1/jobs/{job_id}").json()
             return job if job["status"] in ("succeeded", "failed") else None
