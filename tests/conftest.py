@@ -398,6 +398,18 @@ class Stack:
                 os.kill(pid, signal.SIGKILL)
         proc.wait(10)
 
+    def kill(self) -> None:
+        """SIGKILL every process of the stack at once: a test's teardown, where nothing after it needs a graceful
+        stop (Redis is flushed and the registry removed next), and waiting for one costs seconds per test."""
+        for proc in self.procs.values():
+            for pid in [proc.pid, *descendants(proc.pid)]:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+        for proc in self.procs.values():
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(10)
+        self.procs.clear()
+
     def stop(self) -> None:
         for proc in self.procs.values():
             family = [proc.pid, *descendants(proc.pid)]
@@ -457,7 +469,7 @@ def make_stack(redis_server: str, redis_conn: redis.Redis) -> Iterator[Callable[
 
     yield make
     for s in made:
-        s.stop()
+        s.kill()
 
 
 @pytest.fixture

@@ -150,7 +150,7 @@ def test_basic_auth_listing_and_a_deletion_window(htpasswd_registry: Registry, r
     try:
         _list_delete_gc_restart(stack, basic_session())
     finally:
-        stack.stop()
+        stack.kill()
 
 
 def test_basic_auth_wrong_password_answers_registry_auth_failed(htpasswd_registry: Registry, redis_server: str,
@@ -161,7 +161,7 @@ def test_basic_auth_wrong_password_answers_registry_auth_failed(htpasswd_registr
     try:
         _assert_auth_failed(stack)
     finally:
-        stack.stop()
+        stack.kill()
 
 
 def test_token_auth_listing_and_a_deletion_window(token_registry: Registry, token_server: TokenServer,
@@ -171,7 +171,7 @@ def test_token_auth_listing_and_a_deletion_window(token_registry: Registry, toke
     try:
         _list_delete_gc_restart(stack, session)
     finally:
-        stack.stop()
+        stack.kill()
     # The janitor got its own tokens for what it did: the catalog, reading, pushing the throwaway and
     # deleting in team/app (the test pushers never ask for the catalog or for delete).
     granted = token_server.scopes_granted()
@@ -196,6 +196,6 @@ def test_token_auth_wrong_password_answers_registry_auth_failed(token_registry: 
     try:
         _assert_auth_failed(stack)
     finally:
-        stack.stop()
+        stack.kill()
     # The janitor did ask the token service, which refused it and granted nothing.
     assert token_server.refusals > 0 and len(token_server.grants) == granted_before

@@ -212,7 +212,7 @@ def own_stacks() -> Iterator[list[Stack]]:
     made: list[Stack] = []
     yield made
     for s in made:
-        s.stop()
+        s.kill()
 
 
 class SocketProxy:

@@ -31,7 +31,7 @@ def api_only(registry: Registry, redis_server: str, redis_conn: redis.Redis) -> 
     try:
         yield s
     finally:
-        s.stop()
+        s.kill()
 
 
 def test_schemathesis_finds_nothing(api_only: Stack, tmp_path: Path) -> None:

@@ -190,7 +190,7 @@ def notified(make_registry: Callable[..., Registry], redis_server: str, redis_co
     stack = start(port)
     yield stack, reg, start
     for s in made:
-        s.stop()
+        s.kill()
 
 
 def test_events_reach_the_listing_and_forged_ones_change_nothing(notified: tuple[Stack, Registry, Any]) -> None:

@@ -48,7 +48,7 @@ def logged_stack(registry: Registry, redis_server: str, redis_conn: redis.Redis,
         wait_http(f"{stack.api}/healthz")
         yield stack, api_log, worker_log
     finally:
-        stack.stop()
+        stack.kill()
 
 
 def scrape(stack: Stack, token: str | None = METRICS_TOKEN) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:

@@ -109,7 +109,7 @@ def stacks(redis_server: str, redis_conn: redis.Redis):  # type: ignore[no-untyp
         return made[-1]
     yield make
     for s in made:
-        s.stop()
+        s.kill()
 
 
 class LockWatch(threading.Thread):

@@ -54,7 +54,7 @@ def replica_stack(replicas: list[Registry], redis_server: str, redis_conn: redis
     try:
         yield s
     finally:
-        s.stop()
+        s.kill()
 
 
 def _fenced_both(job: dict[str, Any], names: list[str]) -> bool:

@@ -97,17 +97,21 @@ def test_blob_sizes_all_or_only_those_stored_since_a_mark(store: Store) -> None:
     assert links == {} and sizes == {old: 10}
 
 
-def test_uploads_in_progress_are_seen_by_their_objects_and_their_multipart_data(store: Store) -> None:
+def test_uploads_in_progress_are_seen_by_their_objects_and_their_multipart_data_cancelled_ones_not(store: Store) -> None:
     assert store.storage.active_uploads(60, time.time()) == 0
     store.put("repositories/team/app/_uploads/11111111-aaaa/startedat", b"2026-01-01T00:00:00Z")
     assert store.storage.active_uploads(60, time.time()) == 0  # started, nothing written: a probe's leftover
     store.put("repositories/team/app/_uploads/11111111-aaaa/hashstates/sha256/1024", b"state")
     assert store.storage.active_uploads(60, time.time()) == 1
+    store.put("repositories/team/other/_uploads/22222222-bbbb/startedat", b"2026-01-01T00:00:00Z")
     key = store.v2 + "repositories/team/other/_uploads/22222222-bbbb/data"
     started = store.client.create_multipart_upload(Bucket=store.bucket, Key=key)  # data in flight: not an object
     store.client.upload_part(Bucket=store.bucket, Key=key, UploadId=started["UploadId"], PartNumber=1, Body=b"d" * 64)
     assert store.storage.active_uploads(60, time.time()) == 2
     assert store.storage.active_uploads(60, time.time() + 600) == 0  # written longer ago than `within`
+    # Cancelled: distribution removes `startedat` but on S3 leaves the hash states; that upload has ended.
+    store.put("repositories/team/gone/_uploads/33333333-cccc/hashstates/sha256/0", b"state")
+    assert store.storage.active_uploads(60, time.time()) == 2
     # Committed between the listing and its parts' listing: done, not an error.
     gone = store.storage._written_since({"Key": key, "UploadId": "no-such-upload",
                                          "Initiated": datetime.fromtimestamp(0, timezone.utc)}, time.time() - 60)

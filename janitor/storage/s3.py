@@ -268,17 +268,24 @@ class S3Storage:
         until it is committed, which a listing of objects does not show."""
         cutoff = now - within
         active: set[tuple[str, str]] = set()
+        started: set[tuple[str, str]] = set()
         for obj in self.listing(self.layout.repositories)[1]:
             match = _UPLOAD.search(self.path(obj["Key"])[len(self.layout.v2):])
+            if not match:
+                continue
             # `startedat` is written once, when the upload starts (its data then starts as a multipart upload,
-            # seen below): like the filesystem's `data`, only what a push writes as it goes counts.
-            if match and not obj["Key"].endswith("/startedat") and obj["LastModified"].timestamp() >= cutoff:
+            # seen below): like the filesystem's `data`, only what a push writes as it goes counts. But an
+            # upload without it has ended: a cancelled one leaves `hashstates/` behind on S3 (its directory
+            # delete misses them), which would otherwise look like a push in flight for `within` seconds.
+            if obj["Key"].endswith("/startedat"):
+                started.add((match.group(1), match.group(2)))
+            elif obj["LastModified"].timestamp() >= cutoff:
                 active.add((match.group(1), match.group(2)))
         for upload in self._multipart(self.layout.repositories):
             match = _UPLOAD.search(self.path(upload["Key"])[len(self.layout.v2):])
             if match and (match.group(1), match.group(2)) not in active and self._written_since(upload, cutoff):
                 active.add((match.group(1), match.group(2)))
-        return len(active)
+        return len(active & started)
 
     def _written_since(self, upload: dict[str, Any], cutoff: float) -> bool:
         """A multipart upload started, or given a part, since `cutoff` (one ListParts for an older one)."""
