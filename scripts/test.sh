@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # README command 2: provision a fresh Debian machine (packages, Docker engine, registry image), install the
-# project in .venv, and run every test against the real registry, Redis and Docker engine, files in parallel.
+# project in .venv, and run every test against the real registry, Redis and Docker engine, in parallel.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
