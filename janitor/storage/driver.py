@@ -71,7 +71,8 @@ class Storage(Protocol):
     # -- marks ---------------------------------------------------------------------------------------
 
     def marks(self, window_id: str, times: dict[str, float]) -> dict[str, Mark]:
-        """One Mark per name at the given time (the worker's clock); {} when they cannot be made."""
+        """One Mark per name at the given time (the worker's clock, which a filesystem's container shares),
+        early rather than late on the storage's own; {} when they cannot be made."""
 
     def drop_marks(self, marks: Iterable[Mark]) -> None:
         """Remove what `marks` made."""

@@ -9,7 +9,6 @@ that failed must never pass for an empty one.
 from __future__ import annotations
 
 import email.utils
-import functools
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -41,14 +40,23 @@ class S3Bucket:
         self._lock = threading.Lock()
         self._given = client
         self._offset: float | None = None  # a lower bound of (the store's clock - the worker's)
+        self._made: Any | None = None
+        self._making = threading.Lock()
 
-    @functools.cached_property
+    @property
     def client(self) -> Any:
-        """Made on first use: /readyz opens the storage every few seconds and rarely talks to it."""
-        client = self._given or self._client()
-        client.meta.events.register("before-send.s3", self._counted)
-        client.meta.events.register("after-call.s3", self._dated)
-        return client
+        """Made on first use: /readyz opens the storage every few seconds and rarely talks to it. Not a
+        functools.cached_property: before Python 3.12 its lock is one for every instance, and a window's
+        process forked while a thread of the worker held it (the heartbeat making its client) waited for it
+        forever. This lock is the instance's own, and a window makes its own storage."""
+        if self._made is None:
+            with self._making:
+                if self._made is None:
+                    client = self._given or self._client()
+                    client.meta.events.register("before-send.s3", self._counted)
+                    client.meta.events.register("after-call.s3", self._dated)
+                    self._made = client
+        return self._made
 
     def _client(self) -> Any:
         loc = self.location
