@@ -7,6 +7,7 @@ import concurrent.futures
 import hashlib
 import time
 from datetime import datetime, timezone
+from types import SimpleNamespace
 
 import pytest
 
@@ -95,6 +96,56 @@ def test_blob_sizes_all_or_only_those_stored_since_a_mark(store: Store) -> None:
     assert store.storage.blob_sizes(time.time() - 60) == {old: 10}
     links, sizes = store.storage.recent_links_and_sizes(60, time.time(), time.time() - 61, time.time() - 60)
     assert links == {} and sizes == {old: 10}
+
+
+def test_a_mark_on_the_workers_clock_misses_nothing_written_after_it(store: Store) -> None:
+    """LastModified is whole seconds on the store's clock: a write right after a mark still reads as newer."""
+    for n in range(3):
+        marks = store.storage.marks("w", {"since": time.time()})
+        fresh = store.blob(f"written after the mark {n}".encode())
+        assert fresh in store.storage.blob_sizes(marks["since"])
+
+
+def test_worker_times_become_the_stores_clock_early_rather_than_late(store: Store) -> None:
+    """A store whose clock runs 100 s ahead of the worker's (its Date says so): a worker time is turned into
+    the store's, less a second for whole-second stamps."""
+    ahead = datetime.fromtimestamp(time.time() + 100, timezone.utc).strftime("%a, %d %b %Y %H:%M:%S GMT")
+    store.storage._dated(http_response=SimpleNamespace(headers={"Date": ahead}))
+    now = time.time()
+    assert now + 97 <= store.storage.store_time(now) <= now + 100
+    assert store.storage.marks("w", {"m": now})["m"] == pytest.approx(store.storage.store_time(now), abs=1)
+
+
+def test_layered_repositories_are_those_with_layer_links_as_distributions_catalog_walk_finds_them(
+        store: Store) -> None:
+    a, b = store.blob(b"a"), store.blob(b"b")
+    store.layer("team/app", a)
+    store.layer("team/app/sub", b)  # nested: a repository of its own
+    store.revision("team/bare", a)  # manifests only: GC does not enumerate it
+    store.tag("team/bare", "_layers", a)  # a tag named like the directory is not one
+    assert store.storage.layered_repositories() == {"team/app", "team/app/sub"}
+    assert store.storage.layered_repositories(["team/app", "team/bare", "nothing"]) == {"team/app"}
+    assert store.storage.layered_repositories([]) == set()
+
+
+def test_blobs_are_linked_where_missing_and_deleted_a_thousand_at_a_time(store: Store) -> None:
+    linked, stored = store.blob(b"linked"), store.blob(b"stored")
+    store.layer("team/app", linked)
+    gone = digest_of(b"never stored")
+    before = store.keys()
+    assert store.storage.link_blobs("team/app", [linked, stored, gone]) == [gone]
+    assert store.keys() - before == {f"repositories/team/app/_layers/sha256/{hexd(stored)}/link"}
+    with pytest.raises(errors.StoragePathRefused):
+        store.storage.link_blobs("../x", [stored])
+
+    with concurrent.futures.ThreadPoolExecutor(16) as pool:
+        many = list(pool.map(lambda i: store.blob(b"%d" % i), range(1001)))
+    checks: list[int] = []
+    counted = store.storage.requests()
+    store.storage.delete_blobs([*many, linked], lambda: checks.append(1))
+    assert len(checks) == 2 and store.storage.requests() == counted + 2
+    assert not any(k.startswith("blobs/") and hexd(linked) in k for k in store.keys())
+    assert store.storage.blob_sizes() == {stored: len(b"stored")}
 
 
 def test_uploads_in_progress_are_seen_by_their_objects_and_their_multipart_data_cancelled_ones_not(store: Store) -> None:

@@ -13,8 +13,6 @@ from typing import Any
 
 from janitor import errors
 from janitor.config.settings import GC_MODES
-from janitor.storage import files as storage
-from janitor.storage.filesystem import FilesystemStorage
 from janitor.window import incremental
 from janitor.window import mark as rules
 from janitor.window.gc import GcSummary
@@ -35,20 +33,20 @@ def premark(window: WindowState, root: str | None, out: dict[str, Any]) -> incre
     """Before the fence: the mark, or None (and why, in `out`) when this window runs the registry's GC."""
     if wanted_mode(window) != "incremental":
         return None
-    if root is None or not isinstance(window.storage, FilesystemStorage):
-        out["gc_mark"] = {"skipped": True, "reason": "no filesystem access: the registry's garbage-collect runs"}
+    if root is None or window.guard.storage is None:
+        out["gc_mark"] = {"skipped": True, "reason": "no storage access: the registry's garbage-collect runs"}
         return None
-    ctx = window.ctx
+    ctx, store = window.ctx, window.storage
     started = time.monotonic()
     try:
-        # The reference file first: whatever is written from now on is newer than it and read again under the
-        # fence, so nothing changed during these reads is missed.
-        since = storage.marks(ctx.container, window.guard.window_id + "-gc", {"gc": time.time() - 1})
+        # The mark first: whatever is written from now on is newer than it and read again under the fence, so
+        # nothing changed during these reads is missed.
+        since = store.marks(window.guard.window_id + "-gc", {"gc": time.time() - 1})
         if not since:
             raise rules.Unreadable("the registry container has no writable /tmp for the mark's reference file")
         window.marks["gc"] = since["gc"]  # dropped with the window's other marks
         window.read_stored(root, ages=False)  # the last window's list and what changed since: window.stored
-        found = incremental.before_fence(ctx.container, root, ctx.contents, window.stored or {}, since["gc"])
+        found = incremental.before_fence(store, ctx.contents, window.stored or {}, since["gc"])
     except (rules.Unreadable, errors.StorageCommandFailed) as exc:
         reason = str(exc) if isinstance(exc, rules.Unreadable) else exc.message
         log.warning("incremental GC not possible in this window (%s): the registry's garbage-collect runs", reason)
@@ -71,7 +69,7 @@ def collect(window: WindowState, root: str, found: incremental.Premark, sizes: d
         raise errors.FenceNotEffective("GC refused: this window has not fenced the registry")
     guard.require_refused()
     try:
-        sweep = incremental.under_fence(window.ctx.container, root, window.ctx.contents, found, guard.placed)
+        sweep = incremental.under_fence(window.storage, window.ctx.contents, found, guard.placed)
     except rules.Unreadable as exc:
         log.warning("incremental sweep not possible (%s): the registry's garbage-collect runs", exc)
         out["mode"], out["incremental_refused"] = "registry", str(exc)
@@ -79,7 +77,7 @@ def collect(window: WindowState, root: str, found: incremental.Premark, sizes: d
     if sizes is not None:
         sizes.update(found.sizes)
         sizes.update(sweep.sizes)
-    incremental.delete_blobs(window.ctx.container, root, sweep.blobs, lambda: guard.check("deleting blobs"))
+    window.storage.delete_blobs(sweep.blobs, lambda: guard.check("deleting blobs"))
     out.update(mode="incremental", revisions_changed=sweep.revisions_changed, blobs_new=sweep.blobs_new,
                manifests_read=sweep.manifests_read)
     return GcSummary(blobs_marked=sweep.blobs_marked, blobs_deleted=len(sweep.blobs), manifests_deleted=0,

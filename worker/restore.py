@@ -12,13 +12,9 @@
 
 from __future__ import annotations
 
-import io
 import logging
-import tarfile
 import time
 from typing import Any
-
-import docker.errors
 
 from janitor import errors, index
 from janitor.config.settings import restore_window
@@ -26,13 +22,8 @@ from janitor.jobs.records import SUCCEEDED, now
 from janitor.planning import restore as rules
 from janitor.planning.rules import Plan
 from janitor.planning.snapshot import Snapshot
-from janitor.registry.container import RegistryContainer
-from janitor.storage import files as storage
-from janitor.storage.filesystem import FilesystemStorage
 from janitor.storage.freed import known_sizes
-from janitor.storage.layout import Layout
 from janitor.window import holds as holds_mod
-from janitor.window import incremental
 from worker.state import WindowState
 
 log = logging.getLogger("worker.window")
@@ -67,7 +58,7 @@ def remember(state: WindowState, job: dict[str, Any], snap: Snapshot, plan: Plan
         job["result"]["not_restorable"] = unreadable
 
 
-def holds(state: WindowState, root: str, out: dict[str, Any]) -> list[tuple[holds_mod.Hold, bytes]]:
+def holds(state: WindowState, out: dict[str, Any]) -> list[tuple[holds_mod.Hold, bytes]]:
     """The hold step's holds for every still-restorable deletion's blobs (says how many in `out`). The blobs
     of deletions whose window has ended count as let go, like those of this window's own deletions: their
     links are the deleted images' own, not a push in flight, so the upload grace does not hold them either."""
@@ -77,19 +68,12 @@ def holds(state: WindowState, root: str, out: dict[str, Any]) -> list[tuple[hold
     wanted = rules.held(records)
     if not wanted:
         return []
-    if not isinstance(state.guard.storage, FilesystemStorage):
-        # The restorable holds are placed with the filesystem's commands; on an object store they are not yet.
-        out["restorable"] = {"jobs": len(records), "holds": 0, "blobs_not_held": len(set().union(*wanted.values())),
-                             "reason": "restorable blobs are held on the filesystem driver only"}
-        log.error("restorable deletions' blobs are not held: the registry's storage is not a filesystem")
-        return []
-    container = state.ctx.container
-    layout = Layout(root)
+    storage = state.storage
     removing = set(state.remove_repos)
-    present = _layered(container, layout, sorted(r for r in wanted if r not in removing))
+    present = storage.layered_repositories(r for r in wanted if r not in removing)
     fallback = min(present) if present else None
     if fallback is None:
-        others = sorted(incremental.layered_repositories(container, root) - removing)
+        others = sorted(storage.layered_repositories() - removing)
         fallback = others[0] if others else None
     targets: dict[str, set[str]] = {}
     unheld: set[str] = set()
@@ -109,56 +93,7 @@ def holds(state: WindowState, root: str, out: dict[str, Any]) -> list[tuple[hold
     return built
 
 
-def _layered(container: RegistryContainer, layout: Layout, repos: list[str]) -> set[str]:
-    """Those of `repos` whose `_layers` directory exists."""
-    if not repos:
-        return set()
-    paths = {layout.layers(r): r for r in repos}
-    found = _existing(container, list(paths))
-    return {paths[p] for p in found}
-
-
-def _existing(container: RegistryContainer, paths: list[str]) -> set[str]:
-    found: set[str] = set()
-    for start in range(0, len(paths), 200):
-        result = storage.checked(container, ["find", *paths[start:start + 200], "-maxdepth", "0"])
-        found |= {line.strip() for line in result.stdout.splitlines() if line.strip()}
-    return found
-
-
-def _link(container: RegistryContainer, root: str, repo: str, blobs: list[str]) -> list[str]:
-    """Link into `repo` those of `blobs` stored but not linked there (what a blob upload would write), so a
-    manifest PUT finds them. Returns the blobs missing from storage altogether."""
-    if not blobs:
-        return []
-    layout = Layout(root)
-    links = {f"{layout.layers(repo)}/sha256/{d.removeprefix('sha256:')}/link": d for d in blobs}
-    data = {layout.blob_data(d): d for d in blobs}
-    existing = _existing(container, [*links, *data])
-    missing = sorted(d for p, d in data.items() if p not in existing)
-    to_write = [(p, d) for p, d in links.items() if p not in existing and d not in missing]
-    if to_write:
-        buf = io.BytesIO()
-        with tarfile.open(fileobj=buf, mode="w") as tar:
-            for path, digest in to_write:
-                info = tarfile.TarInfo(layout_rel(layout, path))
-                body = digest.encode()
-                info.size, info.mode, info.mtime = len(body), 0o644, int(time.time())
-                tar.addfile(info, io.BytesIO(body))
-        try:
-            ok = container.get().put_archive(layout.v2, buf.getvalue())
-        except docker.errors.APIError as exc:
-            raise errors.ContainerError(f"cannot link blobs into {repo}: {exc.explanation or exc}") from exc
-        if not ok:
-            raise errors.ContainerError(f"cannot link blobs into {repo}")
-    return missing
-
-
-def layout_rel(layout: Layout, path: str) -> str:
-    return path[len(layout.v2) + 1:]
-
-
-def run(state: WindowState, job: dict[str, Any], root: str | None) -> None:
+def run(state: WindowState, job: dict[str, Any]) -> None:
     """Put back what the job names, then end it: a restore takes no part in the fence and GC."""
     ctx = state.ctx
     request = job["request"]
@@ -184,7 +119,8 @@ def run(state: WindowState, job: dict[str, Any], root: str | None) -> None:
             raw_of[(repo, digest)] = (manifest.raw, manifest.media_type)
             try:
                 state.guard.check("restoring a manifest")
-                missing = _link(ctx.container, root, repo, list(manifest.blob_digests[1:])) if root else []
+                missing = state.storage.link_blobs(repo, manifest.blob_digests[1:]) \
+                    if state.guard.storage is not None else []
                 if missing:
                     failed.append({"repository": repo, "digest": digest, "reason": "blobs gone from storage",
                                    "blobs": missing})

@@ -132,6 +132,8 @@ class WindowState:
         book and only what changed since is listed again; each then reads as pushed at the read."""
         ctx = self.ctx
         book = None if ages else ctx.revisions.load()
+        # The book's time is the storage's clock, taken here for the worker's: the same clock on a filesystem
+        # (the container's kernel); an object store lists every revision again whatever the mark says.
         marks = {} if book is None else self.storage.marks(self.guard.window_id + "-book", {"revisions": book[0] - 1})
         if book is not None and marks:
             try:

@@ -6,7 +6,6 @@ run at the due time plans again on the registry as it is then."""
 
 from __future__ import annotations
 
-import functools
 import logging
 import uuid
 from collections.abc import Callable
@@ -24,7 +23,6 @@ from janitor.planning.protections import ProtectionStore
 from janitor.planning.pulls import PullBook
 from janitor.registry.client import RegistryClient
 from janitor.registry.container import RegistryContainer
-from janitor.storage import files as storage
 from janitor.storage.contents import ContentCache
 from janitor.window import preflight
 from worker.webhooks import enqueuer
@@ -36,16 +34,16 @@ RETRY_SECONDS = 2
 
 def plan(settings: Settings, conn: redis.Redis, policy: dict[str, Any]) -> dict[str, Any]:
     """The policy's plan on the registry as it is now, read the way a dry run reads it, outside any window.
-    Without filesystem access (or the container unreachable) the stored revisions are not read: the plan
+    Without storage access (or the container unreachable) the stored revisions are not read: the plan
     then has no `bytes` and no untagged manifests."""
     keys = Keys.of(settings)
     client = RegistryClient.from_settings(settings)
     stored: Callable[[], tuple[float, dict[str, dict[str, float]]]] | None = None
     try:
         container = RegistryContainer(settings.registry_container, docker_host=settings.docker_host)
-        root = preflight.inspect(container).storage_root
-        if root is not None:  # read by the snapshot, first
-            stored = functools.partial(storage.revision_times, container, root)
+        store = preflight.inspect(container, s3=settings.s3).store
+        if store is not None:  # read by the snapshot, first; through the Storage interface, whatever the driver
+            stored = store.revision_times
     except (errors.JanitorError, OSError) as exc:
         log.warning("warning for policy %s planned without storage: %s", policy["name"], getattr(exc, "message", exc))
     times = policy_plan.CreationTimes(client, settings.policy_read_concurrency, conn, keys.prefix)

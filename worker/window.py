@@ -195,7 +195,7 @@ class Window(WindowState):
                     if job["kind"] == "deletion":
                         deletion.run(self, job, root)
                     elif job["kind"] == "restore":
-                        restore.run(self, job, root)  # PUTs only: done before the fence, no part in GC
+                        restore.run(self, job)  # PUTs only: done before the fence, no part in GC
                     else:
                         policy_window.run(self, job, root)
                 events.parked(self.ctx, job)
@@ -248,7 +248,7 @@ class Window(WindowState):
                             sizes.update(late)  # blobs stored since the sizes were read
                     else:
                         recent = holds.recent_blobs(self.storage, ctx.settings.upload_grace)
-                    kept = restore.holds(self, root, out)  # blobs of deletions still restorable
+                    kept = restore.holds(self, out)  # blobs of deletions still restorable
                     built = holds.build(holds.unreleased(recent, self.released_blobs)) + kept
                     guard.place_holds(built)
                     out.update(holds=len(built), blobs_held=sum(len(h.blobs) for h, _ in built))

@@ -7,15 +7,18 @@ the time they were written (file mtime, or object LastModified), blob sizes and 
 and make the few changes a window needs while the registry refuses writes: hold manifests written and
 removed, an emptied repository removed, the directories of swept blobs tidied.
 
-Times are the storage's own clock (the container's, or the object store's), so ages never mix two clocks.
-A `Mark` is a point in time the storage can compare cheaply against: a reference file for `find -newer` on
-the filesystem, the time itself on an object store. Adding another object store (GCS, Azure) is one module
-implementing this Protocol; see docs/window.md, "Storage drivers".
+Times read from storage are the storage's own clock (the container's, or the object store's), so ages never
+mix two clocks. Times given to it (`marks`, `now`) are the worker's clock; the storage turns them into its own,
+erring early (an object store's clock may differ from the worker's, and stamps whole seconds): what is "newer
+than a mark" may hold more than what was written after it, never less. A `Mark` is a point in time the storage
+can compare cheaply against: a reference file for `find -newer` on the filesystem, a time on the store's clock
+on an object store. Adding another object store (GCS, Azure) is one module implementing this Protocol; see
+docs/window.md, "Storage drivers".
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Protocol
 
 Mark = str | float
@@ -45,7 +48,11 @@ class Storage(Protocol):
         """Every stored manifest of every repository, tagged or not."""
 
     def blob_sizes(self, newer_than: Mark | None = None) -> dict[str, int]:
-        """digest -> size of every stored blob, or of those stored after `newer_than`."""
+        """digest -> size of every stored blob, or of (at least) those stored after `newer_than`."""
+
+    def layered_repositories(self, among: Iterable[str] | None = None) -> set[str]:
+        """Repositories with layer links (a `_layers` directory): the ones distribution's GC enumerates; only
+        those of `among` when given (looking at theirs only)."""
 
     def recent_links(self, grace: float, now: float | None = None,
                      newer_than: Mark | None = None) -> dict[str, set[str]]:
@@ -64,7 +71,8 @@ class Storage(Protocol):
     # -- marks ---------------------------------------------------------------------------------------
 
     def marks(self, window_id: str, times: dict[str, float]) -> dict[str, Mark]:
-        """One Mark per name at the given time (the worker's clock); {} when they cannot be made."""
+        """One Mark per name at the given time (the worker's clock, which a filesystem's container shares),
+        early rather than late on the storage's own; {} when they cannot be made."""
 
     def drop_marks(self, marks: Iterable[Mark]) -> None:
         """Remove what `marks` made."""
@@ -86,6 +94,14 @@ class Storage(Protocol):
         progress: the janitor's probe repository, inside the fence). A cancelled upload leaves
         `_uploads/<id>/hashstates` behind, which nothing else removes with upload purging off (3.x's default).
         Returns how many were removed."""
+
+    def link_blobs(self, name: str, digests: Iterable[str]) -> list[str]:
+        """Link into a repository those of these blobs that are stored but not linked there (what a blob upload
+        writes), so that a manifest PUT finds them. Returns the blobs missing from storage altogether."""
+
+    def delete_blobs(self, digests: list[str], before_each: Callable[[], None] | None = None) -> None:
+        """Delete these blobs as distribution's vacuum does (a blob's whole directory, or every object under
+        it), in batches; `before_each` runs before every batch (the window's lease and time check)."""
 
     def remove_blob_dirs(self, digests: list[str]) -> None:
         """Tidy what GC leaves behind of blobs it swept (empty directories on a filesystem; nothing on S3)."""

@@ -5,17 +5,22 @@ from __future__ import annotations
 
 import io
 import math
+import posixpath
 import tarfile
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 import docker.errors
 
 from janitor import errors
+from janitor.registry import names
 from janitor.registry.container import RegistryContainer
 from janitor.storage import files
 from janitor.storage.driver import HeldManifest, Mark
 from janitor.storage.layout import Layout
+
+# Paths per exec (find, rm): ~110 bytes each, far inside the kernel's argument limit.
+PATHS_PER_EXEC = 500
 
 
 class FilesystemStorage:
@@ -46,6 +51,23 @@ class FilesystemStorage:
 
     def blob_sizes(self, newer_than: Mark | None = None) -> dict[str, int]:
         return files.blob_sizes(self.container, self.root, None if newer_than is None else str(newer_than))
+
+    def layered_repositories(self, among: Iterable[str] | None = None) -> set[str]:
+        """Every repository: one `find` that skips each repository's manifests and uploads and stops at its
+        `_layers`. Among candidates: a `find -maxdepth 0` of their `_layers` directories only."""
+        repos = self.layout.repositories
+        if among is None:
+            result = files.checked(self.container, [
+                "find", repos, "(", "-name", "_manifests", "-o", "-name", "_uploads", ")", "-prune",
+                "-o", "-type", "d", "-name", "_layers", "-print", "-prune"])
+            return {n for line in result.stdout.splitlines() if (n := _layers_owner(repos, line.strip()))}
+        wanted = sorted(set(among))
+        found: set[str] = set()
+        for start in range(0, len(wanted), PATHS_PER_EXEC):
+            paths = [self.layout.layers(r) for r in wanted[start:start + PATHS_PER_EXEC]]
+            result = files.checked(self.container, ["find", *paths, "-maxdepth", "0", "-type", "d"])
+            found |= {n for line in result.stdout.splitlines() if (n := _layers_owner(repos, line.strip()))}
+        return found
 
     def recent_links(self, grace: float, now: float | None = None,
                      newer_than: Mark | None = None) -> dict[str, set[str]]:
@@ -152,8 +174,56 @@ class FilesystemStorage:
     def remove_uploads(self, name: str, upload_ids: Iterable[str] | None = None) -> int:
         return files.remove_uploads(self.container, self.root, name, upload_ids)
 
+    def link_blobs(self, name: str, digests: Iterable[str]) -> list[str]:
+        """One `find` says which links and blob files exist; the missing links go in as one archive."""
+        layout = self.layout
+        wanted = sorted(set(digests))
+        if not wanted:
+            return []
+        links = {f"{layout.layers(name)}/sha256/{d.removeprefix('sha256:')}/link": d for d in wanted}
+        data = {layout.blob_data(d): d for d in wanted}
+        existing = self._existing([*links, *data])
+        missing = sorted(d for p, d in data.items() if p not in existing)
+        to_write = [(p, d) for p, d in links.items() if p not in existing and d not in missing]
+        if to_write:
+            buf = io.BytesIO()
+            with tarfile.open(fileobj=buf, mode="w") as tar:
+                for path, digest in to_write:
+                    _add(tar, posixpath.relpath(path, layout.v2), digest.encode())
+            try:
+                ok = self.container.get().put_archive(layout.v2, buf.getvalue())
+            except docker.errors.APIError as exc:
+                raise errors.ContainerError(f"cannot link blobs into {name}: {exc.explanation or exc}") from exc
+            if not ok:
+                raise errors.ContainerError(f"cannot link blobs into {name}")
+        return missing
+
+    def _existing(self, paths: list[str]) -> set[str]:
+        found: set[str] = set()
+        for start in range(0, len(paths), PATHS_PER_EXEC):
+            result = files.checked(self.container, ["find", *paths[start:start + PATHS_PER_EXEC], "-maxdepth", "0"])
+            found |= {line.strip() for line in result.stdout.splitlines() if line.strip()}
+        return found
+
+    def delete_blobs(self, digests: list[str], before_each: Callable[[], None] | None = None) -> None:
+        """`rm -rf` of each blob's `<hex>` directory, as distribution's vacuum does; their parents, empty once
+        their last blob went, are left to `remove_blob_dirs`."""
+        paths = sorted({self.layout.blob(d) for d in digests})
+        for start in range(0, len(paths), PATHS_PER_EXEC):
+            if before_each is not None:
+                before_each()
+            files.checked(self.container, ["rm", "-rf", *paths[start:start + PATHS_PER_EXEC]], missing_ok=False)
+
     def remove_blob_dirs(self, digests: list[str]) -> None:
         files.remove_blob_dirs(self.container, self.root, digests)
+
+
+def _layers_owner(repositories: str, path: str) -> str | None:
+    """The repository whose `_layers` directory `path` is, when it is one under `repositories`."""
+    if not path.startswith(repositories + "/") or not path.endswith("/_layers"):
+        return None
+    name = path[len(repositories) + 1:-len("/_layers")]
+    return name if names.is_repository(name) and posixpath.normpath(name) == name else None
 
 
 def _add(tar: tarfile.TarFile, name: str, data: bytes) -> None:

@@ -1,216 +1,42 @@
-"""The Storage interface (janitor/storage/driver.py) on distribution's s3 driver: the bucket read and changed
-with boto3, under the registry's own layout (janitor/storage/layout.py builds and parses every key).
+"""The Storage interface (janitor/storage/driver.py) on distribution's s3 driver: the bucket (janitor/storage/
+s3_bucket.py) read and changed under the registry's own layout (janitor/storage/layout.py builds and parses
+every key).
 
 Object LastModified stands in for a file's mtime, and the time of a listing is the store's own clock (the
 Date of its answer), so ages never mix two clocks. There are no directories: a listing by prefix, page by
-page, replaces `find`, and a Mark is a plain time. Deletes go in batches of DELETE_BATCH keys (DeleteObjects).
-Every HTTP request, retries included, is counted (`requests`): an object store bills them.
-
-An error from the store (unreachable, access denied, no such bucket) stops the step: a listing that failed
-must never pass for an empty one.
+page, replaces `find`; a Mark is a time on the store's clock, and a worker's time given here is turned into
+one early rather than late (S3Bucket.store_time), so "newer than" reads more, never less. Deletes go in
+batches of DELETE_BATCH keys (DeleteObjects). Every HTTP request, retries included, is counted
+(`requests`): an object store bills them.
 """
 
 from __future__ import annotations
 
 import concurrent.futures
-import email.utils
-import functools
 import hashlib
 import posixpath
 import re
-import threading
 import time
-from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from collections.abc import Callable, Iterable
+from typing import Any
 
-import boto3
-import botocore.config
 import botocore.exceptions
 
 from janitor import errors
 from janitor.registry import names
 from janitor.storage.driver import HeldManifest, Mark
-from janitor.storage.layout import Layout
+from janitor.storage.s3_bucket import DELETE_BATCH, READ_WORKERS, S3Bucket
+from janitor.storage.s3_location import S3Location, location_from
 
-DELETE_BATCH = 1000  # DeleteObjects takes at most 1,000 keys
-READ_WORKERS = 8  # parallel GETs in read_blobs
+__all__ = ["DELETE_BATCH", "S3Location", "S3Storage", "location_from"]
+
 _UPLOAD = re.compile(r"/repositories/(.+)/_uploads/([^/]+)/")
-T = TypeVar("T")
 
 
-@dataclass(frozen=True)
-class S3Location:
-    """Where distribution's s3 driver keeps a registry's files, and how to reach them. Secrets are never
-    shown (`as_dict`)."""
+class S3Storage(S3Bucket):
+    """The Storage interface on the bucket."""
 
-    bucket: str
-    region: str = "us-east-1"
-    endpoint: str | None = None  # regionendpoint: a URL, or host[:port] (scheme from `secure`)
-    rootdirectory: str = ""
-    forcepathstyle: bool = False
-    secure: bool = True
-    accesskey: str | None = None
-    secretkey: str | None = field(default=None, repr=False)
-    sessiontoken: str | None = field(default=None, repr=False)
-
-    @property
-    def root(self) -> str:
-        """The storage root as an absolute path, the form Layout takes; keys are its paths without the '/'."""
-        return "/" + self.rootdirectory.strip("/")
-
-    @property
-    def url(self) -> str:
-        return f"s3://{self.bucket}{self.root.rstrip('/')}"
-
-    @property
-    def endpoint_url(self) -> str | None:
-        if not self.endpoint:
-            return None
-        if "://" in self.endpoint:
-            return self.endpoint
-        return ("https://" if self.secure else "http://") + self.endpoint
-
-    def as_dict(self) -> dict[str, Any]:
-        return {"bucket": self.bucket, "region": self.region, "endpoint": self.endpoint_url,
-                "rootdirectory": self.root, "forcepathstyle": self.forcepathstyle, "secure": self.secure,
-                "credentials": "given" if self.accesskey else "default chain (environment, profile, role)"}
-
-
-def _flag(value: Any, default: bool) -> bool:
-    if value is None or value == "":
-        return default
-    if isinstance(value, bool):
-        return value
-    return str(value).strip().lower() in ("1", "true", "yes", "on")
-
-
-def location_from(env: dict[str, str], config: dict[str, Any]) -> S3Location:
-    """The registry's s3 settings as distribution reads them: REGISTRY_STORAGE_S3_<KEY> first, then the config
-    file's storage.s3 section. StorageConfigInvalid when no bucket is named."""
-    section = (config.get("storage") or {}).get("s3") or {}
-    section = {str(k).lower(): v for k, v in section.items()} if isinstance(section, dict) else {}
-    prefix = "REGISTRY_STORAGE_S3_"
-    section.update({k[len(prefix):].lower(): v for k, v in env.items() if k.startswith(prefix)})
-
-    def text(key: str) -> str | None:
-        value = section.get(key)
-        return None if value is None or str(value).strip() == "" else str(value).strip()
-
-    bucket = text("bucket")
-    if not bucket:
-        raise errors.StorageConfigInvalid("the registry's config names the s3 driver but no bucket "
-                                          "(storage.s3.bucket or REGISTRY_STORAGE_S3_BUCKET)")
-    return S3Location(bucket=bucket, region=text("region") or "us-east-1", endpoint=text("regionendpoint"),
-                      rootdirectory=text("rootdirectory") or "", forcepathstyle=_flag(section.get("forcepathstyle"), False),
-                      secure=_flag(section.get("secure"), True), accesskey=text("accesskey"),
-                      secretkey=text("secretkey"), sessiontoken=text("sessiontoken"))
-
-
-class S3Storage:
     driver = "s3"
-
-    def __init__(self, location: S3Location, client: Any | None = None) -> None:
-        self.location = location
-        self.layout = Layout(location.root)
-        self._count = 0
-        self._lock = threading.Lock()
-        self._given = client
-
-    @functools.cached_property
-    def client(self) -> Any:
-        """Made on first use: /readyz opens the storage every few seconds and rarely talks to it."""
-        client = self._given or self._client()
-        client.meta.events.register("before-send.s3", self._counted)
-        return client
-
-    def _client(self) -> Any:
-        loc = self.location
-        config = botocore.config.Config(
-            s3={"addressing_style": "path" if loc.forcepathstyle else "auto"},
-            retries={"max_attempts": 5, "mode": "standard"}, connect_timeout=10, read_timeout=60,
-            max_pool_connections=READ_WORKERS * 2)
-        return boto3.session.Session().client(
-            "s3", region_name=loc.region, endpoint_url=loc.endpoint_url, use_ssl=loc.secure,
-            aws_access_key_id=loc.accesskey, aws_secret_access_key=loc.secretkey,
-            aws_session_token=loc.sessiontoken, config=config)
-
-    def _counted(self, **_: Any) -> None:
-        with self._lock:
-            self._count += 1
-
-    @property
-    def where(self) -> str:
-        return self.location.url
-
-    def requests(self) -> int | None:
-        return self._count
-
-    # -- keys ---------------------------------------------------------------------------------------
-
-    @staticmethod
-    def key(path: str) -> str:
-        """The object key of a Layout path (distribution's s3 driver drops the leading '/')."""
-        return path.lstrip("/")
-
-    @staticmethod
-    def path(key: str) -> str:
-        return "/" + key
-
-    # -- talking to the bucket ---------------------------------------------------------------------------
-
-    def _call(self, what: str, call: Callable[[], T]) -> T:
-        try:
-            return call()
-        except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError) as exc:
-            code = exc.response.get("Error", {}).get("Code") if isinstance(exc, botocore.exceptions.ClientError) \
-                else type(exc).__name__
-            raise errors.StorageCommandFailed(
-                f"S3 request `{what}` on {self.where} failed ({code}: {exc}); nothing was assumed, the step "
-                "stopped", bucket=self.location.bucket, request=what, error=str(code)) from exc
-
-    def listing(self, path: str) -> tuple[float, Iterator[dict[str, Any]]]:
-        """(the store's clock at the first page, every object under the path, page by page). A path that
-        holds nothing lists nothing; a bucket that cannot be listed raises."""
-        prefix = self.key(path).rstrip("/") + "/"
-        pages = self._call("ListObjectsV2", lambda: iter(
-            self.client.get_paginator("list_objects_v2").paginate(Bucket=self.location.bucket, Prefix=prefix)))
-        first = self._call("ListObjectsV2", lambda: next(pages, None))
-        read_at = _clock(first) if first else time.time()
-
-        def objects() -> Iterator[dict[str, Any]]:
-            page = first
-            while page is not None:
-                yield from page.get("Contents", [])
-                page = self._call("ListObjectsV2", lambda: next(pages, None))
-        return read_at, objects()
-
-    def _keys(self, path: str) -> list[str]:
-        return [obj["Key"] for obj in self.listing(path)[1]]
-
-    def delete(self, keys: Iterable[str]) -> int:
-        """Delete these objects, DELETE_BATCH a request; every failure raises. Returns how many."""
-        keys = sorted(set(keys))
-        for start in range(0, len(keys), DELETE_BATCH):
-            batch = keys[start:start + DELETE_BATCH]
-            answer = self._call("DeleteObjects", lambda b=batch: self.client.delete_objects(  # type: ignore[misc]
-                Bucket=self.location.bucket, Delete={"Objects": [{"Key": k} for k in b], "Quiet": True}))
-            failed = answer.get("Errors") or []
-            if failed:
-                raise errors.StorageCommandFailed(
-                    f"S3 DeleteObjects on {self.where} refused {len(failed)} of {len(batch)} keys (first: "
-                    f"{failed[0].get('Key')}: {failed[0].get('Code')} {failed[0].get('Message')})",
-                    bucket=self.location.bucket, request="DeleteObjects", failed=len(failed))
-        return len(keys)
-
-    def put(self, path: str, body: bytes) -> None:
-        self._call("PutObject", lambda: self.client.put_object(Bucket=self.location.bucket, Key=self.key(path),
-                                                               Body=body))
-
-    def reachable(self) -> None:
-        """One listing of the registry's prefix (at most one key): raises when it is refused."""
-        self._call("ListObjectsV2", lambda: self.client.list_objects_v2(
-            Bucket=self.location.bucket, Prefix=self.key(self.layout.v2) + "/", MaxKeys=1))
 
     # -- reading -----------------------------------------------------------------------------------
 
@@ -251,9 +77,28 @@ class S3Storage:
                 sizes[digest] = int(obj["Size"])
         return sizes
 
+    def layered_repositories(self, among: Iterable[str] | None = None) -> set[str]:
+        """A repository has a `_layers` directory when an object lies under it (an object store has no empty
+        directories). Every repository: one listing of them all; among candidates: one request each."""
+        if among is not None:
+            return {name for name in sorted(set(among)) if self._any(self.layout.layers(name))}
+        prefix = self.layout.repositories + "/"
+        found: set[str] = set()
+        for obj in self.listing(self.layout.repositories)[1]:
+            path = self.path(obj["Key"])
+            if path.startswith(prefix) and (name := _layers_owner(path[len(prefix):])) is not None:
+                found.add(name)
+        return found
+
+    def _any(self, path: str) -> bool:
+        prefix = self.key(path).rstrip("/") + "/"
+        answer = self._call("ListObjectsV2", lambda: self.client.list_objects_v2(
+            Bucket=self.location.bucket, Prefix=prefix, MaxKeys=1))
+        return bool(answer.get("KeyCount") or answer.get("Contents"))
+
     def recent_links(self, grace: float, now: float | None = None,
                      newer_than: Mark | None = None) -> dict[str, set[str]]:
-        cutoff = (now or time.time()) - grace
+        cutoff = self.store_time((now or time.time()) - grace)
         _, _, layers = self._links()
         found = {repo: {d for d, t in links.items() if t >= cutoff} for repo, links in layers.items()}
         return {repo: digests for repo, digests in found.items() if digests}
@@ -266,7 +111,7 @@ class S3Storage:
         """Uploads any of whose objects (hash states, data) or multipart parts of its data were
         written within `within` seconds: distribution's s3 writer keeps an upload's data as a multipart upload
         until it is committed, which a listing of objects does not show."""
-        cutoff = now - within
+        cutoff = self.store_time(now - within)
         active: set[tuple[str, str]] = set()
         started: set[tuple[str, str]] = set()
         for obj in self.listing(self.layout.repositories)[1]:
@@ -303,12 +148,6 @@ class S3Storage:
                                               bucket=self.location.bucket, request="ListParts") from exc
         return any(p["LastModified"].timestamp() >= cutoff for p in parts.get("Parts", []))
 
-    def _multipart(self, path: str) -> list[dict[str, Any]]:
-        prefix = self.key(path).rstrip("/") + "/"
-        pages = self._call("ListMultipartUploads", lambda: list(
-            self.client.get_paginator("list_multipart_uploads").paginate(Bucket=self.location.bucket, Prefix=prefix)))
-        return [u for page in pages for u in page.get("Uploads", [])]
-
     def read_blobs(self, digests: Iterable[str], limit: int) -> dict[str, bytes]:
         """A GET each (the first limit+1 bytes), in parallel; a blob missing, larger than `limit` or whose
         bytes do not hash to its digest is left out, for the registry's HTTP API to answer."""
@@ -340,7 +179,8 @@ class S3Storage:
     # -- marks: a time is all an object store needs ----------------------------------------------------
 
     def marks(self, window_id: str, times: dict[str, float]) -> dict[str, Mark]:
-        return dict(times)
+        """Each time on the store's clock, early rather than late (S3Bucket.store_time)."""
+        return {name: self.store_time(t) for name, t in times.items()}
 
     def drop_marks(self, marks: Iterable[Mark]) -> None:
         return None
@@ -387,15 +227,41 @@ class S3Storage:
         self.delete(keys)
         return len(sessions)
 
+    def link_blobs(self, name: str, digests: Iterable[str]) -> list[str]:
+        """A HeadObject for each blob's data and link; each missing link then a PutObject (few blobs: those of
+        one restored manifest)."""
+        if not names.is_repository(name):
+            raise errors.StoragePathRefused(f"not a repository name: {name!r}")
+        missing: list[str] = []
+        for digest in sorted(set(digests)):
+            if not self.exists(self.layout.blob_data(digest)):
+                missing.append(digest)
+                continue
+            link = f"{self.layout.layers(name)}/sha256/{digest.removeprefix('sha256:')}/link"
+            if not self.exists(link):
+                self.put(link, digest.encode())
+        return missing
+
+    def delete_blobs(self, digests: list[str], before_each: Callable[[], None] | None = None) -> None:
+        """Each blob's one object, `data` (distribution deletes everything under the blob's path, and stores
+        nothing else there), DELETE_BATCH a request."""
+        keys = sorted({self.key(self.layout.blob_data(d)) for d in digests})
+        for start in range(0, len(keys), DELETE_BATCH):
+            if before_each is not None:
+                before_each()
+            self.delete(keys[start:start + DELETE_BATCH])
+
     def remove_blob_dirs(self, digests: list[str]) -> None:
         """Nothing to do: an object store has no directories, and GC deleted the blobs' objects."""
         return None
 
 
-def _clock(page: dict[str, Any]) -> float:
-    """The store's clock, from the Date header of its answer."""
-    date = (page.get("ResponseMetadata") or {}).get("HTTPHeaders", {}).get("date")
-    try:
-        return email.utils.parsedate_to_datetime(date).timestamp() if date else time.time()
-    except (TypeError, ValueError):
-        return time.time()
+def _layers_owner(relative: str) -> str | None:
+    """The repository whose `_layers` holds the object at `relative` (under repositories/), as distribution's
+    catalog walk finds it: the first path component starting with `_` ends the name, and must be `_layers`."""
+    parts = relative.split("/")
+    for i, part in enumerate(parts):
+        if part.startswith("_"):
+            name = "/".join(parts[:i])
+            return name if part == "_layers" and i and names.is_repository(name) else None
+    return None
