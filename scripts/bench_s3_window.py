@@ -1,12 +1,14 @@
 #!/usr/bin/env python3
 """Benchmark: one maintenance window on S3 (issue 18). For each size, a registry storing into a bucket of a
 real S3 API (moto in server mode, on loopback) is filled through its API (scripts/populate.py: N repositories
-x 10 tags), then one tag is deleted through the service, twice (`cold`, then `warm`, as in bench_window.py).
+x 10 tags), then one tag is deleted through the service, twice per GC mode (`cold`, then `warm`, as in bench_window.py;
+`gc_mode` on the request; BENCH_GC_MODES, default `registry,incremental`).
 Each step's duration and S3 requests come from the job record (outcome.storage_requests: the janitor's own
 requests; GC's are the registry's and not counted); GC's own duration is the `garbage-collect` exec's;
 writes refused is the window's `write_refused_seconds`.
 
-    TEST_REGISTRY_IMAGE=registry-janitor/test-registry:2.8.2 .venv/bin/python scripts/bench_s3_window.py --repos 50 400
+    TEST_REGISTRY_IMAGE=registry-janitor/test-registry:2.8.2 .venv/bin/python scripts/bench_s3_window.py --repos 50
+    BENCH_GC_MODES=incremental TEST_REGISTRY_IMAGE=... .venv/bin/python scripts/bench_s3_window.py --repos 400
 """
 
 from __future__ import annotations
@@ -87,18 +89,28 @@ def run_size(repos: int, tags: int, grace: float) -> dict[str, Any]:
         assert registry.bucket is not None
         out: dict[str, Any] = {"repositories": repos, "tags": repos * tags, "fill_seconds": round(filled, 1),
                                "objects": len(registry.bucket.objects(""))}
-        for label, tag in (("cold", "v0"), ("warm", "v1")):
-            start = time.monotonic()
-            job = stack.wait(stack.delete({"repository": "bench/app-0000", "tags": [tag]})["id"], timeout=1800)
-            out[label] = s3_figures(job, time.monotonic() - start)
-            if job["status"] != "succeeded":
-                out[label]["error"] = job["error"]
+        names = iter(f"v{i}" for i in range(tags))
+        for mode in MODES:
+            for when in ("cold", "warm"):
+                label = f"{mode} {when}"
+                start = time.monotonic()
+                job = stack.wait(stack.delete({"repository": "bench/app-0000", "tags": [next(names)],
+                                               "gc_mode": mode})["id"], timeout=3600)
+                out[label] = s3_figures(job, time.monotonic() - start)
+                out[label]["gc_mode_ran"] = (job["result"].get("gc") or {}).get("mode")
+                if job["status"] != "succeeded":
+                    out[label]["error"] = job["error"]
         return out
+
+
+# The GC modes measured, each twice (cold, then warm) on the same registry: BENCH_GC_MODES=incremental skips the
+# registry's own garbage-collect, which walks the whole bucket (through moto, minutes at 500 tags already).
+MODES = [m for m in os.environ.get("BENCH_GC_MODES", "registry,incremental").split(",") if m]
 
 
 def main() -> int:
     results = run_sizes(__doc__ or "", run_size, [50, 400])
-    cols = [(r, w) for r in results for w in ("cold", "warm")]
+    cols = [(r, w) for r in results for w in (f"{m} {when}" for m in MODES for when in ("cold", "warm"))]
     print("| step (seconds / S3 requests) | " + " | ".join(f"{r['tags']} tags ({w})" for r, w in cols) + " |")
     print("|---" * (1 + len(cols)) + "|")
     for name in STEPS:
