@@ -24,7 +24,9 @@ if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
 
 workers = int(os.environ.get("WEB_CONCURRENCY") or 2)
 threads = int(os.environ.get("GUNICORN_THREADS") or 8)
-worker_class = "gthread"
+# gthread that serves a kept-alive connection's next request in the same thread when it comes at once (a
+# registry's notifications: one POST per event, in sequence): service/gunicorn_worker.py.
+worker_class = "service.gunicorn_worker.Worker"
 
 
 def on_starting(server):  # noqa: ANN001, ANN201 - gunicorn's hook signature
