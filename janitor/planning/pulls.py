@@ -96,24 +96,57 @@ class PullBook:
         pulls = pulls_of(events, now)
         if not pulls:
             return 0
-        fresh = []
         with self._memo_lock:
-            if len(self._memo) > _MEMO_LIMIT:
-                self._memo.clear()
-            for repo, digest, second in pulls:
-                memo = (self.prefix, repo, digest)
-                if self._memo.get(memo, -1) < second:
-                    self._memo[memo] = second
-                    fresh.append((repo, digest, second))
+            fresh = [(r, d, s) for r, d, s in pulls if self._memo.get((self.prefix, r, d), -1) < s]
         if fresh:
-            keys = [self.since_key]
-            argv: list[Any] = [int(now)]
-            for repo, digest, second in fresh:
-                if self.key(repo) not in keys:
-                    keys.append(self.key(repo))
-                argv += [keys.index(self.key(repo)) + 1, digest, second]
-            self._script(keys=keys, args=argv)
+            self._write(fresh, now)
+            # Remembered once written: a failed write (Redis away) is tried again on the next delivery.
+            with self._memo_lock:
+                if len(self._memo) > _MEMO_LIMIT:
+                    self._memo.clear()
+                for repo, digest, second in fresh:
+                    memo = (self.prefix, repo, digest)
+                    if self._memo.get(memo, -1) < second:
+                        self._memo[memo] = second
         return len(pulls)
+
+    def _write(self, pulls: list[tuple[str, str, int]], now: float) -> None:
+        """One round trip: the "heard since" marker, and each (repository, digest, second) when newer."""
+        keys = [self.since_key]
+        argv: list[Any] = [int(now)]
+        for repo, digest, second in pulls:
+            if self.key(repo) not in keys:
+                keys.append(self.key(repo))
+            argv += [keys.index(self.key(repo)) + 1, digest, second]
+        self._script(keys=keys, args=argv)
+
+    def forget(self, repo: str, digests: Iterable[str]) -> dict[str, int]:
+        """Drop the pull times of manifests no longer stored (the window deleted them): a digest pushed again
+        starts unpulled, and the hash does not keep every digest ever pulled. Returns the times dropped, for a
+        restore to put back."""
+        listed = list(dict.fromkeys(digests))
+        if not listed:
+            return {}
+        with self._memo_lock:
+            for digest in listed:
+                self._memo.pop((self.prefix, repo, digest), None)
+        with self.conn.pipeline(transaction=True) as pipe:
+            pipe.hmget(self.key(repo), listed)
+            pipe.hdel(self.key(repo), *listed)
+            times, _ = pipe.execute()
+        return {d: int(float(_text(t))) for d, t in zip(listed, times, strict=True) if t is not None}
+
+    def forget_repository(self, repo: str) -> None:
+        """Drop every pull time of a repository no longer stored."""
+        with self._memo_lock:
+            for memo in [m for m in self._memo if m[0] == self.prefix and m[1] == repo]:
+                del self._memo[memo]
+        self.conn.delete(self.key(repo))
+
+    def put_back(self, repo: str, times: Mapping[str, int]) -> None:
+        """A restored manifest's pull times, as they were when it was deleted (unless a newer one is known)."""
+        if times:
+            self._write([(repo, d, int(t)) for d, t in times.items()], time.time())
 
     def heard_since(self) -> datetime | None:
         raw = self.conn.get(self.since_key)
