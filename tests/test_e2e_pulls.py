@@ -204,3 +204,20 @@ def test_deleted_manifests_lose_their_pull_times_and_a_restore_brings_them_back(
     ok(stack.post(f"/v1/jobs/{by_tag['id']}/restore").json())
     assert stack.redis.hget(app_key, d1) == str(int(datetime.fromisoformat("2026-01-02T03:04:05+00:00").timestamp())).encode()
     assert wait_until(lambda: tags_of(stack, "team/app").get("v1", {}).get("last_pulled") == "2026-01-02T03:04:05Z", 30)
+
+
+def test_a_repository_named_since_is_recorded_and_the_old_marker_moves(redis_conn: Any) -> None:
+    """The "heard since" marker was <prefix>:pulls:since, the hash key of a repository named `since`: a pull
+    of it failed its envelope, which the registry then retried for ever. The marker moves on the next write."""
+    from janitor.planning.pulls import PullBook
+
+    book = PullBook(redis_conn, "janitor:t")
+    redis_conn.set("janitor:t:pulls:since", "1000")  # a marker written before the upgrade
+    assert book.heard_since() == datetime.fromtimestamp(1000).astimezone()
+    digest = "sha256:" + "c" * 64
+    pulled = {"action": "pull", "timestamp": "2026-01-02T03:04:05Z", "request": {"useragent": DOCKER_UA},
+              "target": {"mediaType": OCI_MANIFEST, "digest": digest, "repository": "since", "tag": "v1"}}
+    assert book.record([pulled]) == 1
+    assert redis_conn.get("janitor:t:pulls-since") == b"1000"  # moved, not reset
+    assert book.heard_since() == datetime.fromtimestamp(1000).astimezone()
+    assert set(book.times(["since"])["since"]) == {digest}
