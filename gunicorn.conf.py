@@ -4,10 +4,17 @@
   scrape sums them (prometheus-client multiprocess mode). The variable must be set before a worker imports
   prometheus_client, hence here. Without one given, a private directory is made and removed on exit; a
   given one is emptied at start (files of an earlier run would add old counts).
-- Concurrency: several worker processes, each with threads (gthread), so a slow listing never holds up
-  /healthz, /readyz or a job poll. WEB_CONCURRENCY (processes, default 2) and GUNICORN_THREADS (threads per
-  process, default 8); GUNICORN_CMD_ARGS or the command line still override both. State is per process
-  (each builds its own connections); metrics are summed across processes (above); the listing index is in Redis.
+- Concurrency: several worker processes, each with threads, so a slow listing never holds up /healthz,
+  /readyz or a job poll. WEB_CONCURRENCY (processes, default 2) and GUNICORN_THREADS (threads per process,
+  default 8); GUNICORN_CMD_ARGS or the command line still override both. State is per process (each builds
+  its own connections); metrics are summed across processes (above); the listing index is in Redis.
+  The worker class is gthread with one change (service/gunicorn_worker.py): a registry sends its
+  notifications one POST at a time on one kept-alive connection, and the thread that answered one serves
+  the next itself when it comes at once, instead of handing the connection back to the main thread. Not
+  `sync` (no keep-alive, and one slow listing would block its process), nor gevent/eventlet (they patch the
+  threads and sockets Redis, requests and the docker SDK use). Two processes by default: the API's own CPU
+  per request is small, the machine it was measured on has two cores, and each process keeps its own
+  queue of claims to check and its own connections, so more processes buy memory, not throughput.
 - Logs: LOG_FORMAT=json makes gunicorn's own records JSON too (the app configures its own in create_app).
 """
 
