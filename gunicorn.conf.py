@@ -4,10 +4,17 @@
   scrape sums them (prometheus-client multiprocess mode). The variable must be set before a worker imports
   prometheus_client, hence here. Without one given, a private directory is made and removed on exit; a
   given one is emptied at start (files of an earlier run would add old counts).
-- Concurrency: several worker processes, each with threads (gthread), so a slow listing never holds up
-  /healthz, /readyz or a job poll. WEB_CONCURRENCY (processes, default 2) and GUNICORN_THREADS (threads per
-  process, default 8); GUNICORN_CMD_ARGS or the command line still override both. State is per process
-  (each builds its own connections); metrics are summed across processes (above); the listing index is in Redis.
+- Concurrency: several worker processes, each with threads, so a slow listing never holds up /healthz,
+  /readyz or a job poll. WEB_CONCURRENCY (processes, default 2) and GUNICORN_THREADS (threads per process,
+  default 8); GUNICORN_CMD_ARGS or the command line still override both. State is per process (each builds
+  its own connections); metrics are summed across processes (above); the listing index is in Redis.
+  The worker class is gthread with one change (service/gunicorn_worker.py): a registry sends its
+  notifications one POST at a time on one kept-alive connection, and the thread that answered one serves
+  the next itself when it comes at once, instead of handing the connection back to the main thread. Not
+  `sync` (no keep-alive, and one slow listing would block its process), nor gevent/eventlet (they patch the
+  threads and sockets Redis, requests and the docker SDK use). Two processes by default: the API's own CPU
+  per request is small, the machine it was measured on has two cores, and each process keeps its own
+  queue of claims to check and its own connections, so more processes buy memory, not throughput.
 - Logs: LOG_FORMAT=json makes gunicorn's own records JSON too (the app configures its own in create_app).
 """
 
@@ -24,7 +31,9 @@ if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
 
 workers = int(os.environ.get("WEB_CONCURRENCY") or 2)
 threads = int(os.environ.get("GUNICORN_THREADS") or 8)
-worker_class = "gthread"
+# gthread that serves a kept-alive connection's next request in the same thread when it comes at once (a
+# registry's notifications: one POST per event, in sequence): service/gunicorn_worker.py.
+worker_class = "service.gunicorn_worker.Worker"
 
 
 def on_starting(server):  # noqa: ANN001, ANN201 - gunicorn's hook signature

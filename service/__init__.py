@@ -105,6 +105,9 @@ def create_app(settings: Settings | None = None) -> Flask:
     logs.configure(settings.log_format)
     register_metrics(app, api)
     requestlog.install(app)
+    from service.events.fast import ThinEvents
+
+    app.wsgi_app = ThinEvents(app, tokens)  # type: ignore[method-assign]  # the registry's events, before Flask
 
     if settings.webhook_urls and not settings.webhook_secret:
         log.warning("WEBHOOK_URLS is set without WEBHOOK_SECRET: deliveries go out unsigned.")

@@ -167,3 +167,57 @@ def test_pull_events_are_recorded_once_by_digest_and_bad_values_are_refused(noti
     # An event whose pull names a bad repository is refused like any event.
     bad = post_events(stack, {"events": [{**event, "target": {**event["target"], "repository": "UP/../x"}}]})
     assert bad.status_code == 422 and set(bad.json()) == {"code", "message", "status", "details"}
+
+
+def test_deleted_manifests_lose_their_pull_times_and_a_restore_brings_them_back(  # noqa: F811
+        notified: tuple[Stack, Any, Any]) -> None:
+    """The window's delete step drops the pull time of each manifest it deletes (a repository it removes loses
+    its whole hash), the restore record keeps it, and a restore puts it back."""
+    stack, _, _ = notified
+    p = stack.pusher()
+    d1 = p.image("team/app", images.image(OCI_MANIFEST, layers=1, layer_size=512), "v1")
+    d2 = p.image("team/app", images.image(OCI_MANIFEST, layers=1, layer_size=512), "v2")
+    d3 = p.image("team/gone", images.image(OCI_MANIFEST, layers=1, layer_size=512), "only")
+    assert wait_until(lambda: set(tags_of(stack, "team/app")) == {"v1", "v2"} and "only" in tags_of(stack, "team/gone"),
+                      10, 0.05)
+
+    def pulled(repo: str, tag: str, digest: str) -> dict[str, Any]:
+        return {"action": "pull", "timestamp": "2026-01-02T03:04:05Z", "request": {"useragent": DOCKER_UA},
+                "target": {"mediaType": OCI_MANIFEST, "digest": digest, "repository": repo, "tag": tag}}
+    resp = post_events(stack, {"events": [pulled("team/app", "v1", d1), pulled("team/app", "v2", d2),
+                                          pulled("team/gone", "only", d3)]})
+    assert resp.status_code == 200 and resp.json()["pulls"] == 3, resp.text
+    [app_key] = stack.redis.keys("*:pulls:team/app")
+    [gone_key] = stack.redis.keys("*:pulls:team/gone")
+    assert set(stack.redis.hkeys(app_key)) == {d1.encode(), d2.encode()}
+
+    def ok(job: dict[str, Any]) -> dict[str, Any]:
+        done = stack.wait(job["id"], timeout=180)
+        assert done["status"] == "succeeded", done
+        return done
+    by_tag = ok(stack.delete({"repository": "team/app", "tags": ["v1"], "restore_window": "10m"}))
+    assert by_tag["result"]["manifests_deleted"] == [d1]
+    ok(stack.delete({"repository": "team/gone", "all_tags": True}))
+    assert set(stack.redis.hkeys(app_key)) == {d2.encode()}  # v2 was not deleted: its pull time stays
+    assert not stack.redis.exists(gone_key)  # the repository was removed: its hash went with it
+
+    ok(stack.post(f"/v1/jobs/{by_tag['id']}/restore").json())
+    assert stack.redis.hget(app_key, d1) == str(int(datetime.fromisoformat("2026-01-02T03:04:05+00:00").timestamp())).encode()
+    assert wait_until(lambda: tags_of(stack, "team/app").get("v1", {}).get("last_pulled") == "2026-01-02T03:04:05Z", 30)
+
+
+def test_a_repository_named_since_is_recorded_and_the_old_marker_moves(redis_conn: Any) -> None:
+    """The "heard since" marker was <prefix>:pulls:since, the hash key of a repository named `since`: a pull
+    of it failed its envelope, which the registry then retried for ever. The marker moves on the next write."""
+    from janitor.planning.pulls import PullBook
+
+    book = PullBook(redis_conn, "janitor:t")
+    redis_conn.set("janitor:t:pulls:since", "1000")  # a marker written before the upgrade
+    assert book.heard_since() == datetime.fromtimestamp(1000).astimezone()
+    digest = "sha256:" + "c" * 64
+    pulled = {"action": "pull", "timestamp": "2026-01-02T03:04:05Z", "request": {"useragent": DOCKER_UA},
+              "target": {"mediaType": OCI_MANIFEST, "digest": digest, "repository": "since", "tag": "v1"}}
+    assert book.record([pulled]) == 1
+    assert redis_conn.get("janitor:t:pulls-since") == b"1000"  # moved, not reset
+    assert book.heard_since() == datetime.fromtimestamp(1000).astimezone()
+    assert set(book.times(["since"])["since"]) == {digest}

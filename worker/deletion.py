@@ -110,7 +110,9 @@ def carry_out(state: WindowState, job: dict[str, Any], out: dict[str, Any], read
             manifest = repo_snap.manifests.get(digest)
             state.released_blobs.setdefault(repo, set()).update(manifest.blob_digests if manifest else ())
             delete_by_digest(ctx.client, repo, digest)
-            index.manifest_deleted(ctx.conn, ctx.keys.prefix, repo, digest)  # its tags leave the listing
+            # Its tags leave the listing and its pull time goes (kept in the restore record, if any).
+            for pulled_digest, second in index.manifest_deleted(ctx.conn, ctx.keys.prefix, repo, digest).items():
+                state.pulled[(repo, pulled_digest)] = second
             deleted.append(digest)
             gone.append((repo, digest))
             state.deleted.setdefault(repo, set()).add(digest)

@@ -49,7 +49,8 @@ def remember(state: WindowState, job: dict[str, Any], snap: Snapshot, plan: Plan
         digest = snap.repos[repo].tags.get(tag) if repo in snap.repos else None
         if digest:
             tags.append((repo, tag, digest))
-    rec = rules.record(job, deleted, tags, known_sizes(d.manifest for d in deleted), plan.blobs_freed, window)
+    rec = rules.record(job, deleted, tags, known_sizes(d.manifest for d in deleted), plan.blobs_freed, window,
+                       pulled=state.pulled)
     if rec is None:
         return
     store(state).save(rec)
@@ -113,6 +114,7 @@ def run(state: WindowState, job: dict[str, Any]) -> None:
         failed: list[dict[str, Any]] = []
         out.update(manifests_restored=restored, tags_restored=tags_restored, skipped=skipped, failed=failed)
         raw_of: dict[tuple[str, str], tuple[bytes, str]] = {}
+        pulled_back: dict[str, dict[str, int]] = {}
         for entry in todo.manifests:
             repo, digest = entry["repository"], entry["digest"]
             manifest = rules.manifest_of(entry)
@@ -133,6 +135,8 @@ def run(state: WindowState, job: dict[str, Any]) -> None:
                 failed.append({"repository": repo, "digest": digest, "reason": f"the registry stored it as {put}"})
                 continue
             restored.append(f"{repo}@{digest}")
+            if entry.get("last_pulled") is not None:  # its pull time, dropped at the delete, comes back too
+                pulled_back.setdefault(repo, {})[digest] = int(entry["last_pulled"])
         for tag in todo.tags:
             repo, name, digest = tag["repository"], tag["tag"], tag["digest"]
             ref = f"{repo}:{name}"
@@ -159,6 +163,8 @@ def run(state: WindowState, job: dict[str, Any]) -> None:
         job["result"].update(restored_from=request["job"], manifests_restored=list(restored),
                              tags_restored=list(tags_restored), skipped=list(skipped), failed=list(failed))
         store(state).restored(request["job"], job["id"])
+        for repo, times in pulled_back.items():
+            index.pulls_restored(ctx.conn, ctx.keys.prefix, repo, times)
         index.window_restarted(ctx.conn, ctx.keys.prefix)  # the listing reads the registry again
         if failed:
             raise errors.RestoreIncomplete(

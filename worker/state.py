@@ -46,6 +46,7 @@ class WindowState:
         self.remove_repos: dict[str, list[dict[str, Any]]] = {}  # repository -> jobs that emptied it
         self.manifests: dict[str, Manifest] = {}  # by digest, immutable: shared by every plan in the window
         self.deleted: dict[str, set[str]] = {}  # repository -> manifests this window deleted there
+        self.pulled: dict[tuple[str, str], int] = {}  # (repository, digest) deleted -> its last pull (epoch s)
         self.swept: list[str] | None = None  # blobs GC deleted; None while GC has not run
         self.prepared_at = 0.0  # epoch seconds: when the drain step prepared for the fence
         self.blob_cache: CacheTarget | None = None  # the registry's Redis blob cache, reached in preflight

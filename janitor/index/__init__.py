@@ -30,6 +30,7 @@ from janitor.index.store import (
     NOTIFICATIONS,
     POLLING,
     manifest_deleted,
+    pulls_restored,
     repository_removed,
     tag_removed,
     window_restarted,
@@ -37,6 +38,6 @@ from janitor.index.store import (
 
 __all__ = [
     "EVENTS_URL", "MODES", "NOTIFICATIONS", "POLLING", "Confirm", "TagIndex", "events_to_check", "glob_filter",
-    "manifest_deleted", "notifications_configured", "now_iso", "query_glob", "repository_removed", "select_tags",
+    "manifest_deleted", "notifications_configured", "now_iso", "pulls_restored", "query_glob", "repository_removed", "select_tags",
     "sort_repositories", "summary", "tag_entry", "tag_removed", "usage", "window_restarted",
 ]

@@ -19,6 +19,7 @@ from janitor import errors
 from janitor.index.entries import now_iso, tag_entry
 from janitor.index.events import Confirm
 from janitor.index.store import IndexStore, _s
+from janitor.planning.pulls import PullBook
 from janitor.planning.snapshot import Reader, _again
 from janitor.registry import names
 from janitor.registry.client import RegistryClient
@@ -291,6 +292,7 @@ class IndexReader(IndexStore):
                 continue
             except errors.RepositoryNotFound:
                 self.commit(repo, gen, lambda tags, indexed: None)
+                PullBook(self.conn, self.prefix).forget_repository(repo)  # its pull times go with it
         at = now_iso()
         fields = {"reconciled_at": at}
         if not self.filled():

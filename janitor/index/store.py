@@ -30,6 +30,7 @@ from typing import Any
 import redis
 
 from janitor.index.entries import now_iso, summary
+from janitor.planning.pulls import PullBook
 
 log = logging.getLogger("janitor.index")
 
@@ -238,9 +239,15 @@ def _best_effort(what: str, fn: Callable[[], None]) -> None:
         log.warning("index not updated after %s (%s); the next reconcile repairs it", what, exc)
 
 
-def manifest_deleted(conn: redis.Redis, prefix: str, repo: str, digest: str) -> None:
-    """After the window's delete_by_digest: the manifest's tags leave the listing at once, for good."""
+def manifest_deleted(conn: redis.Redis, prefix: str, repo: str, digest: str) -> dict[str, int]:
+    """After the window's delete_by_digest: the manifest's tags leave the listing at once, for good, and its
+    pull times go (a digest pushed again starts unpulled). Returns the pull time dropped ({} when none), for
+    the restore record to put back."""
     _best_effort(f"deleting {repo}@{digest}", lambda: IndexStore(conn, prefix).forget_manifest(repo, digest))
+    dropped: dict[str, int] = {}
+    _best_effort(f"dropping the pull time of {repo}@{digest}",
+                 lambda: dropped.update(PullBook(conn, prefix).forget(repo, [digest])))
+    return dropped
 
 
 def tag_removed(conn: redis.Redis, prefix: str, repo: str, tag: str) -> None:
@@ -249,8 +256,14 @@ def tag_removed(conn: redis.Redis, prefix: str, repo: str, tag: str) -> None:
 
 
 def repository_removed(conn: redis.Redis, prefix: str, repo: str) -> None:
-    """After the window removed a repository's directory."""
+    """After the window removed a repository's directory: its listing and its pull times go."""
     _best_effort(f"removing {repo}", lambda: IndexStore(conn, prefix).forget_repository(repo))
+    _best_effort(f"dropping the pull times of {repo}", lambda: PullBook(conn, prefix).forget_repository(repo))
+
+
+def pulls_restored(conn: redis.Redis, prefix: str, repo: str, times: Mapping[str, int]) -> None:
+    """After a restore put manifests back: the pull times they had when deleted."""
+    _best_effort(f"restoring the pull times in {repo}", lambda: PullBook(conn, prefix).put_back(repo, times))
 
 
 def window_restarted(conn: redis.Redis, prefix: str) -> None:

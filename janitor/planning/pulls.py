@@ -4,7 +4,10 @@ their rules run.
 
 Keys (under the registry's prefix P):
   P:pulls:<repo>   hash manifest digest -> epoch seconds of its newest pull heard of
-  P:pulls:since    epoch seconds: when the janitor first heard a pull of this registry
+  P:pulls-since    epoch seconds: when the janitor first heard a pull of this registry. It was P:pulls:since,
+                   which is also the hash of a repository named `since`: a pull of it failed every envelope
+                   that named it (WRONGTYPE), and the registry retried that envelope for ever, holding up
+                   every later event. The old key, a string, moves here on the next write.
 
 Pull traffic is far heavier than pushes, so recording costs one Redis round trip per envelope at most (one
 script: the marker, and each digest's time only when newer), and none for a digest already recorded in the
@@ -27,9 +30,17 @@ from janitor.registry.client import USER_AGENT
 
 BLOB_MEDIA_TYPE = "application/octet-stream"  # distribution's media type on every blob event
 _MEMO_LIMIT = 100_000
-# KEYS[1] the marker, KEYS[2..] the repositories' hashes; ARGV[1] now, then (key index, digest, seconds) triples.
+# KEYS[1] the marker, KEYS[2] its old key, KEYS[3..] the repositories' hashes; ARGV[1] now, then (key index,
+# digest, seconds) triples. The old marker (a string; a hash there is the repository `since`) moves over once.
 _RECORD = """
-redis.call('set', KEYS[1], ARGV[1], 'NX')
+if redis.call('exists', KEYS[1]) == 0 then
+  local old = nil
+  if redis.call('type', KEYS[2]).ok == 'string' then
+    old = redis.call('get', KEYS[2])
+    redis.call('del', KEYS[2])
+  end
+  redis.call('set', KEYS[1], old or ARGV[1])
+end
 local n = 0
 for i = 2, #ARGV, 3 do
   local key = KEYS[tonumber(ARGV[i])]
@@ -77,7 +88,8 @@ class PullBook:
     def __init__(self, conn: redis.Redis, prefix: str) -> None:
         self.conn = conn
         self.prefix = prefix
-        self.since_key = f"{prefix}:pulls:since"
+        self.since_key = f"{prefix}:pulls-since"
+        self.old_since_key = f"{prefix}:pulls:since"  # before: the hash key of a repository named `since`
         self._script = conn.register_script(_RECORD)
 
     @classmethod
@@ -96,27 +108,62 @@ class PullBook:
         pulls = pulls_of(events, now)
         if not pulls:
             return 0
-        fresh = []
         with self._memo_lock:
-            if len(self._memo) > _MEMO_LIMIT:
-                self._memo.clear()
-            for repo, digest, second in pulls:
-                memo = (self.prefix, repo, digest)
-                if self._memo.get(memo, -1) < second:
-                    self._memo[memo] = second
-                    fresh.append((repo, digest, second))
+            fresh = [(r, d, s) for r, d, s in pulls if self._memo.get((self.prefix, r, d), -1) < s]
         if fresh:
-            keys = [self.since_key]
-            argv: list[Any] = [int(now)]
-            for repo, digest, second in fresh:
-                if self.key(repo) not in keys:
-                    keys.append(self.key(repo))
-                argv += [keys.index(self.key(repo)) + 1, digest, second]
-            self._script(keys=keys, args=argv)
+            self._write(fresh, now)
+            # Remembered once written: a failed write (Redis away) is tried again on the next delivery.
+            with self._memo_lock:
+                if len(self._memo) > _MEMO_LIMIT:
+                    self._memo.clear()
+                for repo, digest, second in fresh:
+                    memo = (self.prefix, repo, digest)
+                    if self._memo.get(memo, -1) < second:
+                        self._memo[memo] = second
         return len(pulls)
+
+    def _write(self, pulls: list[tuple[str, str, int]], now: float) -> None:
+        """One round trip: the "heard since" marker, and each (repository, digest, second) when newer."""
+        keys = [self.since_key, self.old_since_key]
+        argv: list[Any] = [int(now)]
+        for repo, digest, second in pulls:
+            if self.key(repo) not in keys:
+                keys.append(self.key(repo))
+            argv += [keys.index(self.key(repo)) + 1, digest, second]
+        self._script(keys=keys, args=argv)
+
+    def forget(self, repo: str, digests: Iterable[str]) -> dict[str, int]:
+        """Drop the pull times of manifests no longer stored (the window deleted them): a digest pushed again
+        starts unpulled, and the hash does not keep every digest ever pulled. Returns the times dropped, for a
+        restore to put back."""
+        listed = list(dict.fromkeys(digests))
+        if not listed:
+            return {}
+        with self._memo_lock:
+            for digest in listed:
+                self._memo.pop((self.prefix, repo, digest), None)
+        with self.conn.pipeline(transaction=True) as pipe:
+            pipe.hmget(self.key(repo), listed)
+            pipe.hdel(self.key(repo), *listed)
+            times, _ = pipe.execute()
+        return {d: int(float(_text(t))) for d, t in zip(listed, times, strict=True) if t is not None}
+
+    def forget_repository(self, repo: str) -> None:
+        """Drop every pull time of a repository no longer stored."""
+        with self._memo_lock:
+            for memo in [m for m in self._memo if m[0] == self.prefix and m[1] == repo]:
+                del self._memo[memo]
+        self.conn.delete(self.key(repo))
+
+    def put_back(self, repo: str, times: Mapping[str, int]) -> None:
+        """A restored manifest's pull times, as they were when it was deleted (unless a newer one is known)."""
+        if times:
+            self._write([(repo, d, int(t)) for d, t in times.items()], time.time())
 
     def heard_since(self) -> datetime | None:
         raw = self.conn.get(self.since_key)
+        if raw is None and self.conn.type(self.old_since_key) in (b"string", "string"):
+            raw = self.conn.get(self.old_since_key)  # not moved yet: no pull recorded since the upgrade
         return _when(raw) if raw is not None else None
 
     def times(self, repos: Iterable[str]) -> dict[str, dict[str, datetime]]:

@@ -60,9 +60,12 @@ def needed_blobs(manifest: mf.Manifest) -> tuple[str, ...]:
 
 def record(job: Mapping[str, Any], deleted: Iterable[Deleted], tags: Iterable[tuple[str, str, str]],
            sizes: Mapping[str, int], freed: Mapping[str, int] | None, window: float,
-           at: float | None = None) -> dict[str, Any] | None:
+           at: float | None = None, pulled: Mapping[tuple[str, str], int] | None = None) -> dict[str, Any] | None:
     """The record of what a job deleted, or None when it deleted nothing. `tags`: (repository, tag, digest it
-    pointed at). `sizes`: known blob sizes; `freed`: the plan's blobs GC would free (None: sizes unknown)."""
+    pointed at). `sizes`: known blob sizes; `freed`: the plan's blobs GC would free (None: sizes unknown).
+    `pulled`: (repository, digest) -> last pull (epoch s) of the deleted manifests, dropped from the pull
+    times at the delete and put back by a restore."""
+    pulled = pulled or {}
     deleted, tags = list(deleted), sorted(set(tags))
     if not deleted and not tags:
         return None
@@ -75,7 +78,8 @@ def record(job: Mapping[str, Any], deleted: Iterable[Deleted], tags: Iterable[tu
         "job": job["id"], "kind": job.get("kind"), "policy": job.get("policy"),
         "requested_by": job.get("requested_by"), "deleted_at": at, "restorable_until": at + window,
         "manifests": [{"repository": d.repository, "digest": d.manifest.digest, "media_type": d.manifest.media_type,
-                       "raw": base64.b64encode(d.manifest.raw).decode()} for d in deleted],
+                       "raw": base64.b64encode(d.manifest.raw).decode(),
+                       "last_pulled": pulled.get((d.repository, d.manifest.digest))} for d in deleted],
         "tags": [{"repository": r, "tag": t, "digest": dg} for r, t, dg in tags],
         "blobs": blobs,
         "bytes_held": None if freed is None else sum(s for d, s in freed.items() if d in blobs),

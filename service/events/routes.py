@@ -16,7 +16,7 @@ from janitor.planning.pulls import PullBook
 from service import auth
 from service.errors import ErrorSchema
 from service.events.schemas import EnvelopeSchema, EventsResultSchema
-from service.state import state
+from service.state import State, state
 
 blp = Blueprint("events", __name__, url_prefix="/v1/events", description="Registry notifications")
 EXAMPLE = {"events": [{
@@ -54,15 +54,21 @@ class Events(MethodView):
     @blp.alt_response(503, schema=ErrorSchema, description="Registry unreachable (REGISTRY_UNAVAILABLE)")
     @auth.scope("events")
     def post(self, envelope: dict[str, Any]) -> dict[str, Any]:
-        st = state()
-        events = envelope["events"]
-        pulls = PullBook.of(st.conn, st.keys.prefix).record(events)  # one Redis round trip at most
-        checks, ignored = index.events_to_check(events)
-        queue = confirming.queue()
-        queued = [repo for repo, check in sorted(checks.items()) if queue.submit(st.index, repo, check)]
-        _note_event(st.index)
-        return {"received": len(events), "ignored": ignored - pulls, "pulls": pulls, "repositories": queued,
-                "changed": [], "rechecking": []}
+        return take(state(), envelope["events"])
+
+
+def take(st: State, events: list[dict[str, Any]]) -> dict[str, Any]:
+    """What a checked envelope does, and the answer: here for this view and for the thin path that serves
+    the same requests in front of Flask (service/events/fast.py). Everything it does may be done twice
+    with the same outcome (a pull time only moves forward, a queued claim merges with itself), so the thin
+    path can hand a request it failed on to this view."""
+    pulls = PullBook.of(st.conn, st.keys.prefix).record(events)  # one Redis round trip at most
+    checks, ignored = index.events_to_check(events)
+    queue = confirming.queue()
+    queued = [repo for repo, check in sorted(checks.items()) if queue.submit(st.index, repo, check)]
+    _note_event(st.index)
+    return {"received": len(events), "ignored": ignored - pulls, "pulls": pulls, "repositories": queued,
+            "changed": [], "rechecking": []}
 
 
 _noted: dict[int, float] = {}
