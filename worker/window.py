@@ -230,6 +230,7 @@ class Window(WindowState):
                 out.update(self._drain(root) if root is not None else {"skipped": True, "reason": "no filesystem access"})
                 self.prepared_at = time.time()
                 sizes = self._prepare_sizes(root, out) if root is not None else None
+                early = self._early_links(out) if root is not None else None
                 found = incremental_gc.premark(self, root, out)  # gc_mode incremental: the mark, before the fence
             with self.step(self.alive(), "fence") as out:
                 out.update(guard.close())
@@ -242,9 +243,13 @@ class Window(WindowState):
                     # Links since the grace before the drain step's mark: a superset of those since the grace
                     # before now, found without stat-ing every link.
                     if "grace" in self.marks and "prepared" in self.marks:
+                        # With the links read before the fence (`early`), only repositories that linked a blob
+                        # since the drain step's mark are entered now.
                         recent, late = holds.recent_blobs_and_sizes(
-                            self.storage, ctx.settings.upload_grace, self.prepared_at, self.marks["grace"],
-                            self.marks["prepared"])
+                            self.storage, ctx.settings.upload_grace, self.prepared_at,
+                            self.marks["grace" if early is None else "prepared"], self.marks["prepared"])
+                        for repo, blobs in (early or {}).items():
+                            recent.setdefault(repo, set()).update(blobs)
                         if sizes is not None:
                             sizes.update(late)  # blobs stored since the sizes were read
                     else:
@@ -296,6 +301,18 @@ class Window(WindowState):
         out.update(blob_sizes_known=len(known), blob_files_stat=len(statted),
                    stat_since=None if "sizes" not in self.marks else round(since or 0.0, 3))
         return {**known, **statted}
+
+    def _early_links(self, out: dict[str, Any]) -> dict[str, set[str]] | None:
+        """Before the fence, on the filesystem: the blobs linked within the upload grace up to the drain step's
+        mark, so that under the fence the hold step enters only the repositories that linked a blob since
+        (with the default grace of an hour, every repository pushed to in that hour otherwise). None when the
+        marks are missing, or on an object store, which lists every link either way."""
+        if self.storage.driver != "filesystem" or "grace" not in self.marks or "prepared" not in self.marks:
+            return None
+        early = holds.recent_blobs(self.storage, self.ctx.settings.upload_grace, self.prepared_at,
+                                   self.marks["grace"])
+        out["recent_links_before_fence"] = sum(len(b) for b in early.values())
+        return early
 
     def _gc(self, root: str | None, sizes: dict[str, int] | None, out: dict[str, Any], found: Any = None,
             unplaced: list[tuple[holds.Hold, bytes]] | None = None) -> None:

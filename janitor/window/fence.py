@@ -25,7 +25,7 @@ from janitor.registry.container import FileMeta, RegistryContainer
 MARKER = b"# registry-janitor: read-only for maintenance"
 BACKUP_SUFFIX = ".janitor-original"
 # Between polls of /v2/ after a restart: every poll saved is time writes stay refused.
-READY_POLL = 0.02
+READY_POLL = 0.01
 _MARKER_LINE = re.compile(rb"^# registry-janitor: read-only for maintenance(?: by (\S+))?;")
 
 
