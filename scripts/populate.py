@@ -141,7 +141,8 @@ def populate(registry_url: str, repos: int, tags: int, prefix: str = "bench/app"
 
 # -- straight into the registry's filesystem storage --------------------------------------------------------
 
-STORAGE_CHUNK = 100  # repositories per archive: about 1,000 tags, 8,000 files, 10 MB
+STORAGE_CHUNK = 50  # repositories per archive: about 500 tags, 4,000 files, 5 MB
+ENGINE_TIMEOUT = 900  # seconds for one archive (or the mkdir) through the Docker engine
 
 
 class StorageFill:
@@ -152,14 +153,19 @@ class StorageFill:
 
     def __init__(self, container: Any, root: str = "/var/lib/registry", layer_size: int = 1024,
                  media_type: str = MANIFEST) -> None:
+        import docker  # only here: the API fill needs no Docker SDK
+
         self.container = container  # a docker-py Container of the registry
+        # Its own engine client: unpacking an archive takes the engine well past docker-py's 60 s on a loaded machine.
+        self.api = docker.from_env(timeout=ENGINE_TIMEOUT).api
         self.layout = Layout(root)
         self.layer_size = layer_size
         self.media_type = media_type
 
     def fill(self, repos: int, tags: int, prefix: str = "bench/app") -> list[Pushed]:
-        code, out = self.container.exec_run(["mkdir", "-p", self.layout.v2])
-        if code != 0:
+        run = self.api.exec_create(self.container.id, ["mkdir", "-p", self.layout.v2])
+        out = self.api.exec_start(run["Id"])
+        if self.api.exec_inspect(run["Id"])["ExitCode"] != 0:
             raise RuntimeError(f"cannot create {self.layout.v2}: {out.decode(errors='replace')}")
         names = [f"{prefix}-{i:04d}" for i in range(repos)]
         pushed: list[Pushed] = []
@@ -177,7 +183,7 @@ class StorageFill:
         return pushed
 
     def _put(self, archive: bytes) -> None:
-        if not self.container.put_archive(self.layout.v2, archive):
+        if not self.api.put_archive(self.container.id, self.layout.v2, archive):
             raise RuntimeError(f"the engine refused the archive for {self.layout.v2}")
 
     def _archive(self, names: list[str], tags: int) -> tuple[bytes, list[Pushed]]:
