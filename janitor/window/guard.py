@@ -265,7 +265,12 @@ class WindowGuard:
         undo = [i for i in range(len(self.replicas)) if self.touched[i] or found[i] is not None or not self.several]
         out: dict[str, Any] = {"restored": True}
         if (self.placed or self.recorded) and self._running():
-            self._retry_docker(self.release_holds)  # before writes resume, while it still runs
+            try:
+                self._retry_docker(self.release_holds)  # before writes resume, while it still runs
+            except (errors.StorageCommandFailed, errors.ContainerError):
+                if self._running():
+                    raise
+                # It was being stopped (killed during GC: "running" a moment longer): they go after the restart.
         readies: dict[int, float] = {}
         restarts = 0.0
         for i in undo:
