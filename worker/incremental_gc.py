@@ -107,9 +107,13 @@ def dirs_maybe_left(mode: dict[str, Any], found: incremental.Premark | None, swe
     gone = [*swept, *held]
     if mode.get("mode") != "incremental" or found is None:
         return gone
-    survivors = found.mark.blobs - set(gone)
-    in_use = {_parent(d) for d in survivors}
-    return [d for d in gone if _parent(d) not in in_use]
+    left, wanted = set(gone), {_parent(d) for d in gone}
+    for blob in found.mark.blobs:  # stops once each parent is known to keep a blob: a few hundred looks, not all
+        if blob not in left and _parent(blob) in wanted:
+            wanted.discard(_parent(blob))
+            if not wanted:
+                break
+    return [d for d in gone if _parent(d) in wanted]
 
 
 def _parent(digest: str) -> str:
