@@ -53,12 +53,14 @@ def bench_stack(registry_env: Callable[[int], dict[str, str]] | None = None,
         stack = start_stack(registry, f"redis://127.0.0.1:{port}/0", conn, port=api_port, **env)
         yield registry, stack
     finally:
-        if stack is not None:
-            stack.stop()
-        if registry is not None:
-            registry.container.remove(force=True, v=True)
-        redis_proc.terminate()
-        shutil.rmtree(workdir, ignore_errors=True)
+        try:
+            if stack is not None:
+                stack.stop()
+            if registry is not None:  # a 40,000-tag volume takes the engine past docker-py's default 60 s
+                docker.from_env(timeout=900).api.remove_container(registry.container.id, v=True, force=True)
+        finally:
+            redis_proc.terminate()
+            shutil.rmtree(workdir, ignore_errors=True)
 
 
 def load() -> str:

@@ -472,7 +472,8 @@ def test_registry_container_killed_during_gc(registry: Registry, docker_client: 
         pushes.finish()
     assert job["status"] == "failed" and job["error"]["step"] == "gc", job
     clear_state(job, {"GC_FAILED", "CONTAINER_ERROR", "DOCKER_UNAVAILABLE"})
-    assert next(st for st in job["steps"] if st["name"] == "restart")["status"] == "succeeded"
+    restart = next(st for st in job["steps"] if st["name"] == "restart")
+    assert restart["status"] == "succeeded", restart
     registry.container.reload()
     assert registry.container.status == "running"
     assert images.pull_verified(registry.url, "team/stuck", "v1") == []

@@ -188,3 +188,24 @@ def test_the_mode_is_registry_unless_set_and_a_bad_one_stops_the_start() -> None
     assert (known.get("a").gc_mode, known.get("b").gc_mode) == ("incremental", "registry")
     with pytest.raises(RegistriesFileError, match="gc_mode must be registry or incremental"):
         parse(text.replace("gc_mode: incremental", "gc_mode: 1"), Settings())
+
+
+def test_after_an_incremental_sweep_only_parents_no_known_blob_lives_in_are_left_to_rmdir() -> None:
+    """The sweep removes each blob's own directory; its two-hex-digit parent is tried only when no blob the mark
+    knows is left there. The registry's GC leaves the own directories: all of them are tried."""
+    from worker.incremental_gc import dirs_maybe_left
+    from janitor.window.incremental import Premark
+
+    blobs = [d(n) for n in range(600)]
+    by_parent: dict[str, list[str]] = {}
+    for b in blobs:
+        by_parent.setdefault(b[7:9], []).append(b)
+    alone = next(group for group in by_parent.values() if len(group) == 1)[0]
+    crowded = next(group for group in by_parent.values() if len(group) > 2)
+    hold = next(b for b in blobs if b not in (alone, *crowded) and len(by_parent[b[7:9]]) == 2)
+    partner = next(b for b in by_parent[hold[7:9]] if b != hold)
+    found = Premark(rules.take({}, set(), blobs, {}), since="/tmp/mark")
+    swept = [alone, crowded[0], partner]
+    assert dirs_maybe_left({"mode": "incremental"}, found, swept, [hold]) == [alone, partner, hold]
+    assert dirs_maybe_left({"mode": "registry"}, found, swept, [hold]) == [*swept, hold]
+    assert dirs_maybe_left({"mode": "incremental"}, None, swept, []) == swept

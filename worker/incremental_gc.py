@@ -16,6 +16,7 @@ from janitor.config.settings import GC_MODES
 from janitor.window import incremental
 from janitor.window import mark as rules
 from janitor.window.gc import GcSummary
+from janitor.window.holds import Hold
 from worker.state import WindowState
 
 log = logging.getLogger("worker.window")
@@ -60,9 +61,14 @@ def premark(window: WindowState, root: str | None, out: dict[str, Any]) -> incre
 
 
 def collect(window: WindowState, root: str, found: incremental.Premark, sizes: dict[str, int] | None,
-            out: dict[str, Any]) -> GcSummary:
+            out: dict[str, Any], unplaced: list[tuple[Hold, bytes]] | None = None) -> GcSummary:
     """Under the fence: the change since the mark, then the sweep, checked like the registry's GC (lease,
-    time, a refused write) first. A manifest pushed since that cannot be read hands over to the registry's GC."""
+    time, a refused write) first. A manifest pushed since that cannot be read hands over to the registry's GC.
+
+    `unplaced`: the window's holds, not written. A hold manifest would mark exactly its blobs (it always counts:
+    its repository has the layer links it was built from), so the sweep leaving those blobs out frees what the
+    placed holds would have let it free, without the writes and removals of hold manifests and their record
+    while writes are refused. The registry's GC knows only what storage holds: for it they are placed first."""
     guard = window.guard
     guard.check("GC")
     if not guard.fenced:
@@ -73,12 +79,40 @@ def collect(window: WindowState, root: str, found: incremental.Premark, sizes: d
     except rules.Unreadable as exc:
         log.warning("incremental sweep not possible (%s): the registry's garbage-collect runs", exc)
         out["mode"], out["incremental_refused"] = "registry", str(exc)
+        guard.place_holds(unplaced or [])
         return guard.gc()
     if sizes is not None:
         sizes.update(found.sizes)
         sizes.update(sweep.sizes)
-    window.storage.delete_blobs(sweep.blobs, lambda: guard.check("deleting blobs"))
+    kept = {blob for hold, _ in unplaced or () for blob in hold.blobs}
+    swept = [blob for blob in sweep.blobs if blob not in kept]
+    window.storage.delete_blobs(swept, lambda: guard.check("deleting blobs"))
     out.update(mode="incremental", revisions_changed=sweep.revisions_changed, blobs_new=sweep.blobs_new,
-               manifests_read=sweep.manifests_read)
-    return GcSummary(blobs_marked=sweep.blobs_marked, blobs_deleted=len(sweep.blobs), manifests_deleted=0,
-                     deleted_blobs=list(sweep.blobs))
+               manifests_read=sweep.manifests_read, **({"blobs_kept_for_holds": len(sweep.blobs) - len(swept)}
+                                                       if kept else {}))
+    # Marked as a hold would have marked them.
+    return GcSummary(blobs_marked=sweep.blobs_marked + len(sweep.blobs) - len(swept), blobs_deleted=len(swept),
+                     manifests_deleted=0, deleted_blobs=swept)
+
+
+def dirs_maybe_left(mode: dict[str, Any], found: incremental.Premark | None, swept: list[str],
+                    held: list[str]) -> list[str]:
+    """The blobs whose directories may be left behind empty by the sweep (swept blobs, and the holds' own
+    blobs, which went with the holds). The registry's GC leaves each one's own directory: all of them. The
+    incremental sweep removes those itself, so only a two-hex-digit parent can be left empty, and it cannot
+    be while a blob the mark knows still lives in it: with a few thousand blobs none is, and the rmdir exec,
+    done while writes are refused, is saved. (A parent thought empty that is not is left alone by the rmdir.)"""
+    gone = [*swept, *held]
+    if mode.get("mode") != "incremental" or found is None:
+        return gone
+    left, wanted = set(gone), {_parent(d) for d in gone}
+    for blob in found.mark.blobs:  # stops once each parent is known to keep a blob: a few hundred looks, not all
+        if blob not in left and _parent(blob) in wanted:
+            wanted.discard(_parent(blob))
+            if not wanted:
+                break
+    return [d for d in gone if _parent(d) in wanted]
+
+
+def _parent(digest: str) -> str:
+    return digest.partition(":")[2][:2]

@@ -230,10 +230,12 @@ class Window(WindowState):
                 out.update(self._drain(root) if root is not None else {"skipped": True, "reason": "no filesystem access"})
                 self.prepared_at = time.time()
                 sizes = self._prepare_sizes(root, out) if root is not None else None
+                early = self._early_links(out) if root is not None else None
                 found = incremental_gc.premark(self, root, out)  # gc_mode incremental: the mark, before the fence
             with self.step(self.alive(), "fence") as out:
                 out.update(guard.close())
             self._report_writes(True)
+            built: list[tuple[holds.Hold, bytes]] = []
             with self.step(self.alive(), "hold") as out:
                 if root is None:
                     out.update(skipped=True, reason="no filesystem access: pushes in flight are not held")
@@ -241,20 +243,27 @@ class Window(WindowState):
                     # Links since the grace before the drain step's mark: a superset of those since the grace
                     # before now, found without stat-ing every link.
                     if "grace" in self.marks and "prepared" in self.marks:
+                        # With the links read before the fence (`early`), only repositories that linked a blob
+                        # since the drain step's mark are entered now.
                         recent, late = holds.recent_blobs_and_sizes(
-                            self.storage, ctx.settings.upload_grace, self.prepared_at, self.marks["grace"],
-                            self.marks["prepared"])
+                            self.storage, ctx.settings.upload_grace, self.prepared_at,
+                            self.marks["grace" if early is None else "prepared"], self.marks["prepared"])
+                        for repo, blobs in (early or {}).items():
+                            recent.setdefault(repo, set()).update(blobs)
                         if sizes is not None:
                             sizes.update(late)  # blobs stored since the sizes were read
                     else:
                         recent = holds.recent_blobs(self.storage, ctx.settings.upload_grace)
                     kept = restore.holds(self, out)  # blobs of deletions still restorable
                     built = holds.build(holds.unreleased(recent, self.released_blobs)) + kept
-                    guard.place_holds(built)
+                    if found is None:
+                        guard.place_holds(built)
+                    else:  # the janitor's own sweep keeps these blobs: nothing to write, nor to remove after
+                        out["kept_by_the_sweep"] = True
                     out.update(holds=len(built), blobs_held=sum(len(h.blobs) for h, _ in built))
             if self.remove_repos and root is not None:  # without filesystem access such requests are refused
                 with self.step(self.alive(), "remove_repositories") as out:
-                    held = {h.repository for h in guard.placed}
+                    held = {h.repository for h, _ in built}
                     for repo, jobs in sorted(self.remove_repos.items()):
                         kept = "a push into it is in flight" if repo in held else \
                             self.storage.remove_repository(repo)
@@ -266,7 +275,7 @@ class Window(WindowState):
                             if not kept:
                                 job["result"]["repositories_removed"].append(repo)
             with self.step(self.alive(), "gc") as out:
-                self._gc(root, sizes, out, found)
+                self._gc(root, sizes, out, found, [] if found is None else built)
         except StepError:
             pass
         finally:
@@ -293,14 +302,28 @@ class Window(WindowState):
                    stat_since=None if "sizes" not in self.marks else round(since or 0.0, 3))
         return {**known, **statted}
 
-    def _gc(self, root: str | None, sizes: dict[str, int] | None, out: dict[str, Any], found: Any = None) -> None:
+    def _early_links(self, out: dict[str, Any]) -> dict[str, set[str]] | None:
+        """Before the fence, on the filesystem: the blobs linked within the upload grace up to the drain step's
+        mark, so that under the fence the hold step enters only the repositories that linked a blob since
+        (with the default grace of an hour, every repository pushed to in that hour otherwise). None when the
+        marks are missing, or on an object store, which lists every link either way."""
+        if self.storage.driver != "filesystem" or "grace" not in self.marks or "prepared" not in self.marks:
+            return None
+        early = holds.recent_blobs(self.storage, self.ctx.settings.upload_grace, self.prepared_at,
+                                   self.marks["grace"])
+        out["recent_links_before_fence"] = sum(len(b) for b in early.values())
+        return early
+
+    def _gc(self, root: str | None, sizes: dict[str, int] | None, out: dict[str, Any], found: Any = None,
+            unplaced: list[tuple[holds.Hold, bytes]] | None = None) -> None:
         """garbage-collect, then what must happen before writes resume: holds released, the directories of
-        swept blobs removed, their registry cache keys forgotten."""
+        swept blobs removed, their registry cache keys forgotten. `unplaced`: holds the incremental sweep keeps
+        without writing them (placed after all if the registry's GC has to run instead)."""
         ctx, guard = self.ctx, self.guard
         started = time.monotonic()
         mode: dict[str, Any] = {"mode": "registry"}
         if found is not None and root is not None:  # incremental: under the fence only the change, then the sweep
-            summary = incremental_gc.collect(self, root, found, sizes, mode)
+            summary = incremental_gc.collect(self, root, found, sizes, mode, unplaced or [])
         else:
             summary = guard.gc()  # lease, time, and a refused blob upload checked right before
         summary.duration_seconds = round(time.monotonic() - started, 3)
@@ -308,11 +331,12 @@ class Window(WindowState):
             ctx.sizes.gc_started(self.prepared_at)
         self.swept = list(summary.deleted_blobs)
         held = [h.digest for h in guard.placed]  # each hold's own blob goes with it
-        named = sorted({*self.released_blobs, *self.deleted, *(h.repository for h in guard.placed)})
+        named = sorted({*self.released_blobs, *self.deleted, *(h.repository for h in guard.placed),
+                        *(h.repository for h, _ in unplaced or ())})
         guard.release_holds()
         guard.check("cleaning up after GC")
         if root is not None:
-            self.storage.remove_blob_dirs([*summary.deleted_blobs, *held])
+            self.storage.remove_blob_dirs(incremental_gc.dirs_maybe_left(mode, found, summary.deleted_blobs, held))
         if self.blob_cache is not None:  # before writes resume: nobody may be told a swept blob exists
             out["cache_keys_removed"] = blob_cache.forget(self, summary.deleted_blobs, named)
         unknown: list[str] = []

@@ -143,7 +143,7 @@ class FilesystemStorage:
     # -- changes ---------------------------------------------------------------------------------------
 
     def write_manifests(self, manifests: list[HeldManifest]) -> None:
-        """In a single archive: a blob and a revision link each."""
+        """In a single archive: a blob and a revision link each (while writes are refused: one Docker call)."""
         if not manifests:
             return
         layout = self.layout
@@ -152,9 +152,12 @@ class FilesystemStorage:
             for repository, digest, body in manifests:
                 _add(tar, layout.rel_blob_data(digest), body)
                 _add(tar, layout.rel_revision_link(repository, digest), digest.encode())
-        files.checked(self.container, ["mkdir", "-p", layout.v2], missing_ok=False)
         try:
-            ok = self.container.get().put_archive(layout.v2, buf.getvalue())
+            try:
+                ok = self.container.get().put_archive(layout.v2, buf.getvalue())
+            except docker.errors.NotFound:  # no v2 yet (holds need a layer link there, so hardly ever): one more exec
+                files.checked(self.container, ["mkdir", "-p", layout.v2], missing_ok=False)
+                ok = self.container.get().put_archive(layout.v2, buf.getvalue())
         except docker.errors.APIError as exc:
             raise errors.ContainerError(f"cannot write the holds into {layout.v2}: {exc.explanation or exc}") from exc
         if not ok:

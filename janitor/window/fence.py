@@ -25,7 +25,7 @@ from janitor.registry.container import FileMeta, RegistryContainer
 MARKER = b"# registry-janitor: read-only for maintenance"
 BACKUP_SUFFIX = ".janitor-original"
 # Between polls of /v2/ after a restart: every poll saved is time writes stay refused.
-READY_POLL = 0.02
+READY_POLL = 0.01
 _MARKER_LINE = re.compile(rb"^# registry-janitor: read-only for maintenance(?: by (\S+))?;")
 
 
@@ -74,14 +74,21 @@ class WriteFence:
         self.stop_timeout = stop_timeout
         self.ready_timeout = ready_timeout
         self.stopped_at: float | None = None  # monotonic: when `close` began to stop the writable registry
+        self.restart_seconds = 0.0  # the engine's last restart (stop and start), until it returned
+        # config path -> the owner named in the fenced config this object wrote (and has not put back): what
+        # that file says for as long as nobody else has held the lease since
+        self.written: dict[str, str] = {}
         self.originals: dict[str, bytes] = {}  # config path -> the original this object saved as its backup
         # config path -> the original's owner, mode and mtime: the backup, the fenced config and the restored
         # one all keep them (secrets in the config must never become world-readable).
         self.metas: dict[str, FileMeta] = {}
 
     def restart(self) -> float:
-        """Restart (or start, after a kill) the registry; seconds until it answers."""
+        """Restart (or start, after a kill) the registry; seconds until it answers (after the engine's restart
+        itself, which takes `restart_seconds`)."""
+        started = time.monotonic()
         self.container.restart(self.stop_timeout)
+        self.restart_seconds = time.monotonic() - started
         return wait_ready(self.registry_url, self.ready_timeout)
 
     def close(self, config_path: str, owner: str = "") -> float:
@@ -93,6 +100,7 @@ class WriteFence:
         self.container.write_file(backup, original, meta=meta)
         self.originals[config_path], self.metas[config_path] = original, meta
         self.container.write_file(config_path, readonly_config(original, backup, owner), meta=meta)
+        self.written[config_path] = owner
         self.stopped_at = time.monotonic()  # until now the writable registry ran: writes refused from here
         return self.restart()
 
@@ -111,6 +119,7 @@ class WriteFence:
         if original is None or meta is None:  # a fence left by a crash: the backup kept the original's stat
             original, meta = self.container.read_entry(config_path + BACKUP_SUFFIX)
         self.container.write_file(config_path, original, meta=meta)
+        self.written.pop(config_path, None)
         return True
 
     def drop_backup(self, config_path: str) -> None:

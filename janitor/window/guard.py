@@ -74,6 +74,8 @@ class WindowGuard:
         self.accepted_at: float | None = None  # monotonic: when `restore` saw a write accepted again
         self.recorded = False  # this window wrote a holds record (and has not removed it)
         self.stopped_at: float | None = None  # monotonic: when the fence began to stop the writable registry
+        self.closed_under = ""  # the lease's token when this window fenced: the same one still owned in
+        # `restore` means nobody else held the lease meanwhile
 
     # -- identity and limits ---------------------------------------------------------------------
 
@@ -131,32 +133,37 @@ class WindowGuard:
         """Fence: restart every replica read-only, then prove that each refuses writes."""
         self.check("the fence")
         self.fenced = True  # before the first write: a failure halfway must still be undone
+        self.closed_under = self.lease.token
         for r in self.replicas:
             r.fence.stopped_at = None
         readies: list[float] = []
+        restarts: list[float] = []
         try:
             for i, r in enumerate(self.replicas):
                 if i:
                     self.check(f"the fence of {self._label(i)}")
                 self.touched[i] = True
                 readies.append(r.fence.close(self.replica_paths[i], self.owner))
+                restarts.append(r.fence.restart_seconds)
         finally:
             stops = [r.fence.stopped_at for r in self.replicas if r.fence.stopped_at is not None]
             self.stopped_at = min(stops) if stops else None
         self.require_refused()
-        out: dict[str, Any] = {"ready_seconds": round(sum(readies), 3), "write_probe": 405, "owner": self.owner}
+        out: dict[str, Any] = {"restart_seconds": round(sum(restarts), 3), "ready_seconds": round(sum(readies), 3),
+                               "write_probe": 405, "owner": self.owner}
         if self.several:
             out["replicas"] = [{"container": r.container.name, "url": r.client.base_url, "ready_seconds":
                                 round(ready, 3), "write_probe": 405} for r, ready in zip(self.replicas, readies)]
-        # Writes are refused now: no probe upload can be in progress, so what earlier probes left goes (the
-        # replicas share the storage: one removal serves them all).
-        out["probe_uploads_removed"] = self.remove_probe_uploads(None)
+        # What earlier probes left in storage is removed by `restore`, once writes are accepted again: every
+        # exec here is time writes stay refused.
         return out
 
     def remove_probe_uploads(self, upload_ids: list[str] | None) -> int | None:
-        """The probe's cancelled uploads (`_uploads/<id>/hashstates`): those named, or all of them inside the
-        fence. Housekeeping only: without the registry's storage, or when it fails, nothing else is affected
-        (None; the next window tries again)."""
+        """The probe's cancelled uploads (`_uploads/<id>/hashstates`): those named, or all of them. All of them
+        may include a probe another process has just started: its cancel then answers 404, which probes take
+        as cancelled, so nothing but the janitor's own probe repository is ever touched. Housekeeping only:
+        without the registry's storage, or when it fails, nothing else is affected (None; the next window
+        tries again)."""
         if self.storage is None or upload_ids == []:
             return None if self.storage is None else 0
         try:
@@ -242,12 +249,13 @@ class WindowGuard:
         undoes this window's fence, and this window must not undo one that owner may have set since."""
         if not self.fenced and not self.placed and not self.recorded:
             return {"restored": False}
-        if not self.lease.owned() and not self._retake():
+        owned = self.lease.owned()
+        if not owned and not self._retake():
             raise errors.LockLost("the maintenance lock was lost and another worker holds it; the fence and holds "
                                   "of this window are left for that worker to undo (it does so before its own window)",
                                   lease=self.lease.fencing)
-        found = [self._retry_docker(lambda r=r, path=path: r.fence.owner(path))  # type: ignore[misc]
-                 for r, path in zip(self.replicas, self.replica_paths)]
+        held_throughout = owned and self.lease.token == self.closed_under  # nobody else held it since the fence
+        found = [self._fence_in_place(i, held_throughout) for i in range(len(self.replicas))]
         foreign = [(i, f) for i, f in enumerate(found) if f is not None and not self.is_own(f)]
         if foreign:
             self.fenced, self.placed = False, []
@@ -257,30 +265,49 @@ class WindowGuard:
         undo = [i for i in range(len(self.replicas)) if self.touched[i] or found[i] is not None or not self.several]
         out: dict[str, Any] = {"restored": True}
         if (self.placed or self.recorded) and self._running():
-            self._retry_docker(self.release_holds)  # before writes resume, while it still runs
+            try:
+                self._retry_docker(self.release_holds)  # before writes resume, while it still runs
+            except (errors.StorageCommandFailed, errors.ContainerError):
+                if self._running():
+                    raise
+                # It was being stopped (killed during GC: "running" a moment longer): they go after the restart.
         readies: dict[int, float] = {}
+        restarts = 0.0
         for i in undo:
             r, path = self.replicas[i], self.replica_paths[i]
             self._retry_docker(lambda r=r, path=path, i=i: r.fence.put_back(path, fenced=found[i] is not None))  # type: ignore[misc]
             readies[i] = self._retry_docker(r.fence.restart)
-        out["ready_seconds"] = round(sum(readies.values()), 3)
+            restarts += r.fence.restart_seconds
+        out["restart_seconds"], out["ready_seconds"] = round(restarts, 3), round(sum(readies.values()), 3)
         if self.placed or self.recorded:  # the container was down: its holds can only go now
             self._retry_docker(self.release_holds)
         probes: dict[int, float] = {}
         for i in undo:
-            probes[i] = self.require_accepted(self.replicas[i].client)
+            probes[i] = probe.require_accepted(self.replicas[i].client, self.settings.registry_ready_timeout)
+        self.accepted_at = time.monotonic()  # from the last 202: what follows is done while writes are accepted
         out["write_probe_seconds"] = round(sum(probes.values()), 3)
-        self.accepted_at = time.monotonic()
         for i in undo:
             r, path = self.replicas[i], self.replica_paths[i]
             self._retry_docker(lambda r=r, path=path: r.fence.drop_backup(path))  # type: ignore[misc]
             self.touched[i] = False
+        # Every probe's leftovers in storage, this restore's own and those of earlier windows (the replicas share
+        # the storage: one removal serves them all).
+        out["probe_uploads_removed"] = self.remove_probe_uploads(None)
         if self.several:
             out["replicas"] = [{"container": self.replicas[i].container.name, "url": self.replicas[i].client.base_url,
                                 "ready_seconds": round(readies[i], 3), "write_probe_seconds": round(probes[i], 3)}
                                for i in undo]
         self.fenced = False
         return out
+
+    def _fence_in_place(self, i: int, held_throughout: bool) -> str | None:
+        """The owner named by replica i's config (None: not fenced). Read from the container, unless this
+        window wrote that fence itself and has held its lease without a break since: nobody else may change
+        the config then, and a read is a Docker round trip while writes are refused."""
+        r, path = self.replicas[i], self.replica_paths[i]
+        if held_throughout and r.fence.written.get(path) == self.owner:
+            return self.owner
+        return self._retry_docker(lambda: r.fence.owner(path))
 
     def write_refused_seconds(self) -> float | None:
         """From the moment the fence stopped the writable registry to the moment a write was accepted again
@@ -353,6 +380,11 @@ class WindowGuard:
 
     def _drop_own_record(self) -> None:
         path = self.config_path + holds.RECORD_SUFFIX
+        if self.recorded and self.lease.valid() and self.lease.token == self.closed_under:
+            # This window wrote it, and nobody else has held the lease since: no need to read it first (two Docker
+            # calls while writes are refused).
+            self.container.exec(["rm", "-f", path])
+            return
         if self.container.exists(path):
             record = holds.decode_record(self.container.read_file(path))
             if self.is_own(record.owner):
