@@ -11,8 +11,8 @@ if [ ! -x .venv/bin/python ]; then
     python3 -m venv .venv
 fi
 .venv/bin/pip install --quiet --disable-pip-version-check -e '.[test]'
-# Tests run in parallel (pytest-xdist, TEST_WORKERS processes), handed out one at a time to whichever process
-# is free, the longest first (tests/conftest.py orders them), so no long test ends the run alone. Every process
-# has its own Redis server, and each test its own registry container and ports. Many tests mostly wait (leases
-# expiring, windows restarting a registry), so more processes than cores pay. TEST_WORKERS=0: serial.
-exec .venv/bin/python -m pytest -n "${TEST_WORKERS:-4}" --dist load --maxschedchunk 1 "$@"
+# Tests run in parallel (pytest-xdist, TEST_WORKERS processes; `worksteal`: an idle process takes tests queued
+# for a busy one, so a file of long tests never holds the run up alone). Every process has its own Redis
+# server, and each test its own registry container and ports. Many tests mostly wait (leases expiring,
+# windows restarting a registry), so more processes than cores pay. TEST_WORKERS=0: serial.
+exec .venv/bin/python -m pytest -n "${TEST_WORKERS:-4}" --dist worksteal "$@"

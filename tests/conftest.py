@@ -495,33 +495,7 @@ REAL_SERVER_FIXTURES = frozenset({"docker_client", "redis_server", "redis_conn",
                                   "make_s3_registry"})
 
 
-# The longest tests (a minute or so each, most of it waiting), run first: scripts/test.sh hands tests out one at
-# a time (`--dist load --maxschedchunk 1`), so started first they overlap everything else instead of ending the
-# run alone. A scheduling hint only, longest first (`--durations` in CI's output shows when it needs updating).
-SLOW_FIRST = (
-    "test_pushes_during_maintenance_windows_lose_nothing", "test_warning_before_a_scheduled_run_then_the_run_plans",
-    "test_compose_up_delete_gc_push_down", "test_untagged_cleanups_never_take_a_push_that_lands_meanwhile",
-    "test_after_the_window_gc_frees_exactly_what_the_plan_promised", "test_schemathesis_finds_nothing",
-    "test_pushes_to_either_replica_during_windows_lose_nothing",
-    "test_a_blob_cache_lost_after_the_sweep_is_cleaned_by_the_next_window",
-    "test_incremental_sweep_equals_garbage_collect", "test_delete_gc_restore_pulls_identical",
-    "test_repos_policies_and_approvals_through_the_cli", "test_a_worker_stops_listening_while_the_docker_host_is_away",
-    "test_ctrl_c_stops_the_private_redis_last", "test_a_hung_gc_is_stopped_and_the_registry_made_writable",
-    "test_unreachable_docker_engine_fails_before_anything_changes", "test_webhook_retries_until_the_third_attempt",
-    "test_two_workers_and_redis_paused_past_the_lease", "test_reject_expire_and_cancel_end_as_named",
-    "test_without_registry_url_it_runs_a_registry", "test_on_s3_the_holds_keep_restorable_blobs",
-    "test_a_manifest_tagged_while_untagged_cleanup_runs_is_kept", "test_worker_killed_inside_the_window_leaves_no_wreck",
-)
-
-
-def _run_order(item: pytest.Item) -> tuple[int, int]:
-    """Known long tests first (longest first), then the other end-to-end tests, then units, which fill the end."""
-    slow = next((n for n, name in enumerate(SLOW_FIRST) if item.name.startswith(name)), len(SLOW_FIRST))
-    return slow, 0 if item.get_closest_marker("e2e") else 1
-
-
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if REAL_SERVER_FIXTURES & set(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.e2e)
-    items.sort(key=_run_order)  # stable: file order otherwise
