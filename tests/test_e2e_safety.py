@@ -459,7 +459,7 @@ def test_pushes_during_maintenance_windows_lose_nothing(driver: str, registry, m
 
     assert len(windows) >= 3, "too few maintenance windows ran during the pushes"
     for job in windows:
-        assert job["status"] == "succeeded", job
+        assert job["status"] == "succeeded", (job["error"], [(s["name"], s["status"]) for s in job["steps"]])
         assert job["result"]["integrity"]["broken"] == []
         assert job["result"]["gc"]["mode"] == gc_mode
     gc_spans = [(_ts(st["started_at"]), _ts(st["finished_at"])) for j in windows for st in j["steps"] if st["name"] == "gc"]
