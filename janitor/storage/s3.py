@@ -20,7 +20,6 @@ import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
-import botocore.exceptions
 
 from janitor import errors
 from janitor.registry import names
@@ -136,16 +135,10 @@ class S3Storage(S3Bucket):
         """A multipart upload started, or given a part, since `cutoff` (one ListParts for an older one)."""
         if upload["Initiated"].timestamp() >= cutoff:
             return True
-        try:
-            parts = self.client.list_parts(Bucket=self.location.bucket, Key=upload["Key"], UploadId=upload["UploadId"])
-        except botocore.exceptions.ClientError as exc:
-            if exc.response.get("Error", {}).get("Code") == "NoSuchUpload":
-                return False  # committed or aborted since it was listed: no longer in progress
-            raise errors.StorageCommandFailed(f"S3 ListParts on {self.where} failed: {exc}",
-                                              bucket=self.location.bucket, request="ListParts") from exc
-        except botocore.exceptions.BotoCoreError as exc:
-            raise errors.StorageCommandFailed(f"S3 ListParts on {self.where} failed: {exc}",
-                                              bucket=self.location.bucket, request="ListParts") from exc
+        parts = self._call("ListParts", lambda: self.client.list_parts(
+            Bucket=self.location.bucket, Key=upload["Key"], UploadId=upload["UploadId"]), absent=("NoSuchUpload",))
+        if parts is None:
+            return False  # committed or aborted since it was listed: no longer in progress
         return any(p["LastModified"].timestamp() >= cutoff for p in parts.get("Parts", []))
 
     def read_blobs(self, digests: Iterable[str], limit: int) -> dict[str, bytes]:
@@ -160,18 +153,11 @@ class S3Storage(S3Bucket):
         return {d: data for d, data in zip(wanted, read, strict=True) if data is not None}
 
     def _read_blob(self, digest: str, limit: int) -> bytes | None:
-        try:
-            answer = self.client.get_object(Bucket=self.location.bucket, Key=self.key(self.layout.blob_data(digest)),
-                                            Range=f"bytes=0-{limit}")
-            data = answer["Body"].read()
-        except botocore.exceptions.ClientError as exc:
-            if exc.response.get("Error", {}).get("Code") in ("NoSuchKey", "404", "InvalidRange"):
-                return None
-            raise errors.StorageCommandFailed(f"S3 GetObject on {self.where} failed: {exc}",
-                                              bucket=self.location.bucket, request="GetObject") from exc
-        except botocore.exceptions.BotoCoreError as exc:
-            raise errors.StorageCommandFailed(f"S3 GetObject on {self.where} failed: {exc}",
-                                              bucket=self.location.bucket, request="GetObject") from exc
+        data = self._call("GetObject", lambda: self.client.get_object(
+            Bucket=self.location.bucket, Key=self.key(self.layout.blob_data(digest)),
+            Range=f"bytes=0-{limit}")["Body"].read(), absent=("NoSuchKey", "404", "InvalidRange"))
+        if data is None:
+            return None
         if len(data) > limit or "sha256:" + hashlib.sha256(data).hexdigest() != digest:
             return None
         return data

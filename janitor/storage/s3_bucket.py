@@ -12,7 +12,7 @@ import email.utils
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
-from typing import Any, TypeVar
+from typing import Any, TypeVar, overload
 
 import boto3
 import botocore.config
@@ -112,12 +112,22 @@ class S3Bucket:
 
     # -- talking to the bucket ---------------------------------------------------------------------------
 
-    def _call(self, what: str, call: Callable[[], T]) -> T:
+    @overload
+    def _call(self, what: str, call: Callable[[], T]) -> T: ...
+
+    @overload
+    def _call(self, what: str, call: Callable[[], T], absent: tuple[str, ...]) -> T | None: ...
+
+    def _call(self, what: str, call: Callable[[], T], absent: tuple[str, ...] = ()) -> T | None:
+        """The request, any failure raised as StorageCommandFailed; None for the error codes in `absent`, which
+        answer the question (no such key, an upload committed since it was listed) rather than fail it."""
         try:
             return call()
         except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError) as exc:
             code = exc.response.get("Error", {}).get("Code") if isinstance(exc, botocore.exceptions.ClientError) \
                 else type(exc).__name__
+            if code in absent:
+                return None
             raise errors.StorageCommandFailed(
                 f"S3 request `{what}` on {self.where} failed ({code}: {exc}); nothing was assumed, the step "
                 "stopped", bucket=self.location.bucket, request=what, error=str(code)) from exc
@@ -162,17 +172,9 @@ class S3Bucket:
 
     def exists(self, path: str) -> bool:
         """One HeadObject: whether the object is there (a 404 is the answer, any other failure raises)."""
-        try:
-            self.client.head_object(Bucket=self.location.bucket, Key=self.key(path))
-            return True
-        except botocore.exceptions.ClientError as exc:
-            if exc.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
-                return False
-            raise errors.StorageCommandFailed(f"S3 HeadObject on {self.where} failed: {exc}",
-                                              bucket=self.location.bucket, request="HeadObject") from exc
-        except botocore.exceptions.BotoCoreError as exc:
-            raise errors.StorageCommandFailed(f"S3 HeadObject on {self.where} failed: {exc}",
-                                              bucket=self.location.bucket, request="HeadObject") from exc
+        return self._call("HeadObject", lambda: self.client.head_object(Bucket=self.location.bucket,
+                                                                         Key=self.key(path)),
+                          absent=("404", "NoSuchKey", "NotFound")) is not None
 
     def reachable(self) -> None:
         """One listing of the registry's prefix (at most one key): raises when it is refused."""
