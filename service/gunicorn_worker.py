@@ -15,6 +15,8 @@ stop, HTTP/2, limits) and changes two things:
   for every other connection, the connection goes back to the main thread as before.
 - The heartbeat that tells the arbiter the worker lives is written at most every HEARTBEAT seconds (gthread
   writes it on every turn of its loop, twice per request; the arbiter's timeout is 30 s).
+
+And it mends one thing: a quick stop (SIGINT, SIGQUIT) never waits on a lock its own thread holds (`handle_quit`).
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ import threading
 import time
 from typing import Any
 
+from gunicorn.workers import base
 from gunicorn.workers.gthread import ThreadWorker
 
 LINGER = 0.02  # seconds a thread waits for the next request on the connection it just answered
@@ -46,6 +49,22 @@ class Worker(ThreadWorker):
         self._busy = 0
         self._busy_lock = threading.Lock()
         self._beat = 0.0
+        self._quitting = False
+
+    def handle_quit(self, sig: int, frame: Any) -> None:
+        """Quick stop, without touching the thread pool from the signal handler.
+
+        Ctrl-C in a terminal reaches a worker twice at once: SIGINT from the terminal, SIGQUIT from the arbiter.
+        gthread's handler shuts the pool down inside the handler, which takes the pool's lock; a second signal
+        landing while the first holds it (or while the main thread is inside `submit`) waits for a lock its own
+        thread holds, and the worker sat there until the arbiter's SIGKILL 30 s later (seen once in CI). Here a
+        second quit signal is ignored and the interpreter's exit stops the pool (concurrent.futures joins its
+        threads at exit; a lingering thread sees `alive` is false and lets go of its connection).
+        """
+        if self._quitting:
+            return
+        self._quitting = True
+        base.Worker.handle_quit(self, sig, frame)
 
     def notify(self) -> None:
         now = time.monotonic()

@@ -85,3 +85,35 @@ def test_a_lingering_thread_never_keeps_another_request_waiting(server: int) -> 
     assert slow.getresponse().status == 200
     for conn in (slow, hot, other):
         conn.close()
+
+
+def test_a_quick_stop_never_waits_on_the_pool_lock_its_own_thread_holds() -> None:
+    """Ctrl-C sends the worker SIGINT and the arbiter SIGQUIT at once: the second handler may run while the main
+    thread holds the thread pool's lock (inside the first handler, or inside `submit`). Stock gthread's handler
+    takes that lock again and hangs until SIGKILL; ours leaves the pool alone, and a second signal is a no-op."""
+    import concurrent.futures
+    import threading
+    from types import SimpleNamespace
+
+    from service.gunicorn_worker import Worker
+
+    worker = Worker.__new__(Worker)  # the handler's state only: no arbiter, no sockets
+    worker.alive, worker._quitting = True, False
+    worker.tpool = concurrent.futures.ThreadPoolExecutor(max_workers=1)
+    worker.cfg = SimpleNamespace(worker_int=lambda _worker: None)
+    outcome: list[object] = []
+
+    def signal_lands_inside_submit() -> None:
+        with worker.tpool._shutdown_lock:  # where the main thread is when the signal comes
+            try:
+                worker.handle_quit(2, None)
+            except SystemExit as exc:
+                outcome.append(exc.code)
+            outcome.append(worker.handle_quit(3, None))  # the arbiter's SIGQUIT right after: nothing more
+
+    thread = threading.Thread(target=signal_lands_inside_submit, daemon=True)
+    thread.start()
+    thread.join(5)
+    assert not thread.is_alive(), "handle_quit waited on the pool lock its own thread holds"
+    assert outcome == [0, None] and worker.alive is False
+    worker.tpool.shutdown()
