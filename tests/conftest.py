@@ -272,14 +272,12 @@ def make_registry(docker_client: docker.DockerClient, registry_image: str) -> It
 
 @contextlib.contextmanager
 def moto_server() -> Iterator[S3Endpoint]:
-    """moto in server mode on loopback (moto.server's ThreadedMotoServer, in a process of its own so that the
-    test's own threads, pushing and reading, never compete with the store for one interpreter lock)."""
+    """moto in server mode on loopback (tests/moto_server.py: moto's ThreadedMotoServer, in a process of its own
+    so that the test's own threads, pushing and reading, never compete with the store for one interpreter
+    lock)."""
     port = free_port()
-    proc = subprocess.Popen(
-        [sys.executable, "-c", "import sys, time; from moto.server import ThreadedMotoServer; "
-         "s = ThreadedMotoServer(ip_address='127.0.0.1', port=int(sys.argv[1]), verbose=False); s.start(); "
-         "time.sleep(10 ** 9)", str(port)],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    proc = subprocess.Popen([sys.executable, "-m", "tests.moto_server", str(port)], cwd=ROOT,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     try:
         endpoint = S3Endpoint(f"http://127.0.0.1:{port}")
         assert wait_until(lambda: _answers(endpoint), 30), "moto did not start"
@@ -436,7 +434,7 @@ def start_stack(registry: Registry, redis_url: str, conn: redis.Redis, worker: b
         stack = Stack(f"http://127.0.0.1:{api_port}", registry, conn, env)
         log = tempfile.NamedTemporaryFile(prefix="rj-api-", suffix=".log", delete=False)  # noqa: SIM115
         stack.procs["api"] = api = subprocess.Popen(
-            [sys.executable, "-m", "gunicorn", "-b", f"127.0.0.1:{api_port}", "-w", "2", "--threads", "4",
+            [sys.executable, "-m", "gunicorn", "-b", f"127.0.0.1:{api_port}", "-w", "1", "--threads", "8",
              "service:create_app()"], cwd=ROOT, env=env, start_new_session=True, stderr=log)
 
         def up() -> bool:

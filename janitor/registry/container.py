@@ -15,6 +15,7 @@ import yaml
 from docker.models.containers import Container
 
 from janitor import errors
+from janitor.registry import exec_output
 
 _CONFIG_SUFFIXES = (".yml", ".yaml")
 
@@ -149,12 +150,12 @@ class RegistryContainer:
         if c.status != "running":
             raise errors.ContainerError(f"registry container {self.name!r} is {c.status}, not running")
         try:
-            code, (out, err) = c.exec_run(argv, demux=True, **({"workdir": workdir} if workdir else {}))
+            code, out, err = exec_output.run(self.client, c.id, argv, workdir)
         except docker.errors.APIError as exc:
             raise errors.ContainerError(f"exec in {self.name!r} failed: {exc.explanation or exc}") from exc
         except OSError as exc:  # the engine went away mid-call (requests' errors are OSErrors)
             raise _unreachable(exc) from exc
-        return code if code is not None else -1, out or b"", (err or b"").decode(errors="replace")
+        return code if code is not None else -1, out, err.decode(errors="replace")
 
     def exists(self, path: str) -> bool:
         try:

@@ -14,10 +14,6 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any, TypeVar, overload
 
-import boto3
-import botocore.config
-import botocore.exceptions
-
 from janitor import errors
 from janitor.storage.layout import Layout
 from janitor.storage.s3_location import S3Location
@@ -59,6 +55,11 @@ class S3Bucket:
         return self._made
 
     def _client(self) -> Any:
+        # boto3 is imported where it is used: a janitor whose registries all sit on a filesystem never loads
+        # it (0.16 s of CPU in every process the service starts, the CLI's included).
+        import boto3
+        import botocore.config
+
         loc = self.location
         config = botocore.config.Config(
             s3={"addressing_style": "path" if loc.forcepathstyle else "auto"},
@@ -121,6 +122,8 @@ class S3Bucket:
     def _call(self, what: str, call: Callable[[], T], absent: tuple[str, ...] = ()) -> T | None:
         """The request, any failure raised as StorageCommandFailed; None for the error codes in `absent`, which
         answer the question (no such key, an upload committed since it was listed) rather than fail it."""
+        import botocore.exceptions  # loaded by the client already: a dictionary lookup
+
         try:
             return call()
         except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError) as exc:
