@@ -1,7 +1,10 @@
 #!/usr/bin/env python3
 """Benchmark: one maintenance window on S3 (issue 18). For each size, a registry storing into a bucket of a
 real S3 API (moto in server mode, on loopback) is filled through its API (scripts/populate.py: N repositories
-x 10 tags), then one tag is deleted through the service, twice per GC mode (`cold`, then `warm`, as in bench_window.py;
+x 10 tags; BENCH_FILL=bucket writes the objects those pushes leave straight into the bucket instead,
+populate.BucketFill, for sizes the API fill into moto cannot reach in reasonable time, and pulls five of
+them through the registry to check), then one tag is deleted through the service, twice per GC mode
+(`cold`, then `warm`, as in bench_window.py;
 `gc_mode` on the request; BENCH_GC_MODES, default `registry,incremental`).
 Each step's duration and S3 requests come from the job record (outcome.storage_requests: the janitor's own
 requests; GC's are the registry's and not counted); GC's own duration is the `garbage-collect` exec's;
@@ -33,7 +36,7 @@ import redis  # noqa: E402
 from janitor.storage import freed  # noqa: E402
 from scripts.bench_window import STEPS, window_figures  # noqa: E402
 from scripts.benchstack import run_sizes  # noqa: E402
-from scripts.populate import populate  # noqa: E402
+from scripts.populate import BucketFill, populate, verify_pulls  # noqa: E402
 from tests import images  # noqa: E402
 from tests.conftest import (  # noqa: E402
     Bucket,
@@ -83,11 +86,18 @@ def s3_figures(job: dict[str, Any], wall: float) -> dict[str, Any]:
 def run_size(repos: int, tags: int, grace: float) -> dict[str, Any]:
     with s3_stack(JANITOR_UPLOAD_GRACE=str(grace)) as (registry, stack):
         start = time.monotonic()
-        populate(registry.url, repos, tags)
+        if FILL == "bucket":
+            assert registry.bucket is not None
+            bucket = registry.bucket
+            pushed = BucketFill(bucket.endpoint.client(), bucket.name, bucket.rootdirectory).fill(repos, tags)
+            verify_pulls(registry.url, pushed)  # what the registry serves from the filled bucket
+        else:
+            populate(registry.url, repos, tags)
         filled = time.monotonic() - start
         time.sleep(grace + freed.MARGIN_SECONDS + 5)  # measure a registry of this size, not a fill of it
         assert registry.bucket is not None
-        out: dict[str, Any] = {"repositories": repos, "tags": repos * tags, "fill_seconds": round(filled, 1),
+        out: dict[str, Any] = {"repositories": repos, "tags": repos * tags, "fill": FILL,
+                               "fill_seconds": round(filled, 1),
                                "objects": len(registry.bucket.objects(""))}
         names = iter(f"v{i}" for i in range(tags))
         for mode in MODES:
@@ -106,6 +116,7 @@ def run_size(repos: int, tags: int, grace: float) -> dict[str, Any]:
 # The GC modes measured, each twice (cold, then warm) on the same registry: BENCH_GC_MODES=incremental skips the
 # registry's own garbage-collect, which walks the whole bucket (through moto, minutes at 500 tags already).
 MODES = [m for m in os.environ.get("BENCH_GC_MODES", "registry,incremental").split(",") if m]
+FILL = os.environ.get("BENCH_FILL", "api")  # `api`: pushes through the registry; `bucket`: populate.BucketFill
 
 
 def main() -> int:
