@@ -16,6 +16,6 @@ fi
 .venv/bin/python -m compileall -q -j 0 janitor service worker cli gunicorn.conf.py >/dev/null
 # Tests run in parallel (pytest-xdist, TEST_WORKERS processes; `worksteal`: an idle process takes tests queued
 # for a busy one, so a file of long tests never holds the run up alone). Every process has its own Redis
-# server, and each test its own registry container and ports. Many tests mostly wait (leases expiring,
-# windows restarting a registry), so more processes than cores pay. TEST_WORKERS=0: serial.
+# server, and each test its own registry container and ports. Four processes keep a 2-core machine's CPU busy
+# from start to end (the suite's time is the CPU its real servers use); TEST_WORKERS=0: serial.
 exec .venv/bin/python -m pytest -n "${TEST_WORKERS:-4}" --dist worksteal "$@"

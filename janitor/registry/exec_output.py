@@ -28,8 +28,8 @@ def run(client: docker.DockerClient, container_id: str, argv: list[str],
     # The request docker-py's exec_start sends (Tty false: frames tell stdout from stderr).
     resp = api._post_json(api._url("/exec/{0}/start", exec_id), headers={"Connection": "Upgrade", "Upgrade": "tcp"},
                           data={"Tty": False, "Detach": False}, stream=True)
-    api._raise_for_status(resp)
     try:
+        api._raise_for_status(resp)
         reader = resp.raw._fp.fp  # http.client's buffered reader: the headers came through it, and maybe frames
         sock = getattr(reader.raw, "_sock", None)
         if sock is not None:  # a command may print nothing for minutes (a GC marking): its end is EOF, not a pause

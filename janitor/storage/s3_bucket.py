@@ -56,7 +56,7 @@ class S3Bucket:
 
     def _client(self) -> Any:
         # boto3 is imported where it is used: a janitor whose registries all sit on a filesystem never loads
-        # it (0.16 s of CPU in every process the service starts, the CLI's included).
+        # it (about 0.1 s of CPU in every process the service starts, the CLI's included).
         import boto3
         import botocore.config
 
