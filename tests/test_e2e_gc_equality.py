@@ -20,8 +20,9 @@ import json
 import os
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from typing import Any, TypeVar
 
 import pytest
 import redis
@@ -225,23 +226,31 @@ def window(reg: Registry, conn: redis.Redis, before: list, between: list, cached
             assert pull_verified(reg.url, repo, tag) == [], f"{repo}:{tag} does not pull whole after the sweep"
 
 
-@pytest.mark.skipif(os.environ.get("GC_EQUALITY_EXAMPLES") == "0", reason="GC_EQUALITY_EXAMPLES=0")
-@settings(max_examples=int(os.environ.get("GC_EQUALITY_EXAMPLES", "10")), deadline=None,
-          phases=[Phase.explicit, Phase.reuse, Phase.generate],  # no shrinking: minutes on a real registry
-          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow,
-                                 HealthCheck.data_too_large])
-@given(before=st.lists(OPS, min_size=1, max_size=14), between=st.lists(OPS, max_size=6), cached=st.booleans())
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def generated_registries(examples_env: str, examples: int, before: int, between: int) -> Callable[[F], F]:
+    """Hypothesis for one driver's equality test: `examples_env` sets how many registries (0 skips the test),
+    `before`/`between` bound the operations before the first window and between the two."""
+    def wrap(test: F) -> F:
+        test = given(before=st.lists(OPS, min_size=1, max_size=before), between=st.lists(OPS, max_size=between),
+                     cached=st.booleans())(test)
+        test = settings(max_examples=max(1, int(os.environ.get(examples_env, str(examples)))), deadline=None,
+                        # (0 skips the test below: hypothesis itself refuses 0); no shrinking: minutes on a registry
+                        phases=[Phase.explicit, Phase.reuse, Phase.generate],
+                        suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow,
+                                               HealthCheck.data_too_large])(test)
+        return pytest.mark.skipif(os.environ.get(examples_env) == "0", reason=f"{examples_env}=0")(test)
+    return wrap
+
+
+@generated_registries("GC_EQUALITY_EXAMPLES", examples=10, before=14, between=6)
 def test_incremental_sweep_equals_garbage_collect(shared_registry: Registry, redis_conn: redis.Redis,
                                                   before: list, between: list, cached: bool) -> None:  # type: ignore[type-arg]
     window(shared_registry, redis_conn, before, between, cached)
 
 
-@pytest.mark.skipif(os.environ.get("GC_EQUALITY_S3_EXAMPLES") == "0", reason="GC_EQUALITY_S3_EXAMPLES=0")
-@settings(max_examples=int(os.environ.get("GC_EQUALITY_S3_EXAMPLES", "2")), deadline=None,
-          phases=[Phase.explicit, Phase.reuse, Phase.generate],
-          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow,
-                                 HealthCheck.data_too_large])
-@given(before=st.lists(OPS, min_size=1, max_size=10), between=st.lists(OPS, max_size=5), cached=st.booleans())
+@generated_registries("GC_EQUALITY_S3_EXAMPLES", examples=2, before=10, between=5)
 def test_incremental_sweep_equals_garbage_collect_on_s3(shared_s3_registry: Registry, redis_conn: redis.Redis,
                                                         before: list, between: list, cached: bool) -> None:  # type: ignore[type-arg]
     window(shared_s3_registry, redis_conn, before, between, cached)
