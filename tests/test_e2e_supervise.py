@@ -27,6 +27,8 @@ import requests
 import yaml
 
 from janitor.registry.container import RegistryContainer
+from janitor.window import leftovers
+from janitor.window.fence import readonly_config
 from tests import images
 from tests.conftest import Registry, Stack, descendants, job_record, start_stack
 from tests.test_e2e_chatops import Receiver, receiver  # noqa: F401 - the fixture
@@ -193,6 +195,25 @@ def test_a_registry_left_read_only_shows_on_readyz_and_the_metric(
     assert images.wait_until(lambda: metric(s, "janitor_registry_read_only") == 0, 20)
     assert images.wait_until(lambda: readyz()["checks"]["writes"] == {
         **readyz()["checks"]["writes"], "ok": True, "read_only": False}, 20), readyz()
+
+
+def test_the_look_reads_the_config_again_whenever_it_may_have_changed(registry: Registry) -> None:
+    """The look keeps an unfenced config it read and takes it again only while the engine's stat matches; a
+    fence (same mode and mtime as the original, another size) and a second fence of the same size are read."""
+    files = RegistryContainer(registry.name)
+    path = f"{CONFIG_DIR}/config.yml"
+    assert files.stat(path)["size"] == len(files.read_file(path)) and files.stat(path + ".nope") is None
+    original, meta = files.read_entry(path)
+    reads = leftovers.ConfigReads()
+    assert reads.read(files, path) == original and reads.read(files, path) == original
+    for owner in ("window-aaaaaaaa/lease-1", "window-bbbbbbbb/lease-1"):  # equal sizes, equal stats
+        files.write_file(path, readonly_config(original, path + ".janitor-original", owner), meta=meta)
+        assert leftovers.look(files, reads).fence_owner == owner
+    files.write_file(path, original, meta=meta)
+    assert leftovers.look(files, reads).fence_owner is None
+    edited = original + b"\n# edited by hand\n"
+    files.write_file(path, edited)
+    assert reads.read(files, path) == edited
 
 
 # -- the queue never stalls -----------------------------------------------------------------------------

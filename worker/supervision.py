@@ -50,12 +50,15 @@ def recover_now(ctx: Context, wait: float) -> list[str] | None:
         lock.release()
 
 
+_CONFIG_READS = leftovers.ConfigReads()  # one per process: it keys by container and path
+
+
 def observe(ctx: Context) -> leftovers.Leftovers | None:
     """Look at the container and publish whether the registry takes writes: a fence marker in its config, or
     read-only mode configured by hand. None when Docker or the container is out of reach (the heartbeat says
     so). No blob upload: the windows' own probes report what they see (fence proven, writes back)."""
     try:
-        found = leftovers.look(ctx.container)
+        found = leftovers.look(ctx.container, _CONFIG_READS)
     except errors.JanitorError:
         return None
     if found.fence_owner is not None:

@@ -11,6 +11,7 @@ from typing import Any
 
 import docker
 import docker.errors
+import docker.utils
 import yaml
 from docker.models.containers import Container
 
@@ -158,15 +159,24 @@ class RegistryContainer:
         return code if code is not None else -1, out, err.decode(errors="replace")
 
     def exists(self, path: str) -> bool:
+        return self.stat(path) is not None
+
+    def stat(self, path: str) -> dict[str, Any] | None:
+        """A path's name, size, mode and mtime as the engine reports them; None when it does not exist. A HEAD
+        on the archive endpoint (`docker cp`'s stat): a GET would have the engine build the file's archive,
+        about 50 ms of its CPU against 1 ms, for every look at the config and what sits next to it."""
+        api = self.client.api
+        container_id = self.get().id
         try:
-            self.get().get_archive(path)
-        except docker.errors.NotFound:
-            return False
-        except docker.errors.APIError:
-            raise
-        except OSError as exc:
+            resp = api.head(api._url("/containers/{0}/archive", container_id), params={"path": path},
+                            timeout=api.timeout)
+        except OSError as exc:  # requests' errors are OSErrors: the engine went away mid-call
             raise _unreachable(exc) from exc
-        return True
+        if resp.status_code == 404:
+            return None
+        api._raise_for_status(resp)
+        header = resp.headers.get("X-Docker-Container-Path-Stat")
+        return dict(docker.utils.decode_json_header(header)) if header else {}
 
     def read_file(self, path: str) -> bytes:
         return self.read_entry(path)[0]

@@ -49,11 +49,36 @@ class Leftovers:
         return self.fence_owner is not None or self.holds_record or self.backup
 
 
-def look(container: RegistryContainer) -> Leftovers:
+class ConfigReads:
+    """The config as last read at each look, with the stat it was read at. A look whose stat (one HEAD, about
+    1 ms of the engine's CPU) shows the same size, mode and mtime takes the bytes from here instead of reading
+    the file again (an archive the engine builds: about 50 ms, every few seconds, per registry). Only a config
+    without a fence marker is kept: every fenced config a window writes keeps the original's mode and mtime and
+    differs from it in size alone, while two fenced ones (different owners) can match in all three."""
+
+    def __init__(self) -> None:
+        self._kept: dict[tuple[str, str], tuple[tuple[Any, ...], bytes]] = {}  # (container id, path)
+
+    def read(self, container: RegistryContainer, path: str) -> bytes:
+        key = (container.get().id, path)  # a container made anew under the same name is another file
+        stat = container.stat(path)
+        seen = (stat.get("size"), stat.get("mode"), stat.get("mtime"), stat.get("linkTarget")) if stat else None
+        kept = self._kept.get(key)
+        if seen is not None and kept is not None and kept[0] == seen:
+            return kept[1]
+        raw = container.read_file(path)
+        if seen is not None and marker_owner(raw) is None:
+            self._kept[key] = (seen, raw)
+        else:
+            self._kept.pop(key, None)
+        return raw
+
+
+def look(container: RegistryContainer, reads: ConfigReads | None = None) -> Leftovers:
     """Read the container's config and what sits next to it; raises JanitorError when Docker or the
     container is out of reach. Works on a stopped container too (its files are still there)."""
     path = container.config_path()
-    raw = container.read_file(path)
+    raw = reads.read(container, path) if reads is not None else container.read_file(path)
     return Leftovers(path, marker_owner(raw), container.exists(path + holds.RECORD_SUFFIX),
                      container.exists(path + BACKUP_SUFFIX), read_only_configured(container.env(), raw))
 
