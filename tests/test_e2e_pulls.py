@@ -149,6 +149,19 @@ def test_pull_events_are_recorded_once_by_digest_and_bad_values_are_refused(noti
     assert post_events(stack, {"events": [older]}).status_code == 200
     assert tags_of(stack, "team/lib")["v1"]["last_pulled"] == "2026-01-02T03:04:05Z"  # only a newer time is kept
 
+    # A manifest deleted straight through the registry loses its pull time once the registry confirms it gone
+    # (its delete event is a hint); a delete event naming a digest still stored changes nothing.
+    other = p.image("team/lib", images.image(OCI_MANIFEST, layers=1, layer_size=512), "v2")
+    assert post_events(stack, {"events": [{**event, "target": {**event["target"], "digest": other, "tag": "v2"}}]}
+                       ).json()["pulls"] == 1
+    [key] = stack.redis.keys("*:pulls:team/lib")
+    forged = {"action": "delete", "timestamp": "2026-01-02T03:04:06Z",
+              "target": {"repository": "team/lib", "digest": other}}
+    assert post_events(stack, {"events": [forged]}).status_code == 200
+    assert requests.delete(f"{stack.registry.url}/v2/team/lib/manifests/{digest}", timeout=30).status_code == 202
+    assert wait_until(lambda: not stack.redis.hexists(key, digest), 10, 0.05), stack.redis.hgetall(key)
+    assert stack.redis.hexists(key, other)
+
     for body, field in (({"keep_pulled_within": "30"}, "keep_pulled_within"),
                         ({"keep_pulled_within": 30}, "keep_pulled_within"),
                         ({"keep_pulled_within": "0d"}, "keep_pulled_within"),
