@@ -98,6 +98,32 @@ def test_blob_sizes_all_or_only_those_stored_since_a_mark(store: Store) -> None:
     assert links == {} and sizes == {old: 10}
 
 
+def test_under_the_fence_each_part_of_the_bucket_is_listed_once_until_the_window_writes(store: Store) -> None:
+    """The holds' read and the sweep's list the whole bucket: with writes refused (only the window writes),
+    the second is answered from the first; a write of the window's own, or the fence coming down, reads anew."""
+    layer = store.blob(b"layer")
+    store.layer("team/app", layer)
+    s = store.storage
+
+    def reads(fn) -> int:  # type: ignore[no-untyped-def]
+        before = s.requests()
+        fn()
+        return s.requests() - before
+    both = lambda: (s.recent_links_and_sizes(60, time.time(), 0.0, 0.0), s.revisions_since(0.0, {}))  # noqa: E731
+    s.reachable()  # the store's clock learnt (one request, the first time a worker's time is converted)
+    assert reads(both) == 3  # writes taken: every read lists (repositories twice, blobs once)
+    s.writes_refused(True)
+    assert reads(both) == 2 and reads(both) == 0 and s.blob_sizes() == {layer: 5}
+    s.write_manifests([("team/app", digest_of(b"{}"), b"{}")])  # the window's own write: read again
+    assert reads(lambda: s.blob_sizes()) == 1 and s.blob_sizes() == {layer: 5, digest_of(b"{}"): 2}
+    assert s.revisions_since(0.0, {})[1] == {"team/app": {digest_of(b"{}")}}
+    s.remove_manifests([("team/app", digest_of(b"{}"))])
+    assert s.blob_sizes() == {layer: 5} and s.revisions() == {}
+    s.writes_refused(False)
+    store.blob(b"pushed once writes are back")
+    assert reads(lambda: s.blob_sizes()) == 1 and len(s.blob_sizes()) == 2
+
+
 def test_a_mark_on_the_workers_clock_misses_nothing_written_after_it(store: Store) -> None:
     """LastModified is whole seconds on the store's clock: a write right after a mark still reads as newer."""
     for n in range(3):

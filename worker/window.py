@@ -234,6 +234,8 @@ class Window(WindowState):
                 found = incremental_gc.premark(self, root, out)  # gc_mode incremental: the mark, before the fence
             with self.step(self.alive(), "fence") as out:
                 out.update(guard.close())
+            if guard.storage is not None:
+                self.storage.writes_refused(True)  # proven: from here until _unfence only this window writes
             self._report_writes(True)
             built: list[tuple[holds.Hold, bytes]] = []
             with self.step(self.alive(), "hold") as out:
@@ -369,6 +371,8 @@ class Window(WindowState):
         """Always runs: this window's holds go, its original config returns, the registry restarts, and a
         write must be accepted. A window that lost its lease to another worker leaves all that to it."""
         ctx = self.ctx
+        if self.guard.storage is not None:
+            self.storage.writes_refused(False)  # before anything else: the registry takes writes again soon
         everyone = [j for j in self.jobs if j["steps"] and j["steps"][-1]["name"] in MAINTENANCE_STEPS]
         try:
             with self.step(everyone, "restart") as out:

@@ -77,6 +77,11 @@ class Storage(Protocol):
     def drop_marks(self, marks: Iterable[Mark]) -> None:
         """Remove what `marks` made."""
 
+    def writes_refused(self, refused: bool) -> None:
+        """The window says when its fence is proven (True) and before it comes down (False): nothing but the
+        window writes meanwhile, so an object store lists each part of the bucket once for all the reads under
+        the fence (the filesystem's reads are each a `find -newer`, and keep nothing)."""
+
     # -- changes (only while the registry refuses writes) --------------------------------------------
 
     def write_manifests(self, manifests: list[HeldManifest]) -> None:

@@ -174,6 +174,9 @@ class FilesystemStorage:
     def remove_repository(self, name: str) -> str | None:
         return files.remove_repository(self.container, self.root, name)
 
+    def writes_refused(self, refused: bool) -> None:
+        return None  # each read under the fence is a `find -newer` of what changed: nothing to keep
+
     def remove_uploads(self, name: str, upload_ids: Iterable[str] | None = None) -> int:
         return files.remove_uploads(self.container, self.root, name, upload_ids)
 

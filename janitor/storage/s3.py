@@ -40,7 +40,11 @@ class S3Storage(S3Bucket):
     # -- reading -----------------------------------------------------------------------------------
 
     def _links(self) -> tuple[float, dict[str, dict[str, float]], dict[str, dict[str, float]]]:
-        """One listing of every repository: (clock, revisions with times, layer links with times)."""
+        """One listing of every repository: (clock, revisions with times, layer links with times). Read once
+        while the registry refuses writes (S3Bucket.writes_refused): callers never change what it returns."""
+        return self.while_refused("links", self._list_links)
+
+    def _list_links(self) -> tuple[float, dict[str, dict[str, float]], dict[str, dict[str, float]]]:
         read_at, objects = self.listing(self.layout.repositories)
         revisions: dict[str, dict[str, float]] = {}
         layers: dict[str, dict[str, float]] = {}
@@ -69,12 +73,17 @@ class S3Storage(S3Bucket):
 
     def blob_sizes(self, newer_than: Mark | None = None) -> dict[str, int]:
         since = None if newer_than is None else float(newer_than)
-        sizes: dict[str, int] = {}
+        return {digest: size for digest, (size, when) in self.while_refused("blobs", self._list_blobs).items()
+                if since is None or when >= since}
+
+    def _list_blobs(self) -> dict[str, tuple[int, float]]:
+        """digest -> (size, LastModified) of every blob."""
+        found: dict[str, tuple[int, float]] = {}
         for obj in self.listing(self.layout.blobs)[1]:
             digest = self.layout.parse_blob_data(self.path(obj["Key"]))
-            if digest and (since is None or obj["LastModified"].timestamp() >= since):
-                sizes[digest] = int(obj["Size"])
-        return sizes
+            if digest:
+                found[digest] = (int(obj["Size"]), obj["LastModified"].timestamp())
+        return found
 
     def layered_repositories(self, among: Iterable[str] | None = None) -> set[str]:
         """A repository has a `_layers` directory when an object lies under it (an object store has no empty

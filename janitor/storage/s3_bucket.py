@@ -12,7 +12,7 @@ import email.utils
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
-from typing import Any, TypeVar, overload
+from typing import Any, TypeVar, cast, overload
 
 from janitor import errors
 from janitor.storage.layout import Layout
@@ -38,6 +38,8 @@ class S3Bucket:
         self._offset: float | None = None  # a lower bound of (the store's clock - the worker's)
         self._made: Any | None = None
         self._making = threading.Lock()
+        # What listings found while the registry refuses writes (S3Storage names each); None while it takes them.
+        self._refused: dict[str, Any] | None = None
 
     @property
     def client(self) -> Any:
@@ -157,6 +159,7 @@ class S3Bucket:
     def delete(self, keys: Iterable[str]) -> int:
         """Delete these objects, DELETE_BATCH a request; every failure raises. Returns how many."""
         keys = sorted(set(keys))
+        self._written()
         for start in range(0, len(keys), DELETE_BATCH):
             batch = keys[start:start + DELETE_BATCH]
             answer = self._call("DeleteObjects", lambda b=batch: self.client.delete_objects(  # type: ignore[misc]
@@ -169,7 +172,27 @@ class S3Bucket:
                     bucket=self.location.bucket, request="DeleteObjects", failed=len(failed))
         return len(keys)
 
+    def writes_refused(self, refused: bool) -> None:
+        """Told by the window once its fence is proven (True) and before the fence comes down (False). In
+        between, nothing but the window writes to the bucket: what a listing found then answers every later read
+        of the same thing (the holds' read and the sweep's, each a listing of the whole bucket, become one), and
+        any write of the window's own (`put`, `delete`) drops it all."""
+        self._refused = {} if refused else None
+
+    def while_refused(self, what: str, read: Callable[[], T]) -> T:
+        """`read()`, or while writes are refused, what it returned the first time (see `writes_refused`)."""
+        if self._refused is None:
+            return read()
+        if what not in self._refused:
+            self._refused[what] = read()
+        return cast(T, self._refused[what])
+
+    def _written(self) -> None:
+        if self._refused is not None:
+            self._refused.clear()
+
     def put(self, path: str, body: bytes) -> None:
+        self._written()
         self._call("PutObject", lambda: self.client.put_object(Bucket=self.location.bucket, Key=self.key(path),
                                                                Body=body))
 
