@@ -198,22 +198,34 @@ def test_a_registry_left_read_only_shows_on_readyz_and_the_metric(
 
 
 def test_the_look_reads_the_config_again_whenever_it_may_have_changed(registry: Registry) -> None:
-    """The look keeps an unfenced config it read and takes it again only while the engine's stat matches; a
-    fence (same mode and mtime as the original, another size) and a second fence of the same size are read."""
+    """The look keeps an unfenced config it read and takes it again only while the engine's stat matches and
+    no backup is there: a fenced config keeps the original's mode and mtime and can even match its size."""
     files = RegistryContainer(registry.name)
     path = f"{CONFIG_DIR}/config.yml"
     assert files.stat(path)["size"] == len(files.read_file(path)) and files.stat(path + ".nope") is None
     original, meta = files.read_entry(path)
     reads = leftovers.ConfigReads()
-    assert reads.read(files, path) == original and reads.read(files, path) == original
+    assert reads.read(files, path, False) == original and reads.read(files, path, False) == original
     for owner in ("window-aaaaaaaa/lease-1", "window-bbbbbbbb/lease-1"):  # equal sizes, equal stats
         files.write_file(path, readonly_config(original, path + ".janitor-original", owner), meta=meta)
         assert leftovers.look(files, reads).fence_owner == owner
+    # An original whose comments make it exactly as long as its fenced form (which drops them): kept unfenced,
+    # then fenced with the same size, mode and mtime. The backup, written first, makes the look read it.
+    fenced = readonly_config(original, path + ".janitor-original", "window-cccccccc/lease-1")
+    padded = original + b"#" * (len(fenced) - len(original) - 1) + b"\n"
+    assert readonly_config(padded, path + ".janitor-original", "window-cccccccc/lease-1") == fenced
+    files.write_file(path, padded, meta=meta)
+    assert leftovers.look(files, reads).fence_owner is None
+    files.write_file(path + ".janitor-original", padded, meta=meta)
+    files.write_file(path, fenced, meta=meta)
+    assert files.stat(path) == {**files.stat(path), "size": len(padded)}
+    assert leftovers.look(files, reads).fence_owner == "window-cccccccc/lease-1"
     files.write_file(path, original, meta=meta)
+    registry.exec("rm", "-f", path + ".janitor-original")
     assert leftovers.look(files, reads).fence_owner is None
     edited = original + b"\n# edited by hand\n"
     files.write_file(path, edited)
-    assert reads.read(files, path) == edited
+    assert reads.read(files, path, False) == edited
 
 
 # -- the queue never stalls -----------------------------------------------------------------------------

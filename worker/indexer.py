@@ -121,6 +121,8 @@ def loop(ctx: Context, stop: threading.Event) -> None:
             log.warning("index reconcile failed (%s); retrying in a few seconds", getattr(exc, "message", exc))
             last = time.monotonic() - ctx.settings.index_reconcile_interval + 5
         except Exception:  # noqa: BLE001 - the thread must outlive any one failure
+            if stop.is_set():
+                return  # the worker is stopping: whatever broke off the reconcile, the next start reconciles
             log.exception("index reconcile failed unexpectedly")
             last = time.monotonic() - ctx.settings.index_reconcile_interval + 5
         stop.wait(TICK)

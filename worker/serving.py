@@ -134,7 +134,7 @@ def serve(settings: Settings) -> None:
     _wait_for_redis(conn, settings.name)
     ctx = Context.build(settings, conn)
     # The listing index first: a cold listing waits on its fill, which needs nothing set up below.
-    indexer.start(ctx)  # filled now, reconciled every JANITOR_RECONCILE_INTERVAL
+    index_stop = indexer.start(ctx)  # filled now, reconciled every JANITOR_RECONCILE_INTERVAL
     moved = records.adopt_legacy(conn, ctx.keys)
     if moved:
         log.info("[%s] %d job records moved under %s (upgrade)", settings.name, moved, ctx.keys.prefix)
@@ -178,7 +178,10 @@ def serve(settings: Settings) -> None:
             log.warning("[%s] not listening on %s until Docker host answers again", settings.name, queue.name)
             continue
         if getattr(worker, "_shutdown_requested_date", None) is not None:
-            return  # stopped from outside (SIGTERM/SIGINT)
+            # Stopped from outside (SIGTERM/SIGINT). The reconciler is told first: a reconcile still running when
+            # the interpreter shuts down meets a closed thread pool, which is no failure to report.
+            index_stop.set()
+            return
         # RQ gave up on its own (it quits on a Redis timeout): serve again once Redis answers, never end quietly.
         log.warning("[%s] the RQ worker stopped without a stop request; listening again", settings.name)
         _wait_for_redis(conn, settings.name)

@@ -52,19 +52,20 @@ class Leftovers:
 class ConfigReads:
     """The config as last read at each look, with the stat it was read at. A look whose stat (one HEAD, about
     1 ms of the engine's CPU) shows the same size, mode and mtime takes the bytes from here instead of reading
-    the file again (an archive the engine builds: about 50 ms, every few seconds, per registry). Only a config
-    without a fence marker is kept: every fenced config a window writes keeps the original's mode and mtime and
-    differs from it in size alone, while two fenced ones (different owners) can match in all three."""
+    the file again (an archive the engine builds: about 50 ms, every few seconds, per registry). A fenced config
+    keeps the original's mode and mtime and may even match its size, but while one is in place its backup
+    exists (written before it, removed only once the original is back and a write was accepted): kept bytes
+    are used only when the caller saw no backup, and a config with a fence marker is never kept."""
 
     def __init__(self) -> None:
         self._kept: dict[tuple[str, str], tuple[tuple[Any, ...], bytes]] = {}  # (container id, path)
 
-    def read(self, container: RegistryContainer, path: str) -> bytes:
+    def read(self, container: RegistryContainer, path: str, backup: bool) -> bytes:
         key = (container.get().id, path)  # a container made anew under the same name is another file
         stat = container.stat(path)
         seen = (stat.get("size"), stat.get("mode"), stat.get("mtime"), stat.get("linkTarget")) if stat else None
         kept = self._kept.get(key)
-        if seen is not None and kept is not None and kept[0] == seen:
+        if not backup and seen is not None and kept is not None and kept[0] == seen:
             return kept[1]
         raw = container.read_file(path)
         if seen is not None and marker_owner(raw) is None:
@@ -78,9 +79,10 @@ def look(container: RegistryContainer, reads: ConfigReads | None = None) -> Left
     """Read the container's config and what sits next to it; raises JanitorError when Docker or the
     container is out of reach. Works on a stopped container too (its files are still there)."""
     path = container.config_path()
-    raw = reads.read(container, path) if reads is not None else container.read_file(path)
-    return Leftovers(path, marker_owner(raw), container.exists(path + holds.RECORD_SUFFIX),
-                     container.exists(path + BACKUP_SUFFIX), read_only_configured(container.env(), raw))
+    backup = container.exists(path + BACKUP_SUFFIX)
+    raw = reads.read(container, path, backup) if reads is not None else container.read_file(path)
+    return Leftovers(path, marker_owner(raw), container.exists(path + holds.RECORD_SUFFIX), backup,
+                     read_only_configured(container.env(), raw))
 
 
 def read_only_configured(env: dict[str, str], config: bytes) -> bool:
