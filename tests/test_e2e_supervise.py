@@ -28,7 +28,7 @@ import yaml
 
 from janitor.registry.container import RegistryContainer
 from janitor.window import leftovers
-from janitor.window.fence import readonly_config
+from janitor.window.fence import ConfigReads, readonly_config
 from tests import images
 from tests.conftest import Registry, Stack, descendants, job_record, start_stack
 from tests.test_e2e_chatops import Receiver, receiver  # noqa: F401 - the fixture
@@ -204,7 +204,7 @@ def test_the_look_reads_the_config_again_whenever_it_may_have_changed(registry: 
     path = f"{CONFIG_DIR}/config.yml"
     assert files.stat(path)["size"] == len(files.read_file(path)) and files.stat(path + ".nope") is None
     original, meta = files.read_entry(path)
-    reads = leftovers.ConfigReads()
+    reads = ConfigReads()
     assert reads.read(files, path, False) == original and reads.read(files, path, False) == original
     for owner in ("window-aaaaaaaa/lease-1", "window-bbbbbbbb/lease-1"):  # equal sizes, equal stats
         files.write_file(path, readonly_config(original, path + ".janitor-original", owner), meta=meta)

@@ -26,6 +26,7 @@ from rq import Queue
 from janitor import errors
 from janitor.jobs import pending
 from janitor.window import heartbeat, leftovers
+from janitor.window.fence import CONFIG_READS
 from janitor.window.lease import MaintenanceLock
 from worker import window
 from worker.context import Context
@@ -50,15 +51,12 @@ def recover_now(ctx: Context, wait: float) -> list[str] | None:
         lock.release()
 
 
-_CONFIG_READS = leftovers.ConfigReads()  # one per process: it keys by container and path
-
-
 def observe(ctx: Context) -> leftovers.Leftovers | None:
     """Look at the container and publish whether the registry takes writes: a fence marker in its config, or
     read-only mode configured by hand. None when Docker or the container is out of reach (the heartbeat says
     so). No blob upload: the windows' own probes report what they see (fence proven, writes back)."""
     try:
-        found = leftovers.look(ctx.container, _CONFIG_READS)
+        found = leftovers.look(ctx.container, CONFIG_READS)
     except errors.JanitorError:
         return None
     if found.fence_owner is not None:

@@ -16,6 +16,7 @@ from janitor.config.storage import S3Overrides
 from janitor.jobs.records import Keys, now
 from janitor.registry.container import RegistryContainer, env_of
 from janitor.window import preflight
+from janitor.window.fence import CONFIG_READS
 
 INTERVAL = 5.0
 UNREACHABLE = "DOCKER_UNAVAILABLE"
@@ -59,7 +60,7 @@ def check(container: RegistryContainer, s3: S3Overrides | None = None) -> dict[s
 def storage_check(container: RegistryContainer, s3: S3Overrides | None = None) -> dict[str, Any]:
     """What the storage driver allows, and any trap that would fail every window's preflight."""
     try:
-        report = preflight.inspect(container, s3=s3)
+        report = preflight.inspect(container, s3=s3, reads=CONFIG_READS)  # every few seconds: a stat, not a read
     except errors.JanitorError as exc:
         return {"ok": False, "code": exc.code, "message": exc.message}
     found: dict[str, Any] = {"ok": not report.traps, **report.storage.as_dict()}

@@ -25,7 +25,7 @@ import yaml
 from janitor.jobs.records import Keys, now
 from janitor.registry.container import RegistryContainer
 from janitor.window import holds
-from janitor.window.fence import BACKUP_SUFFIX, marker_owner
+from janitor.window.fence import BACKUP_SUFFIX, ConfigReads, marker_owner
 
 # A report older than this is not believed (its worker is gone); the worker refreshes it every few seconds.
 REPORT_TTL = 15.0
@@ -47,32 +47,6 @@ class Leftovers:
     def any(self) -> bool:
         """Something only a window's recovery may undo."""
         return self.fence_owner is not None or self.holds_record or self.backup
-
-
-class ConfigReads:
-    """The config as last read at each look, with the stat it was read at. A look whose stat (one HEAD, about
-    1 ms of the engine's CPU) shows the same size, mode and mtime takes the bytes from here instead of reading
-    the file again (an archive the engine builds: about 50 ms, every few seconds, per registry). A fenced config
-    keeps the original's mode and mtime and may even match its size, but while one is in place its backup
-    exists (written before it, removed only once the original is back and a write was accepted): kept bytes
-    are used only when the caller saw no backup, and a config with a fence marker is never kept."""
-
-    def __init__(self) -> None:
-        self._kept: dict[tuple[str, str], tuple[tuple[Any, ...], bytes]] = {}  # (container id, path)
-
-    def read(self, container: RegistryContainer, path: str, backup: bool) -> bytes:
-        key = (container.get().id, path)  # a container made anew under the same name is another file
-        stat = container.stat(path)
-        seen = (stat.get("size"), stat.get("mode"), stat.get("mtime"), stat.get("linkTarget")) if stat else None
-        kept = self._kept.get(key)
-        if not backup and seen is not None and kept is not None and kept[0] == seen:
-            return kept[1]
-        raw = container.read_file(path)
-        if seen is not None and marker_owner(raw) is None:
-            self._kept[key] = (seen, raw)
-        else:
-            self._kept.pop(key, None)
-        return raw
 
 
 def look(container: RegistryContainer, reads: ConfigReads | None = None) -> Leftovers:

@@ -29,6 +29,7 @@ from janitor.storage import drivers
 from janitor.storage.driver import Storage
 from janitor.storage.s3 import S3Storage
 from janitor.window import cache
+from janitor.window.fence import ConfigReads
 
 FILESYSTEM = "filesystem"
 INMEMORY = "inmemory"
@@ -272,14 +273,20 @@ def refuse_without_storage(request: dict[str, Any], access: StorageAccess | dict
 # -- reading the container ------------------------------------------------------------------------------
 
 
-def inspect(container: RegistryContainer, cache_url: str | None = None, s3: S3Overrides | None = None) -> Report:
+def inspect(container: RegistryContainer, cache_url: str | None = None, s3: S3Overrides | None = None,
+            reads: ConfigReads | None = None) -> Report:
     """Read the container once and find the config, the storage driver, the blob cache and the traps (raises
     nothing for a trap: see Report.raise_first). With an object store, its prefix must list: a store the
-    janitor cannot read is a trap of its own (STORAGE_UNREACHABLE), never a quiet fall back to protections off."""
+    janitor cannot read is a trap of its own (STORAGE_UNREACHABLE), never a quiet fall back to protections off.
+    `reads`: where a config read before may be taken again while its stat is unchanged (the heartbeat's)."""
     path = container.config_path()
     attrs = container.attrs()
     env = env_of(attrs)
-    config = container.read_yaml(path)
+    if reads is None:
+        config = container.read_yaml(path)
+    else:
+        loaded = yaml.safe_load(reads.read(container, path))
+        config = loaded if isinstance(loaded, dict) else {}
     access = StorageAccess(storage_driver(env, config))
     traps = find_traps(attrs, path, access)
     target = None
