@@ -101,10 +101,14 @@ def test_events_are_read_as_hints_per_repository() -> None:
         {"action": "mount", "target": {"digest": digest, "repository": "b"}},
         {"action": "delete", "target": {"digest": digest, "repository": "b"}},
         {"action": "delete", "target": {"repository": "b", "tag": "v2"}},
+        # The janitor's own delete: checked for the listing, but its pull time is the window's to drop.
+        {"action": "delete", "target": {"digest": "sha256:" + "c" * 64, "repository": "c"},
+         "request": {"useragent": "registry-janitor (python-requests/2.32.3)"}},
     ]
     found, ignored = index.events_to_check(events)
     assert ignored == 4
-    assert found == {"a": Confirm({"v1"}, set(), {"v1": digest}), "b": Confirm({"v2"}, {digest})}
+    assert found == {"a": Confirm({"v1"}, set(), {"v1": digest}), "b": Confirm({"v2"}, {digest}, forget={digest}),
+                     "c": Confirm(set(), {"sha256:" + "c" * 64})}
 
 
 def test_claims_merge_in_order_and_a_claim_the_index_shows_needs_no_check() -> None:

@@ -11,6 +11,8 @@ from typing import Any
 
 import yaml
 
+from janitor.registry.client import USER_AGENT
+
 
 @dataclass
 class Confirm:
@@ -20,17 +22,22 @@ class Confirm:
     tags: set[str] = field(default_factory=set)
     digests: set[str] = field(default_factory=set)
     pushed: dict[str, str] = field(default_factory=dict)
+    # Digests deleted by someone other than the janitor: their pull times go once the registry confirms them gone.
+    # The janitor's own deletes drop theirs in the window, which keeps them for a restore: an event of one,
+    # checked late, must not drop a time a restore has just put back.
+    forget: set[str] = field(default_factory=set)
 
     def merge(self, other: Confirm) -> None:
         """Add later events' claims (in order: a later delete of a tag voids its earlier push claim)."""
         self.tags |= other.tags
         self.digests |= other.digests
+        self.forget |= other.forget
         for tag in other.tags - set(other.pushed):
             self.pushed.pop(tag, None)
         self.pushed.update(other.pushed)
 
     def copy(self) -> Confirm:
-        return Confirm(set(self.tags), set(self.digests), dict(self.pushed))
+        return Confirm(set(self.tags), set(self.digests), dict(self.pushed), set(self.forget))
 
     def already_shown(self, current: Mapping[str, Mapping[str, Any]]) -> set[str]:
         """Pushed tags the index shows on the digest their push claims, with no delete of that digest named:
@@ -66,9 +73,17 @@ def events_to_check(events: Iterable[Mapping[str, Any]]) -> tuple[dict[str, Conf
                 confirm.pushed.pop(tag, None)
             if digest:
                 confirm.digests.add(digest)
+                if not _by_the_janitor(event):
+                    confirm.forget.add(digest)
         else:
             ignored += 1
     return found, ignored
+
+
+def _by_the_janitor(event: Mapping[str, Any]) -> bool:
+    request = event.get("request")
+    agent = request.get("useragent") if isinstance(request, Mapping) else None
+    return isinstance(agent, str) and agent.startswith(USER_AGENT)
 
 
 # The janitor's events endpoint: the default registry's, or one registry's under /v1/registries/{registry}.

@@ -176,7 +176,7 @@ class IndexReader(IndexStore):
             return False, set()
         pushed = {t for t in check.tags if names.is_tag(t)}
         with self.reader() as reader:
-            self._forget_pulls_of_deleted(reader, repo, check.digests)
+            self._forget_pulls_of_deleted(reader, repo, check.forget)
             for _ in range(COMMIT_ATTEMPTS):
                 gen = self.generation(repo)
                 current = self.tags(repo)
@@ -208,9 +208,10 @@ class IndexReader(IndexStore):
             return False, set()
 
     def _forget_pulls_of_deleted(self, reader: Reader, repo: str, digests: set[str]) -> None:
-        """A manifest deleted straight through the registry (its delete event names the digest) loses its pull
-        time once the registry confirms it gone (a HEAD each; deletes are rare), as one a window deletes does:
-        pushed again, the digest starts unpulled. A forged or stale event changes nothing."""
+        """A manifest deleted straight through the registry, not by the janitor (its delete event names the
+        digest), loses its pull time once the registry confirms it gone (a HEAD each; deletes are rare), as one
+        a window deletes does: pushed again, the digest starts unpulled. A forged or stale event changes
+        nothing."""
         named = sorted(d for d in digests if names.is_digest(d))
         if not named:
             return
