@@ -61,15 +61,17 @@ class ConfigReads:
     are used only when the caller saw no backup, and a config with a fence marker is never kept."""
 
     def __init__(self) -> None:
-        self._kept: dict[tuple[str, str], tuple[tuple[Any, ...], bytes]] = {}  # (container id, path)
+        self._kept: dict[tuple[str, str], tuple[tuple[Any, ...], bytes]] = {}  # (container name, path)
 
     def read(self, container: RegistryContainer, path: str, backup: bool | None = None) -> bytes:
         """`backup`: whether the caller saw the config's backup (None: looked up here)."""
         if backup is None:
             backup = container.exists(path + BACKUP_SUFFIX)
-        key = (container.get().id, path)  # a container made anew under the same name is another file
+        key = (container.name, path)
         stat = container.stat(path)
-        seen = (stat.get("size"), stat.get("mode"), stat.get("mtime"), stat.get("linkTarget")) if stat else None
+        # The container's id too: one made anew under the same name holds another file.
+        seen = (container.get().id, stat.get("size"), stat.get("mode"), stat.get("mtime"),
+                stat.get("linkTarget")) if stat else None
         kept = self._kept.get(key)
         if not backup and seen is not None and kept is not None and kept[0] == seen:
             return kept[1]
