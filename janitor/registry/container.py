@@ -161,12 +161,13 @@ class RegistryContainer:
     def exists(self, path: str) -> bool:
         return self.stat(path) is not None
 
-    def stat(self, path: str) -> dict[str, Any] | None:
+    def stat(self, path: str, container_id: str | None = None) -> dict[str, Any] | None:
         """A path's name, size, mode and mtime as the engine reports them; None when it does not exist. A HEAD
         on the archive endpoint (`docker cp`'s stat): a GET would have the engine build the file's archive,
-        about 50 ms of its CPU against 1 ms, for every look at the config and what sits next to it."""
+        about 50 ms of its CPU against 1 ms, for every look at the config and what sits next to it.
+        `container_id`: the container as the caller just found it (no second inspect)."""
         api = self.client.api
-        container_id = self.get().id
+        container_id = container_id or self.get().id
         try:
             resp = api.head(api._url("/containers/{0}/archive", container_id), params={"path": path},
                             timeout=api.timeout)

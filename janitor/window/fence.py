@@ -68,9 +68,9 @@ class ConfigReads:
         if backup is None:
             backup = container.exists(path + BACKUP_SUFFIX)
         key = (container.name, path)
-        stat = container.stat(path)
-        # The container's id too: one made anew under the same name holds another file.
-        seen = (container.get().id, stat.get("size"), stat.get("mode"), stat.get("mtime"),
+        container_id = container.get().id  # part of what must match: one made anew holds another file
+        stat = container.stat(path, container_id)
+        seen = (container_id, stat.get("size"), stat.get("mode"), stat.get("mtime"),
                 stat.get("linkTarget")) if stat else None
         kept = self._kept.get(key)
         if not backup and seen is not None and kept is not None and kept[0] == seen:
