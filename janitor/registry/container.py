@@ -41,6 +41,12 @@ def env_of(attrs: dict[str, Any]) -> dict[str, str]:
     return dict(e.split("=", 1) for e in pairs if "=" in e)
 
 
+def yaml_mapping(raw: bytes) -> dict[str, Any]:
+    """A YAML file read as distribution reads its config: a mapping, or nothing."""
+    loaded = yaml.safe_load(raw)
+    return loaded if isinstance(loaded, dict) else {}
+
+
 def config_path_from(argv: list[str], env: dict[str, str]) -> str | None:
     """Distribution's rule (`registry serve [path]`): a path argument wins, else REGISTRY_CONFIGURATION_PATH.
     The official entrypoints turn `<path>.yml` as first argument into `registry serve <path>.yml`; a shell
@@ -120,8 +126,7 @@ class RegistryContainer:
         return env_of(self.get().attrs)
 
     def read_yaml(self, path: str) -> dict[str, Any]:
-        loaded = yaml.safe_load(self.read_file(path))
-        return loaded if isinstance(loaded, dict) else {}
+        return yaml_mapping(self.read_file(path))
 
     def attrs(self) -> dict[str, Any]:
         """The container as `docker inspect` shows it: command, environment, mounts."""

@@ -24,7 +24,7 @@ import yaml
 
 from janitor import errors
 from janitor.config.storage import S3Overrides
-from janitor.registry.container import RegistryContainer, env_of
+from janitor.registry.container import RegistryContainer, env_of, yaml_mapping
 from janitor.storage import drivers
 from janitor.storage.driver import Storage
 from janitor.storage.s3 import S3Storage
@@ -282,11 +282,7 @@ def inspect(container: RegistryContainer, cache_url: str | None = None, s3: S3Ov
     path = container.config_path()
     attrs = container.attrs()
     env = env_of(attrs)
-    if reads is None:
-        config = container.read_yaml(path)
-    else:
-        loaded = yaml.safe_load(reads.read(container, path))
-        config = loaded if isinstance(loaded, dict) else {}
+    config = container.read_yaml(path) if reads is None else yaml_mapping(reads.read(container, path))
     access = StorageAccess(storage_driver(env, config))
     traps = find_traps(attrs, path, access)
     target = None
