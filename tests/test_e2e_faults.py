@@ -34,6 +34,7 @@ import requests
 from tests import images
 from tests.conftest import (
     ROOT,
+    GcExecs,
     Registry,
     Stack,
     free_port,
@@ -78,32 +79,33 @@ class GcWatch(threading.Thread):
 
     def __init__(self, reg: Registry, client: docker.DockerClient) -> None:
         super().__init__(daemon=True)
-        self.reg, self.api = reg, client.api
+        self.reg = reg
+        self.execs = GcExecs(client, reg.name)
         self.stop = threading.Event()
         self.seen_gc = 0
         self.violations: list[str] = []
 
     def run(self) -> None:
         while not self.stop.is_set():
-            try:
-                procs = self.api.top(self.reg.name)["Processes"] or []
-            except (docker.errors.APIError, requests.RequestException):
-                time.sleep(0.05)
+            with self.execs.changed:
+                running = self.execs.changed.wait_for(lambda: self.execs.running or self.stop.is_set(), 0.5)
+            if not running or self.stop.is_set():
                 continue
-            if any("garbage-collect" in " ".join(p) for p in procs):
-                self.seen_gc += 1
-                status = write_status(self.reg)
-                if status == 202:
-                    self.violations.append(f"upload accepted while garbage-collect ran ({time.time():.3f})")
+            self.seen_gc += 1
+            status = write_status(self.reg)
+            if status == 202:
+                self.violations.append(f"upload accepted while garbage-collect ran ({time.time():.3f})")
             time.sleep(0.02)
 
     def __enter__(self) -> GcWatch:
+        self.execs.__enter__()
         self.start()
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.stop.set()
         self.join(10)
+        self.execs.__exit__(*exc)
 
 
 @dataclass(eq=False)

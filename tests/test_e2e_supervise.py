@@ -30,7 +30,14 @@ from janitor.registry.container import RegistryContainer
 from janitor.window import leftovers
 from janitor.window.fence import ConfigReads, readonly_config
 from tests import images
-from tests.conftest import Registry, Stack, descendants, job_record, start_stack
+from tests.conftest import (
+    GcExecs,
+    Registry,
+    Stack,
+    descendants,
+    job_record,
+    start_stack,
+)
 from tests.test_e2e_chatops import Receiver, receiver  # noqa: F401 - the fixture
 from tests.test_e2e_faults import (
     CONFIG_DIR,
@@ -83,18 +90,15 @@ def metric(stack: Stack, name: str) -> float | None:
     return None
 
 
-def reached(stack: Stack, reg: Registry, job_id: str, moment: str) -> bool:
+def reached(stack: Stack, reg: Registry, job_id: str, moment: str, gc: GcExecs) -> bool:
     """The moment to kill at: a step done (fence, hold), garbage-collect running, the original config back
     but the restart not over."""
+    if moment == "gc":
+        return gc.wait_running(120)
+
     def now() -> bool:
         if moment in ("fence", "hold"):
             return step_status(stack, job_id, moment) == "succeeded"
-        if moment == "gc":
-            try:
-                top = reg.container.client.api.top(reg.name)["Processes"] or []
-            except docker.errors.APIError:
-                return False  # restarting into the read-only config
-            return any("garbage-collect" in " ".join(p) for p in top)
         return step_status(stack, job_id, "restart") == "running" and fenced(reg) is False
     return bool(images.wait_until(now, 120, 0.005))
 
@@ -115,12 +119,13 @@ def test_window_process_killed_is_recovered_with_no_new_request(
         before = registry.revisions()
         unstick = stuck_manifest(registry, stuck)
     worker = s.procs["worker"]
-    if moment == "gc":  # a GC alone: the stuck manifest is read by nothing but garbage-collect
-        job_id = s.post("/v1/gc", {}).json()["id"]
-    else:
-        job_id = s.delete({"repository": "team/app", "tags": ["t0"]})["id"]
-        kept.pop("t0")
-    assert reached(s, registry, job_id, moment), s.get(f"/v1/jobs/{job_id}").json()
+    with GcExecs(docker_client, registry.name) as gc:
+        if moment == "gc":  # a GC alone: the stuck manifest is read by nothing but garbage-collect
+            job_id = s.post("/v1/gc", {}).json()["id"]
+        else:
+            job_id = s.delete({"repository": "team/app", "tags": ["t0"]})["id"]
+            kept.pop("t0")
+        assert reached(s, registry, job_id, moment, gc), s.get(f"/v1/jobs/{job_id}").json()
     horse = work_horse(worker.pid)
     assert horse is not None
     os.kill(horse, signal.SIGKILL)

@@ -42,6 +42,7 @@ def _exit_with_parent() -> None:
 def supervise(names: list[str]) -> None:
     """One child per registry, restarted when it ends (e.g. it stopped listening because its Docker host went
     away, or it crashed); SIGTERM/SIGINT stop them all the way RQ stops (windows in progress end first)."""
+    deliveries = webhooks.start_process(names)  # forked first: before this process's handlers and threads
     children: dict[str, subprocess.Popen[bytes]] = {}
     stopping = threading.Event()
 
@@ -52,7 +53,6 @@ def supervise(names: list[str]) -> None:
                 child.send_signal(signum)
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
-    deliveries = webhooks.start_process(names)
     try:
         started: dict[str, float] = {}
         ended: set[str] = set()

@@ -112,6 +112,10 @@ def _stored_now(window: WindowState, root: str) -> dict[str, set[str]]:
     """Every stored manifest now: the repositories changed since this window read them are listed again,
     the others taken from that read (see storage.revisions_since); everything is read without one."""
     if window.stored is not None:
+        # Made with the window's other marks before the fence, for the read then. A later read (incremental GC's
+        # mark) only moves `stored` forward: listing again what changed since the earlier time stays exact.
+        if "revisions" in window.marks:
+            return window.storage.revisions_since(window.marks["revisions"], window.stored)[1]
         marks = window.storage.marks(window.guard.window_id, {"revisions": window.stored_read_at - 1})
         if marks:
             try:

@@ -296,7 +296,9 @@ class Window(WindowState):
         grace = ctx.settings.upload_grace
         since = freed.stat_since(ctx.sizes.last_gc(), self.prepared_at, grace) if self.manifests else None
         wanted = {"grace": self.prepared_at - grace - 1, "prepared": self.prepared_at - 1,
-                  **({"sizes": since - 1} if since is not None else {})}
+                  **({"sizes": since - 1} if since is not None else {}),
+                  # The check after GC lists again what changed since the plan read the revisions (verify).
+                  **({"revisions": self.stored_read_at - 1} if self.stored is not None else {})}
         self.marks = self.storage.marks(self.guard.window_id, wanted)
         statted = self.storage.blob_sizes(self.marks.get("sizes"))
         ctx.sizes.remember({**known, **statted})

@@ -197,12 +197,11 @@ def remove_uploads(container: RegistryContainer, storage_root: str, name: str,
     removes it. Returns how many were removed."""
     layout = Layout(storage_root)
     if upload_ids is None:
-        paths = _entries(container, layout.uploads(name))
-        # What `find` printed is used only when it is one of this repository's upload directories.
-        paths = [p for p in paths if posixpath.dirname(p) == layout.uploads(name)
-                 and layout.upload(name, posixpath.basename(p)) == p]
-    else:
-        paths = [layout.upload(name, i) for i in upload_ids]
+        # One exec: `find` removes what it finds directly under this repository's `_uploads` and says what.
+        result = checked(container, ["find", layout.uploads(name), "-mindepth", "1", "-maxdepth", "1", "-print",
+                                     "-exec", "rm", "-rf", "{}", "+"], missing_ok=True)
+        return sum(1 for line in result.stdout.splitlines() if line.strip())
+    paths = [layout.upload(name, i) for i in upload_ids]
     if paths:
         checked(container, ["rm", "-rf", *paths], missing_ok=False)
     return len(paths)

@@ -36,6 +36,8 @@ from janitor.window.lease import MaintenanceLock
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+# A container being killed says "running" a moment longer than its execs work: how long to let it settle.
+RELEASE_SETTLE = 1.0
 
 
 @dataclass(frozen=True)
@@ -265,12 +267,7 @@ class WindowGuard:
         undo = [i for i in range(len(self.replicas)) if self.touched[i] or found[i] is not None or not self.several]
         out: dict[str, Any] = {"restored": True}
         if (self.placed or self.recorded) and self._running():
-            try:
-                self._retry_docker(self.release_holds)  # before writes resume, while it still runs
-            except (errors.StorageCommandFailed, errors.ContainerError):
-                if self._running():
-                    raise
-                # It was being stopped (killed during GC: "running" a moment longer): they go after the restart.
+            self._release_holds_while_running()
         readies: dict[int, float] = {}
         restarts = 0.0
         for i in undo:
@@ -404,6 +401,21 @@ class WindowGuard:
                 pass  # Redis still away: keep trying until the deadline
             time.sleep(0.5)
         return False
+
+    def _release_holds_while_running(self) -> None:
+        """Holds go before writes resume, while the container still runs. A container being killed (during GC)
+        still says "running" for a moment while its execs already fail: a failure counts only if the container
+        still runs a moment later and a second try fails too. Once it stopped, the holds go after the restart."""
+        for attempt in range(2):
+            try:
+                self._retry_docker(self.release_holds)
+                return
+            except (errors.StorageCommandFailed, errors.ContainerError):
+                if not self._running():
+                    return
+                if attempt:
+                    raise
+                time.sleep(RELEASE_SETTLE)
 
     def _running(self) -> bool:
         try:
