@@ -179,6 +179,8 @@ def test_cli_metrics_and_logs_follow_real_windows(logged_stack: tuple[Stack, Pat
 
     # -- the worker's figures, seen the same in every scrape (whichever gunicorn worker answers) -------------
     dry_runs, real = 3, 1  # "no" preview, "yes" preview, --dry-run of current (the TAG_UNKNOWN one was refused)
+    # A heartbeat that caught the last window's restart says "not running" until the next look, a second later.
+    assert images.wait_until(lambda: scrape(stack).get(("janitor_worker_up", ())) == 1, 15), scrape(stack)
     scrapes = [scrape(stack) for _ in range(8)]
     for m in scrapes:
         assert m[("janitor_jobs_total", (("kind", "deletion"), ("outcome", "succeeded")))] == dry_runs + real

@@ -18,6 +18,7 @@ import subprocess
 import threading
 import time
 from collections.abc import Callable
+from datetime import datetime
 from pathlib import Path
 
 import docker
@@ -172,6 +173,28 @@ def test_window_process_killed_is_recovered_with_no_new_request(
     nxt = s.wait(s.delete({"repository": "team/app", "tags": ["t1"]})["id"], timeout=180)
     assert nxt["status"] == "succeeded", nxt
     assert writable_and_clean(registry)
+
+
+def test_a_stopped_registry_container_is_looked_at_again_within_a_second(stack: Stack) -> None:
+    """A look that finds the container not running (mostly: it caught a window's restart) is followed by
+    another about a second later, not after the usual 5 s, so /readyz and janitor_worker_up do not show the
+    registry down for seconds after every such window."""
+    def docker_check() -> dict:  # what /readyz shows as `checks.docker`, read where the worker publishes it
+        keys = stack.redis.keys("janitor:*:worker-heartbeat")
+        raw = stack.redis.get(keys[0]) if keys else None
+        return json.loads(raw) if raw else {}
+
+    def at(check: dict) -> float:
+        return datetime.fromisoformat(check["at"]).timestamp()
+    assert images.wait_until(lambda: docker_check().get("ok"), 60), docker_check()
+    stack.registry.container.stop(timeout=1)
+    first = images.wait_until(lambda: (c := docker_check()).get("code") == "REGISTRY_CONTAINER_NOT_RUNNING" and c,
+                              30, 0.05)
+    assert first, docker_check()
+    after = images.wait_until(lambda: (c := docker_check()).get("at") != first["at"] and c, 15, 0.05)
+    assert after and at(after) - at(first) < 3.0, (first, after)  # the usual interval is 5 s
+    stack.registry.container.start()
+    assert images.wait_until(lambda: docker_check().get("ok"), 30, 0.2), docker_check()
 
 
 def test_a_registry_left_read_only_shows_on_readyz_and_the_metric(

@@ -31,6 +31,8 @@ from worker.rqworkers import Worker
 
 log = logging.getLogger("worker")
 WINDOW_JOB = supervision.WINDOW_JOB
+# After a look that found the registry container not running (a window's restart lasts about a second).
+RELOOK = 1.0
 # Consecutive failed looks (one per heartbeat.INTERVAL) before a listening worker stops taking windows.
 LOST_AFTER = 3
 
@@ -61,10 +63,12 @@ class DockerWatch:
         self.failures = 0
         self.alone_since: float | None = None
         self.last_problem: str | None = None
+        self.not_running = False
 
     def look(self) -> None:
         try:
             found = heartbeat.report(self.ctx.conn, self.ctx.keys, self.ctx.container, self.ctx.settings.s3)
+            self.not_running = found.get("code") == heartbeat.NOT_RUNNING
             # Only workers that reach the engine write the heartbeat: is there one (within the last 15 s)?
             other = found.get("code") == heartbeat.UNREACHABLE and bool(self.ctx.conn.exists(self.ctx.keys.heartbeat))
         except redis.RedisError:
@@ -109,7 +113,9 @@ class DockerWatch:
                     self.look()
                 except Exception:  # noqa: BLE001 - the watch never dies
                     log.exception("Docker watch failed")
-                time.sleep(heartbeat.INTERVAL)
+                # A look that caught a window's restart would say "not running" until the next one: looked at
+                # again soon, so /readyz and janitor_worker_up do not show a registry down for 5 s after it.
+                time.sleep(RELOOK if self.not_running else heartbeat.INTERVAL)
         thread = threading.Thread(target=loop, name=f"docker-watch-{self.ctx.settings.name}", daemon=True)
         thread.start()
         return thread

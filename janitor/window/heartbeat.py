@@ -20,6 +20,7 @@ from janitor.window.fence import CONFIG_READS
 
 INTERVAL = 5.0
 UNREACHABLE = "DOCKER_UNAVAILABLE"
+NOT_RUNNING = "REGISTRY_CONTAINER_NOT_RUNNING"
 
 
 # Values no secret can be: flags, numbers, and distribution's own driver and cache names (which /readyz names).
@@ -52,7 +53,7 @@ def check(container: RegistryContainer, s3: S3Overrides | None = None) -> dict[s
     except errors.JanitorError as exc:
         return {"ok": False, "code": exc.code, "message": exc.message}
     if status != "running":
-        return {"ok": False, "code": "REGISTRY_CONTAINER_NOT_RUNNING",
+        return {"ok": False, "code": NOT_RUNNING,
                 "message": f"registry container {container.name!r} is {status}"}
     return redact({"ok": True, "storage": storage_check(container, s3)}, env_of(got.attrs))
 

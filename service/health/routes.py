@@ -87,7 +87,7 @@ def readiness(st: State) -> tuple[dict[str, Any], bool]:
                     "message": f"restarting for maintenance (window {window['id']})"}
             if not checks["registry"]["ok"]:
                 checks["registry"] = said
-            if checks["docker"].get("code") == "REGISTRY_CONTAINER_NOT_RUNNING":
+            if checks["docker"].get("code") == heartbeat.NOT_RUNNING:
                 checks["docker"] = {**said, **({"at": checks["docker"]["at"]} if "at" in checks["docker"] else {})}
     ready = all(c["ok"] for c in checks.values())
     # Informational: the index never makes the service unready (listings fill it on demand).
