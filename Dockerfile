@@ -19,6 +19,13 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
 WORKDIR /app
 # README.md is the package's readme in pyproject.toml: the build needs it.
 COPY pyproject.toml README.md ./
+# Into a virtualenv: the same on python:3.11-slim and on Debian's python3 (whose system pip refuses to install
+# outside one, PEP 668). PATH puts its python, gunicorn and worker first. The dependencies first, from
+# pyproject.toml alone (no package directory is there yet, so the project installs empty): a layer of its own,
+# which a change to the code does not rebuild.
+RUN python3 -m venv /opt/venv \
+    && pip install . \
+    && useradd --system --uid 10001 --no-create-home --shell /usr/sbin/nologin janitor
 COPY janitor ./janitor
 COPY service ./service
 COPY worker ./worker
@@ -26,11 +33,8 @@ COPY cli ./cli
 # Read by gunicorn from the working directory: metrics across workers, JSON logs with LOG_FORMAT=json, and
 # JSON answers for the errors gunicorn sends itself.
 COPY gunicorn.conf.py ./
-# Into a virtualenv: the same on python:3.11-slim and on Debian's python3 (whose system pip refuses to install
-# outside one, PEP 668). PATH puts its python, gunicorn and worker first.
-RUN python3 -m venv /opt/venv \
-    && pip install . \
-    && useradd --system --uid 10001 --no-create-home --shell /usr/sbin/nologin janitor
+# The project itself, over the empty one: its dependencies are all there already.
+RUN pip install --no-deps --force-reinstall .
 
 # The API needs no privileges. The worker talks to the Docker socket, which belongs to root:docker on the
 # host; docker-compose.yml runs it as root for that reason.
