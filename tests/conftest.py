@@ -3,8 +3,10 @@ gunicorn and the worker, each on loopback. scripts/test.sh provisions them on a 
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import io
+import json
 import os
 import shutil
 import signal
@@ -14,6 +16,7 @@ import sys
 import tarfile
 import tempfile
 import threading
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -43,6 +46,75 @@ def descendants(pid: int) -> list[int]:
             found.append(child)
             pending.append(child)
     return found
+
+
+class Launched:
+    """A process forked by tests/launcher.py, with the part of `subprocess.Popen` the tests use: it is the
+    launcher's child, so its exit code comes from there."""
+
+    def __init__(self, launcher: Launcher, pid: int) -> None:
+        self.launcher, self.pid, self.returncode = launcher, pid, None
+
+    def poll(self) -> int | None:
+        if self.returncode is None:
+            self.returncode = self.launcher.ask({"status": self.pid})["returncode"]
+        return self.returncode
+
+    def wait(self, timeout: float | None = None) -> int:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while self.poll() is None:
+            if deadline is not None and time.monotonic() > deadline:
+                raise subprocess.TimeoutExpired(f"pid {self.pid}", timeout or 0)
+            time.sleep(0.02)
+        return self.returncode  # type: ignore[return-value]
+
+    def send_signal(self, sig: int) -> None:
+        if self.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self.pid, sig)
+
+    def terminate(self) -> None:
+        self.send_signal(signal.SIGTERM)
+
+    def kill(self) -> None:
+        self.send_signal(signal.SIGKILL)
+
+
+class Launcher:
+    """One fork server per test process (tests/launcher.py), started on first use, gone with the process."""
+
+    def __init__(self) -> None:
+        self.path = os.path.join(tempfile.mkdtemp(prefix="rj-launcher-"), "socket")
+        self.proc = subprocess.Popen([sys.executable, "-m", "tests.launcher", self.path], cwd=ROOT)
+        if not wait_until(lambda: os.path.exists(self.path) or self.proc.poll() is not None, 60, 0.02) \
+                or self.proc.poll() is not None:
+            raise RuntimeError("tests/launcher.py did not start")
+        atexit.register(self.close)
+
+    def ask(self, request: dict[str, Any]) -> dict[str, Any]:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+            sock.settimeout(30)
+            sock.connect(self.path)
+            sock.sendall(json.dumps(request).encode() + b"\n")
+            return dict(json.loads(sock.makefile("rb").readline()))
+
+    def close(self) -> None:
+        self.proc.kill()
+        self.proc.wait(10)
+        shutil.rmtree(os.path.dirname(self.path), ignore_errors=True)
+
+
+_launcher: list[Launcher] = []
+
+
+def spawn(argv: list[str], env: dict[str, str], stderr: Path | None = None) -> Launched:
+    """`subprocess.Popen(argv, cwd=ROOT, env=env, start_new_session=True, stderr=...)` for `python -m` argv,
+    forked from a process that has the stack's libraries imported already (tests/launcher.py)."""
+    if not _launcher:
+        _launcher.append(Launcher())
+    launcher = _launcher[0]
+    spec = {"argv": argv, "env": env, "cwd": str(ROOT), "stderr": str(stderr) if stderr else None}
+    return Launched(launcher, int(launcher.ask({"spawn": spec})["pid"]))
 
 
 def free_port() -> int:
@@ -382,14 +454,17 @@ def registry(request: pytest.FixtureRequest, make_registry: Callable[..., Regist
 
 @dataclass
 class Stack:
-    """The service as a user runs it: gunicorn API and `python -m worker`, against one registry."""
+    """The service as a user runs it: gunicorn API and `python -m worker`, against one registry. Both are
+    forked from tests/launcher.py, which has their libraries imported already; `tests/test_e2e_ops.py`,
+    run.sh's and compose's tests start them from a fresh interpreter."""
 
     api: str
     registry: Registry
     redis: redis.Redis
     env: dict[str, str]
-    procs: dict[str, subprocess.Popen] = field(default_factory=dict)
+    procs: dict[str, subprocess.Popen | Launched] = field(default_factory=dict)
     token: str = "test-token"
+    scratch: str | None = None  # gunicorn's log and metrics directory, removed with the stack
 
     @property
     def headers(self) -> dict[str, str]:
@@ -425,8 +500,8 @@ class Stack:
     def pusher(self) -> Pusher:
         return Pusher(self.registry.url)
 
-    def start_worker(self) -> subprocess.Popen:
-        proc = subprocess.Popen([sys.executable, "-m", "worker"], cwd=ROOT, env=self.env, start_new_session=True)
+    def start_worker(self) -> Launched:
+        proc = spawn([sys.executable, "-m", "worker"], self.env)
         self.procs["worker"] = proc
         return proc
 
@@ -449,6 +524,13 @@ class Stack:
             with contextlib.suppress(subprocess.TimeoutExpired):
                 proc.wait(10)
         self.procs.clear()
+        self.remove_scratch()
+
+    def remove_scratch(self) -> None:
+        """A killed gunicorn never runs its on_exit, which would remove the metrics directory it made."""
+        if self.scratch:
+            shutil.rmtree(self.scratch, ignore_errors=True)
+            self.scratch = None
 
     def stop(self) -> None:
         for proc in self.procs.values():
@@ -463,6 +545,7 @@ class Stack:
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(pid, signal.SIGKILL)
         self.procs.clear()
+        self.remove_scratch()
 
 
 def start_stack(registry: Registry, redis_url: str, conn: redis.Redis, worker: bool = True, port: int | None = None,
@@ -471,13 +554,16 @@ def start_stack(registry: Registry, redis_url: str, conn: redis.Redis, worker: b
     A port picked here can be taken by another test process before gunicorn binds it: then another is tried."""
     for attempt in range(3):
         api_port = port or free_port()
+        scratch = tempfile.mkdtemp(prefix="rj-stack-")
         env = {**os.environ, "REGISTRY_URL": registry.url, "REGISTRY_CONTAINER": registry.name,
-               "REDIS_URL": redis_url, "API_TOKENS": "test-token,other-token", "JANITOR_LOCK_TTL": "6", **extra}
-        stack = Stack(f"http://127.0.0.1:{api_port}", registry, conn, env)
-        log = tempfile.NamedTemporaryFile(prefix="rj-api-", suffix=".log", delete=False)  # noqa: SIM115
-        stack.procs["api"] = api = subprocess.Popen(
+               "REDIS_URL": redis_url, "API_TOKENS": "test-token,other-token", "JANITOR_LOCK_TTL": "6",
+               "PROMETHEUS_MULTIPROC_DIR": os.path.join(scratch, "metrics"), **extra}
+        os.makedirs(env["PROMETHEUS_MULTIPROC_DIR"], exist_ok=True)
+        stack = Stack(f"http://127.0.0.1:{api_port}", registry, conn, env, scratch=scratch)
+        log_path = Path(scratch) / "api.log"
+        stack.procs["api"] = api = spawn(
             [sys.executable, "-m", "gunicorn", "-b", f"127.0.0.1:{api_port}", "-w", "1", "--threads", "8",
-             "service:create_app()"], cwd=ROOT, env=env, start_new_session=True, stderr=log)
+             "service:create_app()"], env, stderr=log_path)
 
         def up() -> bool:
             try:
@@ -488,8 +574,8 @@ def start_stack(registry: Registry, redis_url: str, conn: redis.Redis, worker: b
         wait_until(lambda: up() or api.poll() is not None, 90)
         if up():
             break
+        text = log_path.read_text(errors="replace")
         stack.stop()
-        text = Path(log.name).read_text(errors="replace")
         if port is None and attempt < 2 and "Address already in use" in text:
             continue
         raise RuntimeError(f"{stack.api}/healthz did not come up; gunicorn said:\n{text[-3000:]}")

@@ -10,12 +10,13 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 
+import docker
 import pytest
 import redis
 import requests
 
 from tests import images
-from tests.conftest import Registry, Stack, start_stack
+from tests.conftest import Registry, Stack, start_registry, start_stack
 
 pytestmark = pytest.mark.e2e
 
@@ -32,6 +33,23 @@ def api_only(registry: Registry, redis_server: str, redis_conn: redis.Redis) -> 
         yield s
     finally:
         s.kill()
+
+
+@pytest.fixture(scope="module")
+def shared_api(docker_client: docker.DockerClient, registry_image: str, redis_server: str) -> Iterator[Stack]:
+    """One API with no worker, on a registry nobody pushes to, for the tests below that only send requests:
+    each used to start its own registry and gunicorn. Its own Redis database: other tests flush database 0."""
+    registry = start_registry(docker_client, registry_image)
+    url = redis_server.rsplit("/", 1)[0] + "/1"
+    conn = redis.Redis.from_url(url)
+    conn.flushdb()
+    s = start_stack(registry, url, conn, worker=False)
+    try:
+        yield s
+    finally:
+        s.kill()
+        registry.container.remove(force=True, v=True)
+        conn.flushdb()
 
 
 def test_schemathesis_finds_nothing(api_only: Stack, tmp_path: Path) -> None:
@@ -53,12 +71,12 @@ def test_schemathesis_finds_nothing(api_only: Stack, tmp_path: Path) -> None:
     assert "passed" in report.lower(), report[-3000:]
 
 
-def test_a_repeated_query_parameter_is_a_422(api_only: Stack) -> None:
+def test_a_repeated_query_parameter_is_a_422(shared_api: Stack) -> None:
     for query in ("page=1&page=x", "page=1&page=2", "page_size=5&page_size=5"):
-        resp = api_only.get(f"/v1/repositories?{query}")
+        resp = shared_api.get(f"/v1/repositories?{query}")
         assert resp.status_code == 422, (query, resp.text)
         assert resp.json()["code"] == "INVALID_REQUEST" and resp.json()["details"], resp.json()
-    tags = api_only.get("/v1/repositories/team/app/tags?page=1&page=x")
+    tags = shared_api.get("/v1/repositories/team/app/tags?page=1&page=x")
     assert tags.status_code == 422 and "page" in tags.json()["details"]
 
 
@@ -72,22 +90,22 @@ def raw_request(url: str, line: str) -> bytes:
     return b"".join(chunks)
 
 
-def test_an_over_long_request_line_gets_the_json_error_shape(api_only: Stack) -> None:
+def test_an_over_long_request_line_gets_the_json_error_shape(shared_api: Stack) -> None:
     """gunicorn answers this before Flask sees it; gunicorn.conf.py makes the answer JSON."""
-    resp = requests.get(f"{api_only.api}/v1/jobs/{'a' * 10_000}", headers=api_only.headers, timeout=30)
+    resp = requests.get(f"{shared_api.api}/v1/jobs/{'a' * 10_000}", headers=shared_api.headers, timeout=30)
     assert resp.status_code == 414
     assert resp.headers["Content-Type"] == "application/json"
     assert resp.json() == {"code": "URI_TOO_LONG", "status": 414, "details": {},
                            "message": "the request line (method, path and query) is too long"}
-    long_query = requests.get(f"{api_only.api}/v1/repositories", params={"page": "1" * 9000},
-                              headers=api_only.headers, timeout=30)
+    long_query = requests.get(f"{shared_api.api}/v1/repositories", params={"page": "1" * 9000},
+                              headers=shared_api.headers, timeout=30)
     assert long_query.status_code == 414 and long_query.json()["code"] == "URI_TOO_LONG"
-    garbage = raw_request(api_only.api, "NOT A REQUEST LINE AT ALL")
+    garbage = raw_request(shared_api.api, "NOT A REQUEST LINE AT ALL")
     head, _, body = garbage.partition(b"\r\n\r\n")
     assert head.startswith(b"HTTP/1.1 400") and b"Content-Type: application/json" in head, garbage[:300]
     assert b'"code": "BAD_REQUEST"' in body
     # The service still answers normally afterwards.
-    after = api_only.get("/v1/repositories")
+    after = shared_api.get("/v1/repositories")
     assert after.status_code == 200 and after.json()["items"] == [], after.text
 
 
@@ -96,10 +114,10 @@ def test_an_over_long_request_line_gets_the_json_error_shape(api_only: Stack) ->
     ("team/" + "0" * 240, True), ("team/" + "0" * 241, False),  # docker.io/ goes before it
     ("reg.example/" + "0" * 243, True), ("reg.example/" + "0" * 244, False),  # a host: counted as it is
 ])
-def test_a_name_too_long_for_the_registry_is_refused_not_a_5xx(api_only: Stack, name: str, fits: bool) -> None:
+def test_a_name_too_long_for_the_registry_is_refused_not_a_5xx(shared_api: Stack, name: str, fits: bool) -> None:
     """registry:2 answers 500 for a name over 255 characters as docker normalises it (found by fuzzing)."""
-    direct = requests.get(f"{api_only.registry.url}/v2/{name}/tags/list", timeout=30).status_code
+    direct = requests.get(f"{shared_api.registry.url}/v2/{name}/tags/list", timeout=30).status_code
     assert direct == (404 if fits else 500), "the registry's own limit moved"
-    resp = api_only.get(f"/v1/repositories/{name}/tags")
+    resp = shared_api.get(f"/v1/repositories/{name}/tags")
     assert resp.status_code == (404 if fits else 422), resp.text
     assert resp.json()["code"] == ("REPOSITORY_UNKNOWN" if fits else "INVALID_REQUEST")
