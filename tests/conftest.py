@@ -33,6 +33,12 @@ from tests.images import Pusher, wait_until
 ROOT = Path(__file__).resolve().parent.parent
 
 
+def family(proc: Launched | subprocess.Popen[Any]) -> list[int]:
+    """A running process and its descendants; none once it has exited, when its pid may be another process's
+    already (pid_max is 32768 here and a run starts more processes than that)."""
+    return [] if proc.poll() is not None else [proc.pid, *descendants(proc.pid)]
+
+
 def descendants(pid: int) -> list[int]:
     children: dict[int, list[int]] = {}
     for entry in Path("/proc").iterdir():
@@ -516,7 +522,7 @@ class Stack:
     def kill_worker(self) -> None:
         """SIGKILL the worker and its RQ work horse (which runs in a session of its own)."""
         proc = self.procs.pop("worker")
-        for pid in [proc.pid, *descendants(proc.pid)]:
+        for pid in family(proc):
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
         proc.wait(10)
@@ -525,7 +531,7 @@ class Stack:
         """SIGKILL every process of the stack at once: a test's teardown, where nothing after it needs a graceful
         stop (Redis is flushed and the registry removed next), and waiting for one costs seconds per test."""
         for proc in self.procs.values():
-            for pid in [proc.pid, *descendants(proc.pid)]:
+            for pid in family(proc):
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(pid, signal.SIGKILL)
         for proc in self.procs.values():
@@ -542,14 +548,15 @@ class Stack:
 
     def stop(self) -> None:
         for proc in self.procs.values():
-            family = [proc.pid, *descendants(proc.pid)]
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGTERM)
+            pids = family(proc)
+            if pids:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(proc.pid, signal.SIGTERM)
             try:
                 proc.wait(10)
             except subprocess.TimeoutExpired:
                 pass
-            for pid in family:
+            for pid in pids:
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(pid, signal.SIGKILL)
         self.procs.clear()

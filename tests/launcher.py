@@ -54,6 +54,10 @@ def serve(path: str) -> dict[str, Any]:
                         server.close()
                         conn.close()
                         return dict(request["spawn"])
+                    # pid_max is 32768 here and a run starts more processes than that (every exec in a
+                    # container takes a host pid): an older child of ours may have had this pid, and its exit
+                    # code must not be answered for this one.
+                    exited.pop(pid, None)
                     answer: dict[str, Any] = {"pid": pid}
                 else:
                     answer = {"returncode": _reap(exited).get(int(request["status"]))}

@@ -23,7 +23,7 @@ import requests
 import yaml
 
 from tests import images
-from tests.conftest import ROOT, Registry, Stack, descendants, free_port, start_stack
+from tests.conftest import ROOT, Registry, Stack, descendants, family, free_port, start_stack
 
 pytestmark = pytest.mark.e2e
 
@@ -49,7 +49,7 @@ def start_worker(stack: Stack, key: str, **env: str) -> subprocess.Popen:
 def kill(stack: Stack, key: str) -> None:
     """SIGKILL a worker and everything it started (its registries' RQ workers and their work horses)."""
     proc = stack.procs.pop(key)
-    for pid in [proc.pid, *descendants(proc.pid)]:
+    for pid in family(proc):
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
     proc.wait(10)
