@@ -87,19 +87,18 @@ def under_fence(store: Storage, contents: ContentCache | None, premark: Premark,
     _, revisions = store.revisions_since(premark.since, mark.revisions)
     new_sizes = store.blob_sizes(premark.since)
     new_blobs = set(new_sizes) - mark.blobs
-    changed = rules.pairs(revisions) ^ rules.pairs(mark.revisions)
+    changed = rules.changes(mark.revisions, revisions)
     new_layered = store.layered_repositories(set(revisions) - mark.layered)
-    candidates = {p for p in rules.pairs(revisions)
-                  if p in changed or p[1] in new_blobs or p[0] in new_layered}
-    probe = rules.Mark(revisions, mark.layered | new_layered, mark.blobs | new_blobs, mark.refs)
-    wanted = probe.needed(candidates)
+    # Stored now, and maybe counting now when they did not: nothing else can need a manifest read.
+    candidates = {p for p in changed | rules.waiting_for(mark, new_blobs, new_layered) if rules.present(revisions, p)}
+    wanted = mark.needed(candidates, new_blobs, new_layered)
     held = {h.digest: frozenset(h.blobs) for h in holds}
     refs = {d: held[d] for d in wanted if d in held}
     read, from_files = manifest_refs(store, contents, wanted - set(refs))
     refs.update(read)
     rules.advance(mark, revisions, new_blobs, new_layered, refs)
     swept = sorted(rules.sweep(mark))
-    return Sweep(blobs=swept, blobs_marked=len(mark.marked), revisions_changed=len(changed),
+    return Sweep(blobs=swept, blobs_marked=len(mark.counts), revisions_changed=len(changed),
                  blobs_new=len(new_blobs), manifests_read=from_files, sizes=new_sizes)
 
 

@@ -11,8 +11,9 @@ They restate distribution 2.8's `MarkAndSweep` (registry/storage/garbagecollect.
   itself a counted revision), nothing for an OCI `subject` (2.8 does not know it);
 * every blob with data that nothing marked is swept.
 
-The mark is kept as reference counts (blob -> how many counted revisions mark it), so revisions added or gone
-since it was taken change it in time proportional to the change, not to the registry.
+The mark is kept as reference counts (blob -> how many counted revisions mark it), with the blobs nothing marks
+(the sweep) and the stored revisions that do not count kept beside them, so revisions added or gone since it
+was taken change it, and the sweep is read from it, in time proportional to the change, not to the registry.
 """
 
 from __future__ import annotations
@@ -70,25 +71,35 @@ class Mark:
     layered: set[str]  # repositories with a _layers directory: the ones distribution enumerates
     blobs: set[str]  # every blob with data
     refs: dict[str, frozenset[str]] = field(default_factory=dict)  # manifest digest -> what it marks, itself included
-    counts: Counter[str] = field(default_factory=Counter)
+    counts: Counter[str] = field(default_factory=Counter)  # only blobs marked at least once
     counted: set[Pair] = field(default_factory=set)
+    unmarked: set[str] = field(default_factory=set)  # blobs with data that nothing marks: the sweep
+    waiting: set[Pair] = field(default_factory=set)  # stored revisions that do not count (no data, no _layers)
 
     @property
     def marked(self) -> set[str]:
-        return {blob for blob, n in self.counts.items() if n > 0}
+        return set(self.counts)
 
     def counts_as(self, repo: str, digest: str) -> bool:
         return repo in self.layered and digest in self.blobs
 
-    def needed(self, pairs: Iterable[Pair]) -> set[str]:
-        """Manifests among these revisions that would count and whose references are not known yet."""
-        return {d for r, d in pairs if self.counts_as(r, d) and d not in self.refs}
+    def needed(self, pairs: Iterable[Pair], new_blobs: set[str] | frozenset[str] = frozenset(),
+               new_layered: set[str] | frozenset[str] = frozenset()) -> set[str]:
+        """Manifests among these revisions that would count (with these blobs and repositories added) and whose
+        references are not known yet."""
+        return {d for r, d in pairs if (r in self.layered or r in new_layered)
+                and (d in self.blobs or d in new_blobs) and d not in self.refs}
 
     def _count(self, pair: Pair, step: int) -> None:
         for blob in self.refs[pair[1]]:
-            self.counts[blob] += step
-            if self.counts[blob] <= 0:
-                del self.counts[blob]
+            n = self.counts[blob] + step
+            if n > 0:
+                self.counts[blob] = n
+                self.unmarked.discard(blob)
+            else:
+                self.counts.pop(blob, None)
+                if blob in self.blobs:
+                    self.unmarked.add(blob)
 
 
 def own_refs(digest: str, raw: bytes) -> frozenset[str]:
@@ -98,6 +109,28 @@ def own_refs(digest: str, raw: bytes) -> frozenset[str]:
 
 def pairs(revisions: Mapping[str, Iterable[str]]) -> set[Pair]:
     return {(r, d) for r, ds in revisions.items() for d in ds}
+
+
+def changes(before: Mapping[str, set[str]], now: Mapping[str, set[str]]) -> set[Pair]:
+    """Revisions come or gone between two listings. Repository by repository: an unchanged one compares equal
+    as a set, so its pairs are never built (under the fence, where the registry is large and the change small)."""
+    found: set[Pair] = set()
+    empty: set[str] = set()
+    for repo in before.keys() | now.keys():
+        was, is_now = before.get(repo, empty), now.get(repo, empty)
+        if was != is_now:
+            found.update((repo, d) for d in was ^ is_now)
+    return found
+
+
+def present(revisions: Mapping[str, set[str]], pair: Pair) -> bool:
+    return pair[1] in revisions.get(pair[0], ())
+
+
+def waiting_for(mark: Mark, new_blobs: set[str], new_layered: set[str]) -> set[Pair]:
+    """Stored revisions that did not count and may now: their manifest's data arrived, or their repository
+    gained `_layers`."""
+    return {p for p in mark.waiting if p[1] in new_blobs or p[0] in new_layered}
 
 
 def take(revisions: Mapping[str, set[str]], layered: Iterable[str], blobs: Iterable[str],
@@ -111,6 +144,9 @@ def take(revisions: Mapping[str, set[str]], layered: Iterable[str], blobs: Itera
             _require(mark, pair)
             mark.counted.add(pair)
             mark._count(pair, 1)
+        else:
+            mark.waiting.add(pair)
+    mark.unmarked = {b for b in mark.blobs if b not in mark.counts}
     return mark
 
 
@@ -120,16 +156,17 @@ def advance(mark: Mark, revisions: Mapping[str, set[str]], new_blobs: Iterable[s
     fine: only the difference is looked at), blobs stored since, repositories found with a `_layers` directory
     since, and the references of manifests that were not known. Blobs only come (nothing but GC removes one);
     a repository that went away loses its revisions, which is all distribution would see of it."""
-    before, now = pairs(mark.revisions), pairs(revisions)
     new_blobs, new_layered = set(new_blobs) - mark.blobs, set(new_layered) - mark.layered
     mark.blobs |= new_blobs
+    mark.unmarked |= {b for b in new_blobs if b not in mark.counts}
     mark.layered |= new_layered
     _learn(mark, refs)
     # Only these can change whether they count: revisions come or gone, a manifest whose blob arrived, a
     # repository that gained _layers.
-    touched = (before ^ now) | {p for p in now - mark.counted if p[1] in new_blobs or p[0] in new_layered}
+    touched = changes(mark.revisions, revisions) | waiting_for(mark, new_blobs, new_layered)
     for pair in touched:
-        should = pair in now and mark.counts_as(*pair)
+        stored = present(revisions, pair)
+        should = stored and mark.counts_as(*pair)
         if should and pair not in mark.counted:
             _require(mark, pair)
             mark.counted.add(pair)
@@ -137,13 +174,17 @@ def advance(mark: Mark, revisions: Mapping[str, set[str]], new_blobs: Iterable[s
         elif not should and pair in mark.counted:
             mark.counted.discard(pair)
             mark._count(pair, -1)
+        if stored and not should:
+            mark.waiting.add(pair)
+        else:
+            mark.waiting.discard(pair)
     mark.revisions = {r: set(ds) for r, ds in revisions.items()}
     return mark
 
 
 def sweep(mark: Mark, keep: Iterable[str] = ()) -> set[str]:
     """Every blob with data that nothing marks, less `keep`."""
-    return {b for b in mark.blobs if mark.counts.get(b, 0) <= 0} - set(keep)
+    return mark.unmarked - set(keep)
 
 
 def _learn(mark: Mark, refs: Mapping[str, frozenset[str]]) -> None:
