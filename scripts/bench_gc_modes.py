@@ -6,7 +6,8 @@ registry's storage, as distribution writes those pushes (scripts/populate.py Sto
 that the registry reads it as its own; once the fill is older than the upload grace, one tag is deleted per window, with
 `gc_mode` on the request: registry (cold: the first window after the fill), registry (warm), incremental (its
 first mark, which reads from the registry's files the manifests the content cache lacks), incremental (warm).
-Writes refused is the window's `write_refused_seconds`; GC is the gc step's exec or sweep; the mark is
+Writes refused is the window's `write_refused_seconds`; GC is the gc step's exec or sweep (in the incremental
+mode split into the change read and the sweep decided, then the deletes: `result.gc.seconds`); the mark is
 `gc_mark.seconds` of the drain step (before the fence).
 
 Fence + restart is the two steps around GC: the restart read-only and its write probe, then the original config
@@ -33,7 +34,7 @@ from scripts.populate import populate_storage, verify_pulls  # noqa: E402
 
 RUNS = (("registry (cold)", "registry"), ("registry", "registry"), ("incremental (first)", "incremental"),
         ("incremental", "incremental"))
-ROWS = ("write_refused_seconds", "gc_seconds", "mark_seconds", "fence_and_restart", "restarts", "fence", "hold", "gc",
+ROWS = ("write_refused_seconds", "gc_seconds", "change_and_sweep", "delete", "mark_seconds", "fence_and_restart", "restarts", "fence", "hold", "gc",
         "restart", "drain", "whole_window_seconds", "bytes_freed", "planned_bytes", "loadavg")
 
 
@@ -54,6 +55,8 @@ def run_size(repos: int, tags: int, grace: float) -> dict[str, Any]:
             figures.update(mode=gc.get("mode"), gc_seconds=gc.get("duration_seconds"),
                            mark_seconds=(steps["drain"]["outcome"].get("gc_mark") or {}).get("seconds"),
                            blobs_deleted=gc.get("blobs_deleted"), bytes_freed=job["result"].get("bytes_freed"),
+                           change_and_sweep=(gc.get("seconds") or {}).get("change_and_sweep"),
+                           delete=(gc.get("seconds") or {}).get("delete"),
                            **{name: figures["steps"].get(name) for name in ("drain", "fence", "hold", "gc", "restart")})
             figures["fence_and_restart"] = round((figures["fence"] or 0) + (figures["restart"] or 0), 3)
             # The two container restarts, each until /v2/ answered: what no change under the fence can shorten.

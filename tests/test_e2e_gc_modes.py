@@ -69,6 +69,7 @@ def test_a_request_overrides_the_mode_and_disagreeing_requests_share_registry(re
     jobs = [s.wait(first), s.wait(second)]
     assert len({j["window"]["id"] for j in jobs}) == 1
     assert all(j["status"] == "succeeded" and j["result"]["gc"]["mode"] == "incremental" for j in jobs), jobs
+    assert set(jobs[0]["result"]["gc"]["seconds"]) == {"change_and_sweep", "delete"}, jobs[0]["result"]["gc"]
 
     s.kill_worker()
     first = s.delete({"repository": "team/app", "tags": ["b"]})["id"]

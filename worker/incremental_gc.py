@@ -74,6 +74,7 @@ def collect(window: WindowState, root: str, found: incremental.Premark, sizes: d
     if not guard.fenced:
         raise errors.FenceNotEffective("GC refused: this window has not fenced the registry")
     guard.require_refused()
+    started = time.monotonic()
     try:
         sweep = incremental.under_fence(window.storage, window.ctx.contents, found, guard.placed)
     except rules.Unreadable as exc:
@@ -86,7 +87,10 @@ def collect(window: WindowState, root: str, found: incremental.Premark, sizes: d
         sizes.update(sweep.sizes)
     kept = {blob for hold, _ in unplaced or () for blob in hold.blobs}
     swept = [blob for blob in sweep.blobs if blob not in kept]
+    decided = time.monotonic()
     window.storage.delete_blobs(swept, lambda: guard.check("deleting blobs"))
+    # Where the fenced time went: reading the change and deciding, then deleting.
+    out["seconds"] = {"change_and_sweep": round(decided - started, 3), "delete": round(time.monotonic() - decided, 3)}
     out.update(mode="incremental", revisions_changed=sweep.revisions_changed, blobs_new=sweep.blobs_new,
                manifests_read=sweep.manifests_read, **({"blobs_kept_for_holds": len(sweep.blobs) - len(swept)}
                                                        if kept else {}))
