@@ -34,8 +34,9 @@ from scripts.populate import populate_storage, verify_pulls  # noqa: E402
 
 RUNS = (("registry (cold)", "registry"), ("registry", "registry"), ("incremental (first)", "incremental"),
         ("incremental", "incremental"))
-ROWS = ("write_refused_seconds", "gc_seconds", "change_and_sweep", "delete", "mark_seconds", "fence_and_restart", "restarts", "fence", "hold", "gc",
-        "restart", "drain", "whole_window_seconds", "bytes_freed", "planned_bytes", "loadavg")
+ROWS = ("write_refused_seconds", "gc_seconds", "change_and_sweep", "delete", "mark_seconds", "fence_and_restart",
+        "restarts", "fence", "hold", "gc", "restart", "drain", "whole_window_seconds", "bytes_freed", "planned_bytes",
+        "loadavg")
 
 
 def run_size(repos: int, tags: int, grace: float) -> dict[str, Any]:
