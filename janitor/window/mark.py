@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import json
 from collections import Counter
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Set as AbstractSet
 from dataclasses import dataclass, field
 
 from janitor.registry.manifests import (
@@ -80,15 +80,15 @@ class Mark:
     def marked(self) -> set[str]:
         return set(self.counts)
 
-    def counts_as(self, repo: str, digest: str) -> bool:
-        return repo in self.layered and digest in self.blobs
+    def counts_as(self, repo: str, digest: str, new_blobs: AbstractSet[str] = frozenset(),
+                  new_layered: AbstractSet[str] = frozenset()) -> bool:
+        """Whether this revision counts (with these blobs and repositories added, not yet in the mark)."""
+        return (repo in self.layered or repo in new_layered) and (digest in self.blobs or digest in new_blobs)
 
-    def needed(self, pairs: Iterable[Pair], new_blobs: set[str] | frozenset[str] = frozenset(),
-               new_layered: set[str] | frozenset[str] = frozenset()) -> set[str]:
-        """Manifests among these revisions that would count (with these blobs and repositories added) and whose
-        references are not known yet."""
-        return {d for r, d in pairs if (r in self.layered or r in new_layered)
-                and (d in self.blobs or d in new_blobs) and d not in self.refs}
+    def needed(self, pairs: Iterable[Pair], new_blobs: AbstractSet[str] = frozenset(),
+               new_layered: AbstractSet[str] = frozenset()) -> set[str]:
+        """Manifests among these revisions that would count and whose references are not known yet."""
+        return {d for r, d in pairs if d not in self.refs and self.counts_as(r, d, new_blobs, new_layered)}
 
     def _count(self, pair: Pair, step: int) -> None:
         for blob in self.refs[pair[1]]:
