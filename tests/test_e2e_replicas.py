@@ -74,11 +74,23 @@ def test_pushes_to_either_replica_during_windows_lose_nothing(replicas: list[Reg
     victims: list[tuple[Registry, images.Image]] = []
     windows: list[dict[str, Any]] = []
     done = threading.Event()
-    deadline = time.time() + 100
+    deadline = time.time() + 150
+
+    def gc_spans() -> list[tuple[float, float]]:
+        return [(_ts(st["started_at"]), _ts(st["finished_at"])) for j in list(windows) for st in j["steps"]
+                if st["name"] == "gc" and st["finished_at"]]
+
+    def exercised() -> bool:
+        """Clients of each replica refused, and GC inside some push's gap: chance decides whether three windows
+        see both, so windows go on (up to eight) until they have."""
+        spans, seen = gc_spans(), list(pushes)
+        return (all(any(r.startswith("405") for rg, p in seen if rg is reg for r in p.refusals) for reg in replicas)
+                and any(_overlaps(pause, g) for _, p in seen for pause in p.pauses for g in spans))
 
     def maintain() -> None:
         try:
-            for n in range(3):
+            n = 0
+            while n < 3 or (n < 8 and not exercised() and time.time() < deadline):
                 # A victim pushed through each replica in turn, deleted through the registry's URL (the first).
                 via = replicas[n % 2]
                 victim = images.image(layers=1)
@@ -87,6 +99,7 @@ def test_pushes_to_either_replica_during_windows_lose_nothing(replicas: list[Reg
                 assert push.acknowledged == victim.digest, push
                 victims.append((via, victim))
                 windows.append(s.wait(s.delete({"repository": "victims", "tags": [f"v{n}"]})["id"], timeout=90))
+                n += 1
         finally:
             done.set()
 
@@ -106,7 +119,7 @@ def test_pushes_to_either_replica_during_windows_lose_nothing(replicas: list[Reg
     for t in threads:
         t.join()
 
-    assert len(windows) == 3, "the maintenance windows did not all run in time"
+    assert len(windows) >= 3, "the maintenance windows did not all run in time"
     for job in windows:
         assert job["status"] == "succeeded", job
         assert job["result"]["integrity"]["broken"] == []
@@ -114,9 +127,7 @@ def test_pushes_to_either_replica_during_windows_lose_nothing(replicas: list[Reg
     # Clients of each replica were refused while its fence stood, and GC landed inside a push's gap.
     for reg in replicas:
         assert any(r.startswith("405") for rg, p in pushes if rg is reg for r in p.refusals), reg.name
-    gc_spans = [(_ts(st["started_at"]), _ts(st["finished_at"])) for j in windows for st in j["steps"]
-                if st["name"] == "gc"]
-    assert sum(_overlaps(pause, g) for _, p in pushes for pause in p.pauses for g in gc_spans) > 0
+    assert sum(_overlaps(pause, g) for _, p in pushes for pause in p.pauses for g in gc_spans()) > 0
     # Every push was acknowledged, never told its blobs were gone, and pulls complete from both replicas.
     assert len(pushes) >= 8
     for _, push in pushes:

@@ -427,7 +427,7 @@ def _overlaps(a: tuple[float, float], b: tuple[float, float]) -> bool:
 def test_pushes_during_maintenance_windows_lose_nothing(driver: str, registry, make_stack, gc_mode) -> None:  # type: ignore[no-untyped-def]
     s = make_stack(registry, JANITOR_UPLOAD_DRAIN="2", JANITOR_GC_MODE=gc_mode)
     rng = random.Random(4)
-    # Per pusher; on S3 (every request through moto) fewer: pushers go on past them until three windows ran.
+    # Per pusher; on S3 (every request through moto) fewer: pushers go on past them until `exercised()`.
     each = 12 if driver == "filesystem" else 6
     pushes = [Push(f"push/p{n}", f"t{i}", images.image(layers=rng.randint(1, 3), layer_size=rng.randint(2_000, 30_000)))
               for n in range(4) for i in range(each)]
@@ -444,11 +444,23 @@ def test_pushes_during_maintenance_windows_lose_nothing(driver: str, registry, m
             windows.append(job)
             victim += 1
 
+    def gc_spans() -> list[tuple[float, float]]:
+        return [(_ts(st["started_at"]), _ts(st["finished_at"]))
+                for j in list(windows) for st in j["steps"] if st["name"] == "gc" and st["finished_at"]]
+
+    def exercised() -> bool:
+        """Three windows ran, GC fell between some push's blob uploads and its manifest PUT, and a push was refused:
+        whether that happens within a fixed number of pushes is chance, so pushers go on until it has."""
+        spans = gc_spans()
+        return (len(windows) >= 3
+                and any(_overlaps(pause, g) for p in list(pushes) for pause in p.pauses for g in spans)
+                and any(r.startswith("405") for p in list(pushes) for r in p.refusals))
+
     def pusher(n: int) -> None:
         for push in pushes[n * each:(n + 1) * each]:
             _push_until_acknowledged(registry.url, push, random.Random(rng.random()), deadline)
-        extra = 0  # on a loaded machine windows are slow: keep pushing until three have run
-        while len(windows) < 3 and time.time() < deadline:
+        extra = 0
+        while not exercised() and time.time() < deadline:
             push = Push(f"push/p{n}", f"x{extra}", images.image(layers=1, layer_size=rng.randint(2_000, 30_000)))
             pushes.append(push)
             _push_until_acknowledged(registry.url, push, random.Random(rng.random()), deadline)
@@ -469,11 +481,10 @@ def test_pushes_during_maintenance_windows_lose_nothing(driver: str, registry, m
         assert job["status"] == "succeeded", (job["error"], [(s["name"], s["status"]) for s in job["steps"]])
         assert job["result"]["integrity"]["broken"] == []
         assert job["result"]["gc"]["mode"] == gc_mode
-    gc_spans = [(_ts(st["started_at"]), _ts(st["finished_at"])) for j in windows for st in j["steps"] if st["name"] == "gc"]
     refused = [(_ts(st["started_at"]), _ts(j["window"]["finished_at"])) for j in windows for st in j["steps"]
                if st["name"] == "fence"]
     # GC really landed between pushes' blob uploads and their manifest PUT, and writes were really refused mid-push.
-    assert sum(_overlaps(pause, g) for p in pushes for pause in p.pauses for g in gc_spans) > 0
+    assert sum(_overlaps(pause, g) for p in pushes for pause in p.pauses for g in gc_spans()) > 0
     assert any(r.startswith("405") for p in pushes for r in p.refusals)
     assert refused
     # Every push was acknowledged; none was ever told its blobs were gone; every one pulls complete.
