@@ -327,6 +327,28 @@ def test_the_first_fill_skips_what_a_listing_read_just_before_it(registry: Regis
     assert set(index.tags("team/app") or {}) == {"v1"}
 
 
+def test_a_reconcile_pauses_before_each_repository(registry: Registry, redis_conn: redis.Redis) -> None:
+    """The reconciler's pause (a window holding the lease, worker/indexer.py) comes before each repository's
+    read: one that stops the reconcile leaves nothing read; one that lets it go on is asked once per repository."""
+    pusher = images.Pusher(registry.url)
+    for repo in ("team/a", "team/b", "team/c"):
+        pusher.image(repo, images.image(), "v1")
+    index = TagIndex(redis_conn, "janitor:pausing", RegistryClient(registry.url), 4, "polling")
+
+    class Window(Exception):
+        pass
+
+    def refuse() -> None:
+        raise Window()
+    with pytest.raises(Window):
+        index.reconcile(pause=refuse)
+    assert [index.tags(r) for r in ("team/a", "team/b", "team/c")] == [None, None, None]
+    asked: list[float] = []
+    index.reconcile(pause=lambda: asked.append(time.monotonic()))
+    assert len(asked) == 3
+    assert all(set(index.tags(r) or {}) == {"v1"} for r in ("team/a", "team/b", "team/c"))
+
+
 def test_one_reader_per_repository_across_processes(registry: Registry, redis_conn: redis.Redis) -> None:
     """Two readers (the worker's fill and an API thread, say) asking for the same repository at once: one reads
     the registry, the other waits for that read and uses it."""

@@ -4,6 +4,8 @@ Redis. Milliseconds each."""
 from __future__ import annotations
 
 import json
+import threading
+import time
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
@@ -21,6 +23,7 @@ from janitor.registry.manifests import (
     parse,
     sha256_digest,
 )
+from worker import indexer
 
 
 def _image(layers: dict[str, int], config: str = "sha256:" + "c" * 64, media_type: str = OCI_MANIFEST):
@@ -268,3 +271,38 @@ def test_the_confirm_queue_merges_claims_per_repository_and_spaces_its_checks() 
     assert again[0][2] - busy[-1][2] >= 0.2  # the cooldown
     assert quiet[0][2] <= again[0][2]  # fewer claims first
     assert quiet[0][2] - started < 2.0
+
+
+def test_a_reconcile_waits_while_a_window_holds_the_lease(redis_conn: redis.Redis) -> None:
+    """The reconciler's pause (worker/indexer.py) returns at once without a lease, waits while one is held, and
+    ends the reconcile when the worker stops meanwhile."""
+    key, stop = "janitor:pause-test:lock", threading.Event()
+    redis_conn.delete(key)
+    pause = indexer.window_pause(redis_conn, key, stop)
+    started = time.monotonic()
+    pause()
+    assert time.monotonic() - started < 0.1
+    redis_conn.set(key, "a window's token")
+    returned: list[float] = []
+    waiting = threading.Thread(target=lambda: (pause(), returned.append(time.monotonic())))
+    waiting.start()
+    time.sleep(1.0)
+    assert returned == [] and waiting.is_alive()
+    released = time.monotonic()
+    redis_conn.delete(key)
+    waiting.join(2)
+    assert returned and returned[0] - released < indexer.WINDOW_POLL + 0.2
+    redis_conn.set(key, "the next window's token")
+    failed: list[BaseException] = []
+
+    def wait_then_record() -> None:
+        try:
+            pause()
+        except indexer.Stopping as exc:
+            failed.append(exc)
+    waiting = threading.Thread(target=wait_then_record)
+    waiting.start()
+    stop.set()
+    waiting.join(2)
+    assert len(failed) == 1
+    redis_conn.delete(key)

@@ -4,6 +4,10 @@ It fills the index at start, then reads the whole registry again every JANITOR_R
 right after each maintenance window's restart (the window sets a flag, checked every second). Each round also
 reads the registry container's config to tell whether the registry sends events to /v1/events (notifications
 mode) or not (polling mode), for the API and /readyz.
+
+While a window of the registry holds its lease, a reconcile waits (before its storage read and before each
+repository): its reads, a HEAD per tag, would share the registry and this host with the window's work under
+the fence, and a window's restarts would fail them anyway. No window waits for a reconcile.
 """
 
 from __future__ import annotations
@@ -11,6 +15,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 import redis
@@ -26,6 +31,28 @@ log = logging.getLogger(__name__)
 TICK = 1.0
 # The reconciler lock's time to live, renewed every third of it while a reconcile runs.
 LOCK_TTL = 10.0
+# How often a waiting reconcile looks whether the window's lease is gone.
+WINDOW_POLL = 0.25
+
+
+class Stopping(Exception):
+    """The worker stops while a reconcile waits for a window: the reconcile ends there."""
+
+
+def window_pause(conn: redis.Redis, lease_key: str, stop: threading.Event) -> Callable[[], None]:
+    """What a reconcile calls before each read: returns at once unless a window holds the registry's lease, and
+    then when it no longer does. Raises Stopping when the worker stops meanwhile."""
+    said = threading.Event()  # the reconcile's threads all wait: one line in the log per wait
+
+    def pause() -> None:
+        while conn.exists(lease_key):
+            if not said.is_set():
+                said.set()
+                log.info("index reconcile waits: a window of this registry holds its lease")
+            if stop.wait(WINDOW_POLL):
+                raise Stopping()
+        said.clear()
+    return pause
 
 
 def index_for(ctx: Context) -> TagIndex:
@@ -77,9 +104,10 @@ def prefill(ctx: Context, index: TagIndex, store: Storage | None) -> None:
         log.exception("index: storage not read; the reconcile reads the registry's API")
 
 
-def reconcile_once(ctx: Context, index: TagIndex) -> bool:
+def reconcile_once(ctx: Context, index: TagIndex, pause: Callable[[], None] | None = None) -> bool:
     """One reconcile under the registry's index lock; False when another process holds it. The lock is renewed
-    while the reconcile runs, so a worker killed mid-reconcile holds it up for LOCK_TTL at most."""
+    while the reconcile runs (and waits, see `window_pause`), so a worker killed mid-reconcile holds it up for
+    LOCK_TTL at most."""
     owner = index.try_lock(LOCK_TTL)
     if owner is None:
         return False
@@ -93,8 +121,10 @@ def reconcile_once(ctx: Context, index: TagIndex) -> bool:
                 pass  # Redis away: the reconcile fails on its own
     threading.Thread(target=keep, name="index-lock", daemon=True).start()
     try:
+        if pause is not None:
+            pause()
         prefill(ctx, index, read_container(ctx, index))
-        done = index.reconcile()
+        done = index.reconcile(pause=pause)
         log.info("index reconciled: %s", done)
     finally:
         done_event.set()
@@ -104,12 +134,13 @@ def reconcile_once(ctx: Context, index: TagIndex) -> bool:
 
 def loop(ctx: Context, stop: threading.Event) -> None:
     index = index_for(ctx)
+    pause = window_pause(ctx.conn, ctx.keys.lock, stop)
     last = 0.0
     while not stop.is_set():
         try:
             requested = index.conn.getdel(index.reconcile_key) is not None
             if requested or time.monotonic() - last >= ctx.settings.index_reconcile_interval:
-                if reconcile_once(ctx, index):
+                if reconcile_once(ctx, index, pause):
                     last = time.monotonic()
                 else:
                     # Another process holds the lock: a live one renews it, a killed one's lapses within

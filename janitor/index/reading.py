@@ -10,7 +10,7 @@ import json
 import logging
 import threading
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 import redis
@@ -252,15 +252,19 @@ class IndexReader(IndexStore):
         missing = [r for r in dict.fromkeys(repos) if r not in summaries]
         self.refresh_many(missing, listed=True)
 
-    def refresh_many(self, repos: list[str], listed: bool = False, since: float | None = None) -> None:
+    def refresh_many(self, repos: list[str], listed: bool = False, since: float | None = None,
+                     pause: Callable[[], None] | None = None) -> None:
         """Read these repositories (8 at a time, their tags' HEADs and manifests on the reader's bounded pool).
         `listed`: they are in the catalog, so one the registry answers NAME_UNKNOWN for (emptied) is indexed
         with no tags, as the catalog lists it. `since` (epoch s): a repository someone read after that (the
-        API filling a listing meanwhile) is not read again."""
+        API filling a listing meanwhile) is not read again. `pause`: called before each repository's read (it
+        may block, or raise to stop the reads)."""
         if not repos:
             return
 
         def one(repo: str) -> None:
+            if pause is not None:
+                pause()
             if since is not None and self.read_since([repo], since):
                 return
             self.refresh(repo, reader, listed=listed)
@@ -284,9 +288,10 @@ class IndexReader(IndexStore):
                        if set(now) != {_s(t) for t in indexed[r]}]
         self.refresh_many(changed)
 
-    def reconcile(self, catalog: list[str] | None = None) -> dict[str, Any]:
+    def reconcile(self, catalog: list[str] | None = None, pause: Callable[[], None] | None = None) -> dict[str, Any]:
         """Read the whole registry (catalog, then each repository in parallel) and repair the index: what
-        events missed, what others deleted. Each repository commits only if unchanged since its read."""
+        events missed, what others deleted. Each repository commits only if unchanged since its read. `pause`:
+        as for `refresh_many`, before each repository."""
         assert self.client is not None
         started, began = time.monotonic(), time.time()
         listed = sorted(set(catalog if catalog is not None else _again(self.client.catalog)))
@@ -295,9 +300,12 @@ class IndexReader(IndexStore):
         # instead of waiting on each other's reads. The API is up before the worker: a cold listing may have
         # read repositories moments before the first fill began, and those are not read twice.
         order = listed[::-1] if first else listed
-        self.refresh_many(order, listed=True, since=began - FIRST_FILL_SKIPS_READS_WITHIN if first else began)
+        self.refresh_many(order, listed=True, since=began - FIRST_FILL_SKIPS_READS_WITHIN if first else began,
+                          pause=pause)
         gone = sorted(set(self.summaries()) - set(listed))
         for repo in gone:
+            if pause is not None:
+                pause()
             gen = self.generation(repo)
             # Gone from the catalog: removed from storage. Read once more to be sure it is not being pushed.
             try:
