@@ -15,6 +15,7 @@ import time
 from collections.abc import Callable, Iterator
 from datetime import datetime, timedelta, timezone
 from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
 import redis
@@ -347,6 +348,24 @@ def test_a_reconcile_pauses_before_each_repository(registry: Registry, redis_con
     index.reconcile(pause=lambda: asked.append(time.monotonic()))
     assert len(asked) == 3
     assert all(set(index.tags(r) or {}) == {"v1"} for r in ("team/a", "team/b", "team/c"))
+
+
+def test_the_workers_reconcile_waits_while_a_window_holds_the_lease(stack: Stack) -> None:
+    """The worker's reconciler, on the real stack: asked to reconcile while a window holds the registry's lease
+    (as one does from its restart to its end), it waits, and reconciles within seconds of the lease going."""
+    assert wait_until(lambda: bool(index_check(stack).get("reconciled_at")), 60), index_check(stack)
+    prefix = f"janitor:{urlsplit(stack.registry.url).netloc}"  # the registry's namespace: its host and port
+    stack.redis.set(f"{prefix}:lock", "1:a window", px=60_000)
+    try:
+        asked = time.time()
+        stack.redis.set(f"{prefix}:index:reconcile", "now")
+        assert wait_until(lambda: not stack.redis.exists(f"{prefix}:index:reconcile"), 10)  # taken up
+        time.sleep(3)
+        assert not _reconciled_after(stack, asked), index_check(stack)
+    finally:
+        stack.redis.delete(f"{prefix}:lock")
+    released = time.time()
+    assert wait_until(lambda: _reconciled_after(stack, released), 15), index_check(stack)
 
 
 def test_one_reader_per_repository_across_processes(registry: Registry, redis_conn: redis.Redis) -> None:
