@@ -268,7 +268,9 @@ def test_the_confirm_queue_merges_claims_per_repository_and_spaces_its_checks() 
     quiet = [c for c in index.checks if c[0] == "quiet"]
     again = [c for c in index.checks if c[0] == "busy"][len(busy):]
     assert len(quiet) == 1 and len(again) == 1
-    assert again[0][2] - busy[-1][2] >= 0.2  # the cooldown
+    # The cooldown, counted by the queue from when it took the last check: a moment (scheduling, here 1 us
+    # once in CI) before the recorder saw that check begin, so the recorder's gap may be that much shorter.
+    assert again[0][2] - busy[-1][2] >= 0.2 - 0.01
     assert quiet[0][2] <= again[0][2]  # fewer claims first
     assert quiet[0][2] - started < 2.0
 
