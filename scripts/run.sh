@@ -61,10 +61,18 @@ if [ ! -x "$PY" ]; then
     python3 -m venv "$VENV"
 fi
 STAMP="$VENV/.registry-janitor-installed"
-if [ ! -e "$STAMP" ] || [ "$ROOT/pyproject.toml" -nt "$STAMP" ]; then
-    log "installing registry-janitor into $VENV"
-    "$VENV/bin/pip" install --quiet --disable-pip-version-check -e "$ROOT"
-    touch "$STAMP"
+needs_install() { [ ! -e "$STAMP" ] || [ "$ROOT/pyproject.toml" -nt "$STAMP" ]; }
+if needs_install; then
+    # Two run.sh started at once on a fresh clone would both install, and pip's writes into the venv collide
+    # ("No such file or directory: .venv/bin/registry-janitor"): one installs, the other waits and then sees it done.
+    exec 9>"$VENV/.registry-janitor-install.lock"
+    flock 9
+    if needs_install; then
+        log "installing registry-janitor into $VENV"
+        "$VENV/bin/pip" install --quiet --disable-pip-version-check -e "$ROOT"
+        touch "$STAMP"
+    fi
+    exec 9>&-
 fi
 
 # -- 2. Processes we start, and how they stop --------------------------------------------------------------------

@@ -19,7 +19,7 @@ import redis
 import requests
 
 from tests import images
-from tests.conftest import ROOT, Registry, free_port, wait_http
+from tests.conftest import ROOT, Registry, free_port
 from tests.images import wait_until
 
 pytestmark = pytest.mark.e2e
@@ -55,6 +55,19 @@ def stopped_at_end(proc: subprocess.Popen[bytes]) -> Iterator[None]:
             proc.wait(30)
 
 
+def wait_up(proc: subprocess.Popen[bytes], url: str, log: Path, timeout: float = 240) -> None:
+    """run.sh's API answering `url`; fails at once, with run.sh's output, if run.sh exits first (a first run may
+    install the project into .venv, hence the long timeout)."""
+    def up() -> bool:
+        if proc.poll() is not None:
+            raise AssertionError(f"run.sh exited ({proc.returncode}) before {url} answered:\n{log.read_text()}")
+        try:
+            return requests.get(url, timeout=1).status_code < 500
+        except requests.RequestException:
+            return False
+    assert wait_until(up, timeout), f"{url} did not come up:\n{log.read_text()}"
+
+
 def base_env(redis_server: str, tmp_path: Path, **extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if k not in ("REGISTRY_URL", "REGISTRY_CONTAINER")}
     return {**env, "PORT": str(free_port()), "REGISTRY_JANITOR_STATE": str(tmp_path / "state"),
@@ -72,7 +85,7 @@ def test_without_registry_url_it_runs_a_registry_one_can_use_at_once(
     proc = run_sh(env, log)
     try:
         with stopped_at_end(proc):
-            wait_http(f"{api}/healthz", timeout=240)  # a first run may install the project into .venv
+            wait_up(proc, f"{api}/healthz", log)
             text = log.read_text()
             assert f"starting a local registry container {name} on 127.0.0.1:{registry_port}" in text, text
             container = docker_client.containers.get(name)
@@ -128,7 +141,7 @@ def test_with_registry_url_it_starts_no_registry(redis_server: str, redis_conn: 
     log = tmp_path / "run.log"
     proc = run_sh(env, log)
     with stopped_at_end(proc):
-        wait_http(f"http://127.0.0.1:{env['PORT']}/healthz", timeout=240)
+        wait_up(proc, f"http://127.0.0.1:{env['PORT']}/healthz", log)
         assert ctrl_c(proc) == 130
     text = log.read_text()
     assert "local registry" not in text and "not usable" in text, text  # the hint about REGISTRY_CONTAINER
@@ -145,7 +158,7 @@ def test_ctrl_c_stops_the_private_redis_last(registry: Registry, tmp_path: Path)
     log = tmp_path / "run.log"
     proc = run_sh(env, log)
     with stopped_at_end(proc):
-        wait_http(f"http://127.0.0.1:{env['PORT']}/healthz", timeout=240)
+        wait_up(proc, f"http://127.0.0.1:{env['PORT']}/healthz", log)
         assert wait_until(lambda: "Listening on janitor-webhooks" in log.read_text(), 30), log.read_text()
         before = len(log.read_text())
         assert ctrl_c(proc, timeout=45) == 130  # RQ's own 60 s pubsub read no longer holds a stop up
