@@ -1,5 +1,5 @@
-"""The listing index's pure rules (details, usage math, sorting, filtering, events) and its race guard on a real
-Redis. Milliseconds each."""
+"""The listing index's pure rules (details, usage math, sorting, filtering, events), its race guard on a real
+Redis, and the reconciler's wait for a window's lease. Milliseconds each, but that wait (a second)."""
 
 from __future__ import annotations
 
