@@ -7,8 +7,9 @@ them through the registry to check), then one tag is deleted through the service
 (`cold`, then `warm`, as in bench_window.py;
 `gc_mode` on the request; BENCH_GC_MODES, default `registry,incremental`).
 Each step's duration and S3 requests come from the job record (outcome.storage_requests: the janitor's own
-requests; GC's are the registry's and not counted); GC's own duration is the `garbage-collect` exec's;
-writes refused is the window's `write_refused_seconds`.
+requests; GC's are the registry's and not counted; storage_requests_in_a_row: the listing pages that had to
+follow one another, which a store answering requests at once takes one round trip each); GC's own duration is
+the `garbage-collect` exec's; writes refused is the window's `write_refused_seconds`.
 
     TEST_REGISTRY_IMAGE=registry-janitor/test-registry:2.8.2 .venv/bin/python scripts/bench_s3_window.py --repos 50
     BENCH_GC_MODES=incremental TEST_REGISTRY_IMAGE=... .venv/bin/python scripts/bench_s3_window.py --repos 400
@@ -80,6 +81,8 @@ def s3_figures(job: dict[str, Any], wall: float) -> dict[str, Any]:
     out["s3_requests"] = {s["name"]: s["outcome"].get("storage_requests") for s in job["steps"]
                           if s["name"] in STEPS}
     out["s3_requests_window"] = job["window"].get("storage_requests")
+    out["s3_in_a_row"] = {s["name"]: s["outcome"].get("storage_requests_in_a_row") for s in job["steps"]
+                          if s["name"] in STEPS}
     return out
 
 
@@ -122,11 +125,13 @@ FILL = os.environ.get("BENCH_FILL", "api")  # `api`: pushes through the registry
 def main() -> int:
     results = run_sizes(__doc__ or "", run_size, [50, 400])
     cols = [(r, w) for r in results for w in (f"{m} {when}" for m in MODES for when in ("cold", "warm"))]
-    print("| step (seconds / S3 requests) | " + " | ".join(f"{r['tags']} tags ({w})" for r, w in cols) + " |")
+    print("| step (seconds / S3 requests, of which in a row) | "
+          + " | ".join(f"{r['tags']} tags ({w})" for r, w in cols) + " |")
     print("|---" * (1 + len(cols)) + "|")
     for name in STEPS:
         print(f"| {name} | " + " | ".join(
-            f"{r[w]['steps'].get(name, '-')} / {r[w]['s3_requests'].get(name, '-')}" for r, w in cols) + " |")
+            f"{r[w]['steps'].get(name, '-')} / {r[w]['s3_requests'].get(name, '-')}, "
+            f"{r[w]['s3_in_a_row'].get(name, '-')}" for r, w in cols) + " |")
     for key in ("gc_exec_seconds", "write_refused_seconds", "whole_window_seconds", "s3_requests_window"):
         print(f"| {key} | " + " | ".join(f"{r[w][key]}" for r, w in cols) + " |")
     return 0

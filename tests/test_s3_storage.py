@@ -4,14 +4,20 @@ through boto3, each answer checked against objects written the way distribution 
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
 import hashlib
 import time
+from collections.abc import Iterator
 from datetime import datetime, timezone
 from types import SimpleNamespace
 
+import botocore.utils
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from janitor import errors
+from janitor.storage import s3_bucket
 from janitor.storage.s3 import S3Location, S3Storage, location_from
 from tests.conftest import S3Endpoint
 
@@ -153,6 +159,18 @@ def test_layered_repositories_are_those_with_layer_links_as_distributions_catalo
     assert store.storage.layered_repositories(["team/app", "team/bare", "nothing"]) == {"team/app"}
     assert store.storage.layered_repositories([]) == set()
 
+    # The mark's reads: revisions listed after the mark answer for the layered repositories too, with no
+    # request; a listing begun before the mark does not, and lists again.
+    s = store.storage
+    since = s.marks("w", {"gc": time.time() - 1})["gc"]
+    s.revision_times()
+    counted = s.requests()
+    assert s.layered_repositories(since=since) == {"team/app", "team/app/sub"} and s.requests() == counted
+    store.layer("team/bare", a)
+    assert s.layered_repositories(since=s.marks("w", {"gc": time.time() + 5})["gc"]) == \
+        {"team/app", "team/app/sub", "team/bare"}
+    assert s.requests() == counted + 1
+
 
 def test_blobs_are_linked_where_missing_and_deleted_a_thousand_at_a_time(store: Store) -> None:
     linked, stored = store.blob(b"linked"), store.blob(b"stored")
@@ -250,6 +268,77 @@ def test_listings_page_and_deletes_go_a_thousand_at_a_time_every_request_counted
     assert store.storage.delete(keys) == 1001
     assert store.storage.requests() == counted + 2  # DeleteObjects takes 1,000 keys
     assert store.keys() == set()
+
+
+@contextlib.contextmanager
+def small_pages(page: int, split_every: int) -> Iterator[None]:
+    """Pages and ranges of a few keys, so that a few dozen objects take many of each."""
+    was = s3_bucket.LIST_PAGE, s3_bucket.SPLIT_EVERY
+    s3_bucket.LIST_PAGE, s3_bucket.SPLIT_EVERY = page, split_every
+    try:
+        yield
+    finally:
+        s3_bucket.LIST_PAGE, s3_bucket.SPLIT_EVERY = was
+
+
+_KEYS = st.sets(st.text(alphabet="ab/-z", min_size=1, max_size=5), max_size=40)
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(before=_KEYS, added=_KEYS, removed=st.data(), page=st.integers(1, 4), split_every=st.integers(1, 6))
+def test_a_listing_in_key_ranges_finds_exactly_what_one_listing_would(
+        s3_server: S3Endpoint, before: set[str], added: set[str], removed: st.DataObject, page: int,
+        split_every: int) -> None:
+    """The second listing of a prefix reads the key ranges the first one noted, at once: whatever was written
+    or deleted between the two, in any range, on a range's bound or beyond the last, it finds every object under
+    the prefix in key order, nothing twice and nothing from beside the prefix."""
+    store = Store(s3_server)
+    gone = removed.draw(st.sets(st.sampled_from(sorted(before)), max_size=len(before)) if before else st.just(set()))
+    with small_pages(page, split_every):
+        for key in before:
+            store.put("repositories/" + key)
+        store.put("repositorieZ")  # beside the prefix, after it in key order
+        first = [o["Key"] for o in store.storage.listing(store.storage.layout.repositories)[1]]
+        for key in added:
+            store.put("repositories/" + key)
+        for key in gone - added:
+            store.client.delete_object(Bucket=store.bucket, Key=store.v2 + "repositories/" + key)
+        second = [o["Key"] for o in store.storage.listing(store.storage.layout.repositories)[1]]
+    assert first == sorted(store.v2 + "repositories/" + k for k in before)
+    assert second == sorted(store.v2 + "repositories/" + k for k in (before - gone) | added)
+
+
+def test_a_prefix_listed_again_is_read_in_ranges_at_once_with_as_many_requests(store: Store) -> None:
+    """30 keys in pages of 10, a range noted every 8: three pages in a row the first time; then four ranges read
+    together, one request each (a store answering requests at once takes one page's time, not three)."""
+    with small_pages(10, 8):
+        for i in range(30):
+            store.blob(b"blob %d" % i)
+        s = store.storage
+        counted, in_a_row = s.requests(), s.requests_in_a_row()
+        assert len(s.blob_sizes()) == 30
+        assert (s.requests() - counted, s.requests_in_a_row() - in_a_row) == (3, 3)
+        store.blob(b"pushed between the two listings")
+        counted, in_a_row = s.requests(), s.requests_in_a_row()
+        assert len(s.blob_sizes()) == 31
+        assert (s.requests() - counted, s.requests_in_a_row() - in_a_row) == (4, 1)
+
+
+@given(st.datetimes(min_value=datetime(1971, 1, 1), max_value=datetime(2200, 1, 1), timezones=st.just(timezone.utc)),
+       st.sampled_from(["%Y-%m-%dT%H:%M:%S.{ms}Z", "%Y-%m-%dT%H:%M:%SZ", "%a, %d %b %Y %H:%M:%S GMT",
+                        "%Y-%m-%dT%H:%M:%S.{ms}+00:00", "%Y-%m-%d"]))
+def test_timestamps_are_read_as_botocore_reads_them(when: datetime, form: str) -> None:
+    """The janitor's client reads a listing's ISO 8601 itself (botocore's dateutil was most of a page's CPU);
+    every form gives what botocore would."""
+    text = when.strftime(form.replace("{ms}", f"{when.microsecond // 1000:03d}"))
+    assert s3_bucket._timestamp(text) == botocore.utils.parse_timestamp(text)
+
+
+def test_ranges_in_a_row_are_what_the_threads_read_one_after_another() -> None:
+    assert s3_bucket._in_a_row([1] * 27, 8) == 4
+    assert s3_bucket._in_a_row([1] * 8, 8) == 1
+    assert s3_bucket._in_a_row([3, 1, 1, 1], 2) == 3
+    assert s3_bucket._in_a_row([5], 8) == 5
 
 
 def test_keys_follow_the_rootdirectory_as_distribution_does(s3_server: S3Endpoint) -> None:

@@ -93,7 +93,7 @@ class WindowState:
         for job in jobs:
             job["steps"].append(record)
         self.save(jobs)
-        counted = self._storage_requests()
+        counted = self._storage_requests(), self._storage_requests_in_a_row()
         try:
             if name in CHANGING_STEPS:
                 self.guard.check(f"step {name}")  # lease still owned, window still within its time
@@ -117,12 +117,19 @@ class WindowState:
     def _storage_requests(self) -> int | None:
         return None if self.guard.storage is None else self.guard.storage.requests()
 
-    def _count_requests(self, record: dict[str, Any], before: int | None) -> None:
-        """What an object store bills: its requests in this step, and in the window so far."""
+    def _storage_requests_in_a_row(self) -> int | None:
+        return None if self.guard.storage is None else self.guard.storage.requests_in_a_row()
+
+    def _count_requests(self, record: dict[str, Any], before: tuple[int | None, int | None]) -> None:
+        """What an object store bills: its requests in this step, and in the window so far; and of the
+        listings among them, how many had to follow one another (what a step's listing time grows with)."""
         after = self._storage_requests()
         if after is not None:
-            record["outcome"]["storage_requests"] = after - (before or 0)
+            record["outcome"]["storage_requests"] = after - (before[0] or 0)
             self.info["storage_requests"] = after
+        in_a_row = self._storage_requests_in_a_row()
+        if in_a_row is not None:
+            record["outcome"]["storage_requests_in_a_row"] = in_a_row - (before[1] or 0)
 
     # -- the window ----------------------------------------------------------------------------
 

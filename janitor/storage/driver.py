@@ -36,6 +36,9 @@ class Storage(Protocol):
     def requests(self) -> int | None:
         """Requests made to the storage so far (what an object store bills); None when not counted."""
 
+    def requests_in_a_row(self) -> int | None:
+        """Of the listing requests so far, those that had to wait for one another; None when not counted."""
+
     # -- reading -----------------------------------------------------------------------------------
 
     def revision_times(self) -> tuple[float, dict[str, dict[str, float]]]:
@@ -50,9 +53,10 @@ class Storage(Protocol):
     def blob_sizes(self, newer_than: Mark | None = None) -> dict[str, int]:
         """digest -> size of every stored blob, or of (at least) those stored after `newer_than`."""
 
-    def layered_repositories(self, among: Iterable[str] | None = None) -> set[str]:
+    def layered_repositories(self, among: Iterable[str] | None = None, since: Mark | None = None) -> set[str]:
         """Repositories with layer links (a `_layers` directory): the ones distribution's GC enumerates; only
-        those of `among` when given (looking at theirs only)."""
+        those of `among` when given (looking at theirs only). `since`: any read begun after this mark will do
+        (an object store may answer from the listing it just made of the revisions)."""
 
     def recent_links(self, grace: float, now: float | None = None,
                      newer_than: Mark | None = None) -> dict[str, set[str]]:

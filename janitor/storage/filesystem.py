@@ -38,6 +38,9 @@ class FilesystemStorage:
     def requests(self) -> int | None:
         return None
 
+    def requests_in_a_row(self) -> int | None:
+        return None
+
     # -- reading -----------------------------------------------------------------------------------
 
     def revision_times(self) -> tuple[float, dict[str, dict[str, float]]]:
@@ -52,9 +55,10 @@ class FilesystemStorage:
     def blob_sizes(self, newer_than: Mark | None = None) -> dict[str, int]:
         return files.blob_sizes(self.container, self.root, None if newer_than is None else str(newer_than))
 
-    def layered_repositories(self, among: Iterable[str] | None = None) -> set[str]:
+    def layered_repositories(self, among: Iterable[str] | None = None, since: Mark | None = None) -> set[str]:
         """Every repository: one `find` that skips each repository's manifests and uploads and stops at its
-        `_layers`. Among candidates: a `find -maxdepth 0` of their `_layers` directories only."""
+        `_layers` (`since` changes nothing: no earlier read is kept). Among candidates: a `find -maxdepth 0` of
+        their `_layers` directories only."""
         repos = self.layout.repositories
         if among is None:
             result = files.checked(self.container, [

@@ -36,6 +36,8 @@ class S3Storage(S3Bucket):
     """The Storage interface on the bucket."""
 
     driver = "s3"
+    # (the store's clock when it began, repositories with layer links) from the last listing of revisions
+    _layered_read: tuple[float, set[str]] | None = None
 
     # -- reading -----------------------------------------------------------------------------------
 
@@ -48,8 +50,12 @@ class S3Storage(S3Bucket):
         read_at, objects = self.listing(self.layout.repositories)
         revisions: dict[str, dict[str, float]] = {}
         layers: dict[str, dict[str, float]] = {}
+        layered: set[str] = set()
+        prefix = self.layout.repositories + "/"
         for obj in objects:
             path = self.path(obj["Key"])
+            if "/_layers/" in path and (name := _layers_owner(path[len(prefix):])) is not None:
+                layered.add(name)
             if not path.endswith("/link"):
                 continue
             when = obj["LastModified"].timestamp()
@@ -57,6 +63,7 @@ class S3Storage(S3Bucket):
                 revisions.setdefault(rev[0], {})[rev[1]] = when
             elif (layer := self.layout.parse_layer_link(path)) is not None:
                 layers.setdefault(layer[0], {})[layer[1]] = when
+        self._layered_read = (read_at, layered)
         return read_at, revisions, layers
 
     def revision_times(self) -> tuple[float, dict[str, dict[str, float]]]:
@@ -85,11 +92,15 @@ class S3Storage(S3Bucket):
                 found[digest] = (int(obj["Size"]), obj["LastModified"].timestamp())
         return found
 
-    def layered_repositories(self, among: Iterable[str] | None = None) -> set[str]:
+    def layered_repositories(self, among: Iterable[str] | None = None, since: Mark | None = None) -> set[str]:
         """A repository has a `_layers` directory when an object lies under it (an object store has no empty
-        directories). Every repository: one listing of them all; among candidates: one request each."""
+        directories). Every repository: one listing of them all, or what the last listing of revisions found
+        when it began at or after `since` (the mark's reads list `repositories/` once, not twice); among
+        candidates: one request each."""
         if among is not None:
             return {name for name in sorted(set(among)) if self._any(self.layout.layers(name))}
+        if since is not None and self._layered_read is not None and self._layered_read[0] >= float(since):
+            return set(self._layered_read[1])
         prefix = self.layout.repositories + "/"
         found: set[str] = set()
         for obj in self.listing(self.layout.repositories)[1]:

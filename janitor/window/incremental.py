@@ -71,7 +71,7 @@ def before_fence(store: Storage, contents: ContentCache | None, revisions: Mappi
                  since: Mark) -> Premark:
     """The mark of the whole registry, while it still accepts writes. `since` must have been taken (for a time
     before this read began) before `revisions` were read."""
-    layered = store.layered_repositories()
+    layered = store.layered_repositories(since=since)  # on S3, from the listing `revisions` came from
     sizes = store.blob_sizes()
     probe = rules.Mark({r: set(ds) for r, ds in revisions.items()}, layered, set(sizes))
     refs, from_files = manifest_refs(store, contents, probe.needed(rules.pairs(revisions)))

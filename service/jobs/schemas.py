@@ -38,7 +38,9 @@ class StepSchema(ma.Schema):
     started_at = time_field("When the step started", required=True)
     finished_at = time_field("When the step ended; null while it runs", nullable=True)
     outcome = ma.fields.Dict(metadata={"description": (
-        "What the step did: manifests deleted, GC summary, ...; storage_requests on an object store. For `verify`: `mode` (targeted or full), "
+        "What the step did: manifests deleted, GC summary, ...; on an object store storage_requests, and "
+        "storage_requests_in_a_row: of its listing requests, how many had to wait for one another (a prefix "
+        "listed before is read in key ranges at once). For `verify`: `mode` (targeted or full), "
         "manifests_checked, blobs_checked, broken, broken_by_request; a targeted check adds "
         "surviving_manifests, affected_manifests and blobs_swept_checked; a full walk updates "
         "repositories_checked, repositories_total and manifests_checked as it goes")})
