@@ -56,6 +56,11 @@ def test_a_tag_deletion_and_gc_sweep_the_bucket(make_s3_registry: Callable[..., 
     assert all(isinstance(steps_by_name[n].get("storage_requests"), int) for n in ("preflight", "drain", "hold"))
     assert steps_by_name["drain"]["storage_requests"] >= 3  # uploads listed; blob sizes listed
     assert job["window"]["storage_requests"] == sum(o.get("storage_requests", 0) for o in steps_by_name.values())
+    # Of those, the listing pages that waited for one another: never more than the requests, at least one page
+    # for each listing (the drain's of uploads and of blob sizes).
+    assert all(0 <= o["storage_requests_in_a_row"] <= o["storage_requests"] for o in steps_by_name.values()
+               if "storage_requests" in o)
+    assert steps_by_name["drain"]["storage_requests_in_a_row"] >= 2
 
 
 def _ready(stack: Stack) -> dict:
