@@ -34,8 +34,11 @@ PRELOAD = ("gunicorn.app.wsgiapp", "gunicorn.workers.gthread", "flask", "flask_s
 def serve(path: str) -> dict[str, Any]:
     """Answer requests until one forks: returns only in the child, with what it is to run."""
     server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    server.bind(path)
+    # Bound under another name and renamed once listening: the test process waits for `path` to exist, and a
+    # connect between bind and listen is refused (ci41: the first test of a loaded process failed so).
+    server.bind(path + ".binding")
     server.listen(64)
+    os.rename(path + ".binding", path)
     sel = selectors.DefaultSelector()
     sel.register(server, selectors.EVENT_READ)
     exited: dict[int, int] = {}
