@@ -18,7 +18,7 @@ import posixpath
 import re
 import time
 from collections.abc import Callable, Iterable
-from typing import Any
+from typing import Any, NamedTuple
 
 
 from janitor import errors
@@ -36,17 +36,16 @@ class S3Storage(S3Bucket):
     """The Storage interface on the bucket."""
 
     driver = "s3"
-    # (the store's clock when it began, repositories with layer links) from the last listing of revisions
-    _layered_read: tuple[float, set[str]] | None = None
+    _last_links: _Links | None = None  # what the last listing of `repositories/` found
 
     # -- reading -----------------------------------------------------------------------------------
 
-    def _links(self) -> tuple[float, dict[str, dict[str, float]], dict[str, dict[str, float]]]:
-        """One listing of every repository: (clock, revisions with times, layer links with times). Read once
-        while the registry refuses writes (S3Bucket.writes_refused): callers never change what it returns."""
+    def _links(self) -> _Links:
+        """One listing of every repository. Read once while the registry refuses writes
+        (S3Bucket.writes_refused): callers never change what it returns."""
         return self.while_refused("links", self._list_links)
 
-    def _list_links(self) -> tuple[float, dict[str, dict[str, float]], dict[str, dict[str, float]]]:
+    def _list_links(self) -> _Links:
         read_at, objects = self.listing(self.layout.repositories)
         revisions: dict[str, dict[str, float]] = {}
         layers: dict[str, dict[str, float]] = {}
@@ -63,12 +62,12 @@ class S3Storage(S3Bucket):
                 revisions.setdefault(rev[0], {})[rev[1]] = when
             elif (layer := self.layout.parse_layer_link(path)) is not None:
                 layers.setdefault(layer[0], {})[layer[1]] = when
-        self._layered_read = (read_at, layered)
-        return read_at, revisions, layers
+        self._last_links = _Links(read_at, revisions, layers, layered)
+        return self._last_links
 
     def revision_times(self) -> tuple[float, dict[str, dict[str, float]]]:
-        read_at, revisions, _ = self._links()
-        return read_at, revisions
+        links = self._links()
+        return links.read_at, links.revisions
 
     def revisions_since(self, mark: Mark, known: dict[str, set[str]]) -> tuple[float, dict[str, set[str]]]:
         """A listing cannot skip what did not change: every revision is listed again."""
@@ -99,15 +98,10 @@ class S3Storage(S3Bucket):
         candidates: one request each."""
         if among is not None:
             return {name for name in sorted(set(among)) if self._any(self.layout.layers(name))}
-        if since is not None and self._layered_read is not None and self._layered_read[0] >= float(since):
-            return set(self._layered_read[1])
-        prefix = self.layout.repositories + "/"
-        found: set[str] = set()
-        for obj in self.listing(self.layout.repositories)[1]:
-            path = self.path(obj["Key"])
-            if path.startswith(prefix) and (name := _layers_owner(path[len(prefix):])) is not None:
-                found.add(name)
-        return found
+        last = self._last_links
+        if since is None or last is None or last.read_at < float(since):
+            last = self._links()
+        return set(last.layered)
 
     def _any(self, path: str) -> bool:
         prefix = self.key(path).rstrip("/") + "/"
@@ -118,8 +112,7 @@ class S3Storage(S3Bucket):
     def recent_links(self, grace: float, now: float | None = None,
                      newer_than: Mark | None = None) -> dict[str, set[str]]:
         cutoff = self.store_time((now or time.time()) - grace)
-        _, _, layers = self._links()
-        found = {repo: {d for d, t in links.items() if t >= cutoff} for repo, links in layers.items()}
+        found = {repo: {d for d, t in links.items() if t >= cutoff} for repo, links in self._links().layers.items()}
         return {repo: digests for repo, digests in found.items() if digests}
 
     def recent_links_and_sizes(self, grace: float, now: float, newer_than: Mark,
@@ -260,6 +253,15 @@ class S3Storage(S3Bucket):
     def remove_blob_dirs(self, digests: list[str]) -> None:
         """Nothing to do: an object store has no directories, and GC deleted the blobs' objects."""
         return None
+
+
+class _Links(NamedTuple):
+    """One listing of `repositories/`."""
+
+    read_at: float  # the store's clock when it began
+    revisions: dict[str, dict[str, float]]  # repository -> manifest digest -> LastModified of its revision link
+    layers: dict[str, dict[str, float]]  # repository -> blob digest -> LastModified of its layer link
+    layered: set[str]  # repositories with any object under `_layers` (distribution's catalog walk)
 
 
 def _layers_owner(relative: str) -> str | None:
