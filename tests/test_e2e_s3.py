@@ -63,6 +63,41 @@ def test_a_tag_deletion_and_gc_sweep_the_bucket(make_s3_registry: Callable[..., 
     assert steps_by_name["drain"]["storage_requests_in_a_row"] >= 2
 
 
+def test_under_the_fence_an_incremental_window_reads_only_what_the_registrys_log_says_changed(
+        make_s3_registry: Callable[..., Registry], make_stack: Callable[..., Stack]) -> None:
+    """The registry drains on SIGTERM (http.draintimeout in its config): its access log then shows every write
+    until the fence stopped it, and under the fence the bucket is not listed again. A registry stopped
+    without draining is listed whole, and says why."""
+    for env, whole in (({}, False), ({"REGISTRY_HTTP_DRAINTIMEOUT": "0s"}, True)):
+        reg = make_s3_registry(**env)
+        stack = make_stack(reg, JANITOR_GC_MODE="incremental")
+        p = stack.pusher()
+        old, kept = images.image(), images.image()
+        for n in range(4):
+            p.image(f"team/app{n}", images.image(), "v1")
+        p.image("team/app", old, "old")
+        p.image("team/app", kept, "kept")
+
+        job = stack.wait(stack.delete({"repository": "team/app", "tags": ["old"]})["id"])
+
+        assert job["status"] == "succeeded", job
+        steps = {s["name"]: s["outcome"] for s in job["steps"]}
+        assert job["result"]["gc"]["mode"] == "incremental"
+        assert job["result"]["bytes_freed"] == sum(len(b) for b in old.blobs.values()) + len(old.manifest)
+        assert not set(old.blobs) & set(reg.blob_files())
+        assert images.pull_verified(reg.url, "team/app", "kept") == []
+        listing = steps["fence"]["fenced_listing"]
+        if not whole:
+            # Nothing was written between the mark and the fence: nothing is listed or looked up under it, and
+            # the sweep is one DeleteObjects.
+            assert listing == {"whole": False, "repositories": 0, "blobs_named": 0, "write_requests": 0}, listing
+            assert steps["hold"]["storage_requests"] == 0, steps["hold"]
+            assert steps["gc"]["storage_requests"] == 1, steps["gc"]
+        else:
+            assert listing["whole"] is True and "exit code 2" in listing["why"], listing
+            assert steps["hold"]["storage_requests"] >= 2, steps["hold"]  # repositories/ and blobs/, whole
+
+
 def _ready(stack: Stack) -> dict:
     def storage_seen() -> dict | None:
         found = requests.get(stack.api + "/readyz", timeout=10).json()

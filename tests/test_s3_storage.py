@@ -17,6 +17,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from janitor import errors
+from janitor.registry.journal import Written
 from janitor.storage import s3_bucket
 from janitor.storage.s3 import S3Location, S3Storage, location_from
 from tests.conftest import S3Endpoint
@@ -376,3 +377,85 @@ def test_the_registrys_s3_settings_are_read_environment_first() -> None:
     assert location_from({}, {"storage": {"s3": {"bucket": "b"}}}).endpoint_url is None  # AWS itself
     with pytest.raises(errors.StorageConfigInvalid, match="no bucket"):
         location_from({}, {"storage": {"s3": {"region": "x"}}})
+
+
+_REPOS = st.sampled_from(["a", "b/c", "b/c/d", "e"])
+_CHANGES = st.lists(st.tuples(st.sampled_from(["revision", "layer", "unlink", "upload", "manifest"]), _REPOS,
+                              st.integers(0, 9)), max_size=6)
+
+
+@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(before=st.lists(st.tuples(st.sampled_from(["revision", "layer"]), _REPOS, st.integers(0, 5)), max_size=12),
+       changes=_CHANGES)
+def test_under_the_fence_the_logged_repositories_listed_again_read_as_a_whole_listing(
+        s3_server: S3Endpoint, before: list[tuple[str, str, int]], changes: list[tuple[str, str, int]]) -> None:
+    """The mark lists the bucket whole after the window's marker; the registry then writes (each change into a
+    repository its log names, with the digest an upload names, none for a manifest PUT by tag). Under the fence
+    the view built from the log must be what a whole listing reads: revisions, layer links and their times,
+    the repositories with layers, every blob and its size."""
+    s = Store(s3_server)
+    blobs = [s.blob(f"blob {i}".encode()) for i in range(6)]
+    for kind, repo, n in before:
+        (s.revision if kind == "revision" else s.layer)(repo, blobs[n])
+    since = time.time()
+    storage = s.storage
+    storage.revision_times()
+    storage.blob_sizes()
+    touched: set[str] = set()
+    named: set[str] = set()
+    for kind, repo, n in changes:
+        touched.add(repo)
+        if kind == "revision":
+            s.revision(repo, blobs[n % 6])
+        elif kind == "layer":
+            s.layer(repo, blobs[n % 6])
+        elif kind == "unlink":
+            links = sorted(k for k in s.keys() if k.startswith(f"repositories/{repo}/_") and k.endswith("/link")
+                           and "/_manifests/tags/" not in k)
+            if links:
+                s.client.delete_object(Bucket=s.bucket, Key=s.v2 + links[n % len(links)])
+        elif kind == "upload":
+            digest = s.blob(f"uploaded {n}".encode())
+            s.layer(repo, digest)
+            named.add(digest)
+        else:  # a manifest PUT by tag: its data, then its revision link; the log names no digest
+            s.revision(repo, s.blob(f"manifest {n}".encode()))
+
+    storage.writes_refused(True)
+    reads = storage.follow(Written(since, frozenset(touched), frozenset(named), len(changes)))
+    assert reads == {"repositories": len(touched), "blobs_named": len(named), "write_requests": len(changes)}
+    asked = storage.requests()
+    followed = (storage.revision_times()[1], storage.recent_links(3600), storage.layered_repositories(),
+                storage.blob_sizes())
+    # Two listings per repository written to, a HeadObject per blob that may be new: nothing else.
+    assert (storage.requests() or 0) - (asked or 0) <= 2 * len(touched) + len(named) + 2 * len(changes)
+    whole = S3Storage(s.location)
+    assert followed == (whole.revision_times()[1], whole.recent_links(3600), whole.layered_repositories(),
+                        whole.blob_sizes())
+
+
+def test_the_log_is_not_followed_past_the_janitors_own_writes_nor_for_listings_older_than_its_marker(
+        store: Store) -> None:
+    a = store.blob(b"a")
+    store.revision("team/app", a)
+    storage = store.storage
+    storage.revision_times()
+    storage.blob_sizes()
+    since = time.time()
+    store.revision("team/other", a)  # before the marker's point, after the listing: only a whole listing sees it
+    storage.writes_refused(True)
+    assert storage.follow(Written(since, frozenset(), frozenset(), 0)) is None
+    assert storage.revisions() == {"team/app": {a}, "team/other": {a}}
+
+    storage.writes_refused(False)
+    since = time.time()
+    storage.revision_times()
+    storage.blob_sizes()
+    storage.writes_refused(True)
+    assert storage.follow(Written(since, frozenset(), frozenset(), 0)) is not None
+    asked = storage.requests()
+    assert storage.revisions() == {"team/app": {a}, "team/other": {a}}
+    assert storage.requests() == asked  # nothing was written since: nothing is listed again
+    storage.write_manifests([("team/held", a, b"a")])  # the window's own write: its log never shows it
+    assert storage.revisions() == {"team/app": {a}, "team/other": {a}, "team/held": {a}}
+    assert (storage.requests() or 0) > (asked or 0) + 2

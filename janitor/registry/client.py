@@ -242,6 +242,13 @@ class RegistryClient:
     def ping(self) -> None:
         self.request("GET", "/v2/", scope="")
 
+    def answered(self, path: str) -> int:
+        """The status of one GET of this path, without authenticating (a 401 is an answer too): for a request
+        whose only purpose is the line it leaves in the registry's access log."""
+        resp = self._send("GET", f"{self.base_url}{path}")
+        resp.close()
+        return resp.status_code
+
     def catalog(self, page_size: int = 1000) -> list[str]:
         names: list[str] = []
         url: str | None = f"/v2/_catalog?n={page_size}"

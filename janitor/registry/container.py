@@ -7,7 +7,7 @@ import posixpath
 import shlex
 import tarfile
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import docker
 import docker.errors
@@ -243,17 +243,51 @@ class RegistryContainer:
         if not ok:
             raise errors.ContainerError(f"cannot write into {directory} in container {self.name!r}")
 
-    def restart(self, stop_timeout: int) -> None:
+    def run(self) -> str:
+        """Which run of the container this is (its id and when it started): another means it was restarted."""
+        return run_of(self.attrs())
+
+    def restart(self, stop_timeout: int) -> Stopped | None:
+        """Stop and start again (or start, after a kill). What the stop ended: the run, and its exit code (0
+        for a registry that stopped serving gracefully, with every request it had begun answered), read between
+        the two (a `docker restart` forgets it). None when it was not running."""
         c = self.get()
         try:
-            if c.status == "running":
-                c.restart(timeout=stop_timeout)
-            else:
+            if c.status != "running":
                 c.start()
+                return None
+            run = run_of(c.attrs)
+            c.stop(timeout=stop_timeout)
+            c.reload()
+            stopped = Stopped(run, c.attrs.get("State", {}).get("ExitCode"))
+            c.start()
+            return stopped
         except docker.errors.APIError as exc:
             raise errors.ContainerError(f"cannot restart {self.name!r}: {exc.explanation or exc}") from exc
         except OSError as exc:
             raise _unreachable(exc) from exc
+
+    def output_since(self, since: float) -> list[str]:
+        """Lines the container wrote to stdout since `since` (epoch seconds, the engine's clock), every run of
+        it; raises ContainerError when its log driver keeps nothing the engine can read back."""
+        try:
+            raw = self.get().logs(stdout=True, stderr=False, since=int(since))
+        except docker.errors.APIError as exc:
+            raise errors.ContainerError(f"cannot read the output of {self.name!r}: {exc.explanation or exc}") from exc
+        except OSError as exc:
+            raise _unreachable(exc) from exc
+        return raw.decode(errors="replace").splitlines()
+
+
+class Stopped(NamedTuple):
+    """A run of the container that a restart ended."""
+
+    run: str
+    exit_code: int | None
+
+
+def run_of(attrs: dict[str, Any]) -> str:
+    return f"{attrs.get('Id', '')}@{(attrs.get('State') or {}).get('StartedAt', '')}"
 
 
 def _unreachable(exc: Exception) -> errors.DockerUnavailable:

@@ -19,7 +19,9 @@ docs/window.md, "Storage drivers".
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from typing import Protocol
+from typing import Any, Protocol
+
+from janitor.registry.journal import Written
 
 Mark = str | float
 # One hold manifest to write: (repository, digest, body).
@@ -28,6 +30,9 @@ HeldManifest = tuple[str, str, bytes]
 
 class Storage(Protocol):
     driver: str
+    # Whether reads under the fence list the whole store unless told what the registry wrote (`follow`): an
+    # object store cannot list by time. The filesystem's `find -newer` reads only what changed.
+    needs_journal: bool
 
     @property
     def where(self) -> str:
@@ -85,6 +90,11 @@ class Storage(Protocol):
         """The window says when its fence is proven (True) and before it comes down (False): nothing but the
         window writes meanwhile, so an object store lists each part of the bucket once for all the reads under
         the fence (the filesystem's reads are each a `find -newer`, and keep nothing)."""
+
+    def follow(self, written: Written | None) -> dict[str, Any] | None:
+        """Under the fence, what the registry's access log says it wrote since a point (janitor/registry/
+        journal.py): the reads under this fence may take it instead of listing everything again. What they
+        will read then, or None when they list as usual."""
 
     # -- changes (only while the registry refuses writes) --------------------------------------------
 

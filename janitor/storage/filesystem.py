@@ -9,12 +9,14 @@ import posixpath
 import tarfile
 import time
 from collections.abc import Callable, Iterable
+from typing import Any
 
 import docker.errors
 
 from janitor import errors
 from janitor.registry import names
 from janitor.registry.container import RegistryContainer
+from janitor.registry.journal import Written
 from janitor.storage import files
 from janitor.storage.driver import HeldManifest, Mark
 from janitor.storage.layout import Layout
@@ -25,6 +27,7 @@ PATHS_PER_EXEC = 500
 
 class FilesystemStorage:
     driver = "filesystem"
+    needs_journal = False  # `find -newer` reads only what changed
 
     def __init__(self, container: RegistryContainer, root: str) -> None:
         self.container = container
@@ -180,6 +183,9 @@ class FilesystemStorage:
 
     def writes_refused(self, refused: bool) -> None:
         return None  # each read under the fence is a `find -newer` of what changed: nothing to keep
+
+    def follow(self, written: Written | None) -> dict[str, Any] | None:
+        return None
 
     def remove_uploads(self, name: str, upload_ids: Iterable[str] | None = None) -> int:
         return files.remove_uploads(self.container, self.root, name, upload_ids)

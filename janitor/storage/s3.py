@@ -23,6 +23,7 @@ from typing import Any, NamedTuple
 
 from janitor import errors
 from janitor.registry import names
+from janitor.registry.journal import Written
 from janitor.storage.driver import HeldManifest, Mark
 from janitor.storage.s3_bucket import DELETE_BATCH, READ_WORKERS, S3Bucket
 from janitor.storage.s3_location import S3Location, location_from
@@ -36,17 +37,29 @@ class S3Storage(S3Bucket):
     """The Storage interface on the bucket."""
 
     driver = "s3"
-    _last_links: _Links | None = None  # what the last listing of `repositories/` found
+    needs_journal = True
+    _last_links: _Links | None = None  # what the last whole listing of `repositories/` found
+    _last_blobs: _Blobs | None = None  # and of `blobs/`
 
     # -- reading -----------------------------------------------------------------------------------
 
     def _links(self) -> _Links:
-        """One listing of every repository. Read once while the registry refuses writes
+        """Every repository's links: one listing, or under the fence, the last one with the repositories the
+        registry wrote to since listed again (`follow`). Read once while the registry refuses writes
         (S3Bucket.writes_refused): callers never change what it returns."""
+        if self.following(self._last_links) is not None:
+            return self.while_refused("links", self._links_since)
         return self.while_refused("links", self._list_links)
 
     def _list_links(self) -> _Links:
+        began = time.time()
         read_at, objects = self.listing(self.layout.repositories)
+        revisions, layers, layered = self._parse_links(objects)
+        self._last_links = _Links(read_at, revisions, layers, layered, began)
+        return self._last_links
+
+    def _parse_links(self, objects: Iterable[dict[str, Any]]) -> tuple[
+            dict[str, dict[str, float]], dict[str, dict[str, float]], set[str]]:
         revisions: dict[str, dict[str, float]] = {}
         layers: dict[str, dict[str, float]] = {}
         layered: set[str] = set()
@@ -62,8 +75,43 @@ class S3Storage(S3Bucket):
                 revisions.setdefault(rev[0], {})[rev[1]] = when
             elif (layer := self.layout.parse_layer_link(path)) is not None:
                 layers.setdefault(layer[0], {})[layer[1]] = when
-        self._last_links = _Links(read_at, revisions, layers, layered)
-        return self._last_links
+        return revisions, layers, layered
+
+    def _links_since(self) -> _Links:
+        """The last whole listing, with each repository the registry wrote to since listed again (its
+        revisions and layer links: two requests, all repositories at once)."""
+        written, base = self.following(self._last_links), self._last_links
+        assert written is not None and base is not None
+        touched = sorted(written.repositories)
+        began = time.time()
+        read_at = self.store_time(began)
+        listed = self.listings([p for name in touched for p in (self.layout.revisions(name), self.layout.layers(name))])
+        revisions, layers, layered = self._parse_links(obj for objects in listed for obj in objects)
+        gone = set(touched)
+        return _Links(
+            read_at,
+            {**{r: t for r, t in base.revisions.items() if r not in gone}, **revisions},
+            {**{r: t for r, t in base.layers.items() if r not in gone}, **layers},
+            (base.layered - gone) | layered, began)
+
+    def follow(self, written: Written | None) -> dict[str, Any] | None:
+        """Told under the fence what the registry's access log says it wrote since a point (None: nothing is
+        known): reads under the fence then list again only the repositories written to, and look up only the
+        blobs those writes may have stored, on top of the last whole listings, when both began after that
+        point and the janitor wrote nothing to the bucket since. What that will read, or None when it cannot
+        (the last listings are older, or missing)."""
+        self._written_log = written
+        if written is None or self.following(self._last_links) is None or self.following(self._last_blobs) is None:
+            return None
+        return {"repositories": len(written.repositories), "blobs_named": len(written.blobs),
+                "write_requests": written.requests}
+
+    def following(self, listed: _Links | _Blobs | None) -> Written | None:
+        """The registry's log, when it says everything that changed since `listed` began."""
+        written = self._written_log
+        if written is None or listed is None or self._refused is None:
+            return None
+        return written if listed.began >= written.since and self._wrote_at < written.since else None
 
     def revision_times(self) -> tuple[float, dict[str, dict[str, float]]]:
         links = self._links()
@@ -79,16 +127,38 @@ class S3Storage(S3Bucket):
 
     def blob_sizes(self, newer_than: Mark | None = None) -> dict[str, int]:
         since = None if newer_than is None else float(newer_than)
-        return {digest: size for digest, (size, when) in self.while_refused("blobs", self._list_blobs).items()
+        read = self._blobs_since if self.following(self._last_blobs) is not None else self._list_blobs
+        return {digest: size for digest, (size, when) in self.while_refused("blobs", read).items()
                 if since is None or when >= since}
 
     def _list_blobs(self) -> dict[str, tuple[int, float]]:
         """digest -> (size, LastModified) of every blob."""
+        began = time.time()
         found: dict[str, tuple[int, float]] = {}
         for obj in self.listing(self.layout.blobs)[1]:
             digest = self.layout.parse_blob_data(self.path(obj["Key"]))
             if digest:
                 found[digest] = (int(obj["Size"]), obj["LastModified"].timestamp())
+        self._last_blobs = _Blobs(found, began)
+        return found
+
+    def _blobs_since(self) -> dict[str, tuple[int, float]]:
+        """The last whole listing of blobs, and those the registry may have stored since: named by the logged
+        requests (uploads, manifests by digest), or a revision of a repository written to (a manifest PUT by
+        tag stores its data under a digest the log does not show). A HeadObject each, at once. Only GC removes
+        blob data, so none is gone. A manifest PUT that failed between its data and its revision link leaves a
+        blob nothing names: it stays until a window lists every blob."""
+        written, base = self.following(self._last_blobs), self._last_blobs
+        assert written is not None and base is not None
+        touched = written.repositories
+        named = set(written.blobs) | {d for repo, found in self._links().revisions.items() if repo in touched
+                                      for d in found}
+        wanted = sorted(named - set(base.sizes))
+        heads = self.heads([self.layout.blob_data(d) for d in wanted], READ_WORKERS)
+        found = dict(base.sizes)
+        for digest, head in zip(wanted, heads, strict=True):
+            if head is not None:
+                found[digest] = (int(head["ContentLength"]), head["LastModified"].timestamp())
         return found
 
     def layered_repositories(self, among: Iterable[str] | None = None, since: Mark | None = None) -> set[str]:
@@ -262,6 +332,14 @@ class _Links(NamedTuple):
     revisions: dict[str, dict[str, float]]  # repository -> manifest digest -> LastModified of its revision link
     layers: dict[str, dict[str, float]]  # repository -> blob digest -> LastModified of its layer link
     layered: set[str]  # repositories with any object under `_layers` (distribution's catalog walk)
+    began: float  # the worker's clock before its first request
+
+
+class _Blobs(NamedTuple):
+    """One listing of `blobs/`."""
+
+    sizes: dict[str, tuple[int, float]]  # digest -> (size, LastModified)
+    began: float  # the worker's clock before its first request
 
 
 def _layers_owner(relative: str) -> str | None:

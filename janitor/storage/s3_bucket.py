@@ -58,6 +58,8 @@ class S3Bucket:
         self._refused: dict[str, Any] | None = None
         self._splits: dict[str, list[str]] = {}  # prefix -> keys its last whole listing noted (SPLIT_EVERY)
         self._in_a_row = 0
+        self._wrote_at = float("-inf")  # the worker's clock at the janitor's last write to the bucket
+        self._written_log: Any = None  # what the registry wrote since a point (S3Storage.follow), under the fence
 
     @property
     def client(self) -> Any:
@@ -186,6 +188,29 @@ class S3Bucket:
         self._note(prefix, objects)
         return min(at for at, _, _ in read), iter(objects)
 
+    def listings(self, paths: list[str]) -> list[list[dict[str, Any]]]:
+        """Every object under each of these paths (small ones: a repository's links), all listed at once."""
+        if not paths:
+            return []
+        prefixes = [self.key(p).rstrip("/") + "/" for p in paths]
+        with concurrent.futures.ThreadPoolExecutor(max_workers=min(LIST_WORKERS, len(prefixes))) as pool:
+            read = list(pool.map(lambda prefix: self._whole_range(prefix, None, None), prefixes))
+        with self._lock:
+            self._in_a_row += _in_a_row([pages for _, _, pages in read], LIST_WORKERS)
+        return [found for _, found, _ in read]
+
+    def heads(self, paths: list[str], workers: int) -> list[dict[str, Any] | None]:
+        """A HeadObject of each path, `workers` at once: its answer, or None where no object is."""
+        if not paths:
+            return []
+        assert self.client is not None  # made here, not by several threads at once
+        with concurrent.futures.ThreadPoolExecutor(max_workers=min(workers, len(paths))) as pool:
+            return list(pool.map(self._head, paths))
+
+    def _head(self, path: str) -> dict[str, Any] | None:
+        return self._call("HeadObject", lambda: self.client.head_object(Bucket=self.location.bucket, Key=self.key(path)),
+                          absent=("404", "NoSuchKey", "NotFound"))
+
     def _range(self, prefix: str, after: str | None, upto: str | None) -> tuple[float, Iterator[list[dict[str, Any]]]]:
         """(the store's clock at the first page, the objects of each page in turn) with keys in (after, upto]."""
         config = {"PageSize": LIST_PAGE}
@@ -260,6 +285,8 @@ class S3Bucket:
         of the same thing (the holds' read and the sweep's, each a listing of the whole bucket, become one), and
         any write of the window's own (`put`, `delete`) drops it all."""
         self._refused = {} if refused else None
+        if not refused:
+            self._written_log = None
 
     def while_refused(self, what: str, read: Callable[[], T]) -> T:
         """`read()`, or while writes are refused, what it returned the first time (see `writes_refused`)."""
@@ -270,6 +297,7 @@ class S3Bucket:
         return cast(T, self._refused[what])
 
     def _written(self) -> None:
+        self._wrote_at = time.time()  # the registry's log does not show this write: listings begun before miss it
         if self._refused is not None:
             self._refused.clear()
 
@@ -280,9 +308,7 @@ class S3Bucket:
 
     def exists(self, path: str) -> bool:
         """One HeadObject: whether the object is there (a 404 is the answer, any other failure raises)."""
-        return self._call("HeadObject", lambda: self.client.head_object(Bucket=self.location.bucket,
-                                                                         Key=self.key(path)),
-                          absent=("404", "NoSuchKey", "NotFound")) is not None
+        return self._head(path) is not None
 
     def reachable(self) -> None:
         """One listing of the registry's prefix (at most one key): raises when it is refused."""

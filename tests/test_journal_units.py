@@ -1,0 +1,71 @@
+"""The registry's access log read as what it wrote since the window's marker (janitor/registry/journal.py):
+the lines are distribution 2.8's, as its container prints them."""
+
+from __future__ import annotations
+
+import pytest
+
+from janitor.registry import journal
+
+A = "sha256:" + "a" * 64
+B = "sha256:" + "b" * 64
+
+
+def line(method: str, uri: str, status: int = 201) -> str:
+    return f'127.0.0.1 - - [07/Dec/2026:15:11:20 +0000] "{method} {uri} HTTP/1.1" {status} 0 "" "docker/27.0"'
+
+
+MARKER = line("GET", journal.marker_path("w1-abc"), 200)
+
+
+def test_only_writes_after_the_marker_count_each_with_its_repository_and_the_blobs_it_names() -> None:
+    lines = [
+        line("PUT", "/v2/before/manifests/v1"),  # finished before the mark's listing began
+        'time="2026-12-07T15:11:20Z" level=info msg="response completed" http.request.method=PUT',
+        MARKER,
+        line("GET", "/v2/read/manifests/v1", 200),
+        line("HEAD", f"/v2/read/blobs/{A}", 200),
+        line("POST", "/v2/team/app/blobs/uploads/", 202),
+        line("PATCH", "/v2/team/app/blobs/uploads/0d6b0e6c-6e83-4d6a-9f8f-1f2d3e4c5b6a", 202),
+        line("PUT", f"/v2/team/app/blobs/uploads/0d6b0e6c-6e83-4d6a-9f8f-1f2d3e4c5b6a?_state=xyz&digest=sha256%3A{'a' * 64}"),
+        line("POST", f"/v2/other/blobs/uploads/?mount={B}&from=team/app", 201),
+        line("PUT", "/v2/team/app/manifests/v1"),
+        line("PUT", f"/v2/by/digest/manifests/{B}", 500),  # failed: it may still have stored its data
+        line("DELETE", f"/v2/gone/manifests/{A}", 202),
+        line("DELETE", f"/v2/unlinked/blobs/{A}", 202),
+        line("GET", "/debug/vars", 200),
+        line("POST", "/v2/janitor-probe/blobs/uploads/", 405),  # refused: read-only, as after the fence
+    ]
+    written = journal.read(lines, "w1-abc", 12.5)
+    assert written.since == 12.5
+    assert written.repositories == {"team/app", "other", "by/digest", "gone", "unlinked"}
+    assert written.blobs == {A, B}
+    assert written.requests == 8
+
+
+def test_without_the_marker_the_log_says_nothing_for_certain() -> None:
+    with pytest.raises(journal.Unreadable, match="marker"):
+        journal.read([line("PUT", "/v2/a/manifests/v1")], "w1-abc", 0.0)
+    with pytest.raises(journal.Unreadable, match="marker"):  # another window's marker
+        journal.read([line("GET", journal.marker_path("w2-abc"), 200)], "w1-abc", 0.0)
+
+
+def test_a_write_whose_repository_cannot_be_told_makes_the_log_unusable() -> None:
+    with pytest.raises(journal.Unreadable, match="cannot be told"):
+        journal.read([MARKER, line("PUT", "/v2/Not_A_Name/manifests/v1")], "w1-abc", 0.0)
+    with pytest.raises(journal.Unreadable, match="cannot be told"):
+        journal.read([MARKER, line("POST", "/v2/_catalog")], "w1-abc", 0.0)
+
+
+def test_a_path_two_routes_could_explain_names_every_repository_it_could_be() -> None:
+    written = journal.read([MARKER, line("DELETE", f"/v2/team/blobs/manifests/{A}")], "w1-abc", 0.0)
+    assert written.repositories == {"team/blobs"}
+    written = journal.read([MARKER, line("POST", "/v2/a/blobs/uploads/blobs/uploads/")], "w1-abc", 0.0)
+    assert written.repositories == {"a/blobs/uploads"}
+    written = journal.read([MARKER, line("PUT", "/v2/a/manifests/blobs/uploads/x")], "w1-abc", 0.0)
+    assert written.repositories == {"a/manifests"}
+
+
+def test_the_last_marker_counts_and_a_percent_encoded_path_is_read_decoded() -> None:
+    lines = [MARKER, line("PUT", "/v2/early/manifests/v1"), MARKER, line("PUT", "/v2/team%2Fapp/manifests/v1")]
+    assert journal.read(lines, "w1-abc", 0.0).repositories == {"team/app"}
