@@ -3,6 +3,7 @@ layout, and a window deletes, fences, garbage-collects and restarts it there."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 
 import pytest
@@ -96,6 +97,30 @@ def test_under_the_fence_an_incremental_window_reads_only_what_the_registrys_log
         else:
             assert listing["whole"] is True and "exit code 2" in listing["why"], listing
             assert steps["hold"]["storage_requests"] >= 2, steps["hold"]  # repositories/ and blobs/, whole
+
+
+def test_the_index_reconciles_from_the_janitors_own_listing_not_the_registrys_catalog_walk(
+        make_s3_registry: Callable[..., Registry], make_stack: Callable[..., Stack]) -> None:
+    """On S3 the registry's `_catalog` is one request walking the whole bucket: in flight at a fence, it holds
+    up the registry's drain and is cut, and the window then lists the bucket whole. The index takes its
+    repositories from the janitor's own listing instead, and still lists what the registry's API shows."""
+    from tests.test_e2e_index import _reconciled_after, listing, truth
+
+    reg = make_s3_registry()
+    p = images.Pusher(reg.url)
+    for repo in ("team/app", "team/app/sub", "other"):
+        p.image(repo, images.image(), "v1")
+    since = int(time.time()) - 1
+    stack = make_stack(reg)
+    expected = truth(reg)
+    assert images.wait_until(lambda: _reconciled_after(stack, since), 60)
+    # What the worker read from the registry (the API, in polling mode, reads the catalog for each listing: a
+    # user's request, after this).
+    janitors = [line for line in reg.container.logs(stdout=True, stderr=False, since=since).decode().splitlines()
+                if "registry-janitor" in line]
+    assert [line for line in janitors if "/tags/list" in line], "\n".join(janitors)
+    assert not [line for line in janitors if "/v2/_catalog" in line], "\n".join(janitors)
+    assert listing(stack) == expected
 
 
 def _ready(stack: Stack) -> dict:
