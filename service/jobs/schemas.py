@@ -40,7 +40,10 @@ class StepSchema(ma.Schema):
     outcome = ma.fields.Dict(metadata={"description": (
         "What the step did: manifests deleted, GC summary, ...; on an object store storage_requests, and "
         "storage_requests_in_a_row: of its listing requests, how many had to wait for one another (a prefix "
-        "listed before is read in key ranges at once). For `verify`: `mode` (targeted or full), "
+        "listed before is read in key ranges at once). On an object store the `fence` step's fenced_listing "
+        "says how the reads under the fence went: {whole: false, repositories, blobs_named, write_requests} "
+        "when they followed the registry's access log since the mark (the repositories written to listed "
+        "again, the blobs named looked up), or {whole: true, why}. For `verify`: `mode` (targeted or full), "
         "manifests_checked, blobs_checked, broken, broken_by_request; a targeted check adds "
         "surviving_manifests, affected_manifests and blobs_swept_checked; a full walk updates "
         "repositories_checked, repositories_total and manifests_checked as it goes")})
