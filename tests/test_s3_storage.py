@@ -392,7 +392,8 @@ def test_under_the_fence_the_logged_repositories_listed_again_read_as_a_whole_li
     """The mark lists the bucket whole after the window's marker; the registry then writes (each change into a
     repository its log names, with the digest an upload names, none for a manifest PUT by tag). Under the fence
     the view built from the log must be what a whole listing reads: revisions, layer links and their times,
-    the repositories with layers, every blob and its size."""
+    the repositories with layers, every blob and its size. (A manifest PUT by tag whose revision is deleted by
+    digest before the fence: the DELETE names the digest, and its data is looked up.)"""
     s = Store(s3_server)
     blobs = [s.blob(f"blob {i}".encode()) for i in range(6)]
     for kind, repo, n in before:
@@ -409,11 +410,12 @@ def test_under_the_fence_the_logged_repositories_listed_again_read_as_a_whole_li
             s.revision(repo, blobs[n % 6])
         elif kind == "layer":
             s.layer(repo, blobs[n % 6])
-        elif kind == "unlink":
+        elif kind == "unlink":  # a DELETE of a manifest or a layer names its digest in the path
             links = sorted(k for k in s.keys() if k.startswith(f"repositories/{repo}/_") and k.endswith("/link")
                            and "/_manifests/tags/" not in k)
             if links:
                 s.client.delete_object(Bucket=s.bucket, Key=s.v2 + links[n % len(links)])
+                named.add("sha256:" + links[n % len(links)].split("/")[-2])
         elif kind == "upload":
             digest = s.blob(f"uploaded {n}".encode())
             s.layer(repo, digest)

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import datetime
 import io
 import posixpath
 import shlex
 import tarfile
 from dataclasses import dataclass
-from typing import Any, NamedTuple
+from typing import Any
 
 import docker
 import docker.errors
@@ -247,25 +248,45 @@ class RegistryContainer:
         """Which run of the container this is (its id and when it started): another means it was restarted."""
         return run_of(self.attrs())
 
-    def restart(self, stop_timeout: int) -> Stopped | None:
-        """Stop and start again (or start, after a kill). What the stop ended: the run, and its exit code (0
-        for a registry that stopped serving gracefully, with every request it had begun answered), read between
-        the two (a `docker restart` forgets it). None when it was not running."""
+    def restart(self, stop_timeout: int) -> str | None:
+        """Restart (or start, after a kill). One call the engine carries out whole, even if this process dies
+        meanwhile (a stop and a start apart could leave the registry stopped, which the janitor never undoes:
+        an operator may have stopped it). Returns the run it stopped (`run_of`), None when none was running."""
         c = self.get()
         try:
             if c.status != "running":
                 c.start()
                 return None
             run = run_of(c.attrs)
-            c.stop(timeout=stop_timeout)
-            c.reload()
-            stopped = Stopped(run, c.attrs.get("State", {}).get("ExitCode"))
-            c.start()
-            return stopped
+            c.restart(timeout=stop_timeout)
+            return run
         except docker.errors.APIError as exc:
             raise errors.ContainerError(f"cannot restart {self.name!r}: {exc.explanation or exc}") from exc
         except OSError as exc:
             raise _unreachable(exc) from exc
+
+    def exit_code(self, run: str) -> int | None:
+        """The exit code `run` ended with, once the container runs again: the one `die` the engine's events
+        show between that run's start and the current run's. None when not exactly one is there (the engine
+        keeps its last events only, or the container died more than once)."""
+        container_id, _, started = run.partition("@")
+        try:
+            c = self.get()
+            now = (c.attrs.get("State") or {}).get("StartedAt", "")
+            if c.id != container_id or c.status != "running" or not started or not now:
+                return None
+            since, until = _nanos(started), _nanos(now)
+            events = self.client.events(since=since // 10**9, until=f"{until // 10**9}.{until % 10**9:09d}",
+                                        filters={"container": container_id, "event": "die"}, decode=True)
+            died = [e for e in events if since <= int(e.get("timeNano", 0)) <= until]
+        except (docker.errors.DockerException, ValueError) as exc:
+            raise errors.ContainerError(f"cannot read the engine's events for {self.name!r}: {exc}") from exc
+        except OSError as exc:
+            raise _unreachable(exc) from exc
+        if len(died) != 1:
+            return None
+        code = (died[0].get("Actor") or {}).get("Attributes", {}).get("exitCode")
+        return int(code) if code is not None and str(code).lstrip("-").isdigit() else None
 
     def output_since(self, since: float) -> list[str]:
         """Lines the container wrote to stdout since `since` (epoch seconds, the engine's clock), every run of
@@ -279,15 +300,16 @@ class RegistryContainer:
         return raw.decode(errors="replace").splitlines()
 
 
-class Stopped(NamedTuple):
-    """A run of the container that a restart ended."""
-
-    run: str
-    exit_code: int | None
-
-
 def run_of(attrs: dict[str, Any]) -> str:
+    """A run of a container: its id and when it started (the engine's RFC 3339 time, nanoseconds)."""
     return f"{attrs.get('Id', '')}@{(attrs.get('State') or {}).get('StartedAt', '')}"
+
+
+def _nanos(stamp: str) -> int:
+    """An engine time ("2026-12-07T15:11:21.121516002Z") as nanoseconds since the epoch."""
+    whole, _, fraction = stamp.rstrip("Z").partition(".")
+    seconds = datetime.datetime.fromisoformat(whole).replace(tzinfo=datetime.timezone.utc).timestamp()
+    return int(seconds) * 10**9 + int((fraction + "000000000")[:9])
 
 
 def _unreachable(exc: Exception) -> errors.DockerUnavailable:

@@ -21,7 +21,7 @@ import requests
 import yaml
 
 from janitor import errors
-from janitor.registry.container import FileMeta, RegistryContainer, Stopped
+from janitor.registry.container import FileMeta, RegistryContainer
 
 MARKER = b"# registry-janitor: read-only for maintenance"
 BACKUP_SUFFIX = ".janitor-original"
@@ -111,7 +111,7 @@ class WriteFence:
         self.ready_timeout = ready_timeout
         self.stopped_at: float | None = None  # monotonic: when `close` began to stop the writable registry
         self.restart_seconds = 0.0  # the engine's last restart (stop and start), until it returned
-        self.stopped: Stopped | None = None  # what the last restart stopped (None: the registry was not running)
+        self.stopped: str | None = None  # the run the last restart stopped (None: the registry was not running)
         # config path -> the owner named in the fenced config this object wrote (and has not put back): what
         # that file says for as long as nobody else has held the lease since
         self.written: dict[str, str] = {}

@@ -77,11 +77,17 @@ def read(guard: WindowGuard, marker: Marker) -> journal.Written:
     stopped = guard.fence.stopped
     if stopped is None:
         raise Unusable("the fence found the registry not running")
-    if stopped.run != marker.run:
+    if stopped != marker.run:
         raise Unusable("the registry was restarted between the mark and the fence")
-    if stopped.exit_code != 0:
-        raise Unusable(f"the registry's stop ended with exit code {stopped.exit_code}, not 0: it may have cut "
-                       "requests short (no http.draintimeout, or one longer than JANITOR_RESTART_STOP_TIMEOUT)")
+    try:
+        code = guard.container.exit_code(stopped)
+    except errors.JanitorError as exc:
+        raise Unusable(exc.message) from exc
+    if code is None:
+        raise Unusable("the engine's events no longer say how the registry's stop ended")
+    if code != 0:
+        raise Unusable(f"the registry's stop ended with exit code {code}, not 0: it may have cut requests short "
+                       "(no http.draintimeout, or one longer than JANITOR_RESTART_STOP_TIMEOUT)")
     try:
         lines = guard.container.output_since(marker.answered_at - LOG_SLACK)
         return journal.read(lines, marker.token, marker.answered_at)
