@@ -3,6 +3,7 @@ layout, and a window deletes, fences, garbage-collects and restarts it there."""
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Callable
 
@@ -95,7 +96,8 @@ def test_under_the_fence_an_incremental_window_reads_only_what_the_registrys_log
             assert steps["hold"]["storage_requests"] == 0, steps["hold"]
             assert steps["gc"]["storage_requests"] == 1, steps["gc"]
         else:
-            assert listing["whole"] is True and "exit code 2" in listing["why"], listing
+            # 2.8 exits 2 on SIGTERM without a drain timeout, 3.1 143: not 0, so its log may miss a request.
+            assert listing["whole"] is True and re.search(r"exit code (?!0,)\d+", listing["why"]), listing
             assert steps["hold"]["storage_requests"] >= 2, steps["hold"]  # repositories/ and blobs/, whole
 
 
