@@ -244,10 +244,6 @@ class RegistryContainer:
         if not ok:
             raise errors.ContainerError(f"cannot write into {directory} in container {self.name!r}")
 
-    def run(self) -> str:
-        """Which run of the container this is (its id and when it started): another means it was restarted."""
-        return run_of(self.attrs())
-
     def restart(self, stop_timeout: int) -> str | None:
         """Restart (or start, after a kill). One call the engine carries out whole, even if this process dies
         meanwhile (a stop and a start apart could leave the registry stopped, which the janitor never undoes:

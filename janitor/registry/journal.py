@@ -52,7 +52,7 @@ class Written:
 
     since: float
     repositories: frozenset[str]
-    blobs: frozenset[str]  # digests named by uploads and manifest PUTs: their data may be new
+    blobs: frozenset[str]  # digests the writes name (uploads, manifests and blobs by digest): maybe new data
     requests: int  # write requests logged after the marker
 
 

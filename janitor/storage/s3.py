@@ -97,14 +97,16 @@ class S3Storage(S3Bucket):
     def follow(self, written: Written | None) -> dict[str, Any] | None:
         """Told under the fence what the registry's access log says it wrote since a point (None: nothing is
         known): reads under the fence then list again only the repositories written to, and look up only the
-        blobs those writes may have stored, on top of the last whole listings, when both began after that
-        point and the janitor wrote nothing to the bucket since. What that will read, or None when it cannot
-        (the last listings are older, or missing)."""
+        blobs those writes may have stored, on top of the last whole listing of each prefix that began after
+        that point, while the janitor writes nothing to the bucket. What that will read (and which prefix is
+        listed whole all the same: its last listing is older than the point), or None when both are."""
         self._written_log = written
-        if written is None or self.following(self._last_links) is None or self.following(self._last_blobs) is None:
+        parts = {"repositories": self._last_links, "blobs": self._last_blobs}
+        whole = [name for name, listed in parts.items() if self.following(listed) is None]
+        if written is None or len(whole) == len(parts):
             return None
         return {"repositories": len(written.repositories), "blobs_named": len(written.blobs),
-                "write_requests": written.requests}
+                "write_requests": written.requests, **({"prefixes_listed_whole": whole} if whole else {})}
 
     def following(self, listed: _Links | _Blobs | None) -> Written | None:
         """The registry's log, when it says everything that changed since `listed` began."""
