@@ -228,7 +228,9 @@ class Window(WindowState):
         try:
             with self.step(self.alive(), "drain") as out:
                 out.update(self._drain(root) if root is not None else {"skipped": True, "reason": "no filesystem access"})
-                marker = self._journal_marker(out) if root is not None else None
+                marker, why = journal.begin(guard) if root is not None else (None, None)
+                if why is not None:
+                    out["fenced_listing"] = why
                 self.prepared_at = time.time()
                 sizes = self._prepare_sizes(root, out) if root is not None else None
                 early = self._early_links(out) if root is not None else None
@@ -238,7 +240,7 @@ class Window(WindowState):
                 if guard.storage is not None:
                     self.storage.writes_refused(True)  # proven: from here until _unfence only this window writes
                     if marker is not None:
-                        out["fenced_listing"] = self._follow(marker)
+                        out["fenced_listing"] = journal.follow(guard, marker)
             self._report_writes(True)
             built: list[tuple[holds.Hold, bytes]] = []
             with self.step(self.alive(), "hold") as out:
@@ -288,27 +290,6 @@ class Window(WindowState):
             with contextlib.suppress(errors.JanitorError):
                 if self.guard.storage is not None:
                     self.storage.drop_marks(self.marks.values())
-
-    def _journal_marker(self, out: dict[str, Any]) -> journal.Marker | None:
-        """On an object store, before the listings the fence's reads may build on: the marker request whose
-        line in the registry's access log starts what it wrote since (janitor/window/journal.py)."""
-        if self.guard.storage is None or not self.storage.needs_journal:
-            return None
-        try:
-            return journal.place(self.guard)
-        except journal.Unusable as exc:
-            out["fenced_listing"] = {"whole": True, "why": str(exc)}
-            return None
-
-    def _follow(self, marker: journal.Marker) -> dict[str, Any]:
-        """Under the fence: the reads list again only what the registry's log says it wrote, when it can say."""
-        try:
-            reads = self.storage.follow(journal.read(self.guard, marker))
-        except journal.Unusable as exc:
-            return {"whole": True, "why": str(exc)}
-        if reads is None:
-            return {"whole": True, "why": "this window listed the store whole before its marker only"}
-        return {"whole": False, **reads}
 
     def _prepare_sizes(self, root: str, out: dict[str, Any]) -> dict[str, int]:
         """Before the fence: the size of every blob GC may sweep. Sizes from the manifests this window's plans

@@ -48,6 +48,30 @@ class Marker:
     answered_at: float  # the worker's clock: listings begun after this are what the log completes
 
 
+def begin(guard: WindowGuard) -> tuple[Marker | None, dict[str, Any] | None]:
+    """Before the listings the fence's reads may build on: the marker, on a storage that cannot list by time
+    (None on one that can); else why the fence will list whole (the fence step's `fenced_listing`)."""
+    if guard.storage is None or not guard.storage.needs_journal:
+        return None, None
+    try:
+        return place(guard), None
+    except Unusable as exc:
+        return None, {"whole": True, "why": str(exc)}
+
+
+def follow(guard: WindowGuard, marker: Marker) -> dict[str, Any]:
+    """Under the fence: the storage's reads list again only what the registry's log says it wrote, when it
+    can say (the fence step's `fenced_listing`)."""
+    assert guard.storage is not None  # a marker is placed only with one
+    try:
+        reads = guard.storage.follow(read(guard, marker))
+    except Unusable as exc:
+        return {"whole": True, "why": str(exc)}
+    if reads is None:
+        return {"whole": True, "why": "this window listed the store whole before its marker only"}
+    return {"whole": False, **reads}
+
+
 def place(guard: WindowGuard) -> Marker:
     """Before the mark's listings: check what can be checked now, then send the marker request."""
     if guard.several:
