@@ -111,7 +111,15 @@ CONFIG = "/etc/docker/registry/config.yml"
 
 
 def _stat(registry: Registry, path: str) -> str:
-    return registry.exec("stat", "-c", "%u:%g %a %Y", path).strip()
+    """Owner, mode and mtime. `stat -c` always prints them when it exits 0, yet once (ci49, right after a
+    restart, a loaded engine) the exec's output came back empty with exit code 0: the engine lost the
+    stream, so that is read again."""
+    for _ in range(3):
+        found = registry.exec("stat", "-c", "%u:%g %a %Y", path).strip()
+        if found:
+            return found
+        time.sleep(0.2)
+    return found
 
 
 def _private_config(registry: Registry) -> str:
