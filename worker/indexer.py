@@ -88,16 +88,21 @@ def read_container(ctx: Context, index: TagIndex) -> Storage | None:
         return None
 
 
-def storage_catalog(store: Storage | None) -> list[str] | None:
+def storage_catalog(store: Storage | None, began: float) -> list[str] | None:
     """On an object store, the catalog as the janitor lists it itself (the repositories with layer links, as
     distribution's catalog walk finds them); None: the registry's `_catalog`. That walk is one request listing
     the whole bucket (minutes at 4,000 tags through moto), and one in flight when a window's fence stops the
     registry holds up the registry's drain, then is cut, and the window lists the bucket whole under the fence
-    (janitor/window/journal.py). The janitor's own listing is not a request to the registry."""
+    (janitor/window/journal.py). The janitor's own listing is not a request to the registry: the prefill's,
+    when it listed the repositories after `began` (the worker's clock), else one made now."""
     if store is None or not store.needs_journal:
         return None
     try:
-        return sorted(store.layered_repositories())
+        marks = store.marks("reconcile", {"began": began})
+        try:
+            return sorted(store.layered_repositories(since=marks.get("began")))
+        finally:
+            store.drop_marks(marks.values())
     except errors.JanitorError as exc:
         log.info("index: repositories not listed from storage (%s); the registry's catalog is read", exc.message)
         return None
@@ -139,8 +144,9 @@ def reconcile_once(ctx: Context, index: TagIndex, pause: Callable[[], None] | No
         if pause is not None:
             pause()
         store = read_container(ctx, index)
+        began = time.time()
         prefill(ctx, index, store)
-        done = index.reconcile(catalog=storage_catalog(store), pause=pause)
+        done = index.reconcile(catalog=storage_catalog(store, began), pause=pause)
         log.info("index reconciled: %s", done)
     finally:
         done_event.set()

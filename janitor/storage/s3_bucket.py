@@ -179,25 +179,25 @@ class S3Bucket:
             read_at, pages = self._range(prefix, None, None)
             return read_at, self._noting(prefix, pages)
         bounds: list[str | None] = [None, *splits, None]
-        ranges = list(itertools.pairwise(bounds))
-        with concurrent.futures.ThreadPoolExecutor(max_workers=min(LIST_WORKERS, len(ranges))) as pool:
-            read = list(pool.map(lambda r: self._whole_range(prefix, *r), ranges))
-        with self._lock:
-            self._in_a_row += _in_a_row([pages for _, _, pages in read], LIST_WORKERS)
-        objects = [obj for _, found, _ in read for obj in found]
+        read = self._at_once([(prefix, after, upto) for after, upto in itertools.pairwise(bounds)])
+        objects = [obj for _, found in read for obj in found]
         self._note(prefix, objects)
-        return min(at for at, _, _ in read), iter(objects)
+        return min(at for at, _ in read), iter(objects)
 
     def listings(self, paths: list[str]) -> list[list[dict[str, Any]]]:
         """Every object under each of these paths (small ones: a repository's links), all listed at once."""
-        if not paths:
+        return [found for _, found in self._at_once([(self.key(p).rstrip("/") + "/", None, None) for p in paths])]
+
+    def _at_once(self, ranges: list[tuple[str, str | None, str | None]]) -> list[tuple[float, list[dict[str, Any]]]]:
+        """(clock, objects) of each (prefix, after, upto) range, LIST_WORKERS read at once; the pages that had to
+        follow one another counted (`requests_in_a_row`)."""
+        if not ranges:
             return []
-        prefixes = [self.key(p).rstrip("/") + "/" for p in paths]
-        with concurrent.futures.ThreadPoolExecutor(max_workers=min(LIST_WORKERS, len(prefixes))) as pool:
-            read = list(pool.map(lambda prefix: self._whole_range(prefix, None, None), prefixes))
+        with concurrent.futures.ThreadPoolExecutor(max_workers=min(LIST_WORKERS, len(ranges))) as pool:
+            read = list(pool.map(lambda r: self._whole_range(*r), ranges))
         with self._lock:
             self._in_a_row += _in_a_row([pages for _, _, pages in read], LIST_WORKERS)
-        return [found for _, found, _ in read]
+        return [(at, found) for at, found, _ in read]
 
     def heads(self, paths: list[str], workers: int) -> list[dict[str, Any] | None]:
         """A HeadObject of each path, `workers` at once: its answer, or None where no object is."""
