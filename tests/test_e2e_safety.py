@@ -497,6 +497,10 @@ def test_pushes_during_maintenance_windows_lose_nothing(driver: str, registry, m
         # be the cause (moto under a loaded machine), which makes the registry exit 1.
         assert all(found and (found["whole"] is False or "exit code 1," in found["why"]) for found in listings), \
             listings
+        # And windows after the first started from the view the last fence read, with the pushes the registry
+        # logged since: the bucket was not listed whole before their fences either.
+        carried = [st["outcome"].get("carried_view") for j in windows for st in j["steps"] if st["name"] == "drain"]
+        assert any(found and found["used"] and found["write_requests"] > 0 for found in carried), carried
     # Every push was acknowledged; none was ever told its blobs were gone; every one pulls complete.
     for push in pushes:
         assert push.acknowledged == push.image.digest, push

@@ -69,3 +69,40 @@ def test_a_path_two_routes_could_explain_names_every_repository_it_could_be() ->
 def test_the_last_marker_counts_and_a_percent_encoded_path_is_read_decoded() -> None:
     lines = [MARKER, line("PUT", "/v2/early/manifests/v1"), MARKER, line("PUT", "/v2/team%2Fapp/manifests/v1")]
     assert journal.read(lines, "w1-abc", 0.0).repositories == {"team/app"}
+
+
+START = ('time="2026-12-07T17:41:51.895828476Z" level=info msg="listening on [::]:5000" go.version=go1.19.8 '
+         'instance.id=4aa005e9-c066-419e-8105-3a8377265071 service=registry version=2.8.2+ds1')
+
+
+def test_a_run_read_from_its_start_counts_every_write_up_to_the_marker() -> None:
+    lines = [
+        'time="2026-12-07T17:41:51Z" level=info msg="redis not configured"',
+        START,
+        line("PUT", "/v2/first/manifests/v1"),
+        line("POST", "/v2/janitor-probe/blobs/uploads/", 202),  # the window's own write probe, after its restart
+        line("HEAD", f"/v2/read/blobs/{A}", 200),
+        line("DELETE", f"/v2/gone/manifests/{B}", 202),
+        MARKER,
+        line("PUT", "/v2/after/manifests/v1"),  # the fence follows the log from the marker for these
+    ]
+    written = journal.read_run(lines, 3.0, "w1-abc")
+    assert (written.since, written.repositories, written.blobs, written.requests) == \
+        (3.0, {"first", "janitor-probe", "gone"}, {B}, 3)
+    whole = journal.read_run(lines, 3.0)  # before any marker: everything the run wrote so far
+    assert whole.repositories == {"first", "janitor-probe", "gone", "after"} and whole.requests == 4
+
+
+def test_a_run_whose_start_is_not_in_its_log_says_nothing_for_certain() -> None:
+    # Rotated away: the first line the engine still has is a request.
+    with pytest.raises(journal.Unreadable, match="before the registry's `listening on`"):
+        journal.read_run([line("PUT", "/v2/a/manifests/v1"), START], 0.0)
+    # A log level above info: the registry never prints it.
+    with pytest.raises(journal.Unreadable, match="before the registry's `listening on`"):
+        journal.read_run([line("GET", "/v2/", 200)], 0.0)
+    with pytest.raises(journal.Unreadable, match="does not show the registry's `listening on`"):
+        journal.read_run([], 0.0)
+    with pytest.raises(journal.Unreadable, match="marker"):
+        journal.read_run([START, line("PUT", "/v2/a/manifests/v1")], 0.0, "w1-abc")
+    # A log the engine never trims (json-file without max-size) needs no start line to be whole.
+    assert journal.read_run([line("PUT", "/v2/a/manifests/v1")], 0.0, from_start=False).repositories == {"a"}

@@ -195,9 +195,16 @@ def test_blobs_are_linked_where_missing_and_deleted_a_thousand_at_a_time(store: 
 
 def test_uploads_in_progress_are_seen_by_their_objects_and_their_multipart_data_cancelled_ones_not(store: Store) -> None:
     assert store.storage.active_uploads(60, time.time()) == 0
+    # As distribution starts an upload: `startedat`, then its data as a multipart upload (open until committed).
     store.put("repositories/team/app/_uploads/11111111-aaaa/startedat", b"2026-01-01T00:00:00Z")
-    assert store.storage.active_uploads(60, time.time()) == 0  # started, nothing written: a probe's leftover
+    store.client.create_multipart_upload(Bucket=store.bucket,
+                                         Key=store.v2 + "repositories/team/app/_uploads/11111111-aaaa/data")
+    assert store.storage.active_uploads(60, time.time() + 600) == 0  # started long ago, nothing written since
     store.put("repositories/team/app/_uploads/11111111-aaaa/hashstates/sha256/1024", b"state")
+    assert store.storage.active_uploads(60, time.time()) == 1
+    # An upload's objects with no multipart upload open: committed or cancelled, not in progress.
+    store.put("repositories/team/done/_uploads/44444444-dddd/startedat", b"2026-01-01T00:00:00Z")
+    store.put("repositories/team/done/_uploads/44444444-dddd/hashstates/sha256/1024", b"state")
     assert store.storage.active_uploads(60, time.time()) == 1
     store.put("repositories/team/other/_uploads/22222222-bbbb/startedat", b"2026-01-01T00:00:00Z")
     key = store.v2 + "repositories/team/other/_uploads/22222222-bbbb/data"
@@ -402,26 +409,7 @@ def test_under_the_fence_the_logged_repositories_listed_again_read_as_a_whole_li
     storage = s.storage
     storage.revision_times()
     storage.blob_sizes()
-    touched: set[str] = set()
-    named: set[str] = set()
-    for kind, repo, n in changes:
-        touched.add(repo)
-        if kind == "revision":
-            s.revision(repo, blobs[n % 6])
-        elif kind == "layer":
-            s.layer(repo, blobs[n % 6])
-        elif kind == "unlink":  # a DELETE of a manifest or a layer names its digest in the path
-            links = sorted(k for k in s.keys() if k.startswith(f"repositories/{repo}/_") and k.endswith("/link")
-                           and "/_manifests/tags/" not in k)
-            if links:
-                s.client.delete_object(Bucket=s.bucket, Key=s.v2 + links[n % len(links)])
-                named.add("sha256:" + links[n % len(links)].split("/")[-2])
-        elif kind == "upload":
-            digest = s.blob(f"uploaded {n}".encode())
-            s.layer(repo, digest)
-            named.add(digest)
-        else:  # a manifest PUT by tag: its data, then its revision link; the log names no digest
-            s.revision(repo, s.blob(f"manifest {n}".encode()))
+    touched, named = _registry_writes(s, blobs, changes)
 
     storage.writes_refused(True)
     reads = storage.follow(Written(since, frozenset(touched), frozenset(named), len(changes)))
@@ -434,6 +422,116 @@ def test_under_the_fence_the_logged_repositories_listed_again_read_as_a_whole_li
     whole = S3Storage(s.location)
     assert followed == (whole.revision_times()[1], whole.recent_links(3600), whole.layered_repositories(),
                         whole.blob_sizes())
+
+
+def _registry_writes(s: Store, blobs: list[str], changes: list[tuple[str, str, int]]) -> tuple[set[str], set[str]]:
+    """What the registry writes for each change, into a repository its log names; (those repositories, the
+    digests the logged requests name)."""
+    touched: set[str] = set()
+    named: set[str] = set()
+    for kind, repo, n in changes:
+        touched.add(repo)
+        if kind == "revision":
+            s.revision(repo, blobs[n % len(blobs)])
+        elif kind == "layer":
+            s.layer(repo, blobs[n % len(blobs)])
+        elif kind == "unlink":  # a DELETE of a manifest or a layer names its digest in the path
+            links = sorted(k for k in s.keys() if k.startswith(f"repositories/{repo}/_") and k.endswith("/link")
+                           and "/_manifests/tags/" not in k)
+            if links:
+                s.client.delete_object(Bucket=s.bucket, Key=s.v2 + links[n % len(links)])
+                named.add("sha256:" + links[n % len(links)].split("/")[-2])
+        elif kind == "upload":
+            digest = s.blob(f"uploaded {n}".encode())
+            s.layer(repo, digest)
+            named.add(digest)
+        else:  # a manifest PUT by tag: its data, then its revision link; the log names no digest
+            s.revision(repo, s.blob(f"manifest {n}".encode()))
+    return touched, named
+
+
+def _whole(s: Store) -> tuple[object, ...]:
+    whole = S3Storage(s.location)
+    return whole.revision_times()[1], whole.recent_links(3600), whole.layered_repositories(), whole.blob_sizes()
+
+
+def _read(storage: S3Storage) -> tuple[object, ...]:
+    return (storage.revision_times()[1], storage.recent_links(3600), storage.layered_repositories(),
+            storage.blob_sizes())
+
+
+@settings(max_examples=6, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(before=st.lists(st.tuples(st.sampled_from(["revision", "layer"]), _REPOS, st.integers(0, 5)), max_size=10),
+       swept=st.sets(st.integers(0, 5), max_size=3), early=_CHANGES, late=_CHANGES, fenced=_CHANGES)
+def test_a_view_carried_to_the_next_window_and_brought_up_by_the_log_reads_as_a_whole_listing(
+        s3_server: S3Endpoint, before: list[tuple[str, str, int]], swept: set[int],
+        early: list[tuple[str, str, int]], late: list[tuple[str, str, int]],
+        fenced: list[tuple[str, str, int]]) -> None:
+    """One window's fence reads the bucket and sweeps; the view it carries, with the writes the next run of
+    the registry logs (before the next window's first read, before its marker, then before its fence), must
+    read as a whole listing at each of those points, listing only the repositories written to."""
+    s = Store(s3_server)
+    blobs = [s.blob(f"blob {i}".encode()) for i in range(6)]
+    for kind, repo, n in before:
+        (s.revision if kind == "revision" else s.layer)(repo, blobs[n])
+    one = s.storage
+    one.writes_refused(True)
+    one.revision_times()
+    one.blob_sizes()
+    one.delete_blobs([blobs[i] for i in sorted(swept)])
+    one.writes_refused(False)
+    view = one.carry()
+    assert view is not None
+
+    started = time.time()  # the next run of the registry
+    touched, named = _registry_writes(s, blobs, early)
+    two = S3Storage(s.location)
+    assert two.resume(view, "run-1", Written(started, frozenset(touched), frozenset(named), len(early)))
+    asked = two.requests() or 0
+    assert _read(two) == _whole(s)  # the delete step's reads
+    assert (two.requests() or 0) - asked <= 2 * (2 * len(touched) + len(named) + 2 * len(early)) + 1
+
+    more, more_named = _registry_writes(s, blobs, late)
+    marker = time.time()
+    rebased = two.rebase(Written(marker, frozenset(touched | more), frozenset(named | more_named),
+                                 len(early) + len(late)))
+    assert rebased is not None and rebased["repositories"] == len(touched | more)
+    asked = two.requests() or 0
+    assert _read(two) == _whole(s)  # the mark's reads: nothing listed again
+    assert two.requests() == asked
+
+    last, last_named = _registry_writes(s, blobs, fenced)
+    two.writes_refused(True)
+    assert two.follow(Written(marker, frozenset(last), frozenset(last_named), len(fenced))) is not None
+    assert _read(two) == _whole(s)
+    assert two.carry() is not None
+
+
+def test_a_carried_view_is_dropped_by_the_janitors_own_write_and_not_kept_past_an_unseen_one(store: Store) -> None:
+    a = store.blob(b"a")
+    store.revision("team/app", a)
+    one = store.storage
+    one.writes_refused(True)
+    one.revision_times()
+    one.blob_sizes()
+    one.write_manifests([("team/app", store.blob(b"b"), b"b")])  # a write the view does not follow
+    assert one.carry() is None
+    one.revision_times()
+    one.blob_sizes()
+    one.writes_refused(False)
+    view = one.carry()
+    assert view is not None
+
+    two = S3Storage(store.location)
+    assert two.resume(view, "run-1", Written(time.time(), frozenset(), frozenset(), 0))
+    asked = two.requests()
+    assert two.revisions() == {"team/app": {a, digest_of(b"b")}}
+    assert two.requests() == asked  # nothing was logged: nothing listed
+    two.link_blobs("team/app", [a])  # the janitor's own write, before any fence: the next read lists whole
+    assert two.carried_run is None
+    assert two.revisions() == {"team/app": {a, digest_of(b"b")}}
+    assert (two.requests() or 0) > (asked or 0)
+    assert not S3Storage(store.location).resume(b"not a view", "run-1", Written(0.0, frozenset(), frozenset(), 0))
 
 
 def test_the_log_is_not_followed_past_the_janitors_own_writes_nor_for_listings_older_than_its_marker(

@@ -13,6 +13,7 @@ from janitor.registry.container import RegistryContainer
 from janitor.storage.contents import ContentCache
 from janitor.storage.freed import SizeBook
 from janitor.storage.revisions import RevisionBook
+from janitor.storage.views import ViewBook
 from janitor.window.fence import WriteFence
 from janitor.window.guard import ReplicaParts
 
@@ -29,6 +30,7 @@ class Context:
     contents: ContentCache  # manifests by digest: each read from the registry once
     sizes: SizeBook  # blob sizes learned from manifests, and when the last GC ran
     revisions: RevisionBook  # the stored manifests as the last window listed them
+    views: ViewBook  # on an object store, what the last window's fence read, for the next to start from
     # Every container of the registry, `container` first: fenced, probed and restarted each at its own address.
     replicas: list[ReplicaParts] = field(default_factory=list)
 
@@ -57,5 +59,6 @@ class Context:
             contents=ContentCache(conn, keys.prefix),
             sizes=SizeBook(conn, keys.prefix),
             revisions=RevisionBook(conn, keys.prefix),
+            views=ViewBook(conn, keys.prefix),
             replicas=replicas,
         )

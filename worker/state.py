@@ -48,6 +48,7 @@ class WindowState:
         self.deleted: dict[str, set[str]] = {}  # repository -> manifests this window deleted there
         self.pulled: dict[tuple[str, str], int] = {}  # (repository, digest) deleted -> its last pull (epoch s)
         self.swept: list[str] | None = None  # blobs GC deleted; None while GC has not run
+        self.swept_alone = False  # GC was the janitor's own sweep, whose deletes the storage saw
         self.prepared_at = 0.0  # epoch seconds: when the drain step prepared for the fence
         self.blob_cache: CacheTarget | None = None  # the registry's Redis blob cache, reached in preflight
         # Every stored manifest per repository at the window's last read of them, and that read's time (the

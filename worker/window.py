@@ -181,6 +181,9 @@ class Window(WindowState):
                                   storage=report.store)
                 self.blob_cache = report.cache
                 out.update(container=self.ctx.container.name, **report.as_dict())
+                # Taken whether used or not: a window that does not carry a view of its own leaves none behind.
+                if (carried := journal.resume(self.guard, self.ctx.views.take())) is not None:
+                    out["carried_view"] = carried
                 if replica_reports:  # every container of the registry, the one GC runs in first
                     out["replicas"] = [{"container": c.name, "config_path": r.config_path}
                                        for c, r in zip([self.ctx.container, *others], [report, *replica_reports])]
@@ -228,9 +231,8 @@ class Window(WindowState):
         try:
             with self.step(self.alive(), "drain") as out:
                 out.update(self._drain(root) if root is not None else {"skipped": True, "reason": "no filesystem access"})
-                marker, why = journal.begin(guard) if root is not None else (None, None)
-                if why is not None:
-                    out["fenced_listing"] = why
+                marker, said = journal.begin(guard) if root is not None else (None, {})
+                out.update(said)
                 self.prepared_at = time.time()
                 sizes = self._prepare_sizes(root, out) if root is not None else None
                 early = self._early_links(out) if root is not None else None
@@ -336,6 +338,7 @@ class Window(WindowState):
         else:
             summary = guard.gc()  # lease, time, and a refused blob upload checked right before
         summary.duration_seconds = round(time.monotonic() - started, 3)
+        self.swept_alone = mode.get("mode") == "incremental"  # only the janitor's own sweep: nothing unseen deleted
         if sizes is not None:  # only a GC that finished swept what it found unreferenced
             ctx.sizes.gc_started(self.prepared_at)
         self.swept = list(summary.deleted_blobs)
@@ -387,6 +390,8 @@ class Window(WindowState):
                 refused = self.guard.write_refused_seconds()
                 self.info["write_refused_seconds"] = None if refused is None else round(refused, 3)
                 out["write_refused_seconds"] = self.info["write_refused_seconds"]
+                if out.get("restored") and (carried := journal.carry(self.guard, ctx.views, self.swept_alone)):
+                    out["carried_view"] = carried
             if out.get("restored"):
                 self._report_writes(False)
         except StepError as exc:

@@ -33,6 +33,8 @@ READS = frozenset({"GET", "HEAD", "OPTIONS"})
 REFUSED = "405"  # refused before anything was written
 # host, user id, user, [time], "method uri proto", status
 _LINE = re.compile(r'^\S+ \S+ \S+ \[[^\]]*\] "(?P<method>[A-Za-z]+) (?P<uri>\S+) [^"]*" (?P<status>\d{3}) ')
+# What distribution logs (info level, on stderr by default) right before it serves its first request.
+_START = re.compile(r'msg="listening on ')
 # The routes that write (distribution's registry/api/v2/routes.go), each ending a path after the name.
 _WRITES = (
     re.compile(r"^/v2/(?P<name>.+)/manifests/(?P<reference>[^/]+)$"),
@@ -61,6 +63,41 @@ def marker_path(token: str) -> str:
     return f"/v2/?{MARKER_PARAM}={urllib.parse.quote(token, safe='')}"
 
 
+def read_run(lines: Iterable[str], since: float, token: str | None = None, from_start: bool = True) -> Written:
+    """The writes one run of the registry logged from its start (`lines`: its output, both streams, from the
+    moment it started), up to the marker's line when `token` is given. `since` is given back in the answer: the
+    point the caller's view of storage was true at (the run's start, or earlier while nothing could write).
+
+    Raises Unreadable unless the lines begin with the run's start: distribution prints `listening on` once its
+    listener is open and before it serves a request, so with that line there, no request of the run came
+    before what was read (a log rotated since, or a log level above info, leaves it out). Without `from_start`
+    (the caller knows the engine kept everything: a log driver that never trims) that line is not needed.
+    Also raises when the marker is not there, or a write's repository cannot be told."""
+    marker = None if token is None else marker_path(token)
+    started, found = not from_start, False
+    before: list[tuple[str, str]] = []
+    for line in lines:
+        match = _LINE.match(line)
+        if match is None:
+            started = started or _START.search(line) is not None
+            continue
+        if not started:
+            raise Unreadable("the run's log shows a request before the registry's `listening on` line: its start "
+                             "was rotated away, or is not in what the engine keeps")
+        method, uri = match.group("method").upper(), match.group("uri")
+        if marker is not None and method == "GET" and uri == marker:
+            found = True
+            break
+        if method not in READS and match.group("status") != REFUSED:
+            before.append((method, uri))
+    if not started:
+        raise Unreadable("the run's log does not show the registry's `listening on` line (rotated away, or a log "
+                         "level above info hides it): it cannot say that nothing was written before it")
+    if marker is not None and not found:
+        raise Unreadable("the registry's access log does not show the window's marker request")
+    return _written(since, before)
+
+
 def read(lines: Iterable[str], token: str, since: float) -> Written:
     """The writes logged after the marker's line (the last one, should the window have sent it twice).
     Raises Unreadable when the marker is not there (the access log is off, rotated away, or elsewhere) or when
@@ -79,13 +116,17 @@ def read(lines: Iterable[str], token: str, since: float) -> Written:
     if after is None:
         raise Unreadable("the registry's access log does not show the window's marker request (the access log "
                          "is off, or not on the container's stdout, or its log driver keeps nothing to read)")
+    return _written(since, after)
+
+
+def _written(since: float, writes: list[tuple[str, str]]) -> Written:
     repositories: set[str] = set()
     blobs: set[str] = set()
-    for method, uri in after:
+    for method, uri in writes:
         touched, named = _write(method, uri)
         repositories |= touched
         blobs |= named
-    return Written(since, frozenset(repositories), frozenset(blobs), len(after))
+    return Written(since, frozenset(repositories), frozenset(blobs), len(writes))
 
 
 def _write(method: str, uri: str) -> tuple[set[str], set[str]]:

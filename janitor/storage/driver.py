@@ -33,6 +33,9 @@ class Storage(Protocol):
     # Whether reads under the fence list the whole store unless told what the registry wrote (`follow`): an
     # object store cannot list by time. The filesystem's `find -newer` reads only what changed.
     needs_journal: bool
+    # The run of the registry whose access log the reads follow from a view an earlier window carried (`resume`);
+    # None when they read the store itself.
+    carried_run: str | None
 
     @property
     def where(self) -> str:
@@ -95,6 +98,19 @@ class Storage(Protocol):
         """Under the fence, what the registry's access log says it wrote since a point (janitor/registry/
         journal.py): the reads under this fence may take it instead of listing everything again. What they
         will read then, or None when they list as usual."""
+
+    def carry(self) -> bytes | None:
+        """Once the fence is down: what the reads under it found, with the window's own changes since, for the
+        next window to start from (None: nothing worth carrying, or nothing exact)."""
+
+    def resume(self, view: bytes, run: str, written: Written) -> bool:
+        """Start from a carried view, true when `run` of the registry began, plus what that run logged since."""
+
+    def rebase(self, written: Written) -> dict[str, Any] | None:
+        """After the window's marker: the carried view brought up to it with what the run logged before it."""
+
+    def drop_carried(self) -> None:
+        """Stop following a carried view: reads list the store again."""
 
     # -- changes (only while the registry refuses writes) --------------------------------------------
 

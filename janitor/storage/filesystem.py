@@ -187,6 +187,20 @@ class FilesystemStorage:
     def follow(self, written: Written | None) -> dict[str, Any] | None:
         return None
 
+    carried_run: str | None = None  # `find -newer` needs no view carried between windows
+
+    def carry(self) -> bytes | None:
+        return None
+
+    def resume(self, view: bytes, run: str, written: Written) -> bool:
+        return False
+
+    def rebase(self, written: Written) -> dict[str, Any] | None:
+        return None
+
+    def drop_carried(self) -> None:
+        return None
+
     def remove_uploads(self, name: str, upload_ids: Iterable[str] | None = None) -> int:
         return files.remove_uploads(self.container, self.root, name, upload_ids)
 

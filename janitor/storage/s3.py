@@ -14,9 +14,11 @@ from __future__ import annotations
 
 import concurrent.futures
 import hashlib
+import json
 import posixpath
 import re
 import time
+import zlib
 from collections.abc import Callable, Iterable
 from typing import Any, NamedTuple
 
@@ -40,6 +42,10 @@ class S3Storage(S3Bucket):
     needs_journal = True
     _last_links: _Links | None = None  # what the last whole listing of `repositories/` found
     _last_blobs: _Blobs | None = None  # and of `blobs/`
+    # The run of the registry whose log completes _last_links and _last_blobs, when they are the view an earlier
+    # window carried (`resume`) rather than listings of this one.
+    carried_run: str | None = None
+    _view: _View | None = None  # what the last reads under the fence found, with the window's own changes since
 
     # -- reading -----------------------------------------------------------------------------------
 
@@ -47,9 +53,11 @@ class S3Storage(S3Bucket):
         """Every repository's links: one listing, or under the fence, the last one with the repositories the
         registry wrote to since listed again (`follow`). Read once while the registry refuses writes
         (S3Bucket.writes_refused): callers never change what it returns."""
-        if self.following(self._last_links) is not None:
-            return self.while_refused("links", self._links_since)
-        return self.while_refused("links", self._list_links)
+        read = self._links_since if self.following(self._last_links) is not None else self._list_links
+        links = self.while_refused("links", read)
+        if self._refused is not None:
+            self._view = _View(links, self._view.blobs if self._view else None)
+        return links
 
     def _list_links(self) -> _Links:
         began = time.time()
@@ -111,9 +119,75 @@ class S3Storage(S3Bucket):
     def following(self, listed: _Links | _Blobs | None) -> Written | None:
         """The registry's log, when it says everything that changed since `listed` began."""
         written = self._written_log
-        if written is None or listed is None or self._refused is None:
+        if written is None or listed is None or (self._refused is None and self.carried_run is None):
             return None
         return written if listed.began >= written.since and self._wrote_at < written.since else None
+
+    # -- the view carried from one window to the next -------------------------------------------------------
+
+    def carry(self) -> bytes | None:
+        """What the last reads under the fence found, with the window's own changes since (the sweep's deletes,
+        repositories removed), for the next window to start from instead of listing the bucket whole; None
+        when this fence did not read both prefixes, or the window wrote something else since."""
+        view = self._view
+        if view is None or view.links is None or view.blobs is None:
+            return None
+        links = view.links
+        return zlib.compress(json.dumps({
+            "revisions": links.revisions, "layers": links.layers, "layered": sorted(links.layered),
+            "blobs": view.blobs}, separators=(",", ":")).encode())
+
+    def resume(self, view: bytes, run: str, written: Written) -> bool:
+        """Start from a view an earlier window carried, true when `run` of the registry started, and what that run
+        logged since (`written`, from its start): every read lists again only what it wrote, until the janitor
+        writes to the bucket itself. False (and nothing changed) when the view cannot be read."""
+        try:
+            data = json.loads(zlib.decompress(view))
+            links = _Links(self.store_time(written.since), _times(data["revisions"]), _times(data["layers"]),
+                           set(map(str, data["layered"])), written.since)
+            blobs = {str(d): (int(v[0]), float(v[1])) for d, v in data["blobs"].items()}
+        except (zlib.error, ValueError, KeyError, TypeError, IndexError, AttributeError):
+            return False
+        self._last_links, self._last_blobs = links, _Blobs(blobs, written.since)
+        self._written_log, self.carried_run = written, run
+        return True
+
+    def rebase(self, written: Written) -> dict[str, Any] | None:
+        """After the window's marker: the carried view, with what the run wrote before the marker (`written`)
+        read again, becomes what a whole listing begun after the marker would have found (the fence then follows
+        the log from the marker). What was read; None when nothing is carried."""
+        if self.carried_run is None:
+            return None
+        before = self.requests() or 0
+        began = time.time()
+        assert self._written_log is not None  # set with carried_run
+        self._written_log = Written(self._written_log.since, written.repositories, written.blobs, written.requests)
+        links = self._links_since()
+        blobs = self._blobs_since(links)
+        self._last_links, self._last_blobs = links._replace(began=began), _Blobs(blobs, began)
+        # Until the fence, every read is this one: nothing logged after the marker is read before it.
+        self._written_log = Written(began, frozenset(), frozenset(), 0)
+        return {"repositories": len(written.repositories), "blobs_named": len(written.blobs),
+                "write_requests": written.requests, "storage_requests": (self.requests() or 0) - before}
+
+    def drop_carried(self) -> None:
+        """Reads list the store whole again (the carried view's log can no longer be followed)."""
+        if self.carried_run is not None:
+            self.carried_run, self._written_log = None, None
+            self._last_links = self._last_blobs = None
+
+    def writes_refused(self, refused: bool) -> None:
+        super().writes_refused(refused)
+        if not refused:
+            self.carried_run = None  # its run ended with the fence: reads list whole until `resume` again
+
+    def _written(self) -> None:
+        """A write of the janitor's own: the carried view misses it (reads list whole again), and so does what
+        the reads under the fence found (nothing to carry), unless the caller applies its change to that."""
+        super()._written()
+        self._view = None
+        if self._refused is None:
+            self.drop_carried()
 
     def revision_times(self) -> tuple[float, dict[str, dict[str, float]]]:
         links = self._links()
@@ -130,8 +204,10 @@ class S3Storage(S3Bucket):
     def blob_sizes(self, newer_than: Mark | None = None) -> dict[str, int]:
         since = None if newer_than is None else float(newer_than)
         read = self._blobs_since if self.following(self._last_blobs) is not None else self._list_blobs
-        return {digest: size for digest, (size, when) in self.while_refused("blobs", read).items()
-                if since is None or when >= since}
+        found = self.while_refused("blobs", read)
+        if self._refused is not None:
+            self._view = _View(self._view.links if self._view else None, found)
+        return {digest: size for digest, (size, when) in found.items() if since is None or when >= since}
 
     def _list_blobs(self) -> dict[str, tuple[int, float]]:
         """digest -> (size, LastModified) of every blob."""
@@ -144,7 +220,7 @@ class S3Storage(S3Bucket):
         self._last_blobs = _Blobs(found, began)
         return found
 
-    def _blobs_since(self) -> dict[str, tuple[int, float]]:
+    def _blobs_since(self, links: _Links | None = None) -> dict[str, tuple[int, float]]:
         """The last whole listing of blobs, and those the registry may have stored since: named by the logged
         requests (uploads, manifests by digest), or a revision of a repository written to (a manifest PUT by
         tag stores its data under a digest the log does not show). A HeadObject each, at once. Only GC removes
@@ -153,14 +229,18 @@ class S3Storage(S3Bucket):
         written, base = self.following(self._last_blobs), self._last_blobs
         assert written is not None and base is not None
         touched = written.repositories
-        named = set(written.blobs) | {d for repo, found in self._links().revisions.items() if repo in touched
-                                      for d in found}
+        named = set(written.blobs) | {d for repo, found in (links or self._links()).revisions.items()
+                                      if repo in touched for d in found}
         wanted = sorted(named - set(base.sizes))
+        began = self.store_time(time.time())
         heads = self.heads([self.layout.blob_data(d) for d in wanted], READ_WORKERS)
         found = dict(base.sizes)
         for digest, head in zip(wanted, heads, strict=True):
             if head is not None:
-                found[digest] = (int(head["ContentLength"]), head["LastModified"].timestamp())
+                # Stored no earlier than this read, for `blob_sizes(newer_than)`: its data may have been written
+                # before a mark taken after the log's point, by a request logged after that point (a listing
+                # begun after the mark would have found it; this read stands in for one).
+                found[digest] = (int(head["ContentLength"]), max(head["LastModified"].timestamp(), began))
         return found
 
     def layered_repositories(self, among: Iterable[str] | None = None, since: Mark | None = None) -> set[str]:
@@ -193,12 +273,18 @@ class S3Storage(S3Bucket):
 
     def active_uploads(self, within: float, now: float) -> int:
         """Uploads any of whose objects (hash states, data) or multipart parts of its data were
-        written within `within` seconds: distribution's s3 writer keeps an upload's data as a multipart upload
-        until it is committed, which a listing of objects does not show."""
+        written within `within` seconds. Distribution's s3 writer starts an upload's data as a multipart upload
+        when the upload starts (after its `startedat`), and keeps it one until the upload is committed or
+        cancelled: the multipart uploads in progress (one listing, as long as they are few) name every
+        repository with an upload open, and only those repositories' `_uploads` are listed, not the bucket."""
         cutoff = self.store_time(now - within)
         active: set[tuple[str, str]] = set()
         started: set[tuple[str, str]] = set()
-        for obj in self.listing(self.layout.repositories)[1]:
+        multipart = self._multipart(self.layout.repositories)
+        found = (_UPLOAD.search(self.path(u["Key"])[len(self.layout.v2):]) for u in multipart)
+        open_in = sorted({m.group(1) for m in found if m is not None and names.is_repository(m.group(1))})
+        listed = self.listings([self.layout.uploads(name) for name in open_in])
+        for obj in (obj for found in listed for obj in found):
             match = _UPLOAD.search(self.path(obj["Key"])[len(self.layout.v2):])
             if not match:
                 continue
@@ -210,7 +296,7 @@ class S3Storage(S3Bucket):
                 started.add((match.group(1), match.group(2)))
             elif obj["LastModified"].timestamp() >= cutoff:
                 active.add((match.group(1), match.group(2)))
-        for upload in self._multipart(self.layout.repositories):
+        for upload in multipart:
             match = _UPLOAD.search(self.path(upload["Key"])[len(self.layout.v2):])
             if match and (match.group(1), match.group(2)) not in active and self._written_since(upload, cutoff):
                 active.add((match.group(1), match.group(2)))
@@ -283,7 +369,9 @@ class S3Storage(S3Bucket):
             return "an upload into it is in flight"
         keys = [k for part in (layout.manifests(name), layout.layers(name), layout.uploads(name))
                 for k in self._keys(part)]
+        view = self._view
         self.delete(keys)
+        self._view = view and view.without_repository(name)
         return None
 
     def remove_uploads(self, name: str, upload_ids: Iterable[str] | None = None) -> int:
@@ -295,7 +383,7 @@ class S3Storage(S3Bucket):
         else:
             sessions = set(upload_ids)
             keys = [k for i in sorted(sessions) for k in self._keys(self.layout.upload(name, i))]
-        self.delete(keys)
+        self.delete(keys, unlisted=True)  # upload sessions: in no listing the janitor keeps
         return len(sessions)
 
     def link_blobs(self, name: str, digests: Iterable[str]) -> list[str]:
@@ -317,10 +405,12 @@ class S3Storage(S3Bucket):
         """Each blob's one object, `data` (distribution deletes everything under the blob's path, and stores
         nothing else there), DELETE_BATCH a request."""
         keys = sorted({self.key(self.layout.blob_data(d)) for d in digests})
+        view = self._view
         for start in range(0, len(keys), DELETE_BATCH):
             if before_each is not None:
                 before_each()
             self.delete(keys[start:start + DELETE_BATCH])
+        self._view = view and view.without_blobs(digests)
 
     def remove_blob_dirs(self, digests: list[str]) -> None:
         """Nothing to do: an object store has no directories, and GC deleted the blobs' objects."""
@@ -342,6 +432,30 @@ class _Blobs(NamedTuple):
 
     sizes: dict[str, tuple[int, float]]  # digest -> (size, LastModified)
     began: float  # the worker's clock before its first request
+
+
+class _View(NamedTuple):
+    """What the reads under the fence found: the view a window carries to the next (S3Storage.carry)."""
+
+    links: _Links | None
+    blobs: dict[str, tuple[int, float]] | None
+
+    def without_blobs(self, digests: Iterable[str]) -> _View:
+        gone = set(digests)
+        return self._replace(blobs=None if self.blobs is None else
+                             {d: v for d, v in self.blobs.items() if d not in gone})
+
+    def without_repository(self, name: str) -> _View:
+        links = self.links
+        if links is None:
+            return self
+        return self._replace(links=links._replace(
+            revisions={r: t for r, t in links.revisions.items() if r != name},
+            layers={r: t for r, t in links.layers.items() if r != name}, layered=links.layered - {name}))
+
+
+def _times(found: Any) -> dict[str, dict[str, float]]:
+    return {str(repo): {str(d): float(t) for d, t in times.items()} for repo, times in found.items()}
 
 
 def _layers_owner(relative: str) -> str | None:

@@ -263,10 +263,12 @@ class S3Bucket:
     def _keys(self, path: str) -> list[str]:
         return [obj["Key"] for obj in self.listing(path)[1]]
 
-    def delete(self, keys: Iterable[str]) -> int:
-        """Delete these objects, DELETE_BATCH a request; every failure raises. Returns how many."""
+    def delete(self, keys: Iterable[str], unlisted: bool = False) -> int:
+        """Delete these objects, DELETE_BATCH a request; every failure raises. Returns how many. `unlisted`:
+        objects no listing the janitor keeps holds (upload sessions), so none of those goes stale."""
         keys = sorted(set(keys))
-        self._written()
+        if not unlisted:
+            self._written()
         for start in range(0, len(keys), DELETE_BATCH):
             batch = keys[start:start + DELETE_BATCH]
             answer = self._call("DeleteObjects", lambda b=batch: self.client.delete_objects(  # type: ignore[misc]
@@ -285,8 +287,7 @@ class S3Bucket:
         of the same thing (the holds' read and the sweep's, each a listing of the whole bucket, become one), and
         any write of the window's own (`put`, `delete`) drops it all."""
         self._refused = {} if refused else None
-        if not refused:
-            self._written_log = None
+        self._written_log = None  # under the fence, only what `follow` is told there may stand in for listings
 
     def while_refused(self, what: str, read: Callable[[], T]) -> T:
         """`read()`, or while writes are refused, what it returned the first time (see `writes_refused`)."""
@@ -319,6 +320,8 @@ class S3Bucket:
         prefix = self.key(path).rstrip("/") + "/"
         pages = self._call("ListMultipartUploads", lambda: list(
             self.client.get_paginator("list_multipart_uploads").paginate(Bucket=self.location.bucket, Prefix=prefix)))
+        with self._lock:
+            self._in_a_row += len(pages)  # pages of a listing, one after another
         return [u for page in pages for u in page.get("Uploads", [])]
 
 

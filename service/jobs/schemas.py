@@ -43,7 +43,12 @@ class StepSchema(ma.Schema):
         "listed before is read in key ranges at once). On an object store the `fence` step's fenced_listing "
         "says how the reads under the fence went: {whole: false, repositories, blobs_named, write_requests, "
         "and prefixes_listed_whole when one prefix's last listing was older than the mark} when they followed the registry's access log since the mark (the repositories written to listed "
-        "again, the blobs named looked up), or {whole: true, why}. For `verify`: `mode` (targeted or full), "
+        "again, the blobs named looked up), or {whole: true, why}. On S3 in incremental mode the view a fence "
+        "read is carried to the next window: `restart` says carried_view {kept, bytes, verify} or {kept: false, "
+        "why}; the next window's `preflight` carried_view {used: true, repositories, blobs_named, "
+        "write_requests: what the registry logged since} or {used: false, why}, and its `drain` carried_view "
+        "the same up to the mark (with storage_requests), when the reads before the fence start from that view "
+        "instead of listing the bucket whole. For `verify`: `mode` (targeted or full), "
         "manifests_checked, blobs_checked, broken, broken_by_request; a targeted check adds "
         "surviving_manifests, affected_manifests and blobs_swept_checked; a full walk updates "
         "repositories_checked, repositories_total and manifests_checked as it goes")})
