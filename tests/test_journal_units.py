@@ -83,6 +83,7 @@ def test_a_run_read_from_its_start_counts_every_write_up_to_the_marker() -> None
         line("POST", "/v2/janitor-probe/blobs/uploads/", 202),  # the window's own write probe, after its restart
         line("HEAD", f"/v2/read/blobs/{A}", 200),
         line("DELETE", f"/v2/gone/manifests/{B}", 202),
+        line("PUT", "/v2/nothing-routes-this", 404),  # the router's own 404: no handler ran
         MARKER,
         line("PUT", "/v2/after/manifests/v1"),  # the fence follows the log from the marker for these
     ]

@@ -31,6 +31,7 @@ from janitor.registry import names
 MARKER_PARAM = "janitor-journal"
 READS = frozenset({"GET", "HEAD", "OPTIONS"})
 REFUSED = "405"  # refused before anything was written
+NO_ROUTE = "404"  # with a path no writing route takes: the router's own answer
 # host, user id, user, [time], "method uri proto", status
 _LINE = re.compile(r'^\S+ \S+ \S+ \[[^\]]*\] "(?P<method>[A-Za-z]+) (?P<uri>\S+) [^"]*" (?P<status>\d{3}) ')
 # What distribution logs (info level, on stderr by default) right before it serves its first request.
@@ -75,7 +76,7 @@ def read_run(lines: Iterable[str], since: float, token: str | None = None, from_
     Also raises when the marker is not there, or a write's repository cannot be told."""
     marker = None if token is None else marker_path(token)
     started, found = not from_start, False
-    before: list[tuple[str, str]] = []
+    before: list[tuple[str, str, str]] = []
     for line in lines:
         match = _LINE.match(line)
         if match is None:
@@ -89,7 +90,7 @@ def read_run(lines: Iterable[str], since: float, token: str | None = None, from_
             found = True
             break
         if method not in READS and match.group("status") != REFUSED:
-            before.append((method, uri))
+            before.append((method, uri, match.group("status")))
     if not started:
         raise Unreadable("the run's log does not show the registry's `listening on` line (rotated away, or a log "
                          "level above info hides it): it cannot say that nothing was written before it")
@@ -103,7 +104,7 @@ def read(lines: Iterable[str], token: str, since: float) -> Written:
     Raises Unreadable when the marker is not there (the access log is off, rotated away, or elsewhere) or when
     a write's repository cannot be told."""
     marker = marker_path(token)
-    after: list[tuple[str, str]] | None = None
+    after: list[tuple[str, str, str]] | None = None
     for line in lines:
         match = _LINE.match(line)
         if match is None:
@@ -112,21 +113,28 @@ def read(lines: Iterable[str], token: str, since: float) -> Written:
         if method == "GET" and uri == marker:
             after = []
         elif after is not None and method not in READS and match.group("status") != REFUSED:
-            after.append((method, uri))
+            after.append((method, uri, match.group("status")))
     if after is None:
         raise Unreadable("the registry's access log does not show the window's marker request (the access log "
                          "is off, or not on the container's stdout, or its log driver keeps nothing to read)")
     return _written(since, after)
 
 
-def _written(since: float, writes: list[tuple[str, str]]) -> Written:
+def _written(since: float, writes: list[tuple[str, str, str]]) -> Written:
     repositories: set[str] = set()
     blobs: set[str] = set()
-    for method, uri in writes:
+    counted = [(method, uri) for method, uri, status in writes
+               if status != NO_ROUTE or _routed(uri)]  # else the router's own 404: no handler ran
+    for method, uri in counted:
         touched, named = _write(method, uri)
         repositories |= touched
         blobs |= named
-    return Written(since, frozenset(repositories), frozenset(blobs), len(writes))
+    return Written(since, frozenset(repositories), frozenset(blobs), len(counted))
+
+
+def _routed(uri: str) -> bool:
+    path = urllib.parse.unquote(uri.partition("?")[0])
+    return any(m is not None and names.is_repository(m.group("name")) for m in (r.match(path) for r in _WRITES))
 
 
 def _write(method: str, uri: str) -> tuple[set[str], set[str]]:

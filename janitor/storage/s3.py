@@ -1,6 +1,6 @@
 """The Storage interface (janitor/storage/driver.py) on distribution's s3 driver: the bucket (janitor/storage/
 s3_bucket.py) read and changed under the registry's own layout (janitor/storage/layout.py builds and parses
-every key).
+every key); what its listings found, and the view a window carries to the next, in janitor/storage/s3_view.py.
 
 Object LastModified stands in for a file's mtime, and the time of a listing is the store's own clock (the
 Date of its answer), so ages never mix two clocks. There are no directories: a listing by prefix, page by
@@ -14,13 +14,11 @@ from __future__ import annotations
 
 import concurrent.futures
 import hashlib
-import json
 import posixpath
 import re
 import time
-import zlib
 from collections.abc import Callable, Iterable
-from typing import Any, NamedTuple
+from typing import Any
 
 
 from janitor import errors
@@ -29,6 +27,7 @@ from janitor.registry.journal import Written
 from janitor.storage.driver import HeldManifest, Mark
 from janitor.storage.s3_bucket import DELETE_BATCH, READ_WORKERS, S3Bucket
 from janitor.storage.s3_location import S3Location, location_from
+from janitor.storage.s3_view import Blobs, Links, View
 
 __all__ = ["DELETE_BATCH", "S3Location", "S3Storage", "location_from"]
 
@@ -40,30 +39,30 @@ class S3Storage(S3Bucket):
 
     driver = "s3"
     needs_journal = True
-    _last_links: _Links | None = None  # what the last whole listing of `repositories/` found
-    _last_blobs: _Blobs | None = None  # and of `blobs/`
+    _last_links: Links | None = None  # what the last whole listing of `repositories/` found
+    _last_blobs: Blobs | None = None  # and of `blobs/`
     # The run of the registry whose log completes _last_links and _last_blobs, when they are the view an earlier
     # window carried (`resume`) rather than listings of this one.
     carried_run: str | None = None
-    _view: _View | None = None  # what the last reads under the fence found, with the window's own changes since
+    _view: View | None = None  # what the last reads under the fence found, with the window's own changes since
 
     # -- reading -----------------------------------------------------------------------------------
 
-    def _links(self) -> _Links:
+    def _links(self) -> Links:
         """Every repository's links: one listing, or under the fence, the last one with the repositories the
         registry wrote to since listed again (`follow`). Read once while the registry refuses writes
         (S3Bucket.writes_refused): callers never change what it returns."""
         read = self._links_since if self.following(self._last_links) is not None else self._list_links
         links = self.while_refused("links", read)
         if self._refused is not None:
-            self._view = _View(links, self._view.blobs if self._view else None)
+            self._view = View(links, self._view.blobs if self._view else None)
         return links
 
-    def _list_links(self) -> _Links:
+    def _list_links(self) -> Links:
         began = time.time()
         read_at, objects = self.listing(self.layout.repositories)
         revisions, layers, layered = self._parse_links(objects)
-        self._last_links = _Links(read_at, revisions, layers, layered, began)
+        self._last_links = Links(read_at, revisions, layers, layered, began)
         return self._last_links
 
     def _parse_links(self, objects: Iterable[dict[str, Any]]) -> tuple[
@@ -85,7 +84,7 @@ class S3Storage(S3Bucket):
                 layers.setdefault(layer[0], {})[layer[1]] = when
         return revisions, layers, layered
 
-    def _links_since(self) -> _Links:
+    def _links_since(self) -> Links:
         """The last whole listing, with each repository the registry wrote to since listed again (its
         revisions and layer links: two requests, all repositories at once)."""
         written, base = self.following(self._last_links), self._last_links
@@ -96,7 +95,7 @@ class S3Storage(S3Bucket):
         listed = self.listings([p for name in touched for p in (self.layout.revisions(name), self.layout.layers(name))])
         revisions, layers, layered = self._parse_links(obj for objects in listed for obj in objects)
         gone = set(touched)
-        return _Links(
+        return Links(
             read_at,
             {**{r: t for r, t in base.revisions.items() if r not in gone}, **revisions},
             {**{r: t for r, t in base.layers.items() if r not in gone}, **layers},
@@ -116,7 +115,7 @@ class S3Storage(S3Bucket):
         return {"repositories": len(written.repositories), "blobs_named": len(written.blobs),
                 "write_requests": written.requests, **({"prefixes_listed_whole": whole} if whole else {})}
 
-    def following(self, listed: _Links | _Blobs | None) -> Written | None:
+    def following(self, listed: Links | Blobs | None) -> Written | None:
         """The registry's log, when it says everything that changed since `listed` began."""
         written = self._written_log
         if written is None or listed is None or (self._refused is None and self.carried_run is None):
@@ -129,26 +128,16 @@ class S3Storage(S3Bucket):
         """What the last reads under the fence found, with the window's own changes since (the sweep's deletes,
         repositories removed), for the next window to start from instead of listing the bucket whole; None
         when this fence did not read both prefixes, or the window wrote something else since."""
-        view = self._view
-        if view is None or view.links is None or view.blobs is None:
-            return None
-        links = view.links
-        return zlib.compress(json.dumps({
-            "revisions": links.revisions, "layers": links.layers, "layered": sorted(links.layered),
-            "blobs": view.blobs}, separators=(",", ":")).encode())
+        return None if self._view is None else self._view.dump()
 
     def resume(self, view: bytes, run: str, written: Written) -> bool:
         """Start from a view an earlier window carried, true when `run` of the registry started, and what that run
         logged since (`written`, from its start): every read lists again only what it wrote, until the janitor
         writes to the bucket itself. False (and nothing changed) when the view cannot be read."""
-        try:
-            data = json.loads(zlib.decompress(view))
-            links = _Links(self.store_time(written.since), _times(data["revisions"]), _times(data["layers"]),
-                           set(map(str, data["layered"])), written.since)
-            blobs = {str(d): (int(v[0]), float(v[1])) for d, v in data["blobs"].items()}
-        except (zlib.error, ValueError, KeyError, TypeError, IndexError, AttributeError):
+        loaded = View.load(view, self.store_time(written.since), written.since)
+        if loaded is None:
             return False
-        self._last_links, self._last_blobs = links, _Blobs(blobs, written.since)
+        self._last_links, self._last_blobs = loaded
         self._written_log, self.carried_run = written, run
         return True
 
@@ -164,7 +153,7 @@ class S3Storage(S3Bucket):
         self._written_log = Written(self._written_log.since, written.repositories, written.blobs, written.requests)
         links = self._links_since()
         blobs = self._blobs_since(links)
-        self._last_links, self._last_blobs = links._replace(began=began), _Blobs(blobs, began)
+        self._last_links, self._last_blobs = links._replace(began=began), Blobs(blobs, began)
         # Until the fence, every read is this one: nothing logged after the marker is read before it.
         self._written_log = Written(began, frozenset(), frozenset(), 0)
         return {"repositories": len(written.repositories), "blobs_named": len(written.blobs),
@@ -206,7 +195,7 @@ class S3Storage(S3Bucket):
         read = self._blobs_since if self.following(self._last_blobs) is not None else self._list_blobs
         found = self.while_refused("blobs", read)
         if self._refused is not None:
-            self._view = _View(self._view.links if self._view else None, found)
+            self._view = View(self._view.links if self._view else None, found)
         return {digest: size for digest, (size, when) in found.items() if since is None or when >= since}
 
     def _list_blobs(self) -> dict[str, tuple[int, float]]:
@@ -217,10 +206,10 @@ class S3Storage(S3Bucket):
             digest = self.layout.parse_blob_data(self.path(obj["Key"]))
             if digest:
                 found[digest] = (int(obj["Size"]), obj["LastModified"].timestamp())
-        self._last_blobs = _Blobs(found, began)
+        self._last_blobs = Blobs(found, began)
         return found
 
-    def _blobs_since(self, links: _Links | None = None) -> dict[str, tuple[int, float]]:
+    def _blobs_since(self, links: Links | None = None) -> dict[str, tuple[int, float]]:
         """The last whole listing of blobs, and those the registry may have stored since: named by the logged
         requests (uploads, manifests by digest), or a revision of a repository written to (a manifest PUT by
         tag stores its data under a digest the log does not show). A HeadObject each, at once. Only GC removes
@@ -415,47 +404,6 @@ class S3Storage(S3Bucket):
     def remove_blob_dirs(self, digests: list[str]) -> None:
         """Nothing to do: an object store has no directories, and GC deleted the blobs' objects."""
         return None
-
-
-class _Links(NamedTuple):
-    """One listing of `repositories/`."""
-
-    read_at: float  # the store's clock when it began
-    revisions: dict[str, dict[str, float]]  # repository -> manifest digest -> LastModified of its revision link
-    layers: dict[str, dict[str, float]]  # repository -> blob digest -> LastModified of its layer link
-    layered: set[str]  # repositories with any object under `_layers` (distribution's catalog walk)
-    began: float  # the worker's clock before its first request
-
-
-class _Blobs(NamedTuple):
-    """One listing of `blobs/`."""
-
-    sizes: dict[str, tuple[int, float]]  # digest -> (size, LastModified)
-    began: float  # the worker's clock before its first request
-
-
-class _View(NamedTuple):
-    """What the reads under the fence found: the view a window carries to the next (S3Storage.carry)."""
-
-    links: _Links | None
-    blobs: dict[str, tuple[int, float]] | None
-
-    def without_blobs(self, digests: Iterable[str]) -> _View:
-        gone = set(digests)
-        return self._replace(blobs=None if self.blobs is None else
-                             {d: v for d, v in self.blobs.items() if d not in gone})
-
-    def without_repository(self, name: str) -> _View:
-        links = self.links
-        if links is None:
-            return self
-        return self._replace(links=links._replace(
-            revisions={r: t for r, t in links.revisions.items() if r != name},
-            layers={r: t for r, t in links.layers.items() if r != name}, layered=links.layered - {name}))
-
-
-def _times(found: Any) -> dict[str, dict[str, float]]:
-    return {str(repo): {str(d): float(t) for d, t in times.items()} for repo, times in found.items()}
 
 
 def _layers_owner(relative: str) -> str | None:

@@ -29,7 +29,10 @@ class ViewBook:
         self.key = f"{prefix}:window:view"
 
     def take(self) -> Carried | None:
-        raw = self.conn.getdel(self.key)
+        try:
+            raw = self.conn.getdel(self.key)
+        except redis.RedisError:
+            return None  # the window's own records say Redis is away; it lists the store whole
         if raw is None:
             return None
         try:
@@ -38,6 +41,11 @@ class ViewBook:
         except (ValueError, KeyError, TypeError, binascii.Error):
             return None  # unreadable: the window lists the store whole
 
-    def save(self, carried: Carried) -> None:
-        self.conn.set(self.key, json.dumps({"run": carried.run, "since": carried.since,
-                                            "view": base64.b64encode(carried.view).decode()}))
+    def save(self, carried: Carried) -> bool:
+        """False when Redis is away: the next window lists whole, and the registry is writable either way."""
+        try:
+            self.conn.set(self.key, json.dumps({"run": carried.run, "since": carried.since,
+                                                "view": base64.b64encode(carried.view).decode()}))
+        except redis.RedisError:
+            return False
+        return True

@@ -137,7 +137,8 @@ def carry(guard: WindowGuard, book: ViewBook, swept: bool) -> dict[str, Any] | N
     except (Unusable, errors.JanitorError) as exc:
         return {"kept": False, "why": exc.message if isinstance(exc, errors.JanitorError) else str(exc)}
     carried = Carried(run, time.time(), view)
-    book.save(carried)
+    if not book.save(carried):
+        return {"kept": False, "why": "Redis did not take the view"}
     return {"kept": True, "bytes": len(view), "verify": resume(guard, carried)}
 
 
