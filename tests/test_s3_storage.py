@@ -460,7 +460,7 @@ def _read(storage: S3Storage) -> tuple[object, ...]:
             storage.blob_sizes())
 
 
-@settings(max_examples=6, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=4, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(before=st.lists(st.tuples(st.sampled_from(["revision", "layer"]), _REPOS, st.integers(0, 5)), max_size=10),
        swept=st.sets(st.integers(0, 5), max_size=3), early=_CHANGES, late=_CHANGES, fenced=_CHANGES)
 def test_a_view_carried_to_the_next_window_and_brought_up_by_the_log_reads_as_a_whole_listing(

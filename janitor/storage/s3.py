@@ -18,7 +18,7 @@ import posixpath
 import re
 import time
 from collections.abc import Callable, Iterable
-from typing import Any
+from typing import Any, TypeVar, cast
 
 
 from janitor import errors
@@ -31,6 +31,7 @@ from janitor.storage.s3_view import Blobs, Links, View
 
 __all__ = ["DELETE_BATCH", "S3Location", "S3Storage", "location_from"]
 
+T = TypeVar("T")
 _UPLOAD = re.compile(r"/repositories/(.+)/_uploads/([^/]+)/")
 
 
@@ -45,6 +46,7 @@ class S3Storage(S3Bucket):
     # window carried (`resume`) rather than listings of this one.
     carried_run: str | None = None
     _view: View | None = None  # what the last reads under the fence found, with the window's own changes since
+    _memo: dict[str, tuple[Written | None, Any]] | None = None  # see _once_per_log
 
     # -- reading -----------------------------------------------------------------------------------
 
@@ -52,8 +54,9 @@ class S3Storage(S3Bucket):
         """Every repository's links: one listing, or under the fence, the last one with the repositories the
         registry wrote to since listed again (`follow`). Read once while the registry refuses writes
         (S3Bucket.writes_refused): callers never change what it returns."""
-        read = self._links_since if self.following(self._last_links) is not None else self._list_links
-        links = self.while_refused("links", read)
+        following = self.following(self._last_links) is not None
+        links = self.while_refused("links", (lambda: self._once_per_log("links", self._links_since)) if following
+                                   else self._list_links)
         if self._refused is not None:
             self._view = View(links, self._view.blobs if self._view else None)
         return links
@@ -114,6 +117,18 @@ class S3Storage(S3Bucket):
             return None
         return {"repositories": len(written.repositories), "blobs_named": len(written.blobs),
                 "write_requests": written.requests, **({"prefixes_listed_whole": whole} if whole else {})}
+
+    def _once_per_log(self, what: str, read: Callable[[], T]) -> T:
+        """What `read` gave for the log as last told (`_written_log`): before the fence, the delete step's and
+        the mark's reads would otherwise list the same repositories again, each time."""
+        memo = self._memo if self._memo is not None else {}
+        self._memo = memo
+        found = memo.get(what)
+        if found is not None and found[0] is self._written_log:
+            return cast(T, found[1])
+        value = read()
+        memo[what] = (self._written_log, value)
+        return value
 
     def following(self, listed: Links | Blobs | None) -> Written | None:
         """The registry's log, when it says everything that changed since `listed` began."""
@@ -192,8 +207,9 @@ class S3Storage(S3Bucket):
 
     def blob_sizes(self, newer_than: Mark | None = None) -> dict[str, int]:
         since = None if newer_than is None else float(newer_than)
-        read = self._blobs_since if self.following(self._last_blobs) is not None else self._list_blobs
-        found = self.while_refused("blobs", read)
+        following = self.following(self._last_blobs) is not None
+        found = self.while_refused("blobs", (lambda: self._once_per_log("blobs", self._blobs_since)) if following
+                                   else self._list_blobs)
         if self._refused is not None:
             self._view = View(self._view.links if self._view else None, found)
         return {digest: size for digest, (size, when) in found.items() if since is None or when >= since}
