@@ -31,6 +31,13 @@ JANITOR_IMAGE="${JANITOR_IMAGE:-registry-janitor/janitor:compose}"
 log() { echo "build-compose-images: $*" >&2; }
 exists() { docker image inspect "$1" >/dev/null 2>&1; }
 
+# One build at a time on this machine: scripts/test.sh starts one in the background while it installs the
+# project, and the compose test's own call waits here for it, then finds every image built.
+STATE="${REGISTRY_JANITOR_STATE:-/tmp/registry-janitor}"
+mkdir -p "$STATE"
+exec 9>"$STATE/compose-build.lock"
+flock 9
+
 # The first deb URI of this machine's apt sources (one-line or deb822 format), else Debian's default.
 debian_mirror() {
     local uri

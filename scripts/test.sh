@@ -7,6 +7,15 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 image="$(scripts/provision.sh | tail -n 1)"
 export TEST_REGISTRY_IMAGE="$image"
 
+# The compose test's images (debootstrap and Debian packages: minutes on a fresh machine, mostly waiting on
+# downloads) are built in the background from here, while the project installs and the first tests run; the
+# test's own call waits for this one (a lock) and finds them built. Its janitor image is tagged as the test
+# tags it, per checkout. A failure here is the test's to report: it builds again.
+state="${REGISTRY_JANITOR_STATE:-/tmp/registry-janitor}"
+mkdir -p "$state"
+JANITOR_IMAGE="registry-janitor/janitor:compose-$(printf %s "$PWD" | sha1sum | cut -c1-10)" \
+    nohup scripts/build-compose-images.sh >"$state/compose-build.log" 2>&1 &
+
 if [ ! -x .venv/bin/python ]; then
     python3 -m venv .venv
 fi
