@@ -512,6 +512,33 @@ def _ts(value: str) -> float:
     return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
 
 
+def test_the_drain_waits_for_an_upload_left_open_and_says_so(driver: str, registry, make_stack) -> None:  # type: ignore[no-untyped-def]
+    """With no upload open the drain step does not wait. A push's blob upload started and written to, not
+    finished: the drain step sees it in progress (on S3 by the multipart upload distribution opens for its
+    data, then that repository's `_uploads` only) and waits JANITOR_UPLOAD_DRAIN before fencing."""
+    s = make_stack(registry, JANITOR_UPLOAD_DRAIN="3")
+    p = s.pusher()
+    for tag in ("first", "second", "kept"):
+        p.image("team/app", images.image(), tag)
+
+    def drain_of(tag: str) -> dict:
+        job = s.wait(s.delete({"repository": "team/app", "tags": [tag]})["id"])
+        assert job["status"] == "succeeded", job
+        return {st["name"]: st["outcome"] for st in job["steps"]}["drain"]
+
+    drain = drain_of("first")
+    assert drain["uploads_still_active"] == 0 and drain["waited_seconds"] < 3, drain
+
+    started = requests.post(f"{registry.url}/v2/team/pushing/blobs/uploads/", timeout=10)
+    assert started.status_code == 202, started.text
+    location = started.headers["Location"]
+    patched = requests.patch(location if location.startswith("http") else registry.url + location,
+                             data=b"x" * 1000, headers={"Content-Type": "application/octet-stream"}, timeout=10)
+    assert patched.status_code == 202, patched.text
+    drain = drain_of("second")
+    assert drain["uploads_still_active"] == 1 and drain["waited_seconds"] >= 3, drain
+
+
 def test_while_gc_runs_writes_are_refused_and_pulls_still_work(stack: Stack) -> None:
     """Caught inside real windows: the registry is fenced (read-only config in place and serving) and
     stays fenced across the checks, else the next window is tried."""

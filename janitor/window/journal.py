@@ -110,7 +110,7 @@ def resume(guard: WindowGuard, carried: Carried | None) -> dict[str, Any] | None
         if not store.resume(carried.view, run, written):
             raise Unusable("the carried view could not be read")
     except (Unusable, errors.JanitorError) as exc:
-        return {"used": False, "why": exc.message if isinstance(exc, errors.JanitorError) else str(exc)}
+        return {"used": False, "why": _why(exc)}
     return {"used": True, "repositories": len(written.repositories), "blobs_named": len(written.blobs),
             "write_requests": written.requests}
 
@@ -135,7 +135,7 @@ def carry(guard: WindowGuard, book: ViewBook, swept: bool) -> dict[str, Any] | N
         if guard.container.exit_code(stopped) is None:  # one stop since the fenced run began: this run followed it
             raise Unusable("the engine's events do not show the run after the fence following it at once")
     except (Unusable, errors.JanitorError) as exc:
-        return {"kept": False, "why": exc.message if isinstance(exc, errors.JanitorError) else str(exc)}
+        return {"kept": False, "why": _why(exc)}
     carried = Carried(run, time.time(), view)
     if not book.save(carried):
         return {"kept": False, "why": "Redis did not take the view"}
@@ -150,17 +150,26 @@ def _run_written(guard: WindowGuard, run: str, since: float, token: str | None =
         raise Unusable(str(exc)) from exc
 
 
+def _why(exc: Exception) -> str:
+    return exc.message if isinstance(exc, errors.JanitorError) else str(exc)
+
+
+def _log_config(attrs: dict[str, Any]) -> tuple[str | None, dict[str, Any]]:
+    """The container's log driver and its options, as the engine recorded them at creation (its defaults too)."""
+    config = (attrs.get("HostConfig") or {}).get("LogConfig") or {}
+    return config.get("Type"), config.get("Config") or {}
+
+
 def _kept_whole(attrs: dict[str, Any]) -> bool:
     """Whether the engine keeps all the container wrote, so that a run's output read back starts at its start
     without distribution's `listening on` line to prove it: json-file without rotation (`max-size`), which
     the engine never trims. (Non-blocking mode is refused earlier: it drops lines.)"""
-    config = (attrs.get("HostConfig") or {}).get("LogConfig") or {}
-    return config.get("Type") == "json-file" and not (config.get("Config") or {}).get("max-size")
+    driver, options = _log_config(attrs)
+    return driver == "json-file" and not options.get("max-size")
 
 
 def _check_log_driver(attrs: dict[str, Any]) -> None:
-    config = (attrs.get("HostConfig") or {}).get("LogConfig") or {}
-    if (config.get("Config") or {}).get("mode") == "non-blocking":
+    if _log_config(attrs)[1].get("mode") == "non-blocking":
         raise Unusable("the container's log runs in non-blocking mode, which drops lines when its buffer is full: "
                        "its access log cannot say everything the registry wrote")
 
@@ -204,7 +213,7 @@ def rebase(guard: WindowGuard, marker: Marker) -> dict[str, Any] | None:
         written = _run_written(guard, marker.run, marker.answered_at, marker.token, whole=marker.kept_whole)
     except (Unusable, errors.JanitorError) as exc:
         store.drop_carried()
-        return {"used": False, "why": exc.message if isinstance(exc, errors.JanitorError) else str(exc)}
+        return {"used": False, "why": _why(exc)}
     return {"used": True, **(store.rebase(written) or {})}
 
 
